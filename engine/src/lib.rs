@@ -1,0 +1,26 @@
+//! cohortdb-engine: the storage and data plane.
+//!
+//! The engine owns every byte on disk: the catalog of tables, their rows, the files
+//! they live in, imports from CSV/Parquet and exports to them, and the seeded demo
+//! data. It speaks Arrow (`RecordBatch`) to the layers above and knows nothing of
+//! SQL text, DataFusion or async runtimes: the sql crate translates queries into the
+//! engine's small vocabulary (column types, scan projections, [`Predicate`]s, row ids).
+//!
+//! Architecture invariant: this crate does not depend on DataFusion or tokio.
+
+pub mod catalog;
+pub mod demo;
+pub mod error;
+pub mod export;
+pub mod import;
+pub mod limits;
+pub mod predicate;
+mod store;
+pub mod table;
+pub mod types;
+
+pub use catalog::Catalog;
+pub use error::{Error, Result};
+pub use predicate::{CmpOp, Predicate};
+pub use table::{ROW_ID_COLUMN, Table, TableSnapshot};
+pub use types::{ColumnDef, ColumnType};

@@ -1,0 +1,18 @@
+//! Every limit the engine enforces, in one place, so they can be read, documented
+//! and tested together. Exceeding one is a typed [`crate::Error::LimitExceeded`].
+
+/// Longest table or column name, in bytes (PostgreSQL's NAMEDATALEN − 1).
+pub const NAME_BYTES_MAX: usize = 63;
+
+/// Most columns in one table.
+pub const COLUMNS_PER_TABLE_MAX: usize = 1_600;
+
+/// Most rows in one table: row ids carry the row's position in 32 bits per segment
+/// and segment ids in the upper 32 bits.
+pub const ROWS_PER_SEGMENT_MAX: u64 = u32::MAX as u64;
+
+/// Rows per batch when reading import files.
+pub const IMPORT_BATCH_ROWS: usize = 65_536;
+
+/// Largest manifest the engine will read, in bytes; a bigger one is corruption.
+pub const MANIFEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
