@@ -1,1 +1,25 @@
-//! placeholder
+//! cohortdb-sql: SQL over the engine, through DataFusion.
+//!
+//! A [`Session`] parses SQL (PostgreSQL dialect, DataFusion's sqlparser), runs the
+//! statements DataFusion knows (SELECT, INSERT, SHOW, DESCRIBE, information_schema)
+//! against engine-backed tables, and runs the ones it does not itself: CREATE/DROP
+//! TABLE, DELETE, UPDATE and COPY. Engine tables reach DataFusion through
+//! [`provider`], with projections and filters pushed into engine scans.
+//!
+//! Architecture invariant: this crate never touches files directly; reading and
+//! writing data files is the engine's job (`cohortdb_engine::import`/`export`).
+
+mod copy;
+mod ddl;
+mod dml;
+pub mod error;
+mod names;
+mod provider;
+mod pushdown;
+mod session;
+
+pub use error::{Error, Position, Result};
+pub use session::{CATALOG_NAME, SCHEMA_NAME, Session};
+
+/// Re-exported so callers build and consume streams without naming DataFusion.
+pub use datafusion::execution::SendableRecordBatchStream;

@@ -1,0 +1,174 @@
+//! DELETE and UPDATE.
+//!
+//! Both are rewritten into a query over the table's row-id relation (see
+//! [`crate::provider`]) that keeps the user's WHERE clause as written, so every
+//! expression DataFusion supports works there, subqueries included, and errors
+//! point into the user's text. The query yields the row ids to delete (and, for
+//! UPDATE, the new rows); the engine then applies them in one commit.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use cohortdb_engine::catalog::row_ids;
+use cohortdb_engine::{Error as EngineError, ROW_ID_COLUMN, Table};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, Expr, FromTable, Ident, Query, SelectItem, SetExpr, TableFactor, TableWithJoins, Update,
+};
+use futures::TryStreamExt;
+
+use crate::ddl::cast_batches;
+use crate::error::{Error, Result};
+use crate::names::{self, position_of, quote};
+use crate::provider::ROW_ID_RELATION_PREFIX;
+use crate::session::{Session, count_stream, resolve_table};
+
+pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<SendableRecordBatchStream> {
+    let position = position_of(&delete.delete_token.0);
+    let from = match delete.from {
+        FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => from,
+    };
+    let unsupported = [
+        (delete.using.is_some(), "DELETE ... USING"),
+        (delete.returning.is_some(), "DELETE ... RETURNING"),
+        (!delete.order_by.is_empty() || delete.limit.is_some(), "DELETE ... ORDER BY/LIMIT"),
+        (from.len() != 1 || !delete.tables.is_empty(), "DELETE from several tables"),
+    ];
+    if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+        return Err(Error::unsupported(*what, position));
+    }
+    let target = target(session, &from[0])?;
+    let query = row_query(&target, Vec::new(), delete.selection)?;
+    let batches = collect(session, query).await?;
+    let ids = all_row_ids(&batches)?;
+    let count = commit(session, &target.table, move |catalog, table| catalog.delete(table, &ids)).await?;
+    Ok(count_stream(count))
+}
+
+pub(crate) async fn update(session: &Session, update: Update) -> Result<SendableRecordBatchStream> {
+    let position = position_of(&update.update_token.0);
+    let unsupported = [
+        (update.from.is_some(), "UPDATE ... FROM"),
+        (update.returning.is_some(), "UPDATE ... RETURNING"),
+        (update.or.is_some(), "UPDATE OR ..."),
+        (!update.order_by.is_empty() || update.limit.is_some(), "UPDATE ... ORDER BY/LIMIT"),
+    ];
+    if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+        return Err(Error::unsupported(*what, position));
+    }
+    let target = target(session, &update.table)?;
+    let schema = target.table.schema();
+    // One new value per table column: the assigned expression or the old value.
+    let mut values: Vec<Option<Expr>> = vec![None; schema.fields().len()];
+    for assignment in update.assignments {
+        let AssignmentTarget::ColumnName(name) = &assignment.target else {
+            return Err(Error::unsupported("assigning to a tuple of columns", position_of(&assignment.value)));
+        };
+        let column_name = names::normalize(name.0.last().and_then(|p| p.as_ident()).expect("column names are identifiers"));
+        let index = schema.index_of(&column_name).map_err(|_| {
+            Error::engine_at(
+                EngineError::ColumnNotFound {
+                    table: target.table.name().to_string(),
+                    column: column_name.clone(),
+                },
+                position_of(name),
+            )
+        })?;
+        if values[index].is_some() {
+            return Err(Error::invalid(format!("multiple assignments to same column \"{column_name}\""), position_of(name)));
+        }
+        values[index] = Some(assignment.value);
+    }
+    let query = row_query(&target, values, update.selection)?;
+    let batches = collect(session, query).await?;
+    let ids = all_row_ids(&batches)?;
+    let rows: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| b.project(&(1..b.num_columns()).collect::<Vec<_>>()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Execution { message: e.to_string() })?;
+    let rows = cast_batches(&schema, rows)?;
+    let count = commit(session, &target.table, move |catalog, table| catalog.update(table, &ids, rows)).await?;
+    Ok(count_stream(count))
+}
+
+/// The table a DELETE or UPDATE changes and the name its WHERE clause uses for it.
+struct Target {
+    table: Arc<Table>,
+    alias: Ident,
+}
+
+fn target(session: &Session, from: &TableWithJoins) -> Result<Target> {
+    let TableFactor::Table { name, alias, .. } = &from.relation else {
+        return Err(Error::unsupported("changing rows of anything but a table", position_of(&from.relation)));
+    };
+    if !from.joins.is_empty() {
+        return Err(Error::unsupported("joins in DELETE or UPDATE", position_of(&from.relation)));
+    }
+    let table = resolve_table(session, name)?;
+    let alias = match alias {
+        Some(alias) => alias.name.clone(),
+        None => name.0.last().and_then(|p| p.as_ident()).expect("table names are identifiers").clone(),
+    };
+    Ok(Target { table, alias })
+}
+
+/// `SELECT row_id [, new values...] FROM <row-id relation> AS alias WHERE ...`,
+/// built from a template and then given the user's own expressions (with their
+/// positions in the original text).
+fn row_query(target: &Target, values: Vec<Option<Expr>>, selection: Option<Expr>) -> Result<Query> {
+    let schema = target.table.schema();
+    let mut projection = vec![quote(ROW_ID_COLUMN)];
+    for (field, value) in schema.fields().iter().zip(&values) {
+        projection.push(match value {
+            Some(_) => "NULL".to_string(),
+            None => format!("{}.{}", target.alias, quote(field.name())),
+        });
+    }
+    let relation = quote(&format!("{ROW_ID_RELATION_PREFIX}{}", target.table.name()));
+    let template = format!("SELECT {} FROM {relation} AS {}", projection.join(", "), target.alias);
+    let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        &template,
+    )?;
+    let Some(datafusion::sql::sqlparser::ast::Statement::Query(mut query)) = statements.pop() else {
+        unreachable!("the template is one SELECT");
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        unreachable!("the template is a plain SELECT");
+    };
+    select.selection = selection;
+    for (item, value) in select.projection.iter_mut().skip(1).zip(values) {
+        if let (SelectItem::UnnamedExpr(expr), Some(value)) = (item, value) {
+            *expr = value;
+        }
+    }
+    Ok(*query)
+}
+
+async fn collect(session: &Session, query: Query) -> Result<Vec<RecordBatch>> {
+    let plan = session.plan_query(query).await?;
+    Ok(session.stream_plan(plan).await?.try_collect().await?)
+}
+
+fn all_row_ids(batches: &[RecordBatch]) -> Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for batch in batches {
+        ids.extend(row_ids(batch.column(0).as_ref())?);
+    }
+    Ok(ids)
+}
+
+/// Runs a catalog write off the async workers (it syncs files).
+async fn commit<F>(session: &Session, table: &Arc<Table>, write: F) -> Result<u64>
+where
+    F: FnOnce(&cohortdb_engine::Catalog, &Table) -> cohortdb_engine::Result<u64> + Send + 'static,
+{
+    let catalog = Arc::clone(session.catalog());
+    let table = Arc::clone(table);
+    let joined = datafusion::common::runtime::SpawnedTask::spawn_blocking(move || write(&catalog, &table))
+        .join()
+        .await
+        .map_err(|e| Error::Execution { message: e.to_string() })?;
+    Ok(joined?)
+}

@@ -1,0 +1,263 @@
+//! The SQL layer's error type and the one table that maps errors to SQLSTATE codes.
+//!
+//! Engine errors raised inside DataFusion execution travel as
+//! `DataFusionError::External` and are downcast back here, never flattened to text.
+
+use std::fmt;
+
+use cohortdb_engine::Error as EngineError;
+use datafusion::common::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::Location;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A position in the SQL text, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Position {
+    pub(crate) fn from_location(location: Location) -> Option<Position> {
+        (location.line > 0).then_some(Position {
+            line: location.line,
+            column: location.column,
+        })
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// Formats an optional position as a message suffix.
+struct At(Option<Position>);
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, " (at {p})"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The text is not valid SQL.
+    #[error("syntax error: {message}{}", At(*.position))]
+    Syntax { message: String, position: Option<Position> },
+
+    /// Valid SQL that names something unknown or mixes types.
+    #[error("{message}{}", At(*.position))]
+    Plan { message: String, position: Option<Position> },
+
+    /// Valid SQL asking for something cohortdb does not do (yet).
+    #[error("{feature} is not supported{}", At(*.position))]
+    Unsupported { feature: String, position: Option<Position> },
+
+    /// A bad argument or option value.
+    #[error("{message}{}", At(*.position))]
+    InvalidArgument { message: String, position: Option<Position> },
+
+    /// A failure while running a statement (overflow, division by zero, bad cast).
+    #[error("{message}")]
+    Execution { message: String },
+
+    /// An error from the engine: constraint violations, bad files, IO, corruption.
+    #[error("{source}{}", At(*.position))]
+    Engine {
+        #[source]
+        source: EngineError,
+        position: Option<Position>,
+    },
+}
+
+impl Error {
+    pub(crate) fn unsupported(feature: impl Into<String>, position: Option<Position>) -> Error {
+        Error::Unsupported {
+            feature: feature.into(),
+            position,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>, position: Option<Position>) -> Error {
+        Error::InvalidArgument {
+            message: message.into(),
+            position,
+        }
+    }
+
+    pub(crate) fn engine_at(source: EngineError, position: Option<Position>) -> Error {
+        Error::Engine { source, position }
+    }
+
+    /// The position in the SQL text the error points at, when known.
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            Error::Syntax { position, .. }
+            | Error::Plan { position, .. }
+            | Error::Unsupported { position, .. }
+            | Error::InvalidArgument { position, .. }
+            | Error::Engine { position, .. } => *position,
+            Error::Execution { .. } => None,
+        }
+    }
+
+    /// The PostgreSQL SQLSTATE for this error. This is the only place errors are
+    /// mapped to codes.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::Syntax { .. } => "42601",
+            Error::Plan { message, .. } => {
+                if message.contains("No field named") || message.contains("column") && message.contains("does not exist") {
+                    "42703"
+                } else if message.contains("not found") && message.starts_with("table") {
+                    "42P01"
+                } else {
+                    "42804"
+                }
+            }
+            Error::Unsupported { .. } => "0A000",
+            Error::InvalidArgument { .. } => "22023",
+            Error::Execution { message } => {
+                if message.contains("Divide by zero") {
+                    "22012"
+                } else if message.contains("overflow") {
+                    "22003"
+                } else {
+                    "22000"
+                }
+            }
+            Error::Engine { source, .. } => match source {
+                EngineError::TableNotFound(_) => "42P01",
+                EngineError::TableExists(_) => "42P07",
+                EngineError::ColumnNotFound { .. } => "42703",
+                EngineError::DuplicateColumn { .. } => "42701",
+                EngineError::InvalidName { .. } => "42602",
+                EngineError::UnsupportedType(_) => "0A000",
+                EngineError::NotNullViolation { .. } => "23502",
+                EngineError::SchemaMismatch { .. } => "42804",
+                EngineError::BadInput { .. } => "22P04",
+                EngineError::LimitExceeded { .. } => "54000",
+                EngineError::Conflict(_) => "40001",
+                EngineError::Locked(_) => "55006",
+                EngineError::Io { .. } => "58030",
+                EngineError::Corrupted { .. } => "XX001",
+                EngineError::Arrow(_) => "XX000",
+            },
+        }
+    }
+}
+
+impl From<EngineError> for Error {
+    fn from(source: EngineError) -> Error {
+        Error::Engine { source, position: None }
+    }
+}
+
+impl From<ParserError> for Error {
+    fn from(e: ParserError) -> Error {
+        let text = match e {
+            ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+            ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+        };
+        let (message, position) = split_location(&text);
+        Error::Syntax { message, position }
+    }
+}
+
+/// Splits sqlparser's " at Line: 3, Column: 7" suffix off a message.
+fn split_location(text: &str) -> (String, Option<Position>) {
+    let Some((message, at)) = text.rsplit_once(" at Line: ") else {
+        return (text.to_string(), None);
+    };
+    let parsed = at.split_once(", Column: ").and_then(|(l, c)| Some((l.trim().parse().ok()?, c.trim().parse().ok()?)));
+    match parsed {
+        Some((line, column)) => (message.to_string(), Some(Position { line, column })),
+        None => (text.to_string(), None),
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Error {
+        let position = e
+            .diagnostic()
+            .and_then(|d| d.span)
+            .map(|span| Position {
+                line: span.start.line,
+                column: span.start.column,
+            })
+            .filter(|p| p.line > 0);
+        // Engine errors raised inside execution come back as they were.
+        let e = match take_engine_error(e) {
+            Ok(source) => return Error::Engine { source, position },
+            Err(e) => e,
+        };
+        match e.find_root() {
+            DataFusionError::SQL(parser, _) => Error::from(parser.as_ref().clone()),
+            DataFusionError::NotImplemented(m) => Error::Unsupported {
+                feature: m.clone(),
+                position,
+            },
+            DataFusionError::Plan(m) => Error::Plan {
+                message: m.clone(),
+                position,
+            },
+            DataFusionError::SchemaError(s, _) => Error::Plan {
+                message: s.to_string(),
+                position,
+            },
+            DataFusionError::ArrowError(a, _) => Error::Execution { message: a.to_string() },
+            DataFusionError::Execution(m) => Error::Execution { message: m.clone() },
+            other => Error::Execution {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Unwraps an engine error from the layers DataFusion and Arrow put around it.
+fn take_engine_error(e: DataFusionError) -> std::result::Result<EngineError, DataFusionError> {
+    match e {
+        DataFusionError::External(boxed) => {
+            if boxed.is::<EngineError>() {
+                return Ok(*boxed.downcast::<EngineError>().expect("checked with is"));
+            }
+            match boxed.downcast::<DataFusionError>() {
+                Ok(inner) => take_engine_error(*inner),
+                Err(boxed) => Err(DataFusionError::External(boxed)),
+            }
+        }
+        DataFusionError::ArrowError(arrow_error, backtrace) => match *arrow_error {
+            arrow::error::ArrowError::ExternalError(boxed) => take_engine_error(DataFusionError::External(boxed)),
+            other => Err(DataFusionError::ArrowError(Box::new(other), backtrace)),
+        },
+        DataFusionError::Context(context, inner) => {
+            take_engine_error(*inner).map_err(|inner| DataFusionError::Context(context, Box::new(inner)))
+        }
+        other => Err(other),
+    }
+}
+
+/// Wraps an engine error for the trip through DataFusion.
+pub(crate) fn to_datafusion(e: EngineError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_locations_become_positions() {
+        let (message, position) = split_location("Expected: an expression, found: FROM at Line: 2, Column: 8");
+        assert_eq!(message, "Expected: an expression, found: FROM");
+        assert_eq!(position, Some(Position { line: 2, column: 8 }));
+        assert_eq!(split_location("no location").1, None);
+    }
+}

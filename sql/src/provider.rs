@@ -1,0 +1,225 @@
+//! Engine tables as DataFusion tables.
+//!
+//! [`EngineSchema`] resolves names against the engine catalog; [`EngineTable`] scans
+//! an engine snapshot with projection, filter and limit pushed down, and inserts
+//! through [`EngineSink`], which commits all rows of a statement at once.
+//!
+//! For DELETE and UPDATE the sql layer needs row ids: a reserved relation name,
+//! [`ROW_ID_RELATION_PREFIX`] + table name, resolves to the same table with the
+//! hidden row-id column appended. It is never listed and cannot be created.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use cohortdb_engine::{Catalog, Predicate, Table};
+use datafusion::catalog::{Session as DfSession, SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result, not_impl_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use futures::StreamExt;
+
+use crate::error::to_datafusion;
+use crate::pushdown;
+
+/// Prefix of the reserved relation names that expose row ids.
+pub(crate) const ROW_ID_RELATION_PREFIX: &str = "__cohortdb_rowid__";
+
+/// The `public` schema: every engine table.
+#[derive(Debug)]
+pub(crate) struct EngineSchema {
+    pub catalog: Arc<Catalog>,
+}
+
+#[async_trait]
+impl SchemaProvider for EngineSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let (name, with_row_id) = match name.strip_prefix(ROW_ID_RELATION_PREFIX) {
+            Some(base) => (base, true),
+            None => (name, false),
+        };
+        match self.catalog.table(name) {
+            Ok(table) => Ok(Some(Arc::new(EngineTable::new(Arc::clone(&self.catalog), table, with_row_id)))),
+            Err(cohortdb_engine::Error::TableNotFound(_)) => Ok(None),
+            Err(e) => Err(to_datafusion(e)),
+        }
+    }
+
+    fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> Result<Option<Arc<dyn TableProvider>>> {
+        not_impl_err!("registering relation \"{name}\" (views and external tables)")
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.table(name).is_ok()
+    }
+}
+
+/// One engine table seen by DataFusion.
+#[derive(Debug)]
+pub(crate) struct EngineTable {
+    catalog: Arc<Catalog>,
+    table: Arc<Table>,
+    with_row_id: bool,
+    schema: SchemaRef,
+}
+
+impl EngineTable {
+    fn new(catalog: Arc<Catalog>, table: Arc<Table>, with_row_id: bool) -> EngineTable {
+        let schema = table
+            .snapshot()
+            .scan_schema(None, with_row_id)
+            .expect("a table's own schema projects");
+        EngineTable {
+            catalog,
+            table,
+            with_row_id,
+            schema,
+        }
+    }
+
+    /// The engine predicate for the filters DataFusion pushed down.
+    fn predicate(&self, filters: &[Expr]) -> Option<Predicate> {
+        let table_schema = self.table.schema();
+        let parts: Vec<Predicate> = filters
+            .iter()
+            .map(|f| pushdown::translate(f, &table_schema))
+            .collect::<Option<_>>()?;
+        match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(Predicate::And(parts)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for EngineTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        let table_schema = self.table.schema();
+        Ok(filters
+            .iter()
+            .map(|f| match pushdown::translate(f, &table_schema) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let columns = self.table.schema().fields().len();
+        // The engine scans table columns plus, for the row-id relation, the row id
+        // (always last); DataFusion's projection is then applied on top of that.
+        let (table_projection, projection) = match projection {
+            Some(p) => {
+                let table_part: Vec<usize> = p.iter().copied().filter(|&i| i < columns).collect();
+                let with_id = p.iter().any(|&i| i >= columns);
+                // Positions of DataFusion's columns within the engine's output.
+                let mut output = Vec::with_capacity(p.len());
+                for &i in p {
+                    output.push(if i >= columns { table_part.len() } else { table_part.iter().position(|&t| t == i).expect("projected") });
+                }
+                (Some(table_part), (with_id, Some(output)))
+            }
+            None => (None, (self.with_row_id, None)),
+        };
+        let (with_row_id, reorder) = projection;
+        let snapshot = self.table.snapshot();
+        let predicate = self.predicate(filters);
+        let batches = snapshot
+            .scan(table_projection.as_deref(), predicate.as_ref(), with_row_id, limit)
+            .map_err(to_datafusion)?;
+        let scan_schema = snapshot
+            .scan_schema(table_projection.as_deref(), with_row_id)
+            .map_err(to_datafusion)?;
+        let partitions = partition(batches, state.config().target_partitions());
+        Ok(MemorySourceConfig::try_new_exec(&partitions, scan_schema, reorder)?)
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn DfSession,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return not_impl_err!("{insert_op} into a table");
+        }
+        let sink = EngineSink {
+            catalog: Arc::clone(&self.catalog),
+            table: Arc::clone(&self.table),
+            schema: self.table.schema(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Deals batches round-robin into `n` partitions so scans run on every core.
+fn partition(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let n = n.max(1).min(batches.len().max(1));
+    let mut partitions = vec![Vec::new(); n];
+    for (i, batch) in batches.into_iter().enumerate() {
+        partitions[i % n].push(batch);
+    }
+    partitions
+}
+
+/// Collects every row of an INSERT and appends them to the table in one commit.
+#[derive(Debug)]
+struct EngineSink {
+    catalog: Arc<Catalog>,
+    table: Arc<Table>,
+    schema: SchemaRef,
+}
+
+impl DisplayAs for EngineSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "EngineSink: table={}", self.table.name())
+    }
+}
+
+#[async_trait]
+impl DataSink for EngineSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
+        let mut batches = Vec::new();
+        while let Some(batch) = data.next().await {
+            batches.push(batch?);
+        }
+        let catalog = Arc::clone(&self.catalog);
+        let table = Arc::clone(&self.table);
+        // The commit syncs files; keep it off the async workers.
+        datafusion::common::runtime::SpawnedTask::spawn_blocking(move || catalog.append(&table, batches))
+            .join()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(to_datafusion)
+    }
+}

@@ -1,0 +1,169 @@
+//! A SQL session: one DataFusion context over the shared engine catalog, plus the
+//! statements cohortdb runs itself.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use cohortdb_engine::Catalog;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Query, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use futures::TryStreamExt;
+
+use crate::error::{Error, Result};
+use crate::names::{self, position_of};
+use crate::provider::EngineSchema;
+use crate::{copy, ddl, dml};
+
+/// The name of the one catalog (database) a session sees.
+pub const CATALOG_NAME: &str = "cohortdb";
+/// The name of the schema holding every table.
+pub const SCHEMA_NAME: &str = "public";
+
+/// Deepest nesting of expressions and subqueries the parser accepts.
+const PARSER_RECURSION_MAX: usize = 64;
+
+/// A SQL session over a catalog. Sessions are cheap; each has its own settings.
+pub struct Session {
+    ctx: SessionContext,
+    catalog: Arc<Catalog>,
+}
+
+impl Session {
+    pub fn new(catalog: Arc<Catalog>) -> Session {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME);
+        config.options_mut().sql_parser.collect_spans = true;
+        let ctx = SessionContext::new_with_config(config);
+        let schemas = MemoryCatalogProvider::new();
+        schemas
+            .register_schema(
+                SCHEMA_NAME,
+                Arc::new(EngineSchema {
+                    catalog: Arc::clone(&catalog),
+                }),
+            )
+            .expect("a fresh catalog provider accepts a schema");
+        ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
+        Session { ctx, catalog }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Parses a string of `;`-separated statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        Ok(Parser::new(&PostgreSqlDialect {})
+            .with_recursion_limit(PARSER_RECURSION_MAX)
+            .try_with_sql(sql)?
+            .parse_statements()?)
+    }
+
+    /// Runs every statement in `sql` and returns the rows of the last one.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let stream = self.execute_stream(sql).await?;
+        stream.try_collect().await.map_err(Error::from)
+    }
+
+    /// Runs every statement in `sql` but the last to completion and returns the
+    /// last one's rows as a stream.
+    pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let mut statements = self.parse(sql)?;
+        let Some(last) = statements.pop() else {
+            return Ok(empty_stream());
+        };
+        for statement in statements {
+            let stream = self.run(statement).await?;
+            let _: Vec<RecordBatch> = stream.try_collect().await?;
+        }
+        self.run(last).await
+    }
+
+    /// Runs one parsed statement.
+    pub async fn run(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+        match statement {
+            Statement::CreateTable(create) => ddl::create_table(self, create).await,
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => ddl::drop_tables(self, &names, if_exists),
+            Statement::Delete(delete) => dml::delete(self, delete).await,
+            Statement::Update(update) => dml::update(self, update).await,
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                values,
+            } => copy::copy(self, copy::CopyStatement { source, to, target, options, legacy_options, values }).await,
+            other => self.run_datafusion(other).await,
+        }
+    }
+
+    /// Plans a query with DataFusion (used for SELECTs inside our own statements).
+    pub(crate) async fn plan_query(&self, query: Query) -> Result<LogicalPlan> {
+        self.plan(Statement::Query(Box::new(query))).await
+    }
+
+    async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await?;
+        Ok(plan)
+    }
+
+    /// Runs a plan and returns its rows.
+    pub(crate) async fn stream_plan(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let frame = self.ctx.execute_logical_plan(plan).await?;
+        Ok(frame.execute_stream().await?)
+    }
+
+    async fn run_datafusion(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+        let position = position_of(&statement);
+        let plan = self.plan(statement).await?;
+        if let LogicalPlan::Ddl(ddl) = &plan {
+            return Err(Error::unsupported(ddl.name(), position));
+        }
+        self.stream_plan(plan).await
+    }
+}
+
+/// A stream with no columns and no rows (the result of DDL).
+pub(crate) fn empty_stream() -> SendableRecordBatchStream {
+    Box::pin(MemoryStream::try_new(Vec::new(), Arc::new(Schema::empty()), None).expect("an empty stream is valid"))
+}
+
+/// The one-row `count` result of a statement that changes rows, as INSERT has.
+pub(crate) fn count_stream(count: u64) -> SendableRecordBatchStream {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(UInt64Array::from(vec![count]))])
+        .expect("count batch matches its schema");
+    Box::pin(MemoryStream::try_new(vec![batch], schema, None).expect("a one-batch stream is valid"))
+}
+
+/// The catalog name of a table reference, checked to exist.
+pub(crate) fn resolve_table(
+    session: &Session,
+    name: &datafusion::sql::sqlparser::ast::ObjectName,
+) -> Result<Arc<cohortdb_engine::Table>> {
+    let table = names::table_name(name)?;
+    session
+        .catalog
+        .table(&table)
+        .map_err(|e| Error::engine_at(e, position_of(name)))
+}
