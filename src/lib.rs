@@ -1,1 +1,119 @@
-//! cohortdb
+//! cohortdb: an embedded analytics database for audience segmentation, queried
+//! with SQL.
+//!
+//! Open a [`Database`] (a data directory, or in memory), take a [`Session`] and run
+//! SQL; results come back as Arrow record batches, whole or as a stream.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cohortdb::Error> {
+//! let db = cohortdb::Database::open("./data")?;
+//! let session = db.session();
+//! session.execute("CREATE TABLE users (user_id BIGINT NOT NULL, city TEXT)").await?;
+//! session.execute("INSERT INTO users VALUES (1, 'beijing'), (2, 'shanghai')").await?;
+//! let batches = session.execute("SELECT city, count(*) FROM users GROUP BY city").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! This package wires the crates together: `cohortdb-engine` (storage),
+//! `cohortdb-sql` (SQL over DataFusion) and, later, `cohortdb-server` (the
+//! PostgreSQL wire protocol). It also builds the `cohortdb` command-line tool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cohortdb_engine::Catalog;
+use cohortdb_engine::import;
+pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProgress};
+
+pub use arrow;
+pub use cohortdb_engine::demo::DemoConfig;
+pub use cohortdb_sql::{Error, ParsedStatement, Position, Result, SendableRecordBatchStream};
+
+/// A database: one data directory (or memory), shared by all its sessions.
+#[derive(Clone)]
+pub struct Database {
+    catalog: Arc<Catalog>,
+}
+
+impl Database {
+    /// Opens the database in directory `path`, creating it if it does not exist.
+    /// Only one process may have a directory open at a time.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        let catalog = Catalog::open(path.as_ref())?;
+        Ok(Database {
+            catalog: Arc::new(catalog),
+        })
+    }
+
+    /// A database that lives in memory and is gone when dropped.
+    pub fn open_in_memory() -> Database {
+        Database {
+            catalog: Arc::new(Catalog::in_memory()),
+        }
+    }
+
+    /// The data directory, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.catalog.path()
+    }
+
+    /// A new session with its own settings. Sessions are cheap.
+    pub fn session(&self) -> Session {
+        Session {
+            inner: cohortdb_sql::Session::new(Arc::clone(&self.catalog)),
+        }
+    }
+
+    /// Creates and fills the demo tables (`users`, `items`, `events`);
+    /// `progress` hears each table's name and rows so far.
+    pub fn load_demo(&self, config: &DemoConfig, progress: &mut dyn FnMut(&str, u64)) -> Result<()> {
+        Ok(cohortdb_engine::demo::load(&self.catalog, config, progress)?)
+    }
+
+    /// The names of all tables.
+    pub fn table_names(&self) -> Vec<String> {
+        self.catalog.table_names()
+    }
+
+    /// Imports a CSV or Parquet file into an existing table in one commit (all
+    /// rows or none), reporting progress after every batch. Returns the row count.
+    pub fn import(
+        &self,
+        table: &str,
+        path: &Path,
+        format: FileFormat,
+        csv: &CsvOptions,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<u64> {
+        let table = self.catalog.table(table)?;
+        Ok(import::import_file(&self.catalog, &table, path, format, csv, progress)?)
+    }
+}
+
+/// A connection-like session: runs SQL against its database.
+pub struct Session {
+    inner: cohortdb_sql::Session,
+}
+
+impl Session {
+    /// Runs every statement in `sql` (separated by `;`) and returns the rows of the
+    /// last one. Statements that change rows return one row with their `count`.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<arrow::array::RecordBatch>> {
+        self.inner.execute(sql).await
+    }
+
+    /// Like [`Session::execute`], but streams the last statement's rows.
+    pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        self.inner.execute_stream(sql).await
+    }
+
+    /// Splits a script into statements, for callers that run them one at a time.
+    pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
+        self.inner.parse(sql)
+    }
+
+    /// Runs one statement from [`Session::parse`].
+    pub async fn run(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
+        self.inner.run(statement).await
+    }
+}

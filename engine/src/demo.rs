@@ -16,6 +16,7 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 
+use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::types::{self, ColumnDef, ColumnType};
 
@@ -128,6 +129,36 @@ pub fn generate(config: &DemoConfig, sink: &mut dyn FnMut(&str, RecordBatch) -> 
     let prices = generate_items(config, &mut items_rng, &mut |b| sink("items", b), &schemas[1].1)?;
     let mut events = rng.fork(3);
     generate_events(config, &mut events, &prices, &mut |b| sink("events", b), &schemas[2].1)
+}
+
+/// Creates the demo tables in `catalog` and fills them, one commit per table.
+/// `progress` hears each table's name and rows generated so far. Fails with
+/// [`crate::Error::TableExists`] if a demo table already exists.
+pub fn load(catalog: &Catalog, config: &DemoConfig, progress: &mut dyn FnMut(&str, u64)) -> Result<()> {
+    for (name, columns) in tables() {
+        if catalog.table(name).is_ok() {
+            return Err(crate::Error::TableExists(name.to_string()));
+        }
+        catalog.create_table(name, &columns, false)?;
+    }
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut current = "users";
+    let mut rows = 0u64;
+    generate(config, &mut |table, batch| {
+        if table != current {
+            let done = catalog.table(current)?;
+            catalog.append(&done, std::mem::take(&mut pending))?;
+            current = tables().into_iter().find(|(n, _)| *n == table).map(|(n, _)| n).expect("demo table");
+            rows = 0;
+        }
+        rows += batch.num_rows() as u64;
+        progress(table, rows);
+        pending.push(batch);
+        Ok(())
+    })?;
+    let table = catalog.table(current)?;
+    catalog.append(&table, pending)?;
+    Ok(())
 }
 
 type BatchSink<'a> = dyn FnMut(RecordBatch) -> Result<()> + 'a;

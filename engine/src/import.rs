@@ -14,7 +14,9 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::table::Table;
 use crate::limits;
 
 /// File formats for import and export.
@@ -63,6 +65,20 @@ pub struct Progress {
     pub rows: u64,
     pub bytes_done: u64,
     pub bytes_total: u64,
+}
+
+/// Imports a whole file into `table` in one commit: all rows or none. Returns the
+/// number of rows imported.
+pub fn import_file(
+    catalog: &Catalog,
+    table: &Table,
+    path: &Path,
+    format: FileFormat,
+    csv: &CsvOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64> {
+    let batches = read_file(path, format, csv, &table.schema(), progress)?;
+    catalog.append(table, batches)
 }
 
 /// Reads a whole file into batches of `schema`.

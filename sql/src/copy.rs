@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Position, Result};
 use crate::names::position_of;
-use crate::session::{Session, count_stream, resolve_table};
+use crate::session::{Session, count_stream, parse_query, resolve_table};
 
 pub(crate) struct CopyStatement {
     pub source: CopySource,
@@ -111,8 +111,7 @@ async fn copy_from(session: &Session, source: CopySource, file: FileSpec, positi
     let table = resolve_table(session, &table_name)?;
     let catalog = std::sync::Arc::clone(session.catalog());
     let count = datafusion::common::runtime::SpawnedTask::spawn_blocking(move || {
-        let batches = import::read_file(&file.path, file.format, &file.csv, &table.schema(), &mut |_| {})?;
-        catalog.append(&table, batches)
+        import::import_file(&catalog, &table, &file.path, file.format, &file.csv, &mut |_| {})
     })
     .join()
     .await
@@ -129,11 +128,7 @@ async fn copy_to(session: &Session, source: CopySource, file: FileSpec) -> Resul
             } else {
                 columns.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             };
-            let sql = format!("SELECT {columns} FROM {table_name}");
-            match session.parse(&sql)?.pop() {
-                Some(datafusion::sql::sqlparser::ast::Statement::Query(q)) => *q,
-                _ => unreachable!("a SELECT parses to a query"),
-            }
+            parse_query(&format!("SELECT {columns} FROM {table_name}"))?
         }
     };
     let plan = session.plan_query(query).await?;

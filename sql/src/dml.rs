@@ -21,7 +21,7 @@ use crate::ddl::cast_batches;
 use crate::error::{Error, Result};
 use crate::names::{self, position_of, quote};
 use crate::provider::ROW_ID_RELATION_PREFIX;
-use crate::session::{Session, count_stream, resolve_table};
+use crate::session::{Session, count_stream, parse_query, resolve_table};
 
 pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<SendableRecordBatchStream> {
     let position = position_of(&delete.delete_token.0);
@@ -127,13 +127,7 @@ fn row_query(target: &Target, values: Vec<Option<Expr>>, selection: Option<Expr>
     }
     let relation = quote(&format!("{ROW_ID_RELATION_PREFIX}{}", target.table.name()));
     let template = format!("SELECT {} FROM {relation} AS {}", projection.join(", "), target.alias);
-    let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(
-        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-        &template,
-    )?;
-    let Some(datafusion::sql::sqlparser::ast::Statement::Query(mut query)) = statements.pop() else {
-        unreachable!("the template is one SELECT");
-    };
+    let mut query = parse_query(&template)?;
     let SetExpr::Select(select) = query.body.as_mut() else {
         unreachable!("the template is a plain SELECT");
     };
@@ -143,7 +137,7 @@ fn row_query(target: &Target, values: Vec<Option<Expr>>, selection: Option<Expr>
             *expr = value;
         }
     }
-    Ok(*query)
+    Ok(query)
 }
 
 async fn collect(session: &Session, query: Query) -> Result<Vec<RecordBatch>> {

@@ -19,7 +19,7 @@ mod pushdown;
 mod session;
 
 pub use error::{Error, Position, Result};
-pub use session::{CATALOG_NAME, SCHEMA_NAME, Session};
+pub use session::{CATALOG_NAME, ParsedStatement, SCHEMA_NAME, Session};
 
 /// Re-exported so callers build and consume streams without naming DataFusion.
 pub use datafusion::execution::SendableRecordBatchStream;

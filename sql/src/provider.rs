@@ -169,10 +169,18 @@ impl TableProvider for EngineTable {
         if insert_op != InsertOp::Append {
             return not_impl_err!("{insert_op} into a table");
         }
+        // The sink declares every column nullable so that DataFusion leaves NOT NULL
+        // to the engine, whose error names the column and table.
+        let table_schema = self.table.schema();
+        let nullable: Vec<_> = table_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
         let sink = EngineSink {
             catalog: Arc::clone(&self.catalog),
             table: Arc::clone(&self.table),
-            schema: self.table.schema(),
+            schema: Arc::new(arrow::datatypes::Schema::new(nullable)),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

@@ -62,11 +62,8 @@ impl Session {
     }
 
     /// Parses a string of `;`-separated statements.
-    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        Ok(Parser::new(&PostgreSqlDialect {})
-            .with_recursion_limit(PARSER_RECURSION_MAX)
-            .try_with_sql(sql)?
-            .parse_statements()?)
+    pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
+        Ok(parse_sql(sql)?.into_iter().map(ParsedStatement).collect())
     }
 
     /// Runs every statement in `sql` and returns the rows of the last one.
@@ -78,19 +75,23 @@ impl Session {
     /// Runs every statement in `sql` but the last to completion and returns the
     /// last one's rows as a stream.
     pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        let mut statements = self.parse(sql)?;
+        let mut statements = parse_sql(sql)?;
         let Some(last) = statements.pop() else {
             return Ok(empty_stream());
         };
         for statement in statements {
-            let stream = self.run(statement).await?;
+            let stream = self.run_statement(statement).await?;
             let _: Vec<RecordBatch> = stream.try_collect().await?;
         }
-        self.run(last).await
+        self.run_statement(last).await
     }
 
-    /// Runs one parsed statement.
-    pub async fn run(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+    /// Runs one parsed statement and returns its rows as a stream.
+    pub async fn run(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
+        self.run_statement(statement.0).await
+    }
+
+    async fn run_statement(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
         match statement {
             Statement::CreateTable(create) => ddl::create_table(self, create).await,
             Statement::Drop {
@@ -140,6 +141,72 @@ impl Session {
             return Err(Error::unsupported(ddl.name(), position));
         }
         self.stream_plan(plan).await
+    }
+}
+
+fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
+    Ok(Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(PARSER_RECURSION_MAX)
+        .try_with_sql(sql)?
+        .parse_statements()?)
+}
+
+/// Parses SQL the sql layer writes itself (templates that must be one query).
+pub(crate) fn parse_query(sql: &str) -> Result<Query> {
+    match parse_sql(sql)?.pop() {
+        Some(Statement::Query(query)) => Ok(*query),
+        _ => unreachable!("internal query templates are one SELECT: {sql}"),
+    }
+}
+
+/// One statement of a script, parsed, ready for [`Session::run`].
+#[derive(Debug, Clone)]
+pub struct ParsedStatement(Statement);
+
+impl ParsedStatement {
+    /// The command name PostgreSQL reports for this statement (`SELECT`, `INSERT`,
+    /// `CREATE TABLE`, ...), the start of its command tag.
+    pub fn command(&self) -> String {
+        match &self.0 {
+            Statement::Query(_) => "SELECT".into(),
+            Statement::Insert(_) => "INSERT".into(),
+            Statement::Delete(_) => "DELETE".into(),
+            Statement::Update(_) => "UPDATE".into(),
+            Statement::Copy { .. } => "COPY".into(),
+            Statement::CreateTable(c) if c.query.is_some() => "SELECT".into(),
+            Statement::CreateTable(_) => "CREATE TABLE".into(),
+            Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
+            other => {
+                let text = other.to_string();
+                text.split_whitespace().next().unwrap_or_default().to_uppercase()
+            }
+        }
+    }
+
+    /// Whether the statement's result is a one-row `count` of changed rows
+    /// rather than rows to show.
+    pub fn returns_count(&self) -> bool {
+        matches!(
+            &self.0,
+            Statement::Insert(_) | Statement::Delete(_) | Statement::Update(_) | Statement::Copy { .. }
+        ) || matches!(&self.0, Statement::CreateTable(c) if c.query.is_some())
+    }
+
+    /// The PostgreSQL command tag for a finished statement (`INSERT 0 3`,
+    /// `SELECT 5`, `CREATE TABLE`); `rows` is the count or the number of rows sent.
+    pub fn command_tag(&self, rows: u64) -> String {
+        let command = self.command();
+        match command.as_str() {
+            "INSERT" => format!("INSERT 0 {rows}"),
+            "SELECT" | "DELETE" | "UPDATE" | "COPY" => format!("{command} {rows}"),
+            _ => command,
+        }
+    }
+}
+
+impl std::fmt::Display for ParsedStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -1,0 +1,206 @@
+//! The `cohortdb` command-line tool: an SQL shell, file import and the demo.
+//!
+//! Exit codes: 0 when everything succeeded; 1 with a one-line `error:` message on
+//! stderr when anything failed (bad arguments exit with clap's code 2).
+
+mod render;
+mod shell;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use cohortdb::{CsvOptions, Database, DemoConfig, FileFormat};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "cohortdb", version, about = "Embedded analytics database for audience segmentation, queried with SQL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run SQL: an interactive shell, or the statements of -c, -f or standard input.
+    Sql {
+        /// Data directory (created if missing); without it the database is in memory.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        script: ScriptArgs,
+    },
+    /// Import a CSV or Parquet file into an existing table, all rows or none.
+    Import {
+        /// Data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Table to import into.
+        table: String,
+        /// File to read.
+        file: PathBuf,
+        /// File format; by default taken from the file's extension.
+        #[arg(long, value_parser = ["csv", "parquet"])]
+        format: Option<String>,
+        /// The CSV file has no header line.
+        #[arg(long)]
+        no_header: bool,
+        /// CSV field delimiter.
+        #[arg(long, default_value = ",")]
+        delimiter: char,
+    },
+    /// Create the seeded demo dataset (users, items, events) and open the shell on it.
+    Demo {
+        /// Data directory for the demo; reused if it already holds the demo tables.
+        #[arg(long, value_name = "DIR", default_value = "cohortdb-demo")]
+        data: PathBuf,
+        /// Number of users to generate (items: one per hundred users; events: ten per user on average).
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        /// Seed of the generator: the same seed and size give the same data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        script: ScriptArgs,
+    },
+}
+
+#[derive(Args)]
+struct ScriptArgs {
+    /// Run this SQL and exit (may be repeated).
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    commands: Vec<String>,
+    /// Run the SQL in this file and exit.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Sql { data, script } => {
+                let db = match data {
+                    Some(dir) => Database::open(dir).map_err(|e| e.to_string())?,
+                    None => Database::open_in_memory(),
+                };
+                run_script_or_shell(&db, &script).await
+            }
+            Command::Import {
+                data,
+                table,
+                file,
+                format,
+                no_header,
+                delimiter,
+            } => import(&data, &table, &file, format.as_deref(), !no_header, delimiter),
+            Command::Demo { data, users, seed, script } => {
+                let db = open_demo(&data, &DemoConfig { users, seed, ..DemoConfig::default() })?;
+                run_script_or_shell(&db, &script).await
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {}", message.replace('\n', " "));
+    ExitCode::FAILURE
+}
+
+/// Errors reach `main` as their one-line message.
+type CliResult = Result<(), String>;
+
+async fn run_script_or_shell(db: &Database, script: &ScriptArgs) -> CliResult {
+    let session = db.session();
+    let mut out = std::io::stdout().lock();
+    if !script.commands.is_empty() || script.file.is_some() {
+        for sql in &script.commands {
+            shell::run_script(&session, sql, &mut out, false).await?;
+        }
+        if let Some(path) = &script.file {
+            let sql = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            shell::run_script(&session, &sql, &mut out, false).await?;
+        }
+        return Ok(());
+    }
+    if std::io::stdin().is_terminal() {
+        drop(out);
+        return shell::interactive(&session, db).await;
+    }
+    let sql = std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))?;
+    shell::run_script(&session, &sql, &mut out, false).await
+}
+
+fn import(data: &Path, table: &str, file: &Path, format: Option<&str>, header: bool, delimiter: char) -> CliResult {
+    let format = match format {
+        Some(name) => FileFormat::parse(name),
+        None => FileFormat::from_path(file),
+    }
+    .ok_or_else(|| format!("cannot tell the format of {}: pass --format csv|parquet", file.display()))?;
+    let delimiter = u8::try_from(delimiter).map_err(|_| "the delimiter must be a one-byte character".to_string())?;
+    let db = Database::open(data).map_err(|e| e.to_string())?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}")
+            .expect("valid progress template"),
+    );
+    let started = Instant::now();
+    let csv = CsvOptions { header, delimiter };
+    let rows = db
+        .import(table, file, format, &csv, &mut |p| {
+            bar.set_length(p.bytes_total);
+            bar.set_position(p.bytes_done);
+            let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{} rows ({:.0} rows/s)", p.rows, p.rows as f64 / seconds));
+        })
+        .map_err(|e| e.to_string());
+    bar.finish_and_clear();
+    let rows = rows?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "imported {rows} rows into {table} in {seconds:.2} s ({:.0} rows/s)",
+        rows as f64 / seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Opens the demo directory, generating the data unless it is already there.
+fn open_demo(dir: &Path, config: &DemoConfig) -> Result<Database, String> {
+    let db = Database::open(dir).map_err(|e| e.to_string())?;
+    let names = db.table_names();
+    let present = ["users", "items", "events"].iter().filter(|t| names.iter().any(|n| n == *t)).count();
+    match present {
+        3 => {
+            eprintln!("using the demo data in {}", dir.display());
+            return Ok(db);
+        }
+        0 => {}
+        _ => return Err(format!("{} holds only part of the demo tables; use an empty directory", dir.display())),
+    }
+    let bar = ProgressBar::new_spinner();
+    let started = Instant::now();
+    db.load_demo(config, &mut |table, rows| {
+        bar.set_message(format!("generating {table}: {rows} rows"));
+        bar.tick();
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    eprintln!(
+        "created the demo data ({} users, seed {}) in {} in {:.1} s",
+        config.users,
+        config.seed,
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(db)
+}

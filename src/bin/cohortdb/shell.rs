@@ -1,0 +1,189 @@
+//! Running SQL scripts and the interactive shell.
+
+use std::io::Write;
+use std::time::Instant;
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use cohortdb::{Database, Session};
+use futures::TryStreamExt;
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+use crate::render;
+
+/// Runs every statement of `sql` in order, printing each result; stops at the
+/// first error and returns it as a one-line message.
+pub async fn run_script(session: &Session, sql: &str, out: &mut dyn Write, timing: bool) -> Result<(), String> {
+    let statements = session.parse(sql).map_err(|e| e.to_string())?;
+    for statement in statements {
+        let started = Instant::now();
+        let stream = session.run(statement.clone()).await.map_err(|e| e.to_string())?;
+        let schema = stream.schema();
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| cohortdb::Error::from(e).to_string())?;
+        let text = if statement.returns_count() {
+            format!("{}\n", statement.command_tag(count_of(&batches)))
+        } else if schema.fields().is_empty() {
+            format!("{}\n", statement.command())
+        } else {
+            render::table(&schema, &batches)?
+        };
+        let mut text = text;
+        if timing {
+            text.push_str(&format!("Time: {:.3} ms\n", started.elapsed().as_secs_f64() * 1000.0));
+        }
+        out.write_all(text.as_bytes()).map_err(|e| format!("cannot write output: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The `count` a row-changing statement returned.
+fn count_of(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.value(0)))
+        .unwrap_or(0)
+}
+
+const HELP: &str = "\
+SQL statements end with ';' and may span lines.
+  \\dt            list tables
+  \\d TABLE       describe a table
+  \\timing [on|off] show how long each statement takes
+  \\?             this help
+  \\q             quit
+";
+
+/// The interactive shell: line editing, history, multi-line statements.
+pub async fn interactive(session: &Session, db: &Database) -> Result<(), String> {
+    let mut editor = DefaultEditor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
+    let history = std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cohortdb_history"));
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    let place = match db.path() {
+        Some(p) => p.display().to_string(),
+        None => "memory".to_string(),
+    };
+    println!("cohortdb {} ({place}). Type \\? for help, \\q to quit.", env!("CARGO_PKG_VERSION"));
+    let mut timing = false;
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() { "cohortdb=> " } else { "cohortdb-> " };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(format!("cannot read input: {e}")),
+        };
+        let trimmed = line.trim();
+        if buffer.is_empty() && trimmed.starts_with('\\') {
+            let _ = editor.add_history_entry(trimmed);
+            match meta_command(session, trimmed, &mut timing).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => eprintln!("ERROR:  {e}"),
+                None => break,
+            }
+            continue;
+        }
+        if !buffer.is_empty() {
+            buffer.push('\n');
+        }
+        buffer.push_str(&line);
+        if !statement_complete(&buffer) {
+            continue;
+        }
+        let sql = std::mem::take(&mut buffer);
+        let _ = editor.add_history_entry(sql.as_str());
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = run_script(session, &sql, &mut out, timing).await {
+            eprintln!("ERROR:  {e}");
+        }
+    }
+    if let Some(path) = &history {
+        let _ = editor.save_history(path);
+    }
+    Ok(())
+}
+
+/// Runs a backslash command; `None` means quit.
+async fn meta_command(session: &Session, command: &str, timing: &mut bool) -> Option<Result<(), String>> {
+    let mut words = command.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let arg = words.next();
+    let sql = match (name, arg) {
+        ("\\q", _) => return None,
+        ("\\?", _) => {
+            print!("{HELP}");
+            return Some(Ok(()));
+        }
+        ("\\timing", arg) => {
+            *timing = match arg {
+                Some("on") => true,
+                Some("off") => false,
+                _ => !*timing,
+            };
+            println!("Timing is {}.", if *timing { "on" } else { "off" });
+            return Some(Ok(()));
+        }
+        ("\\dt", _) => "SELECT table_name AS name FROM information_schema.tables \
+                        WHERE table_schema = 'public' ORDER BY 1"
+            .to_string(),
+        ("\\d", Some(table)) => format!(
+            "SELECT column_name AS \"Column\", data_type AS \"Type\", \
+             CASE WHEN is_nullable = 'NO' THEN 'not null' ELSE '' END AS \"Nullable\" \
+             FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{}' \
+             ORDER BY ordinal_position",
+            table.replace('\'', "''")
+        ),
+        _ => return Some(Err(format!("invalid command {command}; try \\?"))),
+    };
+    let mut out = std::io::stdout().lock();
+    Some(run_script(session, &sql, &mut out, *timing).await)
+}
+
+/// Whether the buffer ends with a `;` outside quotes and comments.
+fn statement_complete(sql: &str) -> bool {
+    let mut in_string = false;
+    let mut in_identifier = false;
+    let mut last_significant = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' if !in_identifier => in_string = !in_string,
+            '"' if !in_string => in_identifier = !in_identifier,
+            '-' if !in_string && !in_identifier && chars.peek() == Some(&'-') => {
+                // A line comment runs to the end of the line.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if !c.is_whitespace() {
+            last_significant = Some((c, in_string || in_identifier));
+        }
+    }
+    matches!(last_significant, Some((';', false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_end_at_a_semicolon_outside_quotes() {
+        assert!(statement_complete("SELECT 1;"));
+        assert!(statement_complete("SELECT 1\n  ;  "));
+        assert!(!statement_complete("SELECT ';"));
+        assert!(!statement_complete("SELECT 1 -- done;"));
+        assert!(statement_complete("SELECT 'a;b';"));
+        assert!(!statement_complete("SELECT \"x;"));
+    }
+}
