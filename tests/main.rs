@@ -1,1 +1,32 @@
-fn main() {}
+//! The one integration test binary: sqllogictest files run in-process, the
+//! embedding API used exactly as an outside crate would, and the `cohortdb` CLI run
+//! as a built binary. Trials are collected here and run by libtest-mimic.
+
+mod api;
+mod cli;
+mod slt;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = slt::trials();
+    trials.extend(api::trials());
+    trials.extend(cli::trials());
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Runs an async test body on a fresh multi-threaded runtime.
+pub fn block_on<F: std::future::Future<Output = Result<(), Failed>>>(body: F) -> Result<(), Failed> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::from(format!("runtime: {e}")))?
+        .block_on(body)
+}
+
+/// A trial for a plain test function.
+pub fn trial(name: &str, test: fn() -> Result<(), Failed>) -> Trial {
+    Trial::test(name, test)
+}

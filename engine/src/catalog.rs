@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::array::{Array, RecordBatch, RecordBatchOptions, UInt64Array};
 use arrow::compute::filter_record_batch;
 
 use crate::error::{Error, Result};
@@ -115,7 +115,7 @@ impl Catalog {
 
     /// The one write path for rows: removes `delete` row ids, appends `append` rows.
     fn change(&self, table: &Table, delete: &[u64], append: Vec<RecordBatch>) -> Result<u64> {
-        let appended = check_rows(table, &append)?;
+        let (append, appended) = conform_rows(table, append)?;
         if appended > limits::ROWS_PER_SEGMENT_MAX {
             return Err(Error::LimitExceeded {
                 what: "rows in one statement",
@@ -167,9 +167,8 @@ impl Catalog {
             return Ok(());
         };
         for segment in fresh {
-            let schema = &segment.batches.first().map(|b| b.schema());
-            if let Some(schema) = schema {
-                store.write_segment(segment.id, schema, &segment.batches)?;
+            if let Some(first) = segment.batches.first() {
+                store.write_segment(segment.id, &first.schema(), &segment.batches)?;
             }
         }
         let manifest = manifest_of(tables, overrides, next_id);
@@ -186,11 +185,13 @@ impl Catalog {
     }
 }
 
-/// Checks that appended rows fit the table: same column types, no NULL where the
-/// column forbids it. Returns the number of rows.
-fn check_rows(table: &Table, batches: &[RecordBatch]) -> Result<u64> {
+/// Checks that appended rows fit the table (same column types, no NULL where the
+/// column forbids it) and restates them under the table's schema (names and
+/// nullability). Returns the batches and the number of rows.
+fn conform_rows(table: &Table, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, u64)> {
     let schema = table.schema();
     let mut rows = 0u64;
+    let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
         if batch.num_columns() != schema.fields().len() {
             return Err(Error::SchemaMismatch {
@@ -213,8 +214,12 @@ fn check_rows(table: &Table, batches: &[RecordBatch]) -> Result<u64> {
             }
         }
         rows += batch.num_rows() as u64;
+        if batch.num_rows() > 0 {
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            out.push(RecordBatch::try_new_with_options(Arc::clone(&schema), batch.columns().to_vec(), &options)?);
+        }
     }
-    Ok(rows)
+    Ok((out, rows))
 }
 
 /// The segments of `old` without the rows in `delete`; each touched segment is

@@ -138,7 +138,7 @@ fn read_csv(
         ..Progress::default()
     };
     for batch in reader {
-        let batch = batch.map_err(|e| bad_input(path, csv_message(&e.to_string(), schema)))?;
+        let batch = batch.map_err(|e| bad_input(path, csv_message(&e.to_string(), schema, options.header)))?;
         let batch = decode_bytea(path, batch, schema)?;
         state.rows += batch.num_rows() as u64;
         state.bytes_done = bytes.load(std::sync::atomic::Ordering::Relaxed);
@@ -148,9 +148,13 @@ fn read_csv(
     Ok(out)
 }
 
-/// Rewrites arrow's "for column 3" into the column's name, which users can act on.
-fn csv_message(message: &str, schema: &Schema) -> String {
+/// Rewrites arrow's "for column 3" into the column's name and its record number
+/// into the line of the file (records after a header start on line 2), which
+/// users can act on.
+fn csv_message(message: &str, schema: &Schema, header: bool) -> String {
     let message = message.strip_prefix("Parser error: ").unwrap_or(message);
+    let message = shift_line_number(message, u64::from(header));
+    let message = message.as_str();
     let Some(at) = message.find("for column ") else {
         return message.to_string();
     };
@@ -164,6 +168,18 @@ fn csv_message(message: &str, schema: &Schema) -> String {
             &rest[digits.len()..]
         ),
         None => message.to_string(),
+    }
+}
+
+fn shift_line_number(message: &str, by: u64) -> String {
+    let Some(at) = message.find(" at line ") else {
+        return message.to_string();
+    };
+    let start = at + " at line ".len();
+    let digits: String = message[start..].chars().take_while(char::is_ascii_digit).collect();
+    match digits.parse::<u64>() {
+        Ok(line) => format!("{}{}{}", &message[..start], line + by, &message[start + digits.len()..]),
+        Err(_) => message.to_string(),
     }
 }
 

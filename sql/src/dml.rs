@@ -12,16 +12,71 @@ use arrow::array::RecordBatch;
 use cohortdb_engine::catalog::row_ids;
 use cohortdb_engine::{Error as EngineError, ROW_ID_COLUMN, Table};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Ident, Query, SelectItem, SetExpr, TableFactor, TableWithJoins, Update,
+    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, Query, SelectItem, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins, Update,
 };
 use futures::TryStreamExt;
 
 use crate::ddl::cast_batches;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, to_datafusion};
 use crate::names::{self, position_of, quote};
 use crate::provider::ROW_ID_RELATION_PREFIX;
 use crate::session::{Session, count_stream, parse_query, resolve_table};
+
+/// INSERT runs through DataFusion, which types VALUES lists by the target
+/// columns, NOT NULL included, and then rejects a NULL there with its own message
+/// about "column1". This puts the PostgreSQL error, naming the table column, in
+/// its place.
+pub(crate) async fn insert(session: &Session, insert: Insert) -> Result<SendableRecordBatchStream> {
+    let columns = match &insert.table {
+        TableObject::TableName(name) => {
+            let table = resolve_table(session, name)?;
+            let columns: Vec<String> = if insert.columns.is_empty() {
+                table.schema().fields().iter().map(|f| f.name().clone()).collect()
+            } else {
+                insert
+                    .columns
+                    .iter()
+                    .map(|c| c.0.last().and_then(|p| p.as_ident()).map(names::normalize).unwrap_or_default())
+                    .collect()
+            };
+            Some((table.name().to_string(), columns))
+        }
+        TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
+    };
+    let Some((table, columns)) = columns else {
+        return session.run_datafusion(Statement::Insert(insert)).await;
+    };
+    // DataFusion raises the error while planning small VALUES lists and while
+    // executing larger ones; both are translated.
+    let stream = session.run_datafusion(Statement::Insert(insert)).await.map_err(|e| {
+        match values_null_error(&e.to_string(), &table, &columns) {
+            Some(engine) => Error::from(engine),
+            None => e,
+        }
+    })?;
+    let schema = stream.schema();
+    let mapped = stream.map_err(move |e| match values_null_error(&e.to_string(), &table, &columns) {
+        Some(engine) => to_datafusion(engine),
+        None => e,
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, mapped)))
+}
+
+fn values_null_error(text: &str, table: &str, columns: &[String]) -> Option<EngineError> {
+    let position = text
+        .split("Column 'column")
+        .nth(1)
+        .and_then(|rest| rest.split_once("' is declared as non-nullable"))
+        .and_then(|(n, _)| n.parse::<usize>().ok())?;
+    let column = columns.get(position.checked_sub(1)?)?;
+    Some(EngineError::NotNullViolation {
+        table: table.to_string(),
+        column: column.clone(),
+    })
+}
 
 pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<SendableRecordBatchStream> {
     let position = position_of(&delete.delete_token.0);
@@ -141,8 +196,25 @@ fn row_query(target: &Target, values: Vec<Option<Expr>>, selection: Option<Expr>
 }
 
 async fn collect(session: &Session, query: Query) -> Result<Vec<RecordBatch>> {
-    let plan = session.plan_query(query).await?;
+    let plan = session.plan_query(query).await.map_err(hide_row_id)?;
     Ok(session.stream_plan(plan).await?.try_collect().await?)
+}
+
+/// Planning errors list the relation's columns; the hidden row id is not one of
+/// the user's.
+fn hide_row_id(error: Error) -> Error {
+    match error {
+        Error::Plan { message, position } if message.contains(ROW_ID_COLUMN) => {
+            let message = message
+                .split(", ")
+                .filter(|part| !part.contains(ROW_ID_COLUMN))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = if message.ends_with('.') { message } else { format!("{message}.") };
+            Error::Plan { message, position }
+        }
+        other => other,
+    }
 }
 
 fn all_row_ids(batches: &[RecordBatch]) -> Result<Vec<u64>> {

@@ -204,9 +204,15 @@ impl From<DataFusionError> for Error {
                 feature: m.clone(),
                 position,
             },
-            DataFusionError::Plan(m) => Error::Plan {
-                message: m.clone(),
-                position,
+            DataFusionError::Plan(m) => match missing_table(m) {
+                Some(table) => Error::Engine {
+                    source: EngineError::TableNotFound(table),
+                    position,
+                },
+                None => Error::Plan {
+                    message: m.clone(),
+                    position,
+                },
             },
             DataFusionError::SchemaError(s, _) => Error::Plan {
                 message: s.to_string(),
@@ -219,6 +225,13 @@ impl From<DataFusionError> for Error {
             },
         }
     }
+}
+
+/// The table named by DataFusion's "table 'catalog.schema.name' not found", so
+/// that it reports as PostgreSQL does (`relation "name" does not exist`).
+fn missing_table(message: &str) -> Option<String> {
+    let name = message.strip_prefix("table '")?.strip_suffix("' not found")?;
+    Some(name.rsplit('.').next().unwrap_or(name).to_string())
 }
 
 /// Unwraps an engine error from the layers DataFusion and Arrow put around it.

@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::TryStreamExt;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Position, Result};
 use crate::names::{self, position_of};
 use crate::provider::EngineSchema;
 use crate::{copy, ddl, dml};
@@ -100,6 +100,7 @@ impl Session {
                 names,
                 ..
             } => ddl::drop_tables(self, &names, if_exists),
+            Statement::Insert(insert) => dml::insert(self, insert).await,
             Statement::Delete(delete) => dml::delete(self, delete).await,
             Statement::Update(update) => dml::update(self, update).await,
             Statement::Copy {
@@ -134,21 +135,39 @@ impl Session {
         Ok(frame.execute_stream().await?)
     }
 
-    async fn run_datafusion(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+    pub(crate) async fn run_datafusion(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
         let position = position_of(&statement);
         let plan = self.plan(statement).await?;
         if let LogicalPlan::Ddl(ddl) = &plan {
-            return Err(Error::unsupported(ddl.name(), position));
+            return Err(Error::unsupported(statement_name(ddl.name()), position));
         }
         self.stream_plan(plan).await
     }
 }
 
 fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
-    Ok(Parser::new(&PostgreSqlDialect {})
+    Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_MAX)
-        .try_with_sql(sql)?
-        .parse_statements()?)
+        .try_with_sql(sql)
+        .and_then(|mut parser| parser.parse_statements())
+        .map_err(|e| match Error::from(e) {
+            // The parser gives no location for an unexpected end of input: it is
+            // just past the last character.
+            Error::Syntax { message, position: None } if message.ends_with("found: EOF") => Error::Syntax {
+                message,
+                position: Some(end_of(sql)),
+            },
+            other => other,
+        })
+}
+
+fn end_of(sql: &str) -> Position {
+    let line = sql.lines().count().max(1);
+    let last = if sql.ends_with('\n') { "" } else { sql.lines().last().unwrap_or("") };
+    Position {
+        line: (line + usize::from(sql.ends_with('\n'))) as u64,
+        column: last.chars().count() as u64 + 1,
+    }
 }
 
 /// Parses SQL the sql layer writes itself (templates that must be one query).
@@ -208,6 +227,18 @@ impl std::fmt::Display for ParsedStatement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// "CreateView" → "CREATE VIEW", for messages about DataFusion's DDL.
+fn statement_name(camel: &str) -> String {
+    let mut out = String::new();
+    for c in camel.chars() {
+        if c.is_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// A stream with no columns and no rows (the result of DDL).

@@ -1,0 +1,152 @@
+//! The embedding API, used exactly as another Rust service would use the crate.
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use cohortdb::Database;
+use futures::StreamExt;
+use libtest_mimic::{Failed, Trial};
+
+use crate::{block_on, trial};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("api::query_in_memory", query_in_memory),
+        trial("api::data_survives_reopen", data_survives_reopen),
+        trial("api::stream_results", stream_results),
+        trial("api::typed_errors", typed_errors),
+        trial("api::second_open_is_locked", second_open_is_locked),
+        trial("api::demo_is_deterministic", demo_is_deterministic),
+        trial("api::sessions_share_data", sessions_share_data),
+    ]
+}
+
+fn int64(batch: &RecordBatch, column: usize) -> Vec<i64> {
+    batch.column(column).as_any().downcast_ref::<Int64Array>().expect("int64 column").values().to_vec()
+}
+
+fn query_in_memory() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let session = db.session();
+        session
+            .execute("CREATE TABLE users (user_id BIGINT NOT NULL, city TEXT); INSERT INTO users VALUES (1, 'beijing'), (2, 'shanghai'), (3, 'beijing')")
+            .await?;
+        let batches = session
+            .execute("SELECT city, count(*) AS n FROM users GROUP BY city ORDER BY n DESC, city")
+            .await?;
+        assert_eq!(batches.len(), 1);
+        let cities = batches[0].column(0).as_any().downcast_ref::<StringArray>().expect("text");
+        assert_eq!(cities.iter().collect::<Vec<_>>(), vec![Some("beijing"), Some("shanghai")]);
+        assert_eq!(int64(&batches[0], 1), vec![2, 1]);
+        Ok(())
+    })
+}
+
+fn data_survives_reopen() -> Result<(), Failed> {
+    block_on(async {
+        let dir = tempfile::tempdir()?;
+        {
+            let db = Database::open(dir.path())?;
+            let session = db.session();
+            session.execute("CREATE TABLE t (id BIGINT NOT NULL, v TEXT)").await?;
+            session.execute("INSERT INTO t SELECT value, 'v' || value FROM generate_series(1, 1000)").await?;
+            session.execute("DELETE FROM t WHERE id % 10 = 0").await?;
+            session.execute("UPDATE t SET v = 'first' WHERE id = 1").await?;
+        }
+        let db = Database::open(dir.path())?;
+        let batches = db.session().execute("SELECT count(*), sum(id), max(v) FROM t WHERE id < 5 OR id > 0").await?;
+        assert_eq!(int64(&batches[0], 0), vec![900]);
+        assert_eq!(int64(&batches[0], 1), vec![450_000]);
+        let first = db.session().execute("SELECT v FROM t WHERE id = 1").await?;
+        let v = first[0].column(0).as_any().downcast_ref::<StringArray>().expect("text");
+        assert_eq!(v.value(0), "first");
+        Ok(())
+    })
+}
+
+fn stream_results() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let session = db.session();
+        let mut stream = session
+            .execute_stream("CREATE TABLE n (x BIGINT); INSERT INTO n SELECT value FROM generate_series(1, 100000); SELECT x FROM n")
+            .await?;
+        let mut rows = 0;
+        let mut batches = 0;
+        while let Some(batch) = stream.next().await {
+            rows += batch?.num_rows();
+            batches += 1;
+        }
+        assert_eq!(rows, 100_000);
+        assert!(batches > 1, "a large result arrives in several batches");
+        Ok(())
+    })
+}
+
+fn typed_errors() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let session = db.session();
+        let err = session.execute("SELECT * FROM missing").await.expect_err("no such table");
+        assert_eq!(err.sqlstate(), "42P01");
+        assert_eq!(err.to_string(), "relation \"missing\" does not exist (at line 1, column 15)");
+        let err = session.execute("SELECT 1 +").await.expect_err("syntax");
+        assert_eq!(err.sqlstate(), "42601");
+        assert_eq!(err.position(), Some(cohortdb::Position { line: 1, column: 11 }));
+        session.execute("CREATE TABLE t (id INT NOT NULL)").await?;
+        let err = session.execute("INSERT INTO t VALUES (1), (NULL)").await.expect_err("not null");
+        assert_eq!(err.sqlstate(), "23502");
+        assert!(matches!(err, cohortdb::Error::Engine { .. }));
+        Ok(())
+    })
+}
+
+fn second_open_is_locked() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let _db = Database::open(dir.path())?;
+    let err = Database::open(dir.path()).err().expect("locked");
+    assert_eq!(err.sqlstate(), "55006");
+    assert!(err.to_string().contains("is locked by another process"), "{err}");
+    Ok(())
+}
+
+fn demo_is_deterministic() -> Result<(), Failed> {
+    block_on(async {
+        let config = cohortdb::DemoConfig { users: 3_000, seed: 9, ..Default::default() };
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let db = Database::open_in_memory();
+            db.load_demo(&config, &mut |_, _| {})?;
+            let batches = db
+                .session()
+                .execute(
+                    "SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM items) AS items, \
+                     (SELECT count(*) FROM events) AS events, \
+                     (SELECT count(*) FROM events WHERE event_type = 'purchase') AS purchases, \
+                     (SELECT sum(amount) FROM events) AS revenue",
+                )
+                .await?;
+            answers.push(arrow::util::pretty::pretty_format_batches(&batches)?.to_string());
+        }
+        assert_eq!(answers[0], answers[1]);
+        assert!(answers[0].contains("| 3000 "), "{}", answers[0]);
+        Ok(())
+    })
+}
+
+fn sessions_share_data() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let writer = db.session();
+        let reader = db.session();
+        writer.execute("CREATE TABLE t (x BIGINT); INSERT INTO t VALUES (1)").await?;
+        // A stream opened before a write keeps reading its snapshot.
+        let before = reader.execute_stream("SELECT x FROM t").await?;
+        writer.execute("INSERT INTO t VALUES (2)").await?;
+        let rows: usize = futures::TryStreamExt::try_collect::<Vec<_>>(before).await?.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 1);
+        let after = reader.execute("SELECT count(*) FROM t").await?;
+        assert_eq!(int64(&after[0], 0), vec![2]);
+        assert!(after[0].column(0).null_count() == 0);
+        Ok(())
+    })
+}
