@@ -16,6 +16,7 @@ pub fn trials() -> Vec<Trial> {
         trial("api::second_open_is_locked", second_open_is_locked),
         trial("api::demo_is_deterministic", demo_is_deterministic),
         trial("api::sessions_share_data", sessions_share_data),
+        trial("api::filters_push_into_scans", filters_push_into_scans),
     ]
 }
 
@@ -147,6 +148,30 @@ fn sessions_share_data() -> Result<(), Failed> {
         let after = reader.execute("SELECT count(*) FROM t").await?;
         assert_eq!(int64(&after[0], 0), vec![2]);
         assert!(after[0].column(0).null_count() == 0);
+        Ok(())
+    })
+}
+
+fn filters_push_into_scans() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let session = db.session();
+        session.execute("CREATE TABLE u (id BIGINT, city TEXT, age INT)").await?;
+        let plan = |sql: &'static str| {
+            let session = &session;
+            async move {
+                let batches = session.execute(&format!("EXPLAIN {sql}")).await?;
+                Ok::<_, Failed>(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+            }
+        };
+        // The engine evaluates comparisons, IN, BETWEEN and NULL tests itself.
+        let pushed = plan("SELECT id FROM u WHERE city IN ('a', 'b') AND age BETWEEN 20 AND 30 AND id IS NOT NULL").await?;
+        assert!(pushed.contains("full_filters="), "{pushed}");
+        assert!(!pushed.contains("FilterExec"), "{pushed}");
+        // Arithmetic stays in DataFusion's filter.
+        let kept = plan("SELECT id FROM u WHERE age + 1 > 30").await?;
+        assert!(kept.contains("FilterExec"), "{kept}");
+        assert!(!kept.contains("full_filters="), "{kept}");
         Ok(())
     })
 }

@@ -121,9 +121,18 @@ impl AsyncDB for Harness {
     }
 }
 
-/// sqllogictest's conventions: empty strings show as `(empty)`.
+/// sqllogictest's conventions: empty strings show as `(empty)`; floats as
+/// PostgreSQL shows them (`30`, not `30.0`).
 fn cell(text: String, column: &dyn Array, row: usize) -> String {
-    if text.is_empty() && column.is_valid(row) { "(empty)".to_string() } else { text }
+    if text.is_empty() && column.is_valid(row) {
+        return "(empty)".to_string();
+    }
+    // EXPLAIN's plans end with a newline that is not part of the plan.
+    let text = text.strip_suffix('\n').map(str::to_string).unwrap_or(text);
+    match text.strip_suffix(".0") {
+        Some(whole) if column.data_type().is_floating() => whole.to_string(),
+        _ => text,
+    }
 }
 
 fn column_type(data_type: &DataType) -> DefaultColumnType {
