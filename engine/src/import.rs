@@ -114,12 +114,13 @@ fn read_csv(
 ) -> Result<Vec<RecordBatch>> {
     // arrow's CSV reader has no binary type; BYTEA columns are read as text in
     // PostgreSQL's hex form (\x0a0b) and decoded afterwards.
+    let schema = &nullable(schema);
     let read_schema = Arc::new(Schema::new(
         schema
             .fields()
             .iter()
             .map(|f| match f.data_type() {
-                DataType::Binary => Field::new(f.name(), DataType::Utf8, f.is_nullable()),
+                DataType::Binary => Field::new(f.name(), DataType::Utf8, true),
                 _ => f.as_ref().clone(),
             })
             .collect::<Vec<_>>(),
@@ -146,6 +147,18 @@ fn read_csv(
         out.push(batch);
     }
     Ok(out)
+}
+
+/// The schema with every column nullable: files are read as they are and NOT NULL
+/// is checked by the catalog when the rows are appended, with its own error.
+fn nullable(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Rewrites arrow's "for column 3" into the column's name and its record number
@@ -229,6 +242,7 @@ fn read_parquet(
     schema: &SchemaRef,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<RecordBatch>> {
+    let schema = &nullable(schema);
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad_input(path, e.to_string()))?;
     let rows_total = builder.metadata().file_metadata().num_rows().max(1) as u64;
     let file_schema = Arc::clone(builder.schema());
