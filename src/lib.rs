@@ -66,8 +66,16 @@ impl Database {
 
     /// Creates and fills the demo tables (`users`, `items`, `events`);
     /// `progress` hears each table's name and rows so far.
-    pub fn load_demo(&self, config: &DemoConfig, progress: &mut dyn FnMut(&str, u64)) -> Result<()> {
-        Ok(cohortdb_engine::demo::load(&self.catalog, config, progress)?)
+    pub fn load_demo(
+        &self,
+        config: &DemoConfig,
+        progress: &mut dyn FnMut(&str, u64),
+    ) -> Result<()> {
+        Ok(cohortdb_engine::demo::load(
+            &self.catalog,
+            config,
+            progress,
+        )?)
     }
 
     /// The names of all tables.
@@ -86,7 +94,14 @@ impl Database {
         progress: &mut dyn FnMut(ImportProgress),
     ) -> Result<u64> {
         let table = self.catalog.table(table)?;
-        Ok(import::import_file(&self.catalog, &table, path, format, csv, progress)?)
+        Ok(import::import_file(
+            &self.catalog,
+            &table,
+            path,
+            format,
+            csv,
+            progress,
+        )?)
     }
 }
 

@@ -21,7 +21,13 @@ pub fn trials() -> Vec<Trial> {
 }
 
 fn int64(batch: &RecordBatch, column: usize) -> Vec<i64> {
-    batch.column(column).as_any().downcast_ref::<Int64Array>().expect("int64 column").values().to_vec()
+    batch
+        .column(column)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("int64 column")
+        .values()
+        .to_vec()
 }
 
 fn query_in_memory() -> Result<(), Failed> {
@@ -35,8 +41,15 @@ fn query_in_memory() -> Result<(), Failed> {
             .execute("SELECT city, count(*) AS n FROM users GROUP BY city ORDER BY n DESC, city")
             .await?;
         assert_eq!(batches.len(), 1);
-        let cities = batches[0].column(0).as_any().downcast_ref::<StringArray>().expect("text");
-        assert_eq!(cities.iter().collect::<Vec<_>>(), vec![Some("beijing"), Some("shanghai")]);
+        let cities = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("text");
+        assert_eq!(
+            cities.iter().collect::<Vec<_>>(),
+            vec![Some("beijing"), Some("shanghai")]
+        );
         assert_eq!(int64(&batches[0], 1), vec![2, 1]);
         Ok(())
     })
@@ -48,17 +61,30 @@ fn data_survives_reopen() -> Result<(), Failed> {
         {
             let db = Database::open(dir.path())?;
             let session = db.session();
-            session.execute("CREATE TABLE t (id BIGINT NOT NULL, v TEXT)").await?;
-            session.execute("INSERT INTO t SELECT value, 'v' || value FROM generate_series(1, 1000)").await?;
+            session
+                .execute("CREATE TABLE t (id BIGINT NOT NULL, v TEXT)")
+                .await?;
+            session
+                .execute("INSERT INTO t SELECT value, 'v' || value FROM generate_series(1, 1000)")
+                .await?;
             session.execute("DELETE FROM t WHERE id % 10 = 0").await?;
-            session.execute("UPDATE t SET v = 'first' WHERE id = 1").await?;
+            session
+                .execute("UPDATE t SET v = 'first' WHERE id = 1")
+                .await?;
         }
         let db = Database::open(dir.path())?;
-        let batches = db.session().execute("SELECT count(*), sum(id), max(v) FROM t WHERE id < 5 OR id > 0").await?;
+        let batches = db
+            .session()
+            .execute("SELECT count(*), sum(id), max(v) FROM t WHERE id < 5 OR id > 0")
+            .await?;
         assert_eq!(int64(&batches[0], 0), vec![900]);
         assert_eq!(int64(&batches[0], 1), vec![450_000]);
         let first = db.session().execute("SELECT v FROM t WHERE id = 1").await?;
-        let v = first[0].column(0).as_any().downcast_ref::<StringArray>().expect("text");
+        let v = first[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("text");
         assert_eq!(v.value(0), "first");
         Ok(())
     })
@@ -87,14 +113,29 @@ fn typed_errors() -> Result<(), Failed> {
     block_on(async {
         let db = Database::open_in_memory();
         let session = db.session();
-        let err = session.execute("SELECT * FROM missing").await.expect_err("no such table");
+        let err = session
+            .execute("SELECT * FROM missing")
+            .await
+            .expect_err("no such table");
         assert_eq!(err.sqlstate(), "42P01");
-        assert_eq!(err.to_string(), "relation \"missing\" does not exist (at line 1, column 15)");
+        assert_eq!(
+            err.to_string(),
+            "relation \"missing\" does not exist (at line 1, column 15)"
+        );
         let err = session.execute("SELECT 1 +").await.expect_err("syntax");
         assert_eq!(err.sqlstate(), "42601");
-        assert_eq!(err.position(), Some(cohortdb::Position { line: 1, column: 11 }));
+        assert_eq!(
+            err.position(),
+            Some(cohortdb::Position {
+                line: 1,
+                column: 11
+            })
+        );
         session.execute("CREATE TABLE t (id INT NOT NULL)").await?;
-        let err = session.execute("INSERT INTO t VALUES (1), (NULL)").await.expect_err("not null");
+        let err = session
+            .execute("INSERT INTO t VALUES (1), (NULL)")
+            .await
+            .expect_err("not null");
         assert_eq!(err.sqlstate(), "23502");
         assert!(matches!(err, cohortdb::Error::Engine { .. }));
         Ok(())
@@ -106,13 +147,20 @@ fn second_open_is_locked() -> Result<(), Failed> {
     let _db = Database::open(dir.path())?;
     let err = Database::open(dir.path()).err().expect("locked");
     assert_eq!(err.sqlstate(), "55006");
-    assert!(err.to_string().contains("is locked by another process"), "{err}");
+    assert!(
+        err.to_string().contains("is locked by another process"),
+        "{err}"
+    );
     Ok(())
 }
 
 fn demo_is_deterministic() -> Result<(), Failed> {
     block_on(async {
-        let config = cohortdb::DemoConfig { users: 3_000, seed: 9, ..Default::default() };
+        let config = cohortdb::DemoConfig {
+            users: 3_000,
+            seed: 9,
+            ..Default::default()
+        };
         let mut answers = Vec::new();
         for _ in 0..2 {
             let db = Database::open_in_memory();
@@ -139,11 +187,17 @@ fn sessions_share_data() -> Result<(), Failed> {
         let db = Database::open_in_memory();
         let writer = db.session();
         let reader = db.session();
-        writer.execute("CREATE TABLE t (x BIGINT); INSERT INTO t VALUES (1)").await?;
+        writer
+            .execute("CREATE TABLE t (x BIGINT); INSERT INTO t VALUES (1)")
+            .await?;
         // A stream opened before a write keeps reading its snapshot.
         let before = reader.execute_stream("SELECT x FROM t").await?;
         writer.execute("INSERT INTO t VALUES (2)").await?;
-        let rows: usize = futures::TryStreamExt::try_collect::<Vec<_>>(before).await?.iter().map(|b| b.num_rows()).sum();
+        let rows: usize = futures::TryStreamExt::try_collect::<Vec<_>>(before)
+            .await?
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
         assert_eq!(rows, 1);
         let after = reader.execute("SELECT count(*) FROM t").await?;
         assert_eq!(int64(&after[0], 0), vec![2]);
@@ -156,7 +210,9 @@ fn filters_push_into_scans() -> Result<(), Failed> {
     block_on(async {
         let db = Database::open_in_memory();
         let session = db.session();
-        session.execute("CREATE TABLE u (id BIGINT, city TEXT, age INT)").await?;
+        session
+            .execute("CREATE TABLE u (id BIGINT, city TEXT, age INT)")
+            .await?;
         let plan = |sql: &'static str| {
             let session = &session;
             async move {

@@ -9,23 +9,46 @@ use crate::trial;
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        trial("cli::sql_command_prints_aligned_tables", sql_command_prints_aligned_tables),
+        trial(
+            "cli::sql_command_prints_aligned_tables",
+            sql_command_prints_aligned_tables,
+        ),
         trial("cli::sql_reads_standard_input", sql_reads_standard_input),
-        trial("cli::errors_exit_non_zero_with_one_line", errors_exit_non_zero_with_one_line),
-        trial("cli::import_reports_rows_and_is_atomic", import_reports_rows_and_is_atomic),
-        trial("cli::demo_loads_once_and_answers", demo_loads_once_and_answers),
+        trial(
+            "cli::errors_exit_non_zero_with_one_line",
+            errors_exit_non_zero_with_one_line,
+        ),
+        trial(
+            "cli::import_reports_rows_and_is_atomic",
+            import_reports_rows_and_is_atomic,
+        ),
+        trial(
+            "cli::demo_loads_once_and_answers",
+            demo_loads_once_and_answers,
+        ),
         trial("cli::help_everywhere", help_everywhere),
     ]
 }
 
 fn cohortdb(args: &[&str], stdin: Option<&str>) -> Result<Output, Failed> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cohortdb"));
-    command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = command.spawn()?;
     if let Some(text) = stdin {
         use std::io::Write;
-        child.stdin.take().expect("piped").write_all(text.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())?;
     }
     Ok(child.wait_with_output()?)
 }
@@ -61,9 +84,15 @@ fn sql_reads_standard_input() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("db");
     let data = data.to_str().expect("utf-8 path");
-    let out = cohortdb(&["sql", "--data", data], Some("CREATE TABLE t (x BIGINT);\nINSERT INTO t\n  VALUES (7);\n"))?;
+    let out = cohortdb(
+        &["sql", "--data", data],
+        Some("CREATE TABLE t (x BIGINT);\nINSERT INTO t\n  VALUES (7);\n"),
+    )?;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = cohortdb(&["sql", "--data", data, "-c", "SELECT x * 6 AS answer FROM t"], None)?;
+    let out = cohortdb(
+        &["sql", "--data", data, "-c", "SELECT x * 6 AS answer FROM t"],
+        None,
+    )?;
     assert_eq!(text(&out.stdout), " answer\n--------\n     42\n(1 row)\n");
     Ok(())
 }
@@ -97,21 +126,38 @@ fn import_reports_rows_and_is_atomic() -> Result<(), Failed> {
     std::fs::write(&good, &csv)?;
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, format!("{csv}oops,x\n"))?;
-    let out = cohortdb(&["sql", "--data", data, "-c", "CREATE TABLE t (id BIGINT NOT NULL, name TEXT)"], None)?;
+    let out = cohortdb(
+        &[
+            "sql",
+            "--data",
+            data,
+            "-c",
+            "CREATE TABLE t (id BIGINT NOT NULL, name TEXT)",
+        ],
+        None,
+    )?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = cohortdb(&["import", "--data", data, "t", path(&good)], None)?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("imported 1000 rows into t in "), "{stdout}");
+    assert!(
+        stdout.starts_with("imported 1000 rows into t in "),
+        "{stdout}"
+    );
     assert!(stdout.trim_end().ends_with(" rows/s)"), "{stdout}");
     let out = cohortdb(&["import", "--data", data, "t", path(&bad)], None)?;
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("Error while parsing value 'oops' as type 'Int64' for column \"id\" at line 1002"),
+        stderr.contains(
+            "Error while parsing value 'oops' as type 'Int64' for column \"id\" at line 1002"
+        ),
         "{stderr}"
     );
-    let out = cohortdb(&["sql", "--data", data, "-c", "SELECT count(*) AS n FROM t"], None)?;
+    let out = cohortdb(
+        &["sql", "--data", data, "-c", "SELECT count(*) AS n FROM t"],
+        None,
+    )?;
     assert_eq!(text(&out.stdout), "  n\n------\n 1000\n(1 row)\n");
     Ok(())
 }
@@ -121,17 +167,32 @@ fn demo_loads_once_and_answers() -> Result<(), Failed> {
     let data = dir.path().join("demo");
     let data = data.to_str().expect("utf-8 path");
     let query = "SELECT count(*) AS users FROM users";
-    let out = cohortdb(&["demo", "--data", data, "--users", "2000", "-c", query], None)?;
+    let out = cohortdb(
+        &["demo", "--data", data, "--users", "2000", "-c", query],
+        None,
+    )?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), " users\n-------\n  2000\n(1 row)\n");
     assert!(text(&out.stderr).contains("created the demo data (2000 users, seed 42)"));
-    let out = cohortdb(&["demo", "--data", data, "--users", "2000", "-c", query], None)?;
-    assert!(text(&out.stderr).contains("using the demo data in"), "{}", text(&out.stderr));
+    let out = cohortdb(
+        &["demo", "--data", data, "--users", "2000", "-c", query],
+        None,
+    )?;
+    assert!(
+        text(&out.stderr).contains("using the demo data in"),
+        "{}",
+        text(&out.stderr)
+    );
     Ok(())
 }
 
 fn help_everywhere() -> Result<(), Failed> {
-    for args in [&["--help"][..], &["sql", "--help"], &["import", "--help"], &["demo", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["sql", "--help"],
+        &["import", "--help"],
+        &["demo", "--help"],
+    ] {
         let out = cohortdb(args, None)?;
         assert!(out.status.success());
         assert!(text(&out.stdout).contains("Usage: cohortdb"), "{args:?}");

@@ -17,7 +17,9 @@ fn main() {
 }
 
 /// Runs an async test body on a fresh multi-threaded runtime.
-pub fn block_on<F: std::future::Future<Output = Result<(), Failed>>>(body: F) -> Result<(), Failed> {
+pub fn block_on<F: std::future::Future<Output = Result<(), Failed>>>(
+    body: F,
+) -> Result<(), Failed> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

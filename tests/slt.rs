@@ -19,11 +19,17 @@ pub fn trials() -> Vec<Trial> {
     files.sort();
     let mut trials = Vec::new();
     for file in files {
-        let name = file.strip_prefix(&root).expect("under root").display().to_string();
+        let name = file
+            .strip_prefix(&root)
+            .expect("under root")
+            .display()
+            .to_string();
         for on_disk in [false, true] {
             let file = file.clone();
             let mode = if on_disk { "disk" } else { "memory" };
-            trials.push(Trial::test(format!("slt::{mode}::{name}"), move || run_file(&file, on_disk)));
+            trials.push(Trial::test(format!("slt::{mode}::{name}"), move || {
+                run_file(&file, on_disk)
+            }));
         }
     }
     trials
@@ -50,7 +56,11 @@ fn run_file(file: &Path, on_disk: bool) -> Result<(), Failed> {
         };
         let mut runner = sqllogictest::Runner::new(move || {
             let db = db.clone();
-            async move { Ok(Harness { session: db.session() }) }
+            async move {
+                Ok(Harness {
+                    session: db.session(),
+                })
+            }
         });
         runner
             .run_file_async(file)
@@ -81,21 +91,33 @@ impl AsyncDB for Harness {
             let count = batches
                 .iter()
                 .find(|b| b.num_rows() > 0)
-                .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.value(0)))
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<UInt64Array>()
+                        .map(|a| a.value(0))
+                })
                 .unwrap_or(0);
             return Ok(DBOutput::StatementComplete(count));
         }
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }
-        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         let mut rows = Vec::new();
         let options = FormatOptions::default().with_null("NULL");
         for batch in &batches {
             let formatters: Vec<_> = batch
                 .columns()
                 .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("every stored type formats"))
+                .map(|c| {
+                    ArrayFormatter::try_new(c.as_ref(), &options)
+                        .expect("every stored type formats")
+                })
                 .collect();
             for row in 0..batch.num_rows() {
                 rows.push(

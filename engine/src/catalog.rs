@@ -69,12 +69,21 @@ impl Catalog {
 
     /// Creates a table. Returns false (and changes nothing) when it exists and
     /// `if_not_exists` is set.
-    pub fn create_table(&self, name: &str, columns: &[ColumnDef], if_not_exists: bool) -> Result<bool> {
+    pub fn create_table(
+        &self,
+        name: &str,
+        columns: &[ColumnDef],
+        if_not_exists: bool,
+    ) -> Result<bool> {
         types::check_name(name)?;
         let schema = types::table_schema(columns)?;
         let mut next_id = self.lock_writer();
         if self.read_tables().contains_key(name) {
-            return if if_not_exists { Ok(false) } else { Err(Error::TableExists(name.to_string())) };
+            return if if_not_exists {
+                Ok(false)
+            } else {
+                Err(Error::TableExists(name.to_string()))
+            };
         }
         let table = Arc::new(Table::new(*next_id, name.to_string(), schema, Vec::new()));
         *next_id += 1;
@@ -90,7 +99,11 @@ impl Catalog {
         let next_id = self.lock_writer();
         let mut tables = self.read_tables().clone();
         if tables.remove(name).is_none() {
-            return if if_exists { Ok(false) } else { Err(Error::TableNotFound(name.to_string())) };
+            return if if_exists {
+                Ok(false)
+            } else {
+                Err(Error::TableNotFound(name.to_string()))
+            };
         }
         self.persist(&tables, &BTreeMap::new(), &[], *next_id)?;
         *self.tables.write().expect("catalog lock is never poisoned") = tables;
@@ -105,12 +118,19 @@ impl Catalog {
 
     /// Deletes the rows with the given row ids. Returns the number deleted.
     pub fn delete(&self, table: &Table, row_ids: &[u64]) -> Result<u64> {
-        self.change(table, row_ids, Vec::new()).map(|_| row_ids.len() as u64)
+        self.change(table, row_ids, Vec::new())
+            .map(|_| row_ids.len() as u64)
     }
 
     /// Replaces the rows with the given row ids by `new_rows`, in one step.
-    pub fn update(&self, table: &Table, row_ids: &[u64], new_rows: Vec<RecordBatch>) -> Result<u64> {
-        self.change(table, row_ids, new_rows).map(|_| row_ids.len() as u64)
+    pub fn update(
+        &self,
+        table: &Table,
+        row_ids: &[u64],
+        new_rows: Vec<RecordBatch>,
+    ) -> Result<u64> {
+        self.change(table, row_ids, new_rows)
+            .map(|_| row_ids.len() as u64)
     }
 
     /// The one write path for rows: removes `delete` row ids, appends `append` rows.
@@ -142,7 +162,10 @@ impl Catalog {
         let tables = self.read_tables().clone();
         let overrides = BTreeMap::from([(table.name().to_string(), Arc::clone(&snapshot))]);
         self.persist(&tables, &overrides, &fresh, *next_id)?;
-        *current.current.write().expect("snapshot lock is never poisoned") = snapshot;
+        *current
+            .current
+            .write()
+            .expect("snapshot lock is never poisoned") = snapshot;
         Ok(appended)
     }
 
@@ -196,14 +219,23 @@ fn conform_rows(table: &Table, batches: Vec<RecordBatch>) -> Result<(Vec<RecordB
         if batch.num_columns() != schema.fields().len() {
             return Err(Error::SchemaMismatch {
                 table: table.name().to_string(),
-                reason: format!("{} columns given, {} expected", batch.num_columns(), schema.fields().len()),
+                reason: format!(
+                    "{} columns given, {} expected",
+                    batch.num_columns(),
+                    schema.fields().len()
+                ),
             });
         }
         for (field, column) in schema.fields().iter().zip(batch.columns()) {
             if column.data_type() != field.data_type() {
                 return Err(Error::SchemaMismatch {
                     table: table.name().to_string(),
-                    reason: format!("column \"{}\" is {}, got {}", field.name(), field.data_type(), column.data_type()),
+                    reason: format!(
+                        "column \"{}\" is {}, got {}",
+                        field.name(),
+                        field.data_type(),
+                        column.data_type()
+                    ),
                 });
             }
             if !field.is_nullable() && column.logical_null_count() > 0 {
@@ -216,7 +248,11 @@ fn conform_rows(table: &Table, batches: Vec<RecordBatch>) -> Result<(Vec<RecordB
         rows += batch.num_rows() as u64;
         if batch.num_rows() > 0 {
             let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-            out.push(RecordBatch::try_new_with_options(Arc::clone(&schema), batch.columns().to_vec(), &options)?);
+            out.push(RecordBatch::try_new_with_options(
+                Arc::clone(&schema),
+                batch.columns().to_vec(),
+                &options,
+            )?);
         }
     }
     Ok((out, rows))
@@ -224,10 +260,18 @@ fn conform_rows(table: &Table, batches: Vec<RecordBatch>) -> Result<(Vec<RecordB
 
 /// The segments of `old` without the rows in `delete`; each touched segment is
 /// rewritten under a new id (the storage issue replaces this by deletion vectors).
-fn remove_rows(old: &TableSnapshot, delete: &[u64], next_id: &mut u64, table: &str) -> Result<Vec<Arc<Segment>>> {
+fn remove_rows(
+    old: &TableSnapshot,
+    delete: &[u64],
+    next_id: &mut u64,
+    table: &str,
+) -> Result<Vec<Arc<Segment>>> {
     let mut by_segment: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
     for &row_id in delete {
-        by_segment.entry(row_id >> 32).or_default().insert(row_id as u32);
+        by_segment
+            .entry(row_id >> 32)
+            .or_default()
+            .insert(row_id as u32);
     }
     let mut segments = Vec::with_capacity(old.segments.len());
     for segment in &old.segments {
@@ -235,7 +279,10 @@ fn remove_rows(old: &TableSnapshot, delete: &[u64], next_id: &mut u64, table: &s
             segments.push(Arc::clone(segment));
             continue;
         };
-        if rows.last().is_some_and(|&r| u64::from(r) >= segment.row_count) {
+        if rows
+            .last()
+            .is_some_and(|&r| u64::from(r) >= segment.row_count)
+        {
             return Err(Error::Conflict(table.to_string()));
         }
         let kept = keep_rows(segment, &rows)?;
@@ -257,7 +304,8 @@ fn keep_rows(segment: &Segment, deleted: &BTreeSet<u32>) -> Result<Vec<RecordBat
     let mut start = 0u32;
     for batch in &segment.batches {
         let end = start + batch.num_rows() as u32;
-        let mask: arrow::array::BooleanArray = (start..end).map(|r| Some(!deleted.contains(&r))).collect();
+        let mask: arrow::array::BooleanArray =
+            (start..end).map(|r| Some(!deleted.contains(&r))).collect();
         let kept = filter_record_batch(batch, &mask)?;
         if kept.num_rows() > 0 {
             out.push(kept);
@@ -275,7 +323,10 @@ fn manifest_of(
     let mut manifest = Manifest::empty();
     manifest.next_id = next_id;
     for (name, table) in tables {
-        let snapshot = overrides.get(name).cloned().unwrap_or_else(|| table.snapshot());
+        let snapshot = overrides
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| table.snapshot());
         manifest.tables.push(TableEntry {
             id: table.id,
             name: name.clone(),
@@ -292,7 +343,10 @@ fn manifest_of(
                 .segments
                 .iter()
                 .filter(|s| s.row_count > 0)
-                .map(|s| SegmentEntry { id: s.id, rows: s.row_count })
+                .map(|s| SegmentEntry {
+                    id: s.id,
+                    rows: s.row_count,
+                })
                 .collect(),
         });
     }
@@ -305,10 +359,14 @@ fn load_table(store: &Store, entry: &TableEntry) -> Result<Table> {
         .columns
         .iter()
         .map(|c| {
-            let column_type = ColumnType::parse(&c.column_type).ok_or_else(|| Error::Corrupted {
-                path: manifest_path(),
-                reason: format!("unknown column type {:?} in table {:?}", c.column_type, entry.name),
-            })?;
+            let column_type =
+                ColumnType::parse(&c.column_type).ok_or_else(|| Error::Corrupted {
+                    path: manifest_path(),
+                    reason: format!(
+                        "unknown column type {:?} in table {:?}",
+                        c.column_type, entry.name
+                    ),
+                })?;
             Ok(ColumnDef::new(&c.name, column_type, c.nullable))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -329,7 +387,9 @@ pub fn row_ids(column: &dyn Array) -> Result<Vec<u64>> {
     let ids = column
         .as_any()
         .downcast_ref::<UInt64Array>()
-        .ok_or_else(|| arrow::error::ArrowError::InvalidArgumentError("row ids must be UInt64".into()))?;
+        .ok_or_else(|| {
+            arrow::error::ArrowError::InvalidArgumentError("row ids must be UInt64".into())
+        })?;
     Ok(ids.values().to_vec())
 }
 
@@ -362,7 +422,14 @@ mod tests {
         let batches = snapshot.scan(Some(&[0]), None, false, None).expect("scan");
         batches
             .iter()
-            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().expect("int64").values().to_vec())
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("int64")
+                    .values()
+                    .to_vec()
+            })
             .collect()
     }
 
@@ -371,11 +438,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let catalog = Catalog::open(dir.path()).expect("open");
-            assert!(catalog.create_table("t", &columns(), false).expect("create"));
-            assert!(!catalog.create_table("t", &columns(), true).expect("if not exists"));
+            assert!(
+                catalog
+                    .create_table("t", &columns(), false)
+                    .expect("create")
+            );
+            assert!(
+                !catalog
+                    .create_table("t", &columns(), true)
+                    .expect("if not exists")
+            );
             let t = catalog.table("t").expect("table");
-            catalog.append(&t, vec![rows(&t, &[1, 2, 3], &[Some("a"), None, Some("c")])]).expect("append");
-            catalog.append(&t, vec![rows(&t, &[4], &[Some("d")])]).expect("append");
+            catalog
+                .append(
+                    &t,
+                    vec![rows(&t, &[1, 2, 3], &[Some("a"), None, Some("c")])],
+                )
+                .expect("append");
+            catalog
+                .append(&t, vec![rows(&t, &[4], &[Some("d")])])
+                .expect("append");
             let snapshot = t.snapshot();
             let with_ids = snapshot.scan(Some(&[0]), None, true, None).expect("scan");
             let all = row_ids(with_ids[0].column(1).as_ref()).expect("row ids");
@@ -385,14 +467,18 @@ mod tests {
         }
         let catalog = Catalog::open(dir.path()).expect("reopen");
         assert_eq!(ids(&catalog), vec![1, 3, 4]);
-        let files = std::fs::read_dir(dir.path().join("segments")).expect("segments").count();
+        let files = std::fs::read_dir(dir.path().join("segments"))
+            .expect("segments")
+            .count();
         assert_eq!(files, 2, "one rewritten segment and one untouched");
     }
 
     #[test]
     fn failed_append_changes_nothing() {
         let catalog = Catalog::in_memory();
-        catalog.create_table("t", &columns(), false).expect("create");
+        catalog
+            .create_table("t", &columns(), false)
+            .expect("create");
         let t = catalog.table("t").expect("table");
         let good = rows(&t, &[1], &[Some("a")]);
         let nulls = RecordBatch::try_new(
@@ -428,13 +514,25 @@ mod tests {
     #[test]
     fn stale_table_handle_is_a_conflict() {
         let catalog = Catalog::in_memory();
-        catalog.create_table("t", &columns(), false).expect("create");
+        catalog
+            .create_table("t", &columns(), false)
+            .expect("create");
         let old = catalog.table("t").expect("table");
         catalog.drop_table("t", false).expect("drop");
-        catalog.create_table("t", &columns(), false).expect("recreate");
-        let err = catalog.append(&old, vec![rows(&old, &[1], &[None])]).expect_err("conflict");
+        catalog
+            .create_table("t", &columns(), false)
+            .expect("recreate");
+        let err = catalog
+            .append(&old, vec![rows(&old, &[1], &[None])])
+            .expect_err("conflict");
         assert!(matches!(err, Error::Conflict(_)));
         assert!(!catalog.drop_table("nope", true).expect("if exists"));
-        assert_eq!(catalog.drop_table("nope", false).expect_err("missing").to_string(), "relation \"nope\" does not exist");
+        assert_eq!(
+            catalog
+                .drop_table("nope", false)
+                .expect_err("missing")
+                .to_string(),
+            "relation \"nope\" does not exist"
+        );
     }
 }

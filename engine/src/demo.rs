@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int16Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, Int16Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 
 use crate::catalog::Catalog;
@@ -47,13 +47,40 @@ impl DemoConfig {
 }
 
 pub const CITIES: [&str; 20] = [
-    "shanghai", "beijing", "shenzhen", "guangzhou", "chengdu", "hangzhou", "wuhan", "chongqing", "xian",
-    "nanjing", "tianjin", "suzhou", "changsha", "zhengzhou", "qingdao", "shenyang", "dalian", "xiamen",
-    "kunming", "harbin",
+    "shanghai",
+    "beijing",
+    "shenzhen",
+    "guangzhou",
+    "chengdu",
+    "hangzhou",
+    "wuhan",
+    "chongqing",
+    "xian",
+    "nanjing",
+    "tianjin",
+    "suzhou",
+    "changsha",
+    "zhengzhou",
+    "qingdao",
+    "shenyang",
+    "dalian",
+    "xiamen",
+    "kunming",
+    "harbin",
 ];
 pub const CATEGORIES: [&str; 12] = [
-    "game_cards", "electronics", "apparel", "beauty", "books", "home", "sports", "toys", "grocery", "music",
-    "travel", "pets",
+    "game_cards",
+    "electronics",
+    "apparel",
+    "beauty",
+    "books",
+    "home",
+    "sports",
+    "toys",
+    "grocery",
+    "music",
+    "travel",
+    "pets",
 ];
 const SPEND_TIERS: [(&str, f64); 4] = [("low", 0.50), ("mid", 0.30), ("high", 0.15), ("vip", 0.05)];
 const CHANNELS: [(&str, f64); 5] = [
@@ -63,7 +90,12 @@ const CHANNELS: [(&str, f64); 5] = [
     ("referral", 0.10),
     ("ads", 0.10),
 ];
-const EVENT_TYPES: [(&str, f64); 4] = [("view", 0.70), ("click", 0.18), ("add_to_cart", 0.08), ("purchase", 0.04)];
+const EVENT_TYPES: [(&str, f64); 4] = [
+    ("view", 0.70),
+    ("click", 0.18),
+    ("add_to_cart", 0.08),
+    ("purchase", 0.04),
+];
 
 /// Days since 1970-01-01 of 2019-01-01, the first signup date.
 const SIGNUP_FIRST_DAY: i32 = 17_897;
@@ -80,7 +112,10 @@ const BATCH_ROWS: usize = 65_536;
 
 /// The demo tables and their columns, in load order.
 pub fn tables() -> Vec<(&'static str, Vec<ColumnDef>)> {
-    let money = ColumnType::Decimal { precision: 10, scale: 2 };
+    let money = ColumnType::Decimal {
+        precision: 10,
+        scale: 2,
+    };
     vec![
         (
             "users",
@@ -117,7 +152,10 @@ pub fn tables() -> Vec<(&'static str, Vec<ColumnDef>)> {
 
 /// Generates the dataset, handing each batch to `sink` with its table name. Tables
 /// come in the order of [`tables`].
-pub fn generate(config: &DemoConfig, sink: &mut dyn FnMut(&str, RecordBatch) -> Result<()>) -> Result<()> {
+pub fn generate(
+    config: &DemoConfig,
+    sink: &mut dyn FnMut(&str, RecordBatch) -> Result<()>,
+) -> Result<()> {
     let schemas: Vec<_> = tables()
         .into_iter()
         .map(|(name, columns)| Ok((name, types::table_schema(&columns)?)))
@@ -126,15 +164,30 @@ pub fn generate(config: &DemoConfig, sink: &mut dyn FnMut(&str, RecordBatch) -> 
     let mut users = rng.fork(1);
     generate_users(config, &mut users, &mut |b| sink("users", b), &schemas[0].1)?;
     let mut items_rng = rng.fork(2);
-    let prices = generate_items(config, &mut items_rng, &mut |b| sink("items", b), &schemas[1].1)?;
+    let prices = generate_items(
+        config,
+        &mut items_rng,
+        &mut |b| sink("items", b),
+        &schemas[1].1,
+    )?;
     let mut events = rng.fork(3);
-    generate_events(config, &mut events, &prices, &mut |b| sink("events", b), &schemas[2].1)
+    generate_events(
+        config,
+        &mut events,
+        &prices,
+        &mut |b| sink("events", b),
+        &schemas[2].1,
+    )
 }
 
 /// Creates the demo tables in `catalog` and fills them, one commit per table.
 /// `progress` hears each table's name and rows generated so far. Fails with
 /// [`crate::Error::TableExists`] if a demo table already exists.
-pub fn load(catalog: &Catalog, config: &DemoConfig, progress: &mut dyn FnMut(&str, u64)) -> Result<()> {
+pub fn load(
+    catalog: &Catalog,
+    config: &DemoConfig,
+    progress: &mut dyn FnMut(&str, u64),
+) -> Result<()> {
     for (name, columns) in tables() {
         if catalog.table(name).is_ok() {
             return Err(crate::Error::TableExists(name.to_string()));
@@ -148,7 +201,11 @@ pub fn load(catalog: &Catalog, config: &DemoConfig, progress: &mut dyn FnMut(&st
         if table != current {
             let done = catalog.table(current)?;
             catalog.append(&done, std::mem::take(&mut pending))?;
-            current = tables().into_iter().find(|(n, _)| *n == table).map(|(n, _)| n).expect("demo table");
+            current = tables()
+                .into_iter()
+                .find(|(n, _)| *n == table)
+                .map(|(n, _)| n)
+                .expect("demo table");
             rows = 0;
         }
         rows += batch.num_rows() as u64;
@@ -163,7 +220,12 @@ pub fn load(catalog: &Catalog, config: &DemoConfig, progress: &mut dyn FnMut(&st
 
 type BatchSink<'a> = dyn FnMut(RecordBatch) -> Result<()> + 'a;
 
-fn generate_users(config: &DemoConfig, rng: &mut Rng, sink: &mut BatchSink, schema: &arrow::datatypes::SchemaRef) -> Result<()> {
+fn generate_users(
+    config: &DemoConfig,
+    rng: &mut Rng,
+    sink: &mut BatchSink,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<()> {
     let cities = Zipf::new(CITIES.len(), 1.0);
     let mut next = 1u64;
     while next <= config.users {
@@ -179,7 +241,13 @@ fn generate_users(config: &DemoConfig, rng: &mut Rng, sink: &mut BatchSink, sche
             id.append_value(next as i64);
             next += 1;
             let g = rng.f64();
-            gender.append_option(if g < 0.52 { Some("f") } else if g < 0.99 { Some("m") } else { None });
+            gender.append_option(if g < 0.52 {
+                Some("f")
+            } else if g < 0.99 {
+                Some("m")
+            } else {
+                None
+            });
             age.append_value(18 + (rng.f64().powf(1.6) * 57.0) as i16);
             city.append_value(CITIES[cities.sample(rng)]);
             signup.append_value(SIGNUP_FIRST_DAY + rng.below(SIGNUP_DAYS) as i32);
@@ -201,7 +269,12 @@ fn generate_users(config: &DemoConfig, rng: &mut Rng, sink: &mut BatchSink, sche
 }
 
 /// Generates the items and returns their prices in cents (index = item_id − 1).
-fn generate_items(config: &DemoConfig, rng: &mut Rng, sink: &mut BatchSink, schema: &arrow::datatypes::SchemaRef) -> Result<Vec<i64>> {
+fn generate_items(
+    config: &DemoConfig,
+    rng: &mut Rng,
+    sink: &mut BatchSink,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<Vec<i64>> {
     let categories = Zipf::new(CATEGORIES.len(), 0.8);
     let count = config.items();
     let mut prices = Vec::with_capacity(count as usize);
@@ -219,7 +292,11 @@ fn generate_items(config: &DemoConfig, rng: &mut Rng, sink: &mut BatchSink, sche
             prices.push(cents);
             price.append_value(i128::from(cents));
         }
-        let columns: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(category.finish()), Arc::new(price.finish())];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(category.finish()),
+            Arc::new(price.finish()),
+        ];
         sink(RecordBatch::try_new(Arc::clone(schema), columns)?)?;
     }
     Ok(prices)
@@ -271,12 +348,14 @@ fn generate_events(
     // Pareto(alpha = 2) has mean 2 * x_min; x_min = mean / 2 gives the configured mean.
     let x_min = config.events_per_user / 2.0;
     for user in 1..=config.users {
-        let activity = (x_min / (1.0 - rng.f64()).sqrt()).min(ACTIVITY_CAP * config.events_per_user);
+        let activity =
+            (x_min / (1.0 - rng.f64()).sqrt()).min(ACTIVITY_CAP * config.events_per_user);
         for _ in 0..activity as u64 {
             let item = items.sample(rng);
             let kind = pick(&EVENT_TYPES, rng);
             out.user.append_value(user as i64);
-            out.ts.append_value(EVENTS_START_US + rng.below(EVENTS_WINDOW_US) as i64);
+            out.ts
+                .append_value(EVENTS_START_US + rng.below(EVENTS_WINDOW_US) as i64);
             out.event_type.append_value(kind);
             out.item.append_value(item as i64 + 1);
             if kind == "purchase" {
@@ -363,7 +442,9 @@ impl Zipf {
 
     fn sample(&self, rng: &mut Rng) -> usize {
         let u = rng.f64();
-        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1)
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
     }
 }
 
@@ -381,7 +462,14 @@ mod tests {
                 _ => events += batch.num_rows() as u64,
             }
             for column in batch.columns() {
-                checksum = checksum.wrapping_mul(31).wrapping_add(column.to_data().buffers().iter().map(|b| b.as_slice().iter().map(|&x| u64::from(x)).sum::<u64>()).sum());
+                checksum = checksum.wrapping_mul(31).wrapping_add(
+                    column
+                        .to_data()
+                        .buffers()
+                        .iter()
+                        .map(|b| b.as_slice().iter().map(|&x| u64::from(x)).sum::<u64>())
+                        .sum(),
+                );
             }
             Ok(())
         })
@@ -391,7 +479,11 @@ mod tests {
 
     #[test]
     fn same_seed_same_data() {
-        let config = DemoConfig { users: 2_000, seed: 7, events_per_user: 10.0 };
+        let config = DemoConfig {
+            users: 2_000,
+            seed: 7,
+            events_per_user: 10.0,
+        };
         let a = counts(&config);
         assert_eq!(a, counts(&config));
         assert_eq!((a.0, a.1), (2_000, 100));

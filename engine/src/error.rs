@@ -26,7 +26,9 @@ pub enum Error {
     #[error("type {0} is not supported")]
     UnsupportedType(String),
 
-    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
     NotNullViolation { table: String, column: String },
 
     #[error("rows for relation \"{table}\" do not match its columns: {reason}")]

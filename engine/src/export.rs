@@ -21,7 +21,7 @@ use crate::import::{CsvOptions, FileFormat};
 const PARQUET_ROW_GROUP_ROWS: usize = 1024 * 1024;
 
 enum Sink {
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    Csv(Box<arrow::csv::Writer<BufWriter<File>>>),
     Parquet(Box<ArrowWriter<File>>),
 }
 
@@ -33,7 +33,12 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    pub fn create(path: &Path, format: FileFormat, csv: &CsvOptions, schema: &SchemaRef) -> Result<FileWriter> {
+    pub fn create(
+        path: &Path,
+        format: FileFormat,
+        csv: &CsvOptions,
+        schema: &SchemaRef,
+    ) -> Result<FileWriter> {
         let name = path.file_name().ok_or_else(|| Error::BadInput {
             path: path.to_path_buf(),
             message: "not a file name".into(),
@@ -43,26 +48,28 @@ impl FileWriter {
         let tmp = path.with_file_name(tmp_name);
         let file = File::create(&tmp).map_err(Error::io(&tmp))?;
         let sink = match format {
-            FileFormat::Csv => Sink::Csv(
+            FileFormat::Csv => Sink::Csv(Box::new(
                 arrow::csv::WriterBuilder::new()
                     .with_header(csv.header)
                     .with_delimiter(csv.delimiter)
                     .with_timestamp_format("%Y-%m-%d %H:%M:%S%.f".to_string())
                     .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.f%:z".to_string())
                     .build(BufWriter::new(file)),
-            ),
+            )),
             FileFormat::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
                     .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS))
                     .set_statistics_enabled(EnabledStatistics::Page)
                     .build();
-                Sink::Parquet(Box::new(ArrowWriter::try_new(file, SchemaRef::clone(schema), Some(props)).map_err(
-                    |e| Error::BadInput {
-                        path: path.to_path_buf(),
-                        message: e.to_string(),
-                    },
-                )?))
+                Sink::Parquet(Box::new(
+                    ArrowWriter::try_new(file, SchemaRef::clone(schema), Some(props)).map_err(
+                        |e| Error::BadInput {
+                            path: path.to_path_buf(),
+                            message: e.to_string(),
+                        },
+                    )?,
+                ))
             }
         };
         Ok(FileWriter {
@@ -88,7 +95,10 @@ impl FileWriter {
     pub fn finish(mut self) -> Result<u64> {
         let tmp = self.tmp.clone();
         let file = match self.sink.take().expect("writer is open until finish") {
-            Sink::Csv(w) => w.into_inner().into_inner().map_err(|e| Error::io(&tmp)(e.into_error()))?,
+            Sink::Csv(w) => w
+                .into_inner()
+                .into_inner()
+                .map_err(|e| Error::io(&tmp)(e.into_error()))?,
             Sink::Parquet(w) => w.into_inner().map_err(|e| parquet_error(&tmp, e))?,
         };
         file.sync_all().map_err(Error::io(&tmp))?;

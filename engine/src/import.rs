@@ -16,8 +16,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::table::Table;
 use crate::limits;
+use crate::table::Table;
 
 /// File formats for import and export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,8 @@ fn read_csv(
         ..Progress::default()
     };
     for batch in reader {
-        let batch = batch.map_err(|e| bad_input(path, csv_message(&e.to_string(), schema, options.header)))?;
+        let batch = batch
+            .map_err(|e| bad_input(path, csv_message(&e.to_string(), schema, options.header)))?;
         let batch = decode_bytea(path, batch, schema)?;
         state.rows += batch.num_rows() as u64;
         state.bytes_done = bytes.load(std::sync::atomic::Ordering::Relaxed);
@@ -173,7 +174,11 @@ fn csv_message(message: &str, schema: &Schema, header: bool) -> String {
     };
     let rest = &message[at + "for column ".len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    match digits.parse::<usize>().ok().and_then(|i| schema.fields().get(i)) {
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| schema.fields().get(i))
+    {
         Some(field) => format!(
             "{}for column \"{}\"{}",
             &message[..at],
@@ -189,15 +194,27 @@ fn shift_line_number(message: &str, by: u64) -> String {
         return message.to_string();
     };
     let start = at + " at line ".len();
-    let digits: String = message[start..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = message[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     match digits.parse::<u64>() {
-        Ok(line) => format!("{}{}{}", &message[..start], line + by, &message[start + digits.len()..]),
+        Ok(line) => format!(
+            "{}{}{}",
+            &message[..start],
+            line + by,
+            &message[start + digits.len()..]
+        ),
         Err(_) => message.to_string(),
     }
 }
 
 fn decode_bytea(path: &Path, batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if !schema.fields().iter().any(|f| f.data_type() == &DataType::Binary) {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Binary)
+    {
         return Ok(batch);
     }
     let mut columns = Vec::with_capacity(batch.num_columns());
@@ -215,7 +232,10 @@ fn decode_bytea(path: &Path, batch: RecordBatch, schema: &SchemaRef) -> Result<R
             match value {
                 None => builder.append_null(),
                 Some(v) => builder.append_value(decode_hex(v).ok_or_else(|| {
-                    bad_input(path, format!("invalid bytea value {v:?} for column \"{}\"", field.name()))
+                    bad_input(
+                        path,
+                        format!("invalid bytea value {v:?} for column \"{}\"", field.name()),
+                    )
                 })?),
             }
         }
@@ -243,7 +263,8 @@ fn read_parquet(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<RecordBatch>> {
     let schema = &nullable(schema);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad_input(path, e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad_input(path, e.to_string()))?;
     let rows_total = builder.metadata().file_metadata().num_rows().max(1) as u64;
     let file_schema = Arc::clone(builder.schema());
     let mapping = column_mapping(path, &file_schema, schema)?;
@@ -264,9 +285,17 @@ fn read_parquet(
         let batch = batch.map_err(|e| bad_input(path, e.to_string()))?;
         let mut columns = Vec::with_capacity(schema.fields().len());
         for (field, &source) in schema.fields().iter().zip(&mapping) {
-            let column = cast_with_options(batch.column(source), field.data_type(), &options).map_err(|e| {
-                bad_input(path, format!("column \"{}\" (row group data near row {}): {e}", field.name(), state.rows))
-            })?;
+            let column = cast_with_options(batch.column(source), field.data_type(), &options)
+                .map_err(|e| {
+                    bad_input(
+                        path,
+                        format!(
+                            "column \"{}\" (row group data near row {}): {e}",
+                            field.name(),
+                            state.rows
+                        ),
+                    )
+                })?;
             columns.push(column);
         }
         state.rows += batch.num_rows() as u64;
@@ -283,7 +312,11 @@ fn column_mapping(path: &Path, file: &Schema, table: &Schema) -> Result<Vec<usiz
     let by_name: Option<Vec<usize>> = table
         .fields()
         .iter()
-        .map(|f| file.fields().iter().position(|g| g.name().eq_ignore_ascii_case(f.name())))
+        .map(|f| {
+            file.fields()
+                .iter()
+                .position(|g| g.name().eq_ignore_ascii_case(f.name()))
+        })
         .collect();
     if let Some(mapping) = by_name {
         return Ok(mapping);
@@ -296,7 +329,11 @@ fn column_mapping(path: &Path, file: &Schema, table: &Schema) -> Result<Vec<usiz
         format!(
             "file has {} columns ({}) and matches neither the names nor the count of the table's {} columns",
             file.fields().len(),
-            file.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            file.fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             table.fields().len()
         ),
     ))
@@ -320,7 +357,8 @@ impl<R> CountingReader<R> {
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }

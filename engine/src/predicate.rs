@@ -113,9 +113,15 @@ fn compare(array: &dyn Array, op: CmpOp, value: &dyn Datum) -> Result<BooleanArr
     })
 }
 
-type Combine = fn(&BooleanArray, &BooleanArray) -> std::result::Result<BooleanArray, arrow::error::ArrowError>;
+type Combine =
+    fn(&BooleanArray, &BooleanArray) -> std::result::Result<BooleanArray, arrow::error::ArrowError>;
 
-fn fold(parts: &[Predicate], batch: &RecordBatch, combine: Combine, identity: bool) -> Result<BooleanArray> {
+fn fold(
+    parts: &[Predicate],
+    batch: &RecordBatch,
+    combine: Combine,
+    identity: bool,
+) -> Result<BooleanArray> {
     let mut acc = BooleanArray::from(vec![identity; batch.num_rows()]);
     for part in parts {
         acc = combine(&acc, &part.evaluate(batch)?)?;
@@ -141,7 +147,12 @@ mod tests {
             Arc::new(schema),
             vec![
                 Arc::new(Int64Array::from(vec![Some(1), Some(5), None, Some(9)])),
-                Arc::new(StringArray::from(vec![Some("x"), None, Some("y"), Some("x")])),
+                Arc::new(StringArray::from(vec![
+                    Some("x"),
+                    None,
+                    Some("y"),
+                    Some("x"),
+                ])),
             ],
         )
         .expect("valid batch")
@@ -157,21 +168,49 @@ mod tests {
 
     fn kept(p: &Predicate) -> Vec<Option<i64>> {
         let out = p.filter(&batch()).expect("filter");
-        let a = out.column(0).as_any().downcast_ref::<Int64Array>().expect("int64");
+        let a = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("int64");
         a.iter().collect()
     }
 
     #[test]
     fn three_valued_logic() {
-        let gt = Predicate::Compare { column: 0, op: CmpOp::Gt, value: int(3) };
+        let gt = Predicate::Compare {
+            column: 0,
+            op: CmpOp::Gt,
+            value: int(3),
+        };
         assert_eq!(kept(&gt), vec![Some(5), Some(9)]);
         // NOT (a > 3) keeps neither the NULL row nor the matches.
         assert_eq!(kept(&Predicate::Not(Box::new(gt.clone()))), vec![Some(1)]);
-        let b_is_x = Predicate::Compare { column: 1, op: CmpOp::Eq, value: text("x") };
-        assert_eq!(kept(&Predicate::And(vec![gt.clone(), b_is_x.clone()])), vec![Some(9)]);
-        assert_eq!(kept(&Predicate::Or(vec![gt, b_is_x])), vec![Some(1), Some(5), Some(9)]);
-        let in_list = Predicate::InList { column: 0, values: vec![int(1), int(9)], negated: true };
+        let b_is_x = Predicate::Compare {
+            column: 1,
+            op: CmpOp::Eq,
+            value: text("x"),
+        };
+        assert_eq!(
+            kept(&Predicate::And(vec![gt.clone(), b_is_x.clone()])),
+            vec![Some(9)]
+        );
+        assert_eq!(
+            kept(&Predicate::Or(vec![gt, b_is_x])),
+            vec![Some(1), Some(5), Some(9)]
+        );
+        let in_list = Predicate::InList {
+            column: 0,
+            values: vec![int(1), int(9)],
+            negated: true,
+        };
         assert_eq!(kept(&in_list), vec![Some(5)]);
-        assert_eq!(kept(&Predicate::IsNull { column: 1, negated: false }), vec![Some(5)]);
+        assert_eq!(
+            kept(&Predicate::IsNull {
+                column: 1,
+                negated: false
+            }),
+            vec![Some(5)]
+        );
     }
 }

@@ -121,7 +121,8 @@ impl Store {
         if text.len() as u64 > limits::MANIFEST_BYTES_MAX {
             return Err(corrupted("manifest is larger than the limit".into()));
         }
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| corrupted(e.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| corrupted(e.to_string()))?;
         if manifest.format != MANIFEST_FORMAT || manifest.version != MANIFEST_VERSION {
             return Err(corrupted(format!(
                 "unknown manifest format {:?} version {}",
@@ -149,7 +150,12 @@ impl Store {
 
     /// Writes and syncs one segment file. It becomes live only when a manifest
     /// naming it is written.
-    pub fn write_segment(&self, id: u64, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    pub fn write_segment(
+        &self,
+        id: u64,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
         let path = self.segment_path(id);
         let file = File::create(&path).map_err(Error::io(&path))?;
         let mut writer = FileWriter::try_new(BufWriter::new(file), schema)?;
@@ -166,7 +172,11 @@ impl Store {
     }
 
     /// Reads one segment, checking it against the manifest's schema and row count.
-    pub fn read_segment(&self, entry: SegmentEntry, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    pub fn read_segment(
+        &self,
+        entry: SegmentEntry,
+        schema: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>> {
         let path = self.segment_path(entry.id);
         let file = File::open(&path).map_err(Error::io(&path))?;
         let corrupted = |reason: String| Error::Corrupted {

@@ -52,7 +52,11 @@ impl TableSnapshot {
     }
 
     /// The schema of a scan with this projection, plus the row-id column if asked.
-    pub fn scan_schema(&self, projection: Option<&[usize]>, with_row_id: bool) -> Result<SchemaRef> {
+    pub fn scan_schema(
+        &self,
+        projection: Option<&[usize]>,
+        with_row_id: bool,
+    ) -> Result<SchemaRef> {
         let projected = match projection {
             Some(p) => self.schema.project(p)?,
             None => self.schema.as_ref().clone(),
@@ -60,7 +64,11 @@ impl TableSnapshot {
         if !with_row_id {
             return Ok(Arc::new(projected));
         }
-        let mut fields: Vec<Field> = projected.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = projected
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields.push(Field::new(ROW_ID_COLUMN, DataType::UInt64, false));
         Ok(Arc::new(Schema::new(fields)))
     }
@@ -112,21 +120,41 @@ fn with_row_ids(batch: &RecordBatch, first: u64, wanted: bool) -> Result<RecordB
     ));
     let mut columns = batch.columns().to_vec();
     columns.push(ids);
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(ROW_ID_COLUMN, DataType::UInt64, false));
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
-fn project(batch: &RecordBatch, projection: Option<&[usize]>, with_row_id: bool, schema: &SchemaRef) -> Result<RecordBatch> {
+fn project(
+    batch: &RecordBatch,
+    projection: Option<&[usize]>,
+    with_row_id: bool,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let Some(projection) = projection else {
         return Ok(batch.clone());
     };
-    let mut columns: Vec<ArrayRef> = projection.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+    let mut columns: Vec<ArrayRef> = projection
+        .iter()
+        .map(|&i| Arc::clone(batch.column(i)))
+        .collect();
     if with_row_id {
         columns.push(Arc::clone(batch.column(batch.num_columns() - 1)));
     }
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
 }
 
 /// A table: identity, schema and current snapshot.
@@ -139,7 +167,12 @@ pub struct Table {
 }
 
 impl Table {
-    pub(crate) fn new(id: u64, name: String, schema: SchemaRef, segments: Vec<Arc<Segment>>) -> Table {
+    pub(crate) fn new(
+        id: u64,
+        name: String,
+        schema: SchemaRef,
+        segments: Vec<Arc<Segment>>,
+    ) -> Table {
         let snapshot = TableSnapshot {
             schema: Arc::clone(&schema),
             segments,
@@ -166,6 +199,11 @@ impl Table {
 
     /// The snapshot a reader should use from now on.
     pub fn snapshot(&self) -> Arc<TableSnapshot> {
-        Arc::clone(&self.current.read().expect("snapshot lock is never poisoned"))
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .expect("snapshot lock is never poisoned"),
+        )
     }
 }

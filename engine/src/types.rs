@@ -242,7 +242,9 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(check_name("users").is_ok());
-        let err = check_name("__cohortdb_x").unwrap_err().to_string();
+        let err = check_name("__cohortdb_x")
+            .expect_err("reserved")
+            .to_string();
         assert_eq!(
             err,
             "invalid name \"__cohortdb_x\": names starting with \"__cohortdb\" are reserved"
@@ -253,7 +255,7 @@ mod tests {
             ColumnDef::new("a", ColumnType::Text, true),
         ]);
         assert_eq!(
-            dup.unwrap_err().to_string(),
+            dup.expect_err("duplicate").to_string(),
             "column \"a\" specified more than once"
         );
     }

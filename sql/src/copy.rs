@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use cohortdb_engine::import::{self, CsvOptions, FileFormat};
 use cohortdb_engine::export::FileWriter;
+use cohortdb_engine::import::{self, CsvOptions, FileFormat};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget};
 use futures::StreamExt;
@@ -33,15 +33,26 @@ struct FileSpec {
     csv: CsvOptions,
 }
 
-pub(crate) async fn copy(session: &Session, copy: CopyStatement) -> Result<SendableRecordBatchStream> {
+pub(crate) async fn copy(
+    session: &Session,
+    copy: CopyStatement,
+) -> Result<SendableRecordBatchStream> {
     let position = match &copy.source {
         CopySource::Table { table_name, .. } => position_of(table_name),
         CopySource::Query(query) => position_of(query.as_ref()),
     };
     let file = match &copy.target {
-        CopyTarget::File { filename } => file_spec(Path::new(filename), &copy.options, &copy.legacy_options, position)?,
+        CopyTarget::File { filename } => file_spec(
+            Path::new(filename),
+            &copy.options,
+            &copy.legacy_options,
+            position,
+        )?,
         CopyTarget::Stdin | CopyTarget::Stdout => {
-            return Err(Error::unsupported("COPY FROM STDIN / TO STDOUT outside the wire protocol", position));
+            return Err(Error::unsupported(
+                "COPY FROM STDIN / TO STDOUT outside the wire protocol",
+                position,
+            ));
         }
         CopyTarget::Program { .. } => return Err(Error::unsupported("COPY ... PROGRAM", position)),
     };
@@ -55,14 +66,25 @@ pub(crate) async fn copy(session: &Session, copy: CopyStatement) -> Result<Senda
     }
 }
 
-fn file_spec(path: &Path, options: &[CopyOption], legacy: &[CopyLegacyOption], position: Option<Position>) -> Result<FileSpec> {
+fn file_spec(
+    path: &Path,
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+    position: Option<Position>,
+) -> Result<FileSpec> {
     let mut format = None;
     let mut csv = CsvOptions::default();
     for option in options {
         match option {
             CopyOption::Format(name) => {
                 format = Some(FileFormat::parse(&name.value).ok_or_else(|| {
-                    Error::invalid(format!("COPY format \"{}\" not recognized (use csv or parquet)", name.value), position)
+                    Error::invalid(
+                        format!(
+                            "COPY format \"{}\" not recognized (use csv or parquet)",
+                            name.value
+                        ),
+                        position,
+                    )
                 })?);
             }
             CopyOption::Header(header) => csv.header = *header,
@@ -72,7 +94,9 @@ fn file_spec(path: &Path, options: &[CopyOption], legacy: &[CopyLegacyOption], p
     }
     for option in legacy {
         match option {
-            CopyLegacyOption::Csv(csv_options) if csv_options.is_empty() => format = Some(FileFormat::Csv),
+            CopyLegacyOption::Csv(csv_options) if csv_options.is_empty() => {
+                format = Some(FileFormat::Csv)
+            }
             CopyLegacyOption::Header => csv.header = true,
             CopyLegacyOption::Delimiter(c) => csv.delimiter = delimiter(*c, position)?,
             other => return Err(Error::unsupported(format!("COPY option {other}"), position)),
@@ -82,7 +106,10 @@ fn file_spec(path: &Path, options: &[CopyOption], legacy: &[CopyLegacyOption], p
         Some(format) => format,
         None => {
             return Err(Error::invalid(
-                format!("cannot tell the format of {}: name it with WITH (FORMAT csv|parquet)", path.display()),
+                format!(
+                    "cannot tell the format of {}: name it with WITH (FORMAT csv|parquet)",
+                    path.display()
+                ),
                 position,
             ));
         }
@@ -98,12 +125,29 @@ fn delimiter(c: char, position: Option<Position>) -> Result<u8> {
     u8::try_from(c)
         .ok()
         .filter(|b| b.is_ascii() && *b != b'\n' && *b != b'\r' && *b != b'"')
-        .ok_or_else(|| Error::invalid("COPY delimiter must be a single one-byte character", position))
+        .ok_or_else(|| {
+            Error::invalid(
+                "COPY delimiter must be a single one-byte character",
+                position,
+            )
+        })
 }
 
-async fn copy_from(session: &Session, source: CopySource, file: FileSpec, position: Option<Position>) -> Result<SendableRecordBatchStream> {
-    let CopySource::Table { table_name, columns } = source else {
-        return Err(Error::invalid("COPY FROM needs a table, not a query", position));
+async fn copy_from(
+    session: &Session,
+    source: CopySource,
+    file: FileSpec,
+    position: Option<Position>,
+) -> Result<SendableRecordBatchStream> {
+    let CopySource::Table {
+        table_name,
+        columns,
+    } = source
+    else {
+        return Err(Error::invalid(
+            "COPY FROM needs a table, not a query",
+            position,
+        ));
     };
     if !columns.is_empty() {
         return Err(Error::unsupported("COPY with a column list", position));
@@ -111,22 +155,42 @@ async fn copy_from(session: &Session, source: CopySource, file: FileSpec, positi
     let table = resolve_table(session, &table_name)?;
     let catalog = std::sync::Arc::clone(session.catalog());
     let count = datafusion::common::runtime::SpawnedTask::spawn_blocking(move || {
-        import::import_file(&catalog, &table, &file.path, file.format, &file.csv, &mut |_| {})
+        import::import_file(
+            &catalog,
+            &table,
+            &file.path,
+            file.format,
+            &file.csv,
+            &mut |_| {},
+        )
     })
     .join()
     .await
-    .map_err(|e| Error::Execution { message: e.to_string() })??;
+    .map_err(|e| Error::Execution {
+        message: e.to_string(),
+    })??;
     Ok(count_stream(count))
 }
 
-async fn copy_to(session: &Session, source: CopySource, file: FileSpec) -> Result<SendableRecordBatchStream> {
+async fn copy_to(
+    session: &Session,
+    source: CopySource,
+    file: FileSpec,
+) -> Result<SendableRecordBatchStream> {
     let query = match source {
         CopySource::Query(query) => *query,
-        CopySource::Table { table_name, columns } => {
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
             let columns = if columns.is_empty() {
                 "*".to_string()
             } else {
-                columns.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                columns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             parse_query(&format!("SELECT {columns} FROM {table_name}"))?
         }

@@ -18,14 +18,20 @@ use crate::session::{Session, count_stream, empty_stream};
 /// Precision and scale of a DECIMAL/NUMERIC declared without them.
 const DEFAULT_DECIMAL: (u8, i8) = (38, 10);
 
-pub(crate) async fn create_table(session: &Session, create: CreateTable) -> Result<SendableRecordBatchStream> {
+pub(crate) async fn create_table(
+    session: &Session,
+    create: CreateTable,
+) -> Result<SendableRecordBatchStream> {
     let position = position_of(&create.name);
     for (unsupported, what) in [
         (create.or_replace, "CREATE OR REPLACE TABLE"),
         (create.temporary, "CREATE TEMPORARY TABLE"),
         (create.external, "CREATE EXTERNAL TABLE"),
         (create.like.is_some(), "CREATE TABLE ... LIKE"),
-        (!create.constraints.is_empty(), "table constraints (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY)"),
+        (
+            !create.constraints.is_empty(),
+            "table constraints (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY)",
+        ),
     ] {
         if unsupported {
             return Err(Error::unsupported(what, position));
@@ -33,9 +39,23 @@ pub(crate) async fn create_table(session: &Session, create: CreateTable) -> Resu
     }
     let name = names::table_name(&create.name)?;
     match create.query {
-        Some(query) => create_table_as(session, &name, create.columns.is_empty(), *query, create.if_not_exists, position).await,
+        Some(query) => {
+            create_table_as(
+                session,
+                &name,
+                create.columns.is_empty(),
+                *query,
+                create.if_not_exists,
+                position,
+            )
+            .await
+        }
         None => {
-            let columns = create.columns.iter().map(column_def).collect::<Result<Vec<_>>>()?;
+            let columns = create
+                .columns
+                .iter()
+                .map(column_def)
+                .collect::<Result<Vec<_>>>()?;
             session
                 .catalog()
                 .create_table(&name, &columns, create.if_not_exists)
@@ -55,7 +75,10 @@ async fn create_table_as(
     position: Option<crate::Position>,
 ) -> Result<SendableRecordBatchStream> {
     if !no_column_list {
-        return Err(Error::unsupported("a column list with CREATE TABLE ... AS", position));
+        return Err(Error::unsupported(
+            "a column list with CREATE TABLE ... AS",
+            position,
+        ));
     }
     if if_not_exists && session.catalog().table(name).is_ok() {
         return Ok(count_stream(0));
@@ -65,14 +88,23 @@ async fn create_table_as(
         .schema()
         .fields()
         .iter()
-        .map(|f| Ok(ColumnDef::new(f.name(), ColumnType::from_arrow(f.data_type())?, true)))
+        .map(|f| {
+            Ok(ColumnDef::new(
+                f.name(),
+                ColumnType::from_arrow(f.data_type())?,
+                true,
+            ))
+        })
         .collect::<Result<Vec<_>, cohortdb_engine::Error>>()
         .map_err(|e| Error::engine_at(e, position))?;
     let batches: Vec<RecordBatch> = session.stream_plan(plan).await?.try_collect().await?;
     let catalog = session.catalog();
-    catalog.create_table(name, &columns, false).map_err(|e| Error::engine_at(e, position))?;
+    catalog
+        .create_table(name, &columns, false)
+        .map_err(|e| Error::engine_at(e, position))?;
     let table = catalog.table(name)?;
-    let rows = cast_batches(&table.schema(), batches).and_then(|rows| Ok(catalog.append(&table, rows)?));
+    let rows =
+        cast_batches(&table.schema(), batches).and_then(|rows| Ok(catalog.append(&table, rows)?));
     match rows {
         Ok(count) => Ok(count_stream(count)),
         Err(e) => {
@@ -84,7 +116,10 @@ async fn create_table_as(
 }
 
 /// Casts batches to a table's column types (checked: overflow is an error).
-pub(crate) fn cast_batches(schema: &arrow::datatypes::SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+pub(crate) fn cast_batches(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
     let options = CastOptions {
         safe: false,
         ..CastOptions::default()
@@ -98,7 +133,9 @@ pub(crate) fn cast_batches(schema: &arrow::datatypes::SchemaRef, batches: Vec<Re
                 .zip(batch.columns())
                 .map(|(field, column)| cast_with_options(column, field.data_type(), &options))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Error::Execution { message: e.to_string() })?;
+                .map_err(|e| Error::Execution {
+                    message: e.to_string(),
+                })?;
             let loose = Arc::new(arrow::datatypes::Schema::new(
                 schema
                     .fields()
@@ -106,18 +143,27 @@ pub(crate) fn cast_batches(schema: &arrow::datatypes::SchemaRef, batches: Vec<Re
                     .map(|f| f.as_ref().clone().with_nullable(true))
                     .collect::<Vec<_>>(),
             ));
-            RecordBatch::try_new(loose, columns).map_err(|e| Error::Execution { message: e.to_string() })
+            RecordBatch::try_new(loose, columns).map_err(|e| Error::Execution {
+                message: e.to_string(),
+            })
         })
         .collect()
 }
 
-pub(crate) fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<SendableRecordBatchStream> {
+pub(crate) fn drop_tables(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<SendableRecordBatchStream> {
     // Check every name first so a failing DROP of several tables drops none.
     let mut tables = Vec::with_capacity(names.len());
     for name in names {
         let table = names::table_name(name)?;
         if !if_exists && session.catalog().table(&table).is_err() {
-            return Err(Error::engine_at(cohortdb_engine::Error::TableNotFound(table), position_of(name)));
+            return Err(Error::engine_at(
+                cohortdb_engine::Error::TableNotFound(table),
+                position_of(name),
+            ));
         }
         tables.push(table);
     }
@@ -139,11 +185,18 @@ fn column_def(column: &ast::ColumnDef) -> Result<ColumnDef> {
             ColumnOption::Null => nullable = true,
             ColumnOption::NotNull => nullable = false,
             other => {
-                return Err(Error::unsupported(format!("column option {other}"), position));
+                return Err(Error::unsupported(
+                    format!("column option {other}"),
+                    position,
+                ));
             }
         }
     }
-    Ok(ColumnDef::new(names::normalize(&column.name), column_type, nullable))
+    Ok(ColumnDef::new(
+        names::normalize(&column.name),
+        column_type,
+        nullable,
+    ))
 }
 
 /// The column type a SQL type name declares.
@@ -155,7 +208,9 @@ pub(crate) fn column_type(data_type: &DataType) -> Result<ColumnType> {
         DataType::BigInt(_) | DataType::Int8(_) => ColumnType::BigInt,
         DataType::Real | DataType::Float4 => ColumnType::Real,
         DataType::Float(ExactNumberInfo::Precision(p)) if *p <= 24 => ColumnType::Real,
-        DataType::Float(_) | DataType::Double(_) | DataType::DoublePrecision | DataType::Float8 => ColumnType::Double,
+        DataType::Float(_) | DataType::Double(_) | DataType::DoublePrecision | DataType::Float8 => {
+            ColumnType::Double
+        }
         DataType::Decimal(info) | DataType::Numeric(info) | DataType::Dec(info) => decimal(info)?,
         DataType::Text
         | DataType::Varchar(_)
@@ -163,8 +218,12 @@ pub(crate) fn column_type(data_type: &DataType) -> Result<ColumnType> {
         | DataType::CharVarying(_)
         | DataType::String(_) => ColumnType::Text,
         DataType::Date => ColumnType::Date,
-        DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => ColumnType::Timestamp,
-        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => ColumnType::TimestampTz,
+        DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            ColumnType::Timestamp
+        }
+        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            ColumnType::TimestampTz
+        }
         DataType::Bytea => ColumnType::Bytea,
         other => return Err(Error::unsupported(format!("type {other}"), None)),
     })
@@ -174,7 +233,10 @@ fn decimal(info: &ExactNumberInfo) -> Result<ColumnType> {
     let (precision, scale) = match info {
         ExactNumberInfo::None => DEFAULT_DECIMAL,
         ExactNumberInfo::Precision(p) => (narrow(*p)?, 0),
-        ExactNumberInfo::PrecisionAndScale(p, s) => (narrow(*p)?, narrow(u64::try_from(*s).unwrap_or(u64::MAX))? as i8),
+        ExactNumberInfo::PrecisionAndScale(p, s) => (
+            narrow(*p)?,
+            narrow(u64::try_from(*s).unwrap_or(u64::MAX))? as i8,
+        ),
     };
     Ok(ColumnType::decimal(precision, scale)?)
 }
@@ -183,5 +245,10 @@ fn narrow(value: u64) -> Result<u8> {
     u8::try_from(value)
         .ok()
         .filter(|v| *v <= 38)
-        .ok_or_else(|| Error::invalid(format!("DECIMAL precision and scale must be at most 38, got {value}"), None))
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("DECIMAL precision and scale must be at most 38, got {value}"),
+                None,
+            )
+        })
 }

@@ -14,8 +14,8 @@ use cohortdb_engine::{Error as EngineError, ROW_ID_COLUMN, Table};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, Query, SelectItem, SetExpr, Statement, TableFactor,
-    TableObject, TableWithJoins, Update,
+    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, Query, SelectItem, SetExpr,
+    Statement, TableFactor, TableObject, TableWithJoins, Update,
 };
 use futures::TryStreamExt;
 
@@ -34,12 +34,22 @@ pub(crate) async fn insert(session: &Session, insert: Insert) -> Result<Sendable
         TableObject::TableName(name) => {
             let table = resolve_table(session, name)?;
             let columns: Vec<String> = if insert.columns.is_empty() {
-                table.schema().fields().iter().map(|f| f.name().clone()).collect()
+                table
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect()
             } else {
                 insert
                     .columns
                     .iter()
-                    .map(|c| c.0.last().and_then(|p| p.as_ident()).map(names::normalize).unwrap_or_default())
+                    .map(|c| {
+                        c.0.last()
+                            .and_then(|p| p.as_ident())
+                            .map(names::normalize)
+                            .unwrap_or_default()
+                    })
                     .collect()
             };
             Some((table.name().to_string(), columns))
@@ -51,17 +61,23 @@ pub(crate) async fn insert(session: &Session, insert: Insert) -> Result<Sendable
     };
     // DataFusion raises the error while planning small VALUES lists and while
     // executing larger ones; both are translated.
-    let stream = session.run_datafusion(Statement::Insert(insert)).await.map_err(|e| {
-        match values_null_error(&e.to_string(), &table, &columns) {
-            Some(engine) => Error::from(engine),
-            None => e,
-        }
-    })?;
+    let stream = session
+        .run_datafusion(Statement::Insert(insert))
+        .await
+        .map_err(
+            |e| match values_null_error(&e.to_string(), &table, &columns) {
+                Some(engine) => Error::from(engine),
+                None => e,
+            },
+        )?;
     let schema = stream.schema();
-    let mapped = stream.map_err(move |e| match values_null_error(&e.to_string(), &table, &columns) {
-        Some(engine) => to_datafusion(engine),
-        None => e,
-    });
+    let mapped =
+        stream.map_err(
+            move |e| match values_null_error(&e.to_string(), &table, &columns) {
+                Some(engine) => to_datafusion(engine),
+                None => e,
+            },
+        );
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, mapped)))
 }
 
@@ -86,8 +102,14 @@ pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<Sendable
     let unsupported = [
         (delete.using.is_some(), "DELETE ... USING"),
         (delete.returning.is_some(), "DELETE ... RETURNING"),
-        (!delete.order_by.is_empty() || delete.limit.is_some(), "DELETE ... ORDER BY/LIMIT"),
-        (from.len() != 1 || !delete.tables.is_empty(), "DELETE from several tables"),
+        (
+            !delete.order_by.is_empty() || delete.limit.is_some(),
+            "DELETE ... ORDER BY/LIMIT",
+        ),
+        (
+            from.len() != 1 || !delete.tables.is_empty(),
+            "DELETE from several tables",
+        ),
     ];
     if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
         return Err(Error::unsupported(*what, position));
@@ -96,7 +118,10 @@ pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<Sendable
     let query = row_query(&target, Vec::new(), delete.selection)?;
     let batches = collect(session, query).await?;
     let ids = all_row_ids(&batches)?;
-    let count = commit(session, &target.table, move |catalog, table| catalog.delete(table, &ids)).await?;
+    let count = commit(session, &target.table, move |catalog, table| {
+        catalog.delete(table, &ids)
+    })
+    .await?;
     Ok(count_stream(count))
 }
 
@@ -106,7 +131,10 @@ pub(crate) async fn update(session: &Session, update: Update) -> Result<Sendable
         (update.from.is_some(), "UPDATE ... FROM"),
         (update.returning.is_some(), "UPDATE ... RETURNING"),
         (update.or.is_some(), "UPDATE OR ..."),
-        (!update.order_by.is_empty() || update.limit.is_some(), "UPDATE ... ORDER BY/LIMIT"),
+        (
+            !update.order_by.is_empty() || update.limit.is_some(),
+            "UPDATE ... ORDER BY/LIMIT",
+        ),
     ];
     if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
         return Err(Error::unsupported(*what, position));
@@ -117,9 +145,17 @@ pub(crate) async fn update(session: &Session, update: Update) -> Result<Sendable
     let mut values: Vec<Option<Expr>> = vec![None; schema.fields().len()];
     for assignment in update.assignments {
         let AssignmentTarget::ColumnName(name) = &assignment.target else {
-            return Err(Error::unsupported("assigning to a tuple of columns", position_of(&assignment.value)));
+            return Err(Error::unsupported(
+                "assigning to a tuple of columns",
+                position_of(&assignment.value),
+            ));
         };
-        let column_name = names::normalize(name.0.last().and_then(|p| p.as_ident()).expect("column names are identifiers"));
+        let column_name = names::normalize(
+            name.0
+                .last()
+                .and_then(|p| p.as_ident())
+                .expect("column names are identifiers"),
+        );
         let index = schema.index_of(&column_name).map_err(|_| {
             Error::engine_at(
                 EngineError::ColumnNotFound {
@@ -130,7 +166,10 @@ pub(crate) async fn update(session: &Session, update: Update) -> Result<Sendable
             )
         })?;
         if values[index].is_some() {
-            return Err(Error::invalid(format!("multiple assignments to same column \"{column_name}\""), position_of(name)));
+            return Err(Error::invalid(
+                format!("multiple assignments to same column \"{column_name}\""),
+                position_of(name),
+            ));
         }
         values[index] = Some(assignment.value);
     }
@@ -141,9 +180,14 @@ pub(crate) async fn update(session: &Session, update: Update) -> Result<Sendable
         .iter()
         .map(|b| b.project(&(1..b.num_columns()).collect::<Vec<_>>()))
         .collect::<Result<_, _>>()
-        .map_err(|e| Error::Execution { message: e.to_string() })?;
+        .map_err(|e| Error::Execution {
+            message: e.to_string(),
+        })?;
     let rows = cast_batches(&schema, rows)?;
-    let count = commit(session, &target.table, move |catalog, table| catalog.update(table, &ids, rows)).await?;
+    let count = commit(session, &target.table, move |catalog, table| {
+        catalog.update(table, &ids, rows)
+    })
+    .await?;
     Ok(count_stream(count))
 }
 
@@ -155,15 +199,26 @@ struct Target {
 
 fn target(session: &Session, from: &TableWithJoins) -> Result<Target> {
     let TableFactor::Table { name, alias, .. } = &from.relation else {
-        return Err(Error::unsupported("changing rows of anything but a table", position_of(&from.relation)));
+        return Err(Error::unsupported(
+            "changing rows of anything but a table",
+            position_of(&from.relation),
+        ));
     };
     if !from.joins.is_empty() {
-        return Err(Error::unsupported("joins in DELETE or UPDATE", position_of(&from.relation)));
+        return Err(Error::unsupported(
+            "joins in DELETE or UPDATE",
+            position_of(&from.relation),
+        ));
     }
     let table = resolve_table(session, name)?;
     let alias = match alias {
         Some(alias) => alias.name.clone(),
-        None => name.0.last().and_then(|p| p.as_ident()).expect("table names are identifiers").clone(),
+        None => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .expect("table names are identifiers")
+            .clone(),
     };
     Ok(Target { table, alias })
 }
@@ -181,7 +236,11 @@ fn row_query(target: &Target, values: Vec<Option<Expr>>, selection: Option<Expr>
         });
     }
     let relation = quote(&format!("{ROW_ID_RELATION_PREFIX}{}", target.table.name()));
-    let template = format!("SELECT {} FROM {relation} AS {}", projection.join(", "), target.alias);
+    let template = format!(
+        "SELECT {} FROM {relation} AS {}",
+        projection.join(", "),
+        target.alias
+    );
     let mut query = parse_query(&template)?;
     let SetExpr::Select(select) = query.body.as_mut() else {
         unreachable!("the template is a plain SELECT");
@@ -210,7 +269,11 @@ fn hide_row_id(error: Error) -> Error {
                 .filter(|part| !part.contains(ROW_ID_COLUMN))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let message = if message.ends_with('.') { message } else { format!("{message}.") };
+            let message = if message.ends_with('.') {
+                message
+            } else {
+                format!("{message}.")
+            };
             Error::Plan { message, position }
         }
         other => other,
@@ -232,9 +295,12 @@ where
 {
     let catalog = Arc::clone(session.catalog());
     let table = Arc::clone(table);
-    let joined = datafusion::common::runtime::SpawnedTask::spawn_blocking(move || write(&catalog, &table))
-        .join()
-        .await
-        .map_err(|e| Error::Execution { message: e.to_string() })?;
+    let joined =
+        datafusion::common::runtime::SpawnedTask::spawn_blocking(move || write(&catalog, &table))
+            .join()
+            .await
+            .map_err(|e| Error::Execution {
+                message: e.to_string(),
+            })?;
     Ok(joined?)
 }

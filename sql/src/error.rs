@@ -50,19 +50,31 @@ impl fmt::Display for At {
 pub enum Error {
     /// The text is not valid SQL.
     #[error("syntax error: {message}{}", At(*.position))]
-    Syntax { message: String, position: Option<Position> },
+    Syntax {
+        message: String,
+        position: Option<Position>,
+    },
 
     /// Valid SQL that names something unknown or mixes types.
     #[error("{message}{}", At(*.position))]
-    Plan { message: String, position: Option<Position> },
+    Plan {
+        message: String,
+        position: Option<Position>,
+    },
 
     /// Valid SQL asking for something cohortdb does not do (yet).
     #[error("{feature} is not supported{}", At(*.position))]
-    Unsupported { feature: String, position: Option<Position> },
+    Unsupported {
+        feature: String,
+        position: Option<Position>,
+    },
 
     /// A bad argument or option value.
     #[error("{message}{}", At(*.position))]
-    InvalidArgument { message: String, position: Option<Position> },
+    InvalidArgument {
+        message: String,
+        position: Option<Position>,
+    },
 
     /// A failure while running a statement (overflow, division by zero, bad cast).
     #[error("{message}")]
@@ -114,7 +126,9 @@ impl Error {
         match self {
             Error::Syntax { .. } => "42601",
             Error::Plan { message, .. } => {
-                if message.contains("No field named") || message.contains("column") && message.contains("does not exist") {
+                if message.contains("No field named")
+                    || message.contains("column") && message.contains("does not exist")
+                {
                     "42703"
                 } else if message.contains("not found") && message.starts_with("table") {
                     "42P01"
@@ -156,7 +170,10 @@ impl Error {
 
 impl From<EngineError> for Error {
     fn from(source: EngineError) -> Error {
-        Error::Engine { source, position: None }
+        Error::Engine {
+            source,
+            position: None,
+        }
     }
 }
 
@@ -176,7 +193,9 @@ fn split_location(text: &str) -> (String, Option<Position>) {
     let Some((message, at)) = text.rsplit_once(" at Line: ") else {
         return (text.to_string(), None);
     };
-    let parsed = at.split_once(", Column: ").and_then(|(l, c)| Some((l.trim().parse().ok()?, c.trim().parse().ok()?)));
+    let parsed = at
+        .split_once(", Column: ")
+        .and_then(|(l, c)| Some((l.trim().parse().ok()?, c.trim().parse().ok()?)));
     match parsed {
         Some((line, column)) => (message.to_string(), Some(Position { line, column })),
         None => (text.to_string(), None),
@@ -218,7 +237,9 @@ impl From<DataFusionError> for Error {
                 message: s.to_string(),
                 position,
             },
-            DataFusionError::ArrowError(a, _) => Error::Execution { message: a.to_string() },
+            DataFusionError::ArrowError(a, _) => Error::Execution {
+                message: a.to_string(),
+            },
             DataFusionError::Execution(m) => Error::Execution { message: m.clone() },
             other => Error::Execution {
                 message: other.to_string(),
@@ -230,7 +251,9 @@ impl From<DataFusionError> for Error {
 /// The table named by DataFusion's "table 'catalog.schema.name' not found", so
 /// that it reports as PostgreSQL does (`relation "name" does not exist`).
 fn missing_table(message: &str) -> Option<String> {
-    let name = message.strip_prefix("table '")?.strip_suffix("' not found")?;
+    let name = message
+        .strip_prefix("table '")?
+        .strip_suffix("' not found")?;
     Some(name.rsplit('.').next().unwrap_or(name).to_string())
 }
 
@@ -247,12 +270,13 @@ fn take_engine_error(e: DataFusionError) -> std::result::Result<EngineError, Dat
             }
         }
         DataFusionError::ArrowError(arrow_error, backtrace) => match *arrow_error {
-            arrow::error::ArrowError::ExternalError(boxed) => take_engine_error(DataFusionError::External(boxed)),
+            arrow::error::ArrowError::ExternalError(boxed) => {
+                take_engine_error(DataFusionError::External(boxed))
+            }
             other => Err(DataFusionError::ArrowError(Box::new(other), backtrace)),
         },
-        DataFusionError::Context(context, inner) => {
-            take_engine_error(*inner).map_err(|inner| DataFusionError::Context(context, Box::new(inner)))
-        }
+        DataFusionError::Context(context, inner) => take_engine_error(*inner)
+            .map_err(|inner| DataFusionError::Context(context, Box::new(inner))),
         other => Err(other),
     }
 }
@@ -268,7 +292,8 @@ mod tests {
 
     #[test]
     fn parser_locations_become_positions() {
-        let (message, position) = split_location("Expected: an expression, found: FROM at Line: 2, Column: 8");
+        let (message, position) =
+            split_location("Expected: an expression, found: FROM at Line: 2, Column: 8");
         assert_eq!(message, "Expected: an expression, found: FROM");
         assert_eq!(position, Some(Position { line: 2, column: 8 }));
         assert_eq!(split_location("no location").1, None);

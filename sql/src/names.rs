@@ -41,7 +41,10 @@ pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
             position_of(name),
         ));
     }
-    Ok(parts.last().expect("object names have at least one part").clone())
+    Ok(parts
+        .last()
+        .expect("object names have at least one part")
+        .clone())
 }
 
 /// Quotes a name as an SQL identifier.

@@ -15,7 +15,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use cohortdb_engine::{Catalog, Predicate, Table};
-use datafusion::catalog::{Session as DfSession, SchemaProvider, TableProvider};
+use datafusion::catalog::{SchemaProvider, Session as DfSession, TableProvider};
 use datafusion::common::{DataFusionError, Result, not_impl_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -50,13 +50,21 @@ impl SchemaProvider for EngineSchema {
             None => (name, false),
         };
         match self.catalog.table(name) {
-            Ok(table) => Ok(Some(Arc::new(EngineTable::new(Arc::clone(&self.catalog), table, with_row_id)))),
+            Ok(table) => Ok(Some(Arc::new(EngineTable::new(
+                Arc::clone(&self.catalog),
+                table,
+                with_row_id,
+            )))),
             Err(cohortdb_engine::Error::TableNotFound(_)) => Ok(None),
             Err(e) => Err(to_datafusion(e)),
         }
     }
 
-    fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> Result<Option<Arc<dyn TableProvider>>> {
+    fn register_table(
+        &self,
+        name: String,
+        _table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
         not_impl_err!("registering relation \"{name}\" (views and external tables)")
     }
 
@@ -113,7 +121,10 @@ impl TableProvider for EngineTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         let table_schema = self.table.schema();
         Ok(filters
             .iter()
@@ -141,7 +152,11 @@ impl TableProvider for EngineTable {
                 // Positions of DataFusion's columns within the engine's output.
                 let mut output = Vec::with_capacity(p.len());
                 for &i in p {
-                    output.push(if i >= columns { table_part.len() } else { table_part.iter().position(|&t| t == i).expect("projected") });
+                    output.push(if i >= columns {
+                        table_part.len()
+                    } else {
+                        table_part.iter().position(|&t| t == i).expect("projected")
+                    });
                 }
                 (Some(table_part), (with_id, Some(output)))
             }
@@ -151,13 +166,22 @@ impl TableProvider for EngineTable {
         let snapshot = self.table.snapshot();
         let predicate = self.predicate(filters);
         let batches = snapshot
-            .scan(table_projection.as_deref(), predicate.as_ref(), with_row_id, limit)
+            .scan(
+                table_projection.as_deref(),
+                predicate.as_ref(),
+                with_row_id,
+                limit,
+            )
             .map_err(to_datafusion)?;
         let scan_schema = snapshot
             .scan_schema(table_projection.as_deref(), with_row_id)
             .map_err(to_datafusion)?;
         let partitions = partition(batches, state.config().target_partitions());
-        Ok(MemorySourceConfig::try_new_exec(&partitions, scan_schema, reorder)?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &partitions,
+            scan_schema,
+            reorder,
+        )?)
     }
 
     async fn insert_into(
@@ -216,7 +240,11 @@ impl DataSink for EngineSink {
         &self.schema
     }
 
-    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
         let mut batches = Vec::new();
         while let Some(batch) = data.next().await {
             batches.push(batch?);
@@ -224,10 +252,12 @@ impl DataSink for EngineSink {
         let catalog = Arc::clone(&self.catalog);
         let table = Arc::clone(&self.table);
         // The commit syncs files; keep it off the async workers.
-        datafusion::common::runtime::SpawnedTask::spawn_blocking(move || catalog.append(&table, batches))
-            .join()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(to_datafusion)
+        datafusion::common::runtime::SpawnedTask::spawn_blocking(move || {
+            catalog.append(&table, batches)
+        })
+        .join()
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(to_datafusion)
     }
 }

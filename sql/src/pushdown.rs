@@ -17,8 +17,14 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 pub(crate) fn translate(expr: &Expr, schema: &Schema) -> Option<Predicate> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::And => Some(Predicate::And(vec![translate(left, schema)?, translate(right, schema)?])),
-            Operator::Or => Some(Predicate::Or(vec![translate(left, schema)?, translate(right, schema)?])),
+            Operator::And => Some(Predicate::And(vec![
+                translate(left, schema)?,
+                translate(right, schema)?,
+            ])),
+            Operator::Or => Some(Predicate::Or(vec![
+                translate(left, schema)?,
+                translate(right, schema)?,
+            ])),
             _ => comparison(left, *op, right, schema),
         },
         Expr::Not(inner) => Some(Predicate::Not(Box::new(translate(inner, schema)?))),
@@ -53,7 +59,11 @@ pub(crate) fn translate(expr: &Expr, schema: &Schema) -> Option<Predicate> {
                 comparison(expr, Operator::GtEq, low, schema)?,
                 comparison(expr, Operator::LtEq, high, schema)?,
             ]);
-            Some(if *negated { Predicate::Not(Box::new(range)) } else { range })
+            Some(if *negated {
+                Predicate::Not(Box::new(range))
+            } else {
+                range
+            })
         }
         _ => None,
     }
@@ -100,7 +110,10 @@ fn flip(op: CmpOp) -> CmpOp {
 }
 
 fn is_string(data_type: &DataType) -> bool {
-    matches!(data_type, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    )
 }
 
 /// A table column, possibly under a cast between string types (which DataFusion
@@ -129,7 +142,9 @@ fn constant(expr: &Expr, data_type: &DataType) -> Option<ArrayRef> {
         return None;
     }
     let value = match value {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
             if is_string(data_type) =>
         {
             ScalarValue::Utf8(Some(s.clone()))
@@ -161,7 +176,15 @@ mod tests {
         assert!(translate(&col("a").gt(lit(5i64)), &s).is_some());
         assert!(translate(&lit(5i64).lt(col("a")).and(col("s").eq(lit("x"))), &s).is_some());
         assert!(translate(&col("a").in_list(vec![lit(1i64), lit(2i64)], true), &s).is_some());
-        assert!(translate(&col("s").is_null().or(col("a").between(lit(1i64), lit(3i64))), &s).is_some());
+        assert!(
+            translate(
+                &col("s")
+                    .is_null()
+                    .or(col("a").between(lit(1i64), lit(3i64))),
+                &s
+            )
+            .is_some()
+        );
     }
 
     #[test]

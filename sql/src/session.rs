@@ -110,7 +110,20 @@ impl Session {
                 options,
                 legacy_options,
                 values,
-            } => copy::copy(self, copy::CopyStatement { source, to, target, options, legacy_options, values }).await,
+            } => {
+                copy::copy(
+                    self,
+                    copy::CopyStatement {
+                        source,
+                        to,
+                        target,
+                        options,
+                        legacy_options,
+                        values,
+                    },
+                )
+                .await
+            }
             other => self.run_datafusion(other).await,
         }
     }
@@ -135,7 +148,10 @@ impl Session {
         Ok(frame.execute_stream().await?)
     }
 
-    pub(crate) async fn run_datafusion(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+    pub(crate) async fn run_datafusion(
+        &self,
+        statement: Statement,
+    ) -> Result<SendableRecordBatchStream> {
         let position = position_of(&statement);
         let plan = self.plan(statement).await?;
         if let LogicalPlan::Ddl(ddl) = &plan {
@@ -153,7 +169,10 @@ fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
         .map_err(|e| match Error::from(e) {
             // The parser gives no location for an unexpected end of input: it is
             // just past the last character.
-            Error::Syntax { message, position: None } if message.ends_with("found: EOF") => Error::Syntax {
+            Error::Syntax {
+                message,
+                position: None,
+            } if message.ends_with("found: EOF") => Error::Syntax {
                 message,
                 position: Some(end_of(sql)),
             },
@@ -163,7 +182,11 @@ fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
 
 fn end_of(sql: &str) -> Position {
     let line = sql.lines().count().max(1);
-    let last = if sql.ends_with('\n') { "" } else { sql.lines().last().unwrap_or("") };
+    let last = if sql.ends_with('\n') {
+        ""
+    } else {
+        sql.lines().last().unwrap_or("")
+    };
     Position {
         line: (line + usize::from(sql.ends_with('\n'))) as u64,
         column: last.chars().count() as u64 + 1,
@@ -197,7 +220,10 @@ impl ParsedStatement {
             Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
             other => {
                 let text = other.to_string();
-                text.split_whitespace().next().unwrap_or_default().to_uppercase()
+                text.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_uppercase()
             }
         }
     }
@@ -207,7 +233,10 @@ impl ParsedStatement {
     pub fn returns_count(&self) -> bool {
         matches!(
             &self.0,
-            Statement::Insert(_) | Statement::Delete(_) | Statement::Update(_) | Statement::Copy { .. }
+            Statement::Insert(_)
+                | Statement::Delete(_)
+                | Statement::Update(_)
+                | Statement::Copy { .. }
         ) || matches!(&self.0, Statement::CreateTable(c) if c.query.is_some())
     }
 
@@ -243,14 +272,24 @@ fn statement_name(camel: &str) -> String {
 
 /// A stream with no columns and no rows (the result of DDL).
 pub(crate) fn empty_stream() -> SendableRecordBatchStream {
-    Box::pin(MemoryStream::try_new(Vec::new(), Arc::new(Schema::empty()), None).expect("an empty stream is valid"))
+    Box::pin(
+        MemoryStream::try_new(Vec::new(), Arc::new(Schema::empty()), None)
+            .expect("an empty stream is valid"),
+    )
 }
 
 /// The one-row `count` result of a statement that changes rows, as INSERT has.
 pub(crate) fn count_stream(count: u64) -> SendableRecordBatchStream {
-    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(UInt64Array::from(vec![count]))])
-        .expect("count batch matches its schema");
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(UInt64Array::from(vec![count]))],
+    )
+    .expect("count batch matches its schema");
     Box::pin(MemoryStream::try_new(vec![batch], schema, None).expect("a one-batch stream is valid"))
 }
 

@@ -16,7 +16,11 @@ use cohortdb::{CsvOptions, Database, DemoConfig, FileFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "cohortdb", version, about = "Embedded analytics database for audience segmentation, queried with SQL")]
+#[command(
+    name = "cohortdb",
+    version,
+    about = "Embedded analytics database for audience segmentation, queried with SQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,10 @@ struct ScriptArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -99,9 +106,28 @@ fn main() -> ExitCode {
                 format,
                 no_header,
                 delimiter,
-            } => import(&data, &table, &file, format.as_deref(), !no_header, delimiter),
-            Command::Demo { data, users, seed, script } => {
-                let db = open_demo(&data, &DemoConfig { users, seed, ..DemoConfig::default() })?;
+            } => import(
+                &data,
+                &table,
+                &file,
+                format.as_deref(),
+                !no_header,
+                delimiter,
+            ),
+            Command::Demo {
+                data,
+                users,
+                seed,
+                script,
+            } => {
+                let db = open_demo(
+                    &data,
+                    &DemoConfig {
+                        users,
+                        seed,
+                        ..DemoConfig::default()
+                    },
+                )?;
                 run_script_or_shell(&db, &script).await
             }
         }
@@ -128,7 +154,8 @@ async fn run_script_or_shell(db: &Database, script: &ScriptArgs) -> CliResult {
             shell::run_script(&session, sql, &mut out, false).await?;
         }
         if let Some(path) = &script.file {
-            let sql = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let sql = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             shell::run_script(&session, &sql, &mut out, false).await?;
         }
         return Ok(());
@@ -137,22 +164,38 @@ async fn run_script_or_shell(db: &Database, script: &ScriptArgs) -> CliResult {
         drop(out);
         return shell::interactive(&session, db).await;
     }
-    let sql = std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))?;
+    let sql = std::io::read_to_string(std::io::stdin())
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
     shell::run_script(&session, &sql, &mut out, false).await
 }
 
-fn import(data: &Path, table: &str, file: &Path, format: Option<&str>, header: bool, delimiter: char) -> CliResult {
+fn import(
+    data: &Path,
+    table: &str,
+    file: &Path,
+    format: Option<&str>,
+    header: bool,
+    delimiter: char,
+) -> CliResult {
     let format = match format {
         Some(name) => FileFormat::parse(name),
         None => FileFormat::from_path(file),
     }
-    .ok_or_else(|| format!("cannot tell the format of {}: pass --format csv|parquet", file.display()))?;
-    let delimiter = u8::try_from(delimiter).map_err(|_| "the delimiter must be a one-byte character".to_string())?;
+    .ok_or_else(|| {
+        format!(
+            "cannot tell the format of {}: pass --format csv|parquet",
+            file.display()
+        )
+    })?;
+    let delimiter = u8::try_from(delimiter)
+        .map_err(|_| "the delimiter must be a one-byte character".to_string())?;
     let db = Database::open(data).map_err(|e| e.to_string())?;
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}")
-            .expect("valid progress template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .expect("valid progress template"),
     );
     let started = Instant::now();
     let csv = CsvOptions { header, delimiter };
@@ -161,7 +204,11 @@ fn import(data: &Path, table: &str, file: &Path, format: Option<&str>, header: b
             bar.set_length(p.bytes_total);
             bar.set_position(p.bytes_done);
             let seconds = started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{} rows ({:.0} rows/s)", p.rows, p.rows as f64 / seconds));
+            bar.set_message(format!(
+                "{} rows ({:.0} rows/s)",
+                p.rows,
+                p.rows as f64 / seconds
+            ));
         })
         .map_err(|e| e.to_string());
     bar.finish_and_clear();
@@ -178,14 +225,22 @@ fn import(data: &Path, table: &str, file: &Path, format: Option<&str>, header: b
 fn open_demo(dir: &Path, config: &DemoConfig) -> Result<Database, String> {
     let db = Database::open(dir).map_err(|e| e.to_string())?;
     let names = db.table_names();
-    let present = ["users", "items", "events"].iter().filter(|t| names.iter().any(|n| n == *t)).count();
+    let present = ["users", "items", "events"]
+        .iter()
+        .filter(|t| names.iter().any(|n| n == *t))
+        .count();
     match present {
         3 => {
             eprintln!("using the demo data in {}", dir.display());
             return Ok(db);
         }
         0 => {}
-        _ => return Err(format!("{} holds only part of the demo tables; use an empty directory", dir.display())),
+        _ => {
+            return Err(format!(
+                "{} holds only part of the demo tables; use an empty directory",
+                dir.display()
+            ));
+        }
     }
     let bar = ProgressBar::new_spinner();
     let started = Instant::now();

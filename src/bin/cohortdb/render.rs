@@ -7,7 +7,9 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// Renders `batches` (all of `schema`) as an aligned table.
 pub fn table(schema: &Schema, batches: &[RecordBatch]) -> Result<String, String> {
-    let options = FormatOptions::default().with_null("").with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"));
+    let options = FormatOptions::default()
+        .with_null("")
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"));
     let headers: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for batch in batches {
@@ -18,7 +20,12 @@ pub fn table(schema: &Schema, batches: &[RecordBatch]) -> Result<String, String>
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         for row in 0..batch.num_rows() {
-            rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
         }
     }
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -27,9 +34,17 @@ pub fn table(schema: &Schema, batches: &[RecordBatch]) -> Result<String, String>
             *w = (*w).max(cell.chars().count());
         }
     }
-    let right: Vec<bool> = schema.fields().iter().map(|f| is_numeric(f.data_type())).collect();
+    let right: Vec<bool> = schema
+        .fields()
+        .iter()
+        .map(|f| is_numeric(f.data_type()))
+        .collect();
     let mut out = String::new();
-    let header_cells: Vec<String> = headers.iter().zip(&widths).map(|(h, &w)| centre(h, w)).collect();
+    let header_cells: Vec<String> = headers
+        .iter()
+        .zip(&widths)
+        .map(|(h, &w)| centre(h, w))
+        .collect();
     push_line(&mut out, &header_cells);
     let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w + 2)).collect();
     out.push_str(&rule.join("+"));
@@ -39,7 +54,13 @@ pub fn table(schema: &Schema, batches: &[RecordBatch]) -> Result<String, String>
             .iter()
             .zip(&widths)
             .zip(&right)
-            .map(|((cell, &w), &right)| if right { format!(" {cell:>w$} ") } else { format!(" {cell:<w$} ") })
+            .map(|((cell, &w), &right)| {
+                if right {
+                    format!(" {cell:>w$} ")
+                } else {
+                    format!(" {cell:<w$} ")
+                }
+            })
             .collect();
         push_line(&mut out, &cells);
     }

@@ -13,13 +13,24 @@ use crate::render;
 
 /// Runs every statement of `sql` in order, printing each result; stops at the
 /// first error and returns it as a one-line message.
-pub async fn run_script(session: &Session, sql: &str, out: &mut dyn Write, timing: bool) -> Result<(), String> {
+pub async fn run_script(
+    session: &Session,
+    sql: &str,
+    out: &mut dyn Write,
+    timing: bool,
+) -> Result<(), String> {
     let statements = session.parse(sql).map_err(|e| e.to_string())?;
     for statement in statements {
         let started = Instant::now();
-        let stream = session.run(statement.clone()).await.map_err(|e| e.to_string())?;
+        let stream = session
+            .run(statement.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         let schema = stream.schema();
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| cohortdb::Error::from(e).to_string())?;
+        let batches: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(|e| cohortdb::Error::from(e).to_string())?;
         let text = if statement.returns_count() {
             format!("{}\n", statement.command_tag(count_of(&batches)))
         } else if schema.fields().is_empty() {
@@ -29,9 +40,13 @@ pub async fn run_script(session: &Session, sql: &str, out: &mut dyn Write, timin
         };
         let mut text = text;
         if timing {
-            text.push_str(&format!("Time: {:.3} ms\n", started.elapsed().as_secs_f64() * 1000.0));
+            text.push_str(&format!(
+                "Time: {:.3} ms\n",
+                started.elapsed().as_secs_f64() * 1000.0
+            ));
         }
-        out.write_all(text.as_bytes()).map_err(|e| format!("cannot write output: {e}"))?;
+        out.write_all(text.as_bytes())
+            .map_err(|e| format!("cannot write output: {e}"))?;
     }
     Ok(())
 }
@@ -41,7 +56,12 @@ fn count_of(batches: &[RecordBatch]) -> u64 {
     batches
         .iter()
         .find(|b| b.num_rows() > 0)
-        .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.value(0)))
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .map(|a| a.value(0))
+        })
         .unwrap_or(0)
 }
 
@@ -56,8 +76,10 @@ SQL statements end with ';' and may span lines.
 
 /// The interactive shell: line editing, history, multi-line statements.
 pub async fn interactive(session: &Session, db: &Database) -> Result<(), String> {
-    let mut editor = DefaultEditor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
-    let history = std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cohortdb_history"));
+    let mut editor =
+        DefaultEditor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
+    let history =
+        std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cohortdb_history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
@@ -65,11 +87,18 @@ pub async fn interactive(session: &Session, db: &Database) -> Result<(), String>
         Some(p) => p.display().to_string(),
         None => "memory".to_string(),
     };
-    println!("cohortdb {} ({place}). Type \\? for help, \\q to quit.", env!("CARGO_PKG_VERSION"));
+    println!(
+        "cohortdb {} ({place}). Type \\? for help, \\q to quit.",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut timing = false;
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "cohortdb=> " } else { "cohortdb-> " };
+        let prompt = if buffer.is_empty() {
+            "cohortdb=> "
+        } else {
+            "cohortdb-> "
+        };
         let line = match editor.readline(prompt) {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => {
@@ -110,7 +139,11 @@ pub async fn interactive(session: &Session, db: &Database) -> Result<(), String>
 }
 
 /// Runs a backslash command; `None` means quit.
-async fn meta_command(session: &Session, command: &str, timing: &mut bool) -> Option<Result<(), String>> {
+async fn meta_command(
+    session: &Session,
+    command: &str,
+    timing: &mut bool,
+) -> Option<Result<(), String>> {
     let mut words = command.split_whitespace();
     let name = words.next().unwrap_or_default();
     let arg = words.next();
