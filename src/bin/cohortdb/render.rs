@@ -107,14 +107,14 @@ mod tests {
             ],
         )
         .expect("batch");
-        let expected = "\
- id |  city
-----+---------
-  1 | beijing
- 20 |
-    | xi
-(3 rows)
-";
+        let expected = concat!(
+            " id |  city\n",
+            "----+---------\n",
+            "  1 | beijing\n",
+            " 20 |\n",
+            "    | xi\n",
+            "(3 rows)\n",
+        );
         assert_eq!(table(&schema, &[batch]).expect("render"), expected);
     }
 }
