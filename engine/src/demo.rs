@@ -103,8 +103,8 @@ const SIGNUP_FIRST_DAY: i32 = 17_897;
 const SIGNUP_DAYS: u64 = 2_677;
 /// Microseconds since the epoch of 2026-05-01 00:00:00, the start of the event window.
 const EVENTS_START_US: i64 = 1_777_593_600_000_000;
-/// Length of the event window: 184 days (May to October 2026).
-const EVENTS_WINDOW_US: u64 = 184 * 86_400 * 1_000_000;
+/// Length of the event window in seconds: 184 days (May to October 2026).
+const EVENTS_WINDOW_S: u64 = 184 * 86_400;
 /// Most events one user can have, as a multiple of the mean.
 const ACTIVITY_CAP: f64 = 50.0;
 
@@ -354,8 +354,9 @@ fn generate_events(
             let item = items.sample(rng);
             let kind = pick(&EVENT_TYPES, rng);
             out.user.append_value(user as i64);
-            out.ts
-                .append_value(EVENTS_START_US + rng.below(EVENTS_WINDOW_US) as i64);
+            // Whole seconds, as event logs usually record them.
+            let second = rng.below(EVENTS_WINDOW_S) as i64;
+            out.ts.append_value(EVENTS_START_US + second * 1_000_000);
             out.event_type.append_value(kind);
             out.item.append_value(item as i64 + 1);
             if kind == "purchase" {
