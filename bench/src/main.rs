@@ -1,1 +1,77 @@
-fn main() {}
+//! cohortdb-bench: side-by-side benchmarks of cohortdb against peers.
+//!
+//! `cargo run --release -p cohortdb-bench -- <suite> [--users N] [--runs R]`
+//! generates the seeded demo data at the chosen scale, runs every workload of the
+//! suite on cohortdb (in-process) and on each peer (DuckDB through its Python
+//! package in bench/.venv, PostgreSQL started on a private socket) in the same run,
+//! checks the peers' answers equal cohortdb's, and reports medians and ratios as a
+//! Markdown table and as JSON under bench/results/.
+
+mod check;
+mod data;
+mod peers;
+mod report;
+mod suites;
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "cohortdb-bench",
+    about = "Side-by-side benchmarks of cohortdb and its peers"
+)]
+struct Cli {
+    /// Which suite to run.
+    suite: Suite,
+    /// Number of users in the generated data (items: one per hundred; events: ten per user on average).
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u64,
+    /// Timed runs per workload; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seed of the data generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Peers to compare with.
+    #[arg(long, value_delimiter = ',', default_value = "duckdb,postgres")]
+    peers: Vec<peers::Peer>,
+    /// Directory for the JSON results.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Suite {
+    /// CSV and Parquet ingest of the demo tables.
+    Load,
+    /// Group-by, join, window and CTE queries over users, events and items.
+    Analytics,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if cli.runs == 0 {
+        eprintln!("error: --runs must be at least 1");
+        std::process::exit(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        let files = data::prepare(cli.users, cli.seed)?;
+        let results = match cli.suite {
+            Suite::Load => suites::load(&files, cli.runs, &cli.peers).await?,
+            Suite::Analytics => suites::analytics(&files, cli.runs, &cli.peers).await?,
+        };
+        report::write(
+            &cli.out, cli.suite, cli.users, cli.runs, &cli.peers, &results,
+        )
+    });
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

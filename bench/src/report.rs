@@ -1,0 +1,143 @@
+//! Reporting: a Markdown table of medians and ratios on stdout, and the full
+//! timings with machine details as JSON (plus the table as Markdown) in bench/results.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::Suite;
+use crate::peers::Peer;
+use crate::suites::{SuiteResult, num_cpus};
+
+pub fn median(seconds: &[f64]) -> f64 {
+    let mut sorted = seconds.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+pub fn write(
+    dir: &Path,
+    suite: Suite,
+    users: u64,
+    runs: usize,
+    peers: &[Peer],
+    result: &SuiteResult,
+) -> Result<(), String> {
+    let suite_name = match suite {
+        Suite::Load => "load",
+        Suite::Analytics => "analytics",
+    };
+    let table = markdown(suite, peers, result);
+    println!("{table}");
+    let workloads: Vec<_> = result
+        .workloads
+        .iter()
+        .map(|w| {
+            let engines: serde_json::Map<_, _> = w
+                .seconds
+                .iter()
+                .map(|(engine, s)| (engine.clone(), json!({"seconds": s, "median": median(s)})))
+                .collect();
+            json!({"name": w.name, "rows": w.rows, "engines": engines})
+        })
+        .collect();
+    let report = json!({
+        "suite": suite_name,
+        "users": users,
+        "runs": runs,
+        "git_sha": git_sha(),
+        "machine": machine(),
+        "versions": {
+            "cohortdb": env!("CARGO_PKG_VERSION"),
+            "peers": result.versions,
+        },
+        "workloads": workloads,
+    });
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let stem = dir.join(format!("{suite_name}-users{users}"));
+    let json_text = serde_json::to_string_pretty(&report).expect("report serializes");
+    std::fs::write(stem.with_extension("json"), json_text).map_err(|e| e.to_string())?;
+    std::fs::write(stem.with_extension("md"), &table).map_err(|e| e.to_string())?;
+    eprintln!("wrote {}.json and .md", stem.display());
+    Ok(())
+}
+
+fn markdown(suite: Suite, peers: &[Peer], result: &SuiteResult) -> String {
+    let mut header = vec![
+        "workload".to_string(),
+        "rows".to_string(),
+        "cohortdb ms".to_string(),
+    ];
+    for peer in peers {
+        header.push(format!("{} ms", peer.name()));
+    }
+    for peer in peers {
+        header.push(format!("cohortdb ÷ {}", peer.name()));
+    }
+    if matches!(suite, Suite::Load) {
+        header.push("cohortdb rows/s".to_string());
+    }
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
+    for w in &result.workloads {
+        let ours = median(&w.seconds["cohortdb"]);
+        let mut cells = vec![
+            w.name.clone(),
+            w.rows.to_string(),
+            format!("{:.1}", ours * 1e3),
+        ];
+        for peer in peers {
+            cells.push(match w.seconds.get(peer.name()) {
+                Some(s) => format!("{:.1}", median(s) * 1e3),
+                None => "–".to_string(),
+            });
+        }
+        for peer in peers {
+            cells.push(match w.seconds.get(peer.name()) {
+                Some(s) => format!("{:.2}", ours / median(s)),
+                None => "–".to_string(),
+            });
+        }
+        if matches!(suite, Suite::Load) {
+            cells.push(format!("{:.0}", w.rows as f64 / ours));
+        }
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out.push_str(
+        "\nTimes are medians; a ratio below 1 means cohortdb took less time than the peer.\n",
+    );
+    out
+}
+
+fn git_sha() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0);
+    json!({"cpus": num_cpus(), "cpu_model": model, "memory_kib": memory_kib, "os": std::env::consts::OS})
+}
