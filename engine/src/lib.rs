@@ -22,5 +22,5 @@ pub mod types;
 pub use catalog::Catalog;
 pub use error::{Error, Result};
 pub use predicate::{CmpOp, Predicate};
-pub use table::{ROW_ID_COLUMN, Table, TableSnapshot};
+pub use table::{ROW_ID_COLUMN, ScanColumn, ScanSpec, ScanUnit, Table, TableSnapshot};
 pub use types::{ColumnDef, ColumnType};

@@ -10,7 +10,8 @@
 
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array};
+use arrow::compute::FilterBuilder;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::Result;
@@ -51,26 +52,30 @@ impl TableSnapshot {
         self.segments.iter().map(|s| s.row_count).sum()
     }
 
+    /// Every stored batch with the row id of its first row: the units a scan can
+    /// spread over threads.
+    pub fn units(&self) -> Vec<ScanUnit> {
+        let mut units = Vec::new();
+        for segment in &self.segments {
+            let mut position = 0u64;
+            for batch in &segment.batches {
+                units.push(ScanUnit {
+                    batch: batch.clone(),
+                    first_row_id: (segment.id << 32) | position,
+                });
+                position += batch.num_rows() as u64;
+            }
+        }
+        units
+    }
+
     /// The schema of a scan with this projection, plus the row-id column if asked.
     pub fn scan_schema(
         &self,
         projection: Option<&[usize]>,
         with_row_id: bool,
     ) -> Result<SchemaRef> {
-        let projected = match projection {
-            Some(p) => self.schema.project(p)?,
-            None => self.schema.as_ref().clone(),
-        };
-        if !with_row_id {
-            return Ok(Arc::new(projected));
-        }
-        let mut fields: Vec<Field> = projected
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(ROW_ID_COLUMN, DataType::UInt64, false));
-        Ok(Arc::new(Schema::new(fields)))
+        Ok(ScanSpec::new(self, projection, None, with_row_id)?.schema)
     }
 
     /// Reads the rows for which `predicate` is TRUE (all rows without one), keeps the
@@ -82,79 +87,130 @@ impl TableSnapshot {
         with_row_id: bool,
         limit: Option<usize>,
     ) -> Result<Vec<RecordBatch>> {
-        let schema = self.scan_schema(projection, with_row_id)?;
+        let spec = ScanSpec::new(self, projection, predicate.cloned(), with_row_id)?;
         let mut out = Vec::new();
         let mut remaining = limit.unwrap_or(usize::MAX);
-        for segment in &self.segments {
-            let mut position = 0u64;
-            for batch in &segment.batches {
-                if remaining == 0 {
-                    return Ok(out);
-                }
-                let first_row_id = (segment.id << 32) | position;
-                position += batch.num_rows() as u64;
-                let batch = with_row_ids(batch, first_row_id, with_row_id)?;
-                let batch = match predicate {
-                    Some(p) => p.filter(&batch)?,
-                    None => batch,
-                };
-                let batch = project(&batch, projection, with_row_id, &schema)?;
-                let batch = batch.slice(0, batch.num_rows().min(remaining));
-                remaining -= batch.num_rows();
-                if batch.num_rows() > 0 {
-                    out.push(batch);
-                }
+        for unit in self.units() {
+            if remaining == 0 {
+                break;
+            }
+            let batch = spec.apply(&unit)?;
+            let batch = batch.slice(0, batch.num_rows().min(remaining));
+            remaining -= batch.num_rows();
+            if batch.num_rows() > 0 {
+                out.push(batch);
             }
         }
         Ok(out)
     }
 }
 
-/// Appends the row-id column (last) to a batch when asked.
-fn with_row_ids(batch: &RecordBatch, first: u64, wanted: bool) -> Result<RecordBatch> {
-    if !wanted {
-        return Ok(batch.clone());
-    }
-    let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(
-        (0..batch.num_rows() as u64).map(|i| first + i),
-    ));
-    let mut columns = batch.columns().to_vec();
-    columns.push(ids);
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(ROW_ID_COLUMN, DataType::UInt64, false));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+/// A stored batch and the row id of its first row.
+#[derive(Debug, Clone)]
+pub struct ScanUnit {
+    pub batch: RecordBatch,
+    pub first_row_id: u64,
 }
 
-fn project(
-    batch: &RecordBatch,
-    projection: Option<&[usize]>,
-    with_row_id: bool,
-    schema: &SchemaRef,
-) -> Result<RecordBatch> {
-    let Some(projection) = projection else {
-        return Ok(batch.clone());
-    };
-    let mut columns: Vec<ArrayRef> = projection
-        .iter()
-        .map(|&i| Arc::clone(batch.column(i)))
-        .collect();
-    if with_row_id {
-        columns.push(Arc::clone(batch.column(batch.num_columns() - 1)));
+/// One output column of a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanColumn {
+    /// The table column at this index.
+    Table(usize),
+    /// The hidden row id.
+    RowId,
+}
+
+/// What a scan produces from each unit: which columns, in which order, and which
+/// rows. Built once per scan and applied to units independently, so callers can
+/// run units on several threads and stream the results.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    columns: Vec<ScanColumn>,
+    predicate: Option<Predicate>,
+    schema: SchemaRef,
+}
+
+impl ScanSpec {
+    /// Table columns in `projection` order (all without one), then the row id if
+    /// asked.
+    pub fn new(
+        snapshot: &TableSnapshot,
+        projection: Option<&[usize]>,
+        predicate: Option<Predicate>,
+        with_row_id: bool,
+    ) -> Result<ScanSpec> {
+        let mut columns: Vec<ScanColumn> = match projection {
+            Some(p) => p.iter().map(|&i| ScanColumn::Table(i)).collect(),
+            None => (0..snapshot.schema.fields().len())
+                .map(ScanColumn::Table)
+                .collect(),
+        };
+        if with_row_id {
+            columns.push(ScanColumn::RowId);
+        }
+        ScanSpec::with_columns(snapshot, columns, predicate)
     }
-    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &options,
-    )?)
+
+    /// A scan producing exactly `columns`, in that order.
+    pub fn with_columns(
+        snapshot: &TableSnapshot,
+        columns: Vec<ScanColumn>,
+        predicate: Option<Predicate>,
+    ) -> Result<ScanSpec> {
+        let mut fields = Vec::with_capacity(columns.len());
+        for column in &columns {
+            fields.push(match column {
+                ScanColumn::Table(i) => {
+                    let field = snapshot.schema.fields().get(*i).ok_or_else(|| {
+                        arrow::error::ArrowError::InvalidArgumentError(format!(
+                            "no column {i} to scan"
+                        ))
+                    })?;
+                    field.as_ref().clone()
+                }
+                ScanColumn::RowId => Field::new(ROW_ID_COLUMN, DataType::UInt64, false),
+            });
+        }
+        Ok(ScanSpec {
+            columns,
+            predicate,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The scan's output for one unit.
+    pub fn apply(&self, unit: &ScanUnit) -> Result<RecordBatch> {
+        let batch = &unit.batch;
+        let filter = match &self.predicate {
+            Some(p) => Some(FilterBuilder::new(&p.evaluate(batch)?).optimize().build()),
+            None => None,
+        };
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for column in &self.columns {
+            let array: ArrayRef = match column {
+                ScanColumn::Table(i) => Arc::clone(batch.column(*i)),
+                ScanColumn::RowId => Arc::new(UInt64Array::from_iter_values(
+                    (0..batch.num_rows() as u64).map(|i| unit.first_row_id + i),
+                )),
+            };
+            arrays.push(match &filter {
+                Some(f) => f.filter(&array)?,
+                None => array,
+            });
+        }
+        let rows = filter.as_ref().map_or(batch.num_rows(), |f| f.count());
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            arrays,
+            &options,
+        )?)
+    }
 }
 
 /// A table: identity, schema and current snapshot.

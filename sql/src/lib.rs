@@ -16,6 +16,7 @@ pub mod error;
 mod names;
 mod provider;
 mod pushdown;
+mod scan;
 mod session;
 
 pub use error::{Error, Position, Result};

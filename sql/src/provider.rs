@@ -11,14 +11,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use cohortdb_engine::{Catalog, Predicate, Table};
+use cohortdb_engine::{Catalog, Predicate, ScanColumn, ScanSpec, Table};
 use datafusion::catalog::{SchemaProvider, Session as DfSession, TableProvider};
 use datafusion::common::{DataFusionError, Result, not_impl_err};
 use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
@@ -28,6 +26,7 @@ use futures::StreamExt;
 
 use crate::error::to_datafusion;
 use crate::pushdown;
+use crate::scan::EngineScanExec;
 
 /// Prefix of the reserved relation names that expose row ids.
 pub(crate) const ROW_ID_RELATION_PREFIX: &str = "__cohortdb_rowid__";
@@ -143,45 +142,37 @@ impl TableProvider for EngineTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let columns = self.table.schema().fields().len();
-        // The engine scans table columns plus, for the row-id relation, the row id
-        // (always last); DataFusion's projection is then applied on top of that.
-        let (table_projection, projection) = match projection {
-            Some(p) => {
-                let table_part: Vec<usize> = p.iter().copied().filter(|&i| i < columns).collect();
-                let with_id = p.iter().any(|&i| i >= columns);
-                // Positions of DataFusion's columns within the engine's output.
-                let mut output = Vec::with_capacity(p.len());
-                for &i in p {
-                    output.push(if i >= columns {
-                        table_part.len()
+        // DataFusion's projection indexes the provider schema, where the row id
+        // (row-id relation only) follows the table columns.
+        let scan_columns: Vec<ScanColumn> = match projection {
+            Some(p) => p
+                .iter()
+                .map(|&i| {
+                    if i < columns {
+                        ScanColumn::Table(i)
                     } else {
-                        table_part.iter().position(|&t| t == i).expect("projected")
-                    });
+                        ScanColumn::RowId
+                    }
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<ScanColumn> = (0..columns).map(ScanColumn::Table).collect();
+                if self.with_row_id {
+                    all.push(ScanColumn::RowId);
                 }
-                (Some(table_part), (with_id, Some(output)))
+                all
             }
-            None => (None, (self.with_row_id, None)),
         };
-        let (with_row_id, reorder) = projection;
         let snapshot = self.table.snapshot();
-        let predicate = self.predicate(filters);
-        let batches = snapshot
-            .scan(
-                table_projection.as_deref(),
-                predicate.as_ref(),
-                with_row_id,
-                limit,
-            )
+        let spec = ScanSpec::with_columns(&snapshot, scan_columns, self.predicate(filters))
             .map_err(to_datafusion)?;
-        let scan_schema = snapshot
-            .scan_schema(table_projection.as_deref(), with_row_id)
-            .map_err(to_datafusion)?;
-        let partitions = partition(batches, state.config().target_partitions());
-        Ok(MemorySourceConfig::try_new_exec(
-            &partitions,
-            scan_schema,
-            reorder,
-        )?)
+        Ok(Arc::new(EngineScanExec::new(
+            self.table.name().to_string(),
+            spec,
+            snapshot.units(),
+            state.config().target_partitions(),
+            limit,
+        )))
     }
 
     async fn insert_into(
@@ -208,16 +199,6 @@ impl TableProvider for EngineTable {
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
-}
-
-/// Deals batches round-robin into `n` partitions so scans run on every core.
-fn partition(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
-    let n = n.max(1).min(batches.len().max(1));
-    let mut partitions = vec![Vec::new(); n];
-    for (i, batch) in batches.into_iter().enumerate() {
-        partitions[i % n].push(batch);
-    }
-    partitions
 }
 
 /// Collects every row of an INSERT and appends them to the table in one commit.
