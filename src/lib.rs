@@ -27,6 +27,7 @@ pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProg
 
 pub use arrow;
 pub use cohortdb_engine::demo::DemoConfig;
+pub use cohortdb_engine::{ColumnDef, ColumnType};
 pub use cohortdb_sql::{Error, ParsedStatement, Position, Result, SendableRecordBatchStream};
 
 /// A database: one data directory (or memory), shared by all its sessions.
@@ -81,6 +82,11 @@ impl Database {
     /// The names of all tables.
     pub fn table_names(&self) -> Vec<String> {
         self.catalog.table_names()
+    }
+
+    /// The columns of a table: names, SQL types and nullability.
+    pub fn columns(&self, table: &str) -> Result<Vec<ColumnDef>> {
+        Ok(self.catalog.table(table)?.columns())
     }
 
     /// Imports a CSV or Parquet file into an existing table in one commit (all

@@ -111,7 +111,7 @@ pub async fn interactive(session: &Session, db: &Database) -> Result<(), String>
         let trimmed = line.trim();
         if buffer.is_empty() && trimmed.starts_with('\\') {
             let _ = editor.add_history_entry(trimmed);
-            match meta_command(session, trimmed, &mut timing).await {
+            match meta_command(session, db, trimmed, &mut timing).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => eprintln!("ERROR:  {e}"),
                 None => break,
@@ -141,6 +141,7 @@ pub async fn interactive(session: &Session, db: &Database) -> Result<(), String>
 /// Runs a backslash command; `None` means quit.
 async fn meta_command(
     session: &Session,
+    db: &Database,
     command: &str,
     timing: &mut bool,
 ) -> Option<Result<(), String>> {
@@ -165,17 +166,41 @@ async fn meta_command(
         ("\\dt", _) => "SELECT table_name AS name FROM information_schema.tables \
                         WHERE table_schema = 'public' ORDER BY 1"
             .to_string(),
-        ("\\d", Some(table)) => format!(
-            "SELECT column_name AS \"Column\", data_type AS \"Type\", \
-             CASE WHEN is_nullable = 'NO' THEN 'not null' ELSE '' END AS \"Nullable\" \
-             FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{}' \
-             ORDER BY ordinal_position",
-            table.replace('\'', "''")
-        ),
+        ("\\d", Some(table)) => return Some(describe(db, table)),
         _ => return Some(Err(format!("invalid command {command}; try \\?"))),
     };
     let mut out = std::io::stdout().lock();
     Some(run_script(session, &sql, &mut out, *timing).await)
+}
+
+/// `\d TABLE`: the columns with their SQL types.
+fn describe(db: &Database, table: &str) -> Result<(), String> {
+    let columns = db.columns(table).map_err(|e| e.to_string())?;
+    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let types: Vec<String> = columns.iter().map(|c| c.column_type.to_string()).collect();
+    let nullable: Vec<&str> = columns
+        .iter()
+        .map(|c| if c.nullable { "" } else { "not null" })
+        .collect();
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("Column", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("Type", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("Nullable", arrow::datatypes::DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        std::sync::Arc::clone(&schema),
+        vec![
+            std::sync::Arc::new(arrow::array::StringArray::from(names)),
+            std::sync::Arc::new(arrow::array::StringArray::from(types)),
+            std::sync::Arc::new(arrow::array::StringArray::from(nullable)),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    print!(
+        "Table \"public.{table}\"\n{}",
+        render::table(&schema, &[batch])?
+    );
+    Ok(())
 }
 
 /// Whether the buffer ends with a `;` outside quotes and comments.
