@@ -28,7 +28,9 @@ pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProg
 pub use arrow;
 pub use cohortdb_engine::demo::DemoConfig;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
-pub use cohortdb_sql::{Error, ParsedStatement, Position, Result, SendableRecordBatchStream};
+pub use cohortdb_sql::{
+    Error, ParsedStatement, Position, Result, SendableRecordBatchStream, changed_rows,
+};
 
 /// A database: one data directory (or memory), shared by all its sessions.
 #[derive(Clone)]

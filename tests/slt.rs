@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
@@ -88,16 +88,7 @@ impl AsyncDB for Harness {
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         if last.returns_count() {
-            let count = batches
-                .iter()
-                .find(|b| b.num_rows() > 0)
-                .and_then(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<UInt64Array>()
-                        .map(|a| a.value(0))
-                })
-                .unwrap_or(0);
+            let count = cohortdb::changed_rows(&batches);
             return Ok(DBOutput::StatementComplete(count));
         }
         if schema.fields().is_empty() {

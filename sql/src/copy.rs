@@ -10,21 +10,14 @@ use std::path::{Path, PathBuf};
 use cohortdb_engine::export::FileWriter;
 use cohortdb_engine::import::{self, CsvOptions, FileFormat};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::sql::sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget};
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
+};
 use futures::StreamExt;
 
 use crate::error::{Error, Position, Result};
 use crate::names::position_of;
 use crate::session::{Session, count_stream, parse_query, resolve_table};
-
-pub(crate) struct CopyStatement {
-    pub source: CopySource,
-    pub to: bool,
-    pub target: CopyTarget,
-    pub options: Vec<CopyOption>,
-    pub legacy_options: Vec<CopyLegacyOption>,
-    pub values: Vec<Option<String>>,
-}
 
 /// What COPY does with a file, after its options are read.
 struct FileSpec {
@@ -35,19 +28,27 @@ struct FileSpec {
 
 pub(crate) async fn copy(
     session: &Session,
-    copy: CopyStatement,
+    statement: Statement,
 ) -> Result<SendableRecordBatchStream> {
-    let position = match &copy.source {
+    let Statement::Copy {
+        source,
+        to,
+        target,
+        options,
+        legacy_options,
+        values,
+    } = statement
+    else {
+        unreachable!("the session dispatches only COPY here");
+    };
+    let position = match &source {
         CopySource::Table { table_name, .. } => position_of(table_name),
         CopySource::Query(query) => position_of(query.as_ref()),
     };
-    let file = match &copy.target {
-        CopyTarget::File { filename } => file_spec(
-            Path::new(filename),
-            &copy.options,
-            &copy.legacy_options,
-            position,
-        )?,
+    let file = match &target {
+        CopyTarget::File { filename } => {
+            file_spec(Path::new(filename), &options, &legacy_options, position)?
+        }
         CopyTarget::Stdin | CopyTarget::Stdout => {
             return Err(Error::unsupported(
                 "COPY FROM STDIN / TO STDOUT outside the wire protocol",
@@ -56,13 +57,13 @@ pub(crate) async fn copy(
         }
         CopyTarget::Program { .. } => return Err(Error::unsupported("COPY ... PROGRAM", position)),
     };
-    if !copy.values.is_empty() {
+    if !values.is_empty() {
         return Err(Error::unsupported("inline COPY data", position));
     }
-    if copy.to {
-        copy_to(session, copy.source, file).await
+    if to {
+        copy_to(session, source, file).await
     } else {
-        copy_from(session, copy.source, file, position).await
+        copy_from(session, source, file, position).await
     }
 }
 

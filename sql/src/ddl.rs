@@ -84,19 +84,15 @@ async fn create_table_as(
         return Ok(count_stream(0));
     }
     let plan = session.plan_query(query).await?;
-    let columns = plan
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            Ok(ColumnDef::new(
-                f.name(),
-                ColumnType::from_arrow(f.data_type())?,
-                true,
-            ))
+    // The query's columns, all nullable: a query's output carries no constraints.
+    let columns: Vec<ColumnDef> = cohortdb_engine::types::columns_of(plan.schema().as_arrow())
+        .map_err(|e| Error::engine_at(e, position))?
+        .into_iter()
+        .map(|c| ColumnDef {
+            nullable: true,
+            ..c
         })
-        .collect::<Result<Vec<_>, cohortdb_engine::Error>>()
-        .map_err(|e| Error::engine_at(e, position))?;
+        .collect();
     let batches: Vec<RecordBatch> = session.stream_plan(plan).await?.try_collect().await?;
     let catalog = session.catalog();
     catalog

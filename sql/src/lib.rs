@@ -20,7 +20,7 @@ mod scan;
 mod session;
 
 pub use error::{Error, Position, Result};
-pub use session::{CATALOG_NAME, ParsedStatement, SCHEMA_NAME, Session};
+pub use session::{CATALOG_NAME, ParsedStatement, SCHEMA_NAME, Session, changed_rows};
 
 /// Re-exported so callers build and consume streams without naming DataFusion.
 pub use datafusion::execution::SendableRecordBatchStream;

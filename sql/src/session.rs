@@ -103,27 +103,7 @@ impl Session {
             Statement::Insert(insert) => dml::insert(self, insert).await,
             Statement::Delete(delete) => dml::delete(self, delete).await,
             Statement::Update(update) => dml::update(self, update).await,
-            Statement::Copy {
-                source,
-                to,
-                target,
-                options,
-                legacy_options,
-                values,
-            } => {
-                copy::copy(
-                    self,
-                    copy::CopyStatement {
-                        source,
-                        to,
-                        target,
-                        options,
-                        legacy_options,
-                        values,
-                    },
-                )
-                .await
-            }
+            statement @ Statement::Copy { .. } => copy::copy(self, statement).await,
             other => self.run_datafusion(other).await,
         }
     }
@@ -268,6 +248,20 @@ fn statement_name(camel: &str) -> String {
         out.push(c.to_ascii_uppercase());
     }
     out
+}
+
+/// The number of rows a row-changing statement reports in its `count` result.
+pub fn changed_rows(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0)
 }
 
 /// A stream with no columns and no rows (the result of DDL).

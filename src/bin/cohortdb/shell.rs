@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::array::RecordBatch;
 use cohortdb::{Database, Session};
 use futures::TryStreamExt;
 use rustyline::DefaultEditor;
@@ -32,7 +32,10 @@ pub async fn run_script(
             .await
             .map_err(|e| cohortdb::Error::from(e).to_string())?;
         let text = if statement.returns_count() {
-            format!("{}\n", statement.command_tag(count_of(&batches)))
+            format!(
+                "{}\n",
+                statement.command_tag(cohortdb::changed_rows(&batches))
+            )
         } else if schema.fields().is_empty() {
             format!("{}\n", statement.command())
         } else {
@@ -49,20 +52,6 @@ pub async fn run_script(
             .map_err(|e| format!("cannot write output: {e}"))?;
     }
     Ok(())
-}
-
-/// The `count` a row-changing statement returned.
-fn count_of(batches: &[RecordBatch]) -> u64 {
-    batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .map(|a| a.value(0))
-        })
-        .unwrap_or(0)
 }
 
 const HELP: &str = "\
