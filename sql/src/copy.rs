@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Position, Result};
 use crate::names::position_of;
+use crate::provider::commit;
 use crate::session::{Session, count_stream, parse_query, resolve_table};
 
 /// What COPY does with a file, after its options are read.
@@ -154,22 +155,17 @@ async fn copy_from(
         return Err(Error::unsupported("COPY with a column list", position));
     }
     let table = resolve_table(session, &table_name)?;
-    let catalog = std::sync::Arc::clone(session.catalog());
-    let count = datafusion::common::runtime::SpawnedTask::spawn_blocking(move || {
+    let count = commit(session.catalog(), &table, move |catalog, table| {
         import::import_file(
-            &catalog,
-            &table,
+            catalog,
+            table,
             &file.path,
             file.format,
             &file.csv,
             &mut |_| {},
         )
     })
-    .join()
-    .await
-    .map_err(|e| Error::Execution {
-        message: e.to_string(),
-    })??;
+    .await?;
     Ok(count_stream(count))
 }
 

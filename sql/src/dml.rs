@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 use crate::ddl::cast_batches;
 use crate::error::{Error, Result, to_datafusion};
 use crate::names::{self, position_of, quote};
-use crate::provider::ROW_ID_RELATION_PREFIX;
+use crate::provider::{ROW_ID_RELATION_PREFIX, commit};
 use crate::session::{Session, count_stream, parse_query, resolve_table};
 
 /// INSERT runs through DataFusion, which types VALUES lists by the target
@@ -118,7 +118,7 @@ pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<Sendable
     let query = row_query(&target, Vec::new(), delete.selection)?;
     let batches = collect(session, query).await?;
     let ids = all_row_ids(&batches)?;
-    let count = commit(session, &target.table, move |catalog, table| {
+    let count = commit(session.catalog(), &target.table, move |catalog, table| {
         catalog.delete(table, &ids)
     })
     .await?;
@@ -184,7 +184,7 @@ pub(crate) async fn update(session: &Session, update: Update) -> Result<Sendable
             message: e.to_string(),
         })?;
     let rows = cast_batches(&schema, rows)?;
-    let count = commit(session, &target.table, move |catalog, table| {
+    let count = commit(session.catalog(), &target.table, move |catalog, table| {
         catalog.update(table, &ids, rows)
     })
     .await?;
@@ -286,21 +286,4 @@ fn all_row_ids(batches: &[RecordBatch]) -> Result<Vec<u64>> {
         ids.extend(row_ids(batch.column(0).as_ref())?);
     }
     Ok(ids)
-}
-
-/// Runs a catalog write off the async workers (it syncs files).
-async fn commit<F>(session: &Session, table: &Arc<Table>, write: F) -> Result<u64>
-where
-    F: FnOnce(&cohortdb_engine::Catalog, &Table) -> cohortdb_engine::Result<u64> + Send + 'static,
-{
-    let catalog = Arc::clone(session.catalog());
-    let table = Arc::clone(table);
-    let joined =
-        datafusion::common::runtime::SpawnedTask::spawn_blocking(move || write(&catalog, &table))
-            .join()
-            .await
-            .map_err(|e| Error::Execution {
-                message: e.to_string(),
-            })?;
-    Ok(joined?)
 }

@@ -230,15 +230,23 @@ impl DataSink for EngineSink {
         while let Some(batch) = data.next().await {
             batches.push(batch?);
         }
-        let catalog = Arc::clone(&self.catalog);
-        let table = Arc::clone(&self.table);
-        // The commit syncs files; keep it off the async workers.
-        datafusion::common::runtime::SpawnedTask::spawn_blocking(move || {
-            catalog.append(&table, batches)
+        commit(&self.catalog, &self.table, move |catalog, table| {
+            catalog.append(table, batches)
         })
+        .await
+    }
+}
+
+/// Runs a catalog write off the async workers: commits sync files.
+pub(crate) async fn commit<F>(catalog: &Arc<Catalog>, table: &Arc<Table>, write: F) -> Result<u64>
+where
+    F: FnOnce(&Catalog, &Table) -> cohortdb_engine::Result<u64> + Send + 'static,
+{
+    let catalog = Arc::clone(catalog);
+    let table = Arc::clone(table);
+    datafusion::common::runtime::SpawnedTask::spawn_blocking(move || write(&catalog, &table))
         .join()
         .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
         .map_err(to_datafusion)
-    }
 }
