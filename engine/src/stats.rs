@@ -1,0 +1,7 @@
+//! Experiment statistics: deterministic assignment compatible with GrowthBook's
+//! SDKs, numerically stable moments, frequentist, sequential and Bayesian tests,
+//! sample-ratio checks, power and multiple-testing adjustment.
+//!
+//! Pure functions over numbers, no SQL: the sql crate wraps them as functions.
+
+pub mod distributions;
