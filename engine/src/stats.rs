@@ -4,4 +4,5 @@
 //!
 //! Pure functions over numbers, no SQL: the sql crate wraps them as functions.
 
+pub mod assignment;
 pub mod distributions;
