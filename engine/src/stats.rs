@@ -6,3 +6,4 @@
 
 pub mod assignment;
 pub mod distributions;
+pub mod moments;
