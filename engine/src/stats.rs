@@ -5,5 +5,11 @@
 //! Pure functions over numbers, no SQL: the sql crate wraps them as functions.
 
 pub mod assignment;
+pub mod checks;
 pub mod distributions;
+pub mod inference;
 pub mod moments;
+pub mod power;
+
+#[cfg(test)]
+mod reference_tests;

@@ -35,7 +35,11 @@ pub fn hash(seed: &str, value: &str, version: u32) -> Option<f64> {
 /// `weights` (equal weights when missing, of the wrong length, or not summing to
 /// 1 ± 0.01), each shrunk to `coverage` (clamped to [0, 1]) of its slice.
 pub fn bucket_ranges(variations: usize, coverage: f64, weights: Option<&[f64]>) -> Vec<(f64, f64)> {
-    let coverage = if coverage.is_nan() { 0.0 } else { coverage.clamp(0.0, 1.0) };
+    let coverage = if coverage.is_nan() {
+        0.0
+    } else {
+        coverage.clamp(0.0, 1.0)
+    };
     let equal = vec![1.0 / variations as f64; variations];
     let weights = match weights {
         Some(w) if w.len() == variations && (0.99..=1.01).contains(&w.iter().sum::<f64>()) => w,
@@ -54,7 +58,9 @@ pub fn bucket_ranges(variations: usize, coverage: f64, weights: Option<&[f64]>) 
 
 /// The variation whose range holds `n`, if any.
 pub fn choose_variation(n: f64, ranges: &[(f64, f64)]) -> Option<usize> {
-    ranges.iter().position(|&(start, end)| n >= start && n < end)
+    ranges
+        .iter()
+        .position(|&(start, end)| n >= start && n < end)
 }
 
 /// Whether `value` falls in the namespace slice [start, end) of namespace `id`.
@@ -65,7 +71,13 @@ pub fn in_namespace(value: &str, id: &str, start: f64, end: f64) -> bool {
 
 /// The variation a user is assigned in an experiment, or `None` when outside the
 /// experiment's coverage: GrowthBook's `hash(seed, id)` then `chooseVariation`.
-pub fn assign(user: &str, seed: &str, weights: &[f64], coverage: f64, version: u32) -> Option<usize> {
+pub fn assign(
+    user: &str,
+    seed: &str,
+    weights: &[f64],
+    coverage: f64,
+    version: u32,
+) -> Option<usize> {
     let n = hash(seed, user, version)?;
     choose_variation(n, &bucket_ranges(weights.len(), coverage, Some(weights)))
 }
@@ -83,7 +95,11 @@ mod tests {
     }
 
     fn float_list(v: &Value) -> Vec<f64> {
-        v.as_array().expect("list").iter().map(|x| x.as_f64().expect("number")).collect()
+        v.as_array()
+            .expect("list")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect()
     }
 
     fn ranges(v: &Value) -> Vec<(f64, f64)> {
@@ -99,7 +115,10 @@ mod tests {
         let cases = vectors()["hash_cases"].as_array().expect("cases").clone();
         assert_eq!(cases.len(), 15);
         for case in cases {
-            let (seed, value) = (case[0].as_str().expect("seed"), case[1].as_str().expect("value"));
+            let (seed, value) = (
+                case[0].as_str().expect("seed"),
+                case[1].as_str().expect("value"),
+            );
             let version = case[2].as_u64().expect("version") as u32;
             assert_eq!(hash(seed, value, version), case[3].as_f64(), "{case}");
         }
@@ -111,11 +130,19 @@ mod tests {
         for case in v["getBucketRange_cases"].as_array().expect("cases") {
             let args = &case[1];
             let weights = args[2].as_array().map(|_| float_list(&args[2]));
-            let actual = bucket_ranges(args[0].as_u64().expect("n") as usize, args[1].as_f64().expect("coverage"), weights.as_deref());
+            let actual = bucket_ranges(
+                args[0].as_u64().expect("n") as usize,
+                args[1].as_f64().expect("coverage"),
+                weights.as_deref(),
+            );
             let expected = ranges(&case[2]);
             assert_eq!(actual.len(), expected.len(), "{}", case[0]);
             for (a, e) in actual.iter().zip(&expected) {
-                assert!((a.0 - e.0).abs() < 1e-12 && (a.1 - e.1).abs() < 1e-12, "{}: {actual:?}", case[0]);
+                assert!(
+                    (a.0 - e.0).abs() < 1e-12 && (a.1 - e.1).abs() < 1e-12,
+                    "{}: {actual:?}",
+                    case[0]
+                );
             }
         }
         for case in v["chooseVariation_cases"].as_array().expect("cases") {
@@ -142,15 +169,33 @@ mod tests {
             let seed = example["seed"].as_str().expect("seed");
             let user = example["hash_value"].as_str().expect("user");
             let version = example["hash_version"].as_u64().expect("version") as u32;
-            assert_eq!(hash(seed, user, version), example["n"].as_f64(), "{example}");
-            let variation = assign(user, seed, &float_list(&example["weights"]), example["coverage"].as_f64().expect("coverage"), version);
-            assert_eq!(variation.map_or(-1, |i| i as i64), example["variation"].as_i64().expect("variation"), "{example}");
+            assert_eq!(
+                hash(seed, user, version),
+                example["n"].as_f64(),
+                "{example}"
+            );
+            let variation = assign(
+                user,
+                seed,
+                &float_list(&example["weights"]),
+                example["coverage"].as_f64().expect("coverage"),
+                version,
+            );
+            assert_eq!(
+                variation.map_or(-1, |i| i as i64),
+                example["variation"].as_i64().expect("variation"),
+                "{example}"
+            );
         }
         // Non-ASCII ids hash as the JavaScript SDK does (UTF-16 code units).
         for case in v["non_ascii_divergence"].as_array().expect("cases") {
             let value = case["value"].as_str().expect("value");
             let expected = case["js_utf16_units"].as_f64();
-            assert_eq!(hash(case["seed"].as_str().expect("seed"), value, 2), expected, "{case}");
+            assert_eq!(
+                hash(case["seed"].as_str().expect("seed"), value, 2),
+                expected,
+                "{case}"
+            );
         }
     }
 }

@@ -78,7 +78,11 @@ pub fn norm_ppf(p: f64) -> f64 {
             / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     };
     // One Halley step on e = cdf(x) − p, computed from the tail nearer to x.
-    let e = if x < 0.0 { norm_cdf(x) - p } else { (1.0 - p) - norm_sf(x) };
+    let e = if x < 0.0 {
+        norm_cdf(x) - p
+    } else {
+        (1.0 - p) - norm_sf(x)
+    };
     let u = e * (2.0 * PI).sqrt() * (0.5 * x * x).exp();
     x - u / (1.0 + 0.5 * x * u)
 }
@@ -92,7 +96,8 @@ fn ln_beta_half(a: f64) -> f64 {
     }
     // ln Γ(a + 1/2) − ln Γ(a) = ½ ln a − 1/(8a) + 1/(192a³) − 1/(640a⁵) + O(a⁻⁷)
     let a2 = a * a;
-    let diff = 0.5 * a.ln() - 1.0 / (8.0 * a) + 1.0 / (192.0 * a * a2) - 1.0 / (640.0 * a * a2 * a2);
+    let diff =
+        0.5 * a.ln() - 1.0 / (8.0 * a) + 1.0 / (192.0 * a * a2) - 1.0 / (640.0 * a * a2 * a2);
     ln_gamma_half - diff
 }
 
@@ -277,8 +282,15 @@ mod tests {
     use super::*;
 
     fn close(actual: f64, expected: f64, tolerance: f64) {
-        let error = if expected == 0.0 { actual.abs() } else { ((actual - expected) / expected).abs() };
-        assert!(error <= tolerance, "{actual} vs {expected}: relative error {error:e}");
+        let error = if expected == 0.0 {
+            actual.abs()
+        } else {
+            ((actual - expected) / expected).abs()
+        };
+        assert!(
+            error <= tolerance,
+            "{actual} vs {expected}: relative error {error:e}"
+        );
     }
 
     // Reference values: ../shared/refs/experiment_refs.json case9_extreme_tails
@@ -315,8 +327,16 @@ mod tests {
     #[test]
     fn chi_square_tail() {
         close(chi2_sf(14.4, 2.0), 7.465_858_083_766_791e-4, 1e-9);
-        close(chi2_sf(44.334_975_369_458_13, 1.0), 2.767_277_162_294_705e-11, 1e-9);
-        close(chi2_sf(4.433_497_536_945_813, 1.0), 0.035_240_223_824_274_594, 1e-9);
+        close(
+            chi2_sf(44.334_975_369_458_13, 1.0),
+            2.767_277_162_294_705e-11,
+            1e-9,
+        );
+        close(
+            chi2_sf(4.433_497_536_945_813, 1.0),
+            0.035_240_223_824_274_594,
+            1e-9,
+        );
         assert_eq!(chi2_sf(0.0, 1.0), 1.0);
     }
 }

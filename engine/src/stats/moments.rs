@@ -38,7 +38,11 @@ impl Moments {
 
     /// Sample variance (n − 1 denominator); NaN below two observations.
     pub fn variance(&self) -> f64 {
-        if self.n < 2.0 { f64::NAN } else { self.m2 / (self.n - 1.0) }
+        if self.n < 2.0 {
+            f64::NAN
+        } else {
+            self.m2 / (self.n - 1.0)
+        }
     }
 
     /// From count, sum and sum of squares (as summary tables store them).
@@ -86,7 +90,8 @@ impl CoMoments {
         } else {
             self.cxy
                 + other.cxy
-                + (other.x.mean - self.x.mean) * (other.y.mean - self.y.mean) * self.x.n * other.x.n / n
+                + (other.x.mean - self.x.mean) * (other.y.mean - self.y.mean) * self.x.n * other.x.n
+                    / n
         };
         CoMoments {
             x: self.x.merge(&other.x),
@@ -101,10 +106,21 @@ impl CoMoments {
 
     /// Sample covariance (n − 1 denominator).
     pub fn covariance(&self) -> f64 {
-        if self.x.n < 2.0 { f64::NAN } else { self.cxy / (self.x.n - 1.0) }
+        if self.x.n < 2.0 {
+            f64::NAN
+        } else {
+            self.cxy / (self.x.n - 1.0)
+        }
     }
 
-    pub fn from_sums(n: f64, x_sum: f64, x_sum_squares: f64, y_sum: f64, y_sum_squares: f64, xy_sum: f64) -> CoMoments {
+    pub fn from_sums(
+        n: f64,
+        x_sum: f64,
+        x_sum_squares: f64,
+        y_sum: f64,
+        y_sum_squares: f64,
+        xy_sum: f64,
+    ) -> CoMoments {
         let x = Moments::from_sums(n, x_sum, x_sum_squares);
         CoMoments {
             x,
@@ -131,7 +147,11 @@ mod tests {
         // Merging halves gives the same as one pass.
         let (mut a, mut b) = (Moments::default(), Moments::default());
         for (i, v) in values.iter().enumerate() {
-            if i % 3 == 0 { a.push(v + 1e8) } else { b.push(v + 1e8) }
+            if i % 3 == 0 {
+                a.push(v + 1e8)
+            } else {
+                b.push(v + 1e8)
+            }
         }
         let merged = a.merge(&b);
         assert!((merged.variance() - shifted.variance()).abs() < 1e-9 * plain.variance());
@@ -140,13 +160,24 @@ mod tests {
 
     #[test]
     fn co_moments_merge_and_sums_agree() {
-        let pairs: Vec<(f64, f64)> = (0..1000).map(|i| (f64::from(i % 13), f64::from((i * 7) % 11) + 0.5 * f64::from(i % 13))).collect();
+        let pairs: Vec<(f64, f64)> = (0..1000)
+            .map(|i| {
+                (
+                    f64::from(i % 13),
+                    f64::from((i * 7) % 11) + 0.5 * f64::from(i % 13),
+                )
+            })
+            .collect();
         let mut all = CoMoments::default();
         let (mut a, mut b) = (CoMoments::default(), CoMoments::default());
         let (mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for (i, (x, y)) in pairs.iter().enumerate() {
             all.push(*x, *y);
-            if i % 2 == 0 { a.push(*x, *y) } else { b.push(*x, *y) }
+            if i % 2 == 0 {
+                a.push(*x, *y)
+            } else {
+                b.push(*x, *y)
+            }
             sx += x;
             sy += y;
             sxx += x * x;
