@@ -13,6 +13,7 @@ mod copy;
 mod ddl;
 mod dml;
 pub mod error;
+mod functions;
 mod names;
 mod provider;
 mod pushdown;

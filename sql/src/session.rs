@@ -54,6 +54,7 @@ impl Session {
             )
             .expect("a fresh catalog provider accepts a schema");
         ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
+        crate::functions::register(&ctx);
         Session { ctx, catalog }
     }
 

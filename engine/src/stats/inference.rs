@@ -184,7 +184,7 @@ pub fn proportions_z(a: &Arm, b: &Arm, pooled: bool, alpha: f64) -> TestResult {
     } else {
         wald_se
     };
-    if !(test_se > 0.0) {
+    if test_se.is_nan() || test_se <= 0.0 {
         return TestResult::failed("the difference has zero variance");
     }
     let statistic = diff / test_se;

@@ -1,0 +1,58 @@
+//! cohortdb's own SQL functions, registered on every session.
+//!
+//! Each family lives in its own module; the math is in `cohortdb_engine::stats`,
+//! these wrap it for SQL (argument coercion, NULL handling, result structs).
+
+mod ab_assign;
+mod experiment_stats;
+mod p_adjust;
+mod srm_test;
+
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+
+/// Registers every function on a session.
+pub(crate) fn register(ctx: &SessionContext) {
+    let mut udfs: Vec<ScalarUDF> = experiment_stats::all();
+    udfs.push(ScalarUDF::from(ab_assign::AbAssignFunc::new()));
+    udfs.push(ScalarUDF::from(ab_assign::GbHashFunc::new()));
+    udfs.push(ScalarUDF::from(ab_assign::Fnv1a32Func::new()));
+    udfs.push(ScalarUDF::from(srm_test::SrmTestFunc::new()));
+    udfs.push(ScalarUDF::from(p_adjust::PAdjustFunc::new()));
+    for udf in udfs {
+        ctx.register_udf(udf);
+    }
+}
+
+/// The list type list arguments are coerced to: `DOUBLE[]`.
+pub(crate) fn double_list() -> arrow::datatypes::DataType {
+    arrow::datatypes::DataType::List(std::sync::Arc::new(
+        arrow::datatypes::Field::new_list_field(arrow::datatypes::DataType::Float64, true),
+    ))
+}
+
+/// Whether a type can be coerced to `DOUBLE[]`.
+pub(crate) fn is_numeric_list(data_type: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType;
+    match data_type {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            f.data_type().is_numeric() || f.data_type().is_null()
+        }
+        _ => false,
+    }
+}
+
+/// Row `row` of a `DOUBLE[]` column, `None` when the list is NULL. NULL elements
+/// become NaN, which the statistics reject.
+pub(crate) fn f64_list(array: &arrow::array::ListArray, row: usize) -> Option<Vec<f64>> {
+    use arrow::array::Array;
+    if array.is_null(row) {
+        return None;
+    }
+    let values = array.value(row);
+    let values = values
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .expect("list arguments are coerced to DOUBLE[]");
+    Some(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}

@@ -1,0 +1,441 @@
+//! The experiment tests over summary statistics, as SQL functions returning a
+//! struct: `welch_test_stats`, `z_test_stats`, `proportion_test_stats`,
+//! `sequential_test_stats`, `bayes_test_stats`, and the design functions
+//! `sample_size_proportions`, `sample_size_means`, `mde_means`, `power_means`.
+//!
+//! They share one shape — numeric arguments (some optional, with defaults), a row
+//! of numbers out — so one `ScalarUDFImpl`, [`NumericFunc`], serves them all from
+//! the table in [`all`]. Every argument is coerced to DOUBLE; a NULL argument gives
+//! a NULL result.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, StringBuilder, StructArray};
+use arrow::datatypes::{DataType, Field, Fields};
+use cohortdb_engine::stats::inference::{self, Arm, BayesResult, Scale, TestResult};
+use cohortdb_engine::stats::power;
+use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// What a function computes from its (defaulted) arguments.
+type Compute = fn(&[f64]) -> Outcome;
+
+/// A row of outputs, or the reason there is none (reported in `error`).
+pub(crate) struct Outcome {
+    values: Vec<f64>,
+    error: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct NumericFunc {
+    name: &'static str,
+    /// Parameter names; the trailing ones with defaults are optional.
+    params: &'static [(&'static str, Option<f64>)],
+    /// Output field names; a struct when more than one, else a DOUBLE.
+    outputs: &'static [&'static str],
+    compute: Compute,
+    signature: Signature,
+}
+
+impl PartialEq for NumericFunc {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for NumericFunc {}
+
+impl std::hash::Hash for NumericFunc {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl NumericFunc {
+    fn udf(
+        name: &'static str,
+        params: &'static [(&'static str, Option<f64>)],
+        outputs: &'static [&'static str],
+        compute: Compute,
+    ) -> ScalarUDF {
+        ScalarUDF::from(NumericFunc {
+            name,
+            params,
+            outputs,
+            compute,
+            signature: Signature::user_defined(Volatility::Immutable),
+        })
+    }
+
+    fn is_struct(&self) -> bool {
+        self.outputs.len() > 1
+    }
+
+    fn fields(&self) -> Fields {
+        let mut fields: Vec<Field> = self
+            .outputs
+            .iter()
+            .map(|n| Field::new(*n, DataType::Float64, true))
+            .collect();
+        fields.push(Field::new("error", DataType::Utf8, true));
+        Fields::from(fields)
+    }
+
+    fn required(&self) -> usize {
+        self.params
+            .iter()
+            .filter(|(_, default)| default.is_none())
+            .count()
+    }
+}
+
+impl ScalarUDFImpl for NumericFunc {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let (min, max) = (self.required(), self.params.len());
+        if arg_types.len() < min || arg_types.len() > max {
+            let names: Vec<&str> = self.params.iter().map(|(n, _)| *n).collect();
+            return plan_err!(
+                "{}({}) takes {min} to {max} arguments, got {}",
+                self.name,
+                names.join(", "),
+                arg_types.len()
+            );
+        }
+        for (t, (param, _)) in arg_types.iter().zip(self.params) {
+            if !(t.is_numeric() || t.is_null()) {
+                return plan_err!("{}: argument {param} must be a number, got {t}", self.name);
+            }
+        }
+        Ok(vec![DataType::Float64; arg_types.len()])
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(if self.is_struct() {
+            DataType::Struct(self.fields())
+        } else {
+            DataType::Float64
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
+        let columns: Vec<&Float64Array> = arrays
+            .iter()
+            .map(|a| {
+                a.as_any()
+                    .downcast_ref::<Float64Array>()
+                    .expect("arguments are coerced to DOUBLE")
+            })
+            .collect();
+        let mut outputs: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); self.outputs.len()];
+        let mut errors = StringBuilder::new();
+        let mut valid = Vec::with_capacity(rows);
+        let mut inputs = vec![0.0; self.params.len()];
+        for row in 0..rows {
+            let mut null = false;
+            for (i, (_, default)) in self.params.iter().enumerate() {
+                inputs[i] = match columns.get(i) {
+                    Some(c) if c.is_null(row) => {
+                        null = true;
+                        0.0
+                    }
+                    Some(c) => c.value(row),
+                    None => default.expect("missing arguments have defaults"),
+                };
+            }
+            if null {
+                outputs.iter_mut().for_each(|o| o.push(None));
+                errors.append_null();
+                valid.push(false);
+                continue;
+            }
+            let outcome = (self.compute)(&inputs);
+            for (o, v) in outputs.iter_mut().zip(&outcome.values) {
+                o.push(v.is_finite().then_some(*v));
+            }
+            errors.append_option(outcome.error);
+            valid.push(true);
+        }
+        let mut columns: Vec<ArrayRef> = outputs
+            .into_iter()
+            .map(|o| Arc::new(Float64Array::from(o)) as ArrayRef)
+            .collect();
+        if !self.is_struct() {
+            return Ok(ColumnarValue::Array(columns.remove(0)));
+        }
+        columns.push(Arc::new(errors.finish()));
+        let nulls = arrow::buffer::NullBuffer::from(valid);
+        let array = StructArray::try_new(self.fields(), columns, Some(nulls))?;
+        if array.len() != rows {
+            return exec_err!("{}: produced {} rows for {rows}", self.name, array.len());
+        }
+        Ok(ColumnarValue::Array(Arc::new(array)))
+    }
+}
+
+const ARMS: [(&str, Option<f64>); 6] = [
+    ("n_a", None),
+    ("mean_a", None),
+    ("var_a", None),
+    ("n_b", None),
+    ("mean_b", None),
+    ("var_b", None),
+];
+
+const TEST_FIELDS: &[&str] = &[
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "statistic",
+    "df",
+    "p_value",
+    "rel_estimate",
+    "rel_se",
+    "rel_ci_low",
+    "rel_ci_high",
+    "rel_p_value",
+];
+
+fn arms(v: &[f64]) -> (Arm, Arm) {
+    (
+        Arm {
+            n: v[0],
+            mean: v[1],
+            variance: v[2],
+        },
+        Arm {
+            n: v[3],
+            mean: v[4],
+            variance: v[5],
+        },
+    )
+}
+
+/// Absolute and relative results side by side; the first error wins.
+fn both(absolute: TestResult, relative: TestResult) -> Outcome {
+    Outcome {
+        values: vec![
+            absolute.estimate,
+            absolute.se,
+            absolute.ci_low,
+            absolute.ci_high,
+            absolute.statistic,
+            absolute.df,
+            absolute.p_value,
+            relative.estimate,
+            relative.se,
+            relative.ci_low,
+            relative.ci_high,
+            relative.p_value,
+        ],
+        error: absolute.error.or(relative.error),
+    }
+}
+
+fn bayes_outcome(r: BayesResult) -> Outcome {
+    Outcome {
+        values: vec![
+            r.chance_to_win,
+            r.expected,
+            r.stddev,
+            r.ci_low,
+            r.ci_high,
+            r.risk_control,
+            r.risk_treatment,
+        ],
+        error: r.error,
+    }
+}
+
+fn single(value: f64) -> Outcome {
+    Outcome {
+        values: vec![value],
+        error: None,
+    }
+}
+
+macro_rules! params {
+    ($($extra:expr),* $(,)?) => {{
+        const P: &[(&str, Option<f64>)] = &[ARMS[0], ARMS[1], ARMS[2], ARMS[3], ARMS[4], ARMS[5], $($extra),*];
+        P
+    }};
+}
+
+/// Every function of this family.
+pub(crate) fn all() -> Vec<ScalarUDF> {
+    vec![
+        NumericFunc::udf(
+            "welch_test_stats",
+            params![("alpha", Some(0.05))],
+            TEST_FIELDS,
+            |v| {
+                let (a, b) = arms(v);
+                both(
+                    inference::welch(&a, &b, Scale::Absolute, v[6]),
+                    inference::welch(&a, &b, Scale::Relative, v[6]),
+                )
+            },
+        ),
+        NumericFunc::udf(
+            "z_test_stats",
+            params![("alpha", Some(0.05))],
+            TEST_FIELDS,
+            |v| {
+                let (a, b) = arms(v);
+                both(
+                    inference::z_test(&a, &b, Scale::Absolute, v[6]),
+                    inference::z_test(&a, &b, Scale::Relative, v[6]),
+                )
+            },
+        ),
+        NumericFunc::udf(
+            "sequential_test_stats",
+            params![("alpha", Some(0.05)), ("tuning", Some(5000.0))],
+            TEST_FIELDS,
+            |v| {
+                let (a, b) = arms(v);
+                both(
+                    inference::sequential(&a, &b, Scale::Absolute, v[6], v[7]),
+                    inference::sequential(&a, &b, Scale::Relative, v[6], v[7]),
+                )
+            },
+        ),
+        NumericFunc::udf(
+            "bayes_test_stats",
+            params![
+                ("prior_mean", Some(0.0)),
+                ("prior_variance", Some(0.0)),
+                ("alpha", Some(0.05))
+            ],
+            &[
+                "chance_to_win",
+                "expected",
+                "stddev",
+                "ci_low",
+                "ci_high",
+                "risk_control",
+                "risk_treatment",
+            ],
+            |v| {
+                let (a, b) = arms(v);
+                let prior = (v[7] > 0.0).then_some((v[6], v[7]));
+                bayes_outcome(inference::bayesian(&a, &b, Scale::Relative, prior, v[8]))
+            },
+        ),
+        NumericFunc::udf(
+            "proportion_test_stats",
+            &[
+                ("n_a", None),
+                ("conversions_a", None),
+                ("n_b", None),
+                ("conversions_b", None),
+                ("alpha", Some(0.05)),
+            ],
+            &[
+                "estimate",
+                "se",
+                "ci_low",
+                "ci_high",
+                "statistic",
+                "p_value",
+                "statistic_unpooled",
+                "p_value_unpooled",
+                "rel_estimate",
+                "rel_se",
+                "rel_ci_low",
+                "rel_ci_high",
+                "rel_p_value",
+            ],
+            |v| {
+                let (a, b) = (Arm::proportion(v[0], v[1]), Arm::proportion(v[2], v[3]));
+                let pooled = inference::proportions_z(&a, &b, true, v[4]);
+                let unpooled = inference::proportions_z(&a, &b, false, v[4]);
+                let relative = inference::z_test(&a, &b, Scale::Relative, v[4]);
+                Outcome {
+                    values: vec![
+                        unpooled.estimate,
+                        unpooled.se,
+                        unpooled.ci_low,
+                        unpooled.ci_high,
+                        pooled.statistic,
+                        pooled.p_value,
+                        unpooled.statistic,
+                        unpooled.p_value,
+                        relative.estimate,
+                        relative.se,
+                        relative.ci_low,
+                        relative.ci_high,
+                        relative.p_value,
+                    ],
+                    error: pooled.error.or(relative.error),
+                }
+            },
+        ),
+        NumericFunc::udf(
+            "sample_size_proportions",
+            &[
+                ("p_a", None),
+                ("p_b", None),
+                ("alpha", Some(0.05)),
+                ("power", Some(0.8)),
+            ],
+            &["n_per_arm"],
+            |v| single(power::sample_size_proportions(v[0], v[1], v[2], v[3])),
+        ),
+        NumericFunc::udf(
+            "sample_size_means",
+            &[
+                ("sd", None),
+                ("effect", None),
+                ("alpha", Some(0.05)),
+                ("power", Some(0.8)),
+            ],
+            &["n_per_arm"],
+            |v| single(power::sample_size_means(v[0], v[1], v[2], v[3])),
+        ),
+        NumericFunc::udf(
+            "mde_means",
+            &[
+                ("sd", None),
+                ("n_per_arm", None),
+                ("alpha", Some(0.05)),
+                ("power", Some(0.8)),
+            ],
+            &["mde"],
+            |v| single(power::mde_means(v[0], v[1], v[2], v[3])),
+        ),
+        NumericFunc::udf(
+            "mde_proportions",
+            &[
+                ("p_a", None),
+                ("n_per_arm", None),
+                ("alpha", Some(0.05)),
+                ("power", Some(0.8)),
+            ],
+            &["mde"],
+            |v| single(power::mde_proportions(v[0], v[1], v[2], v[3])),
+        ),
+        NumericFunc::udf(
+            "power_means",
+            &[
+                ("effect_size", None),
+                ("n_per_arm", None),
+                ("alpha", Some(0.05)),
+            ],
+            &["power"],
+            |v| single(power::power_means(v[0], v[1], v[2])),
+        ),
+    ]
+}
