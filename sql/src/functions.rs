@@ -5,10 +5,11 @@
 
 mod ab_assign;
 mod experiment_stats;
+mod metric_moments;
 mod p_adjust;
 mod srm_test;
 
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 /// Registers every function on a session.
@@ -22,6 +23,7 @@ pub(crate) fn register(ctx: &SessionContext) {
     for udf in udfs {
         ctx.register_udf(udf);
     }
+    ctx.register_udaf(AggregateUDF::from(metric_moments::MetricMomentsUdaf::new()));
 }
 
 /// The list type list arguments are coerced to: `DOUBLE[]`.
