@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Float64Array, StringBuilder, StructArray};
 use arrow::datatypes::{DataType, Field, Fields};
 use cohortdb_engine::stats::inference::{self, Arm, BayesResult, Scale, TestResult};
+use cohortdb_engine::stats::moments::CoMoments;
 use cohortdb_engine::stats::power;
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{
@@ -208,6 +209,22 @@ const TEST_FIELDS: &[&str] = &[
     "rel_p_value",
 ];
 
+const CUPED_FIELDS: &[&str] = &[
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "statistic",
+    "df",
+    "p_value",
+    "rel_estimate",
+    "rel_se",
+    "rel_ci_low",
+    "rel_ci_high",
+    "rel_p_value",
+    "theta",
+];
+
 fn arms(v: &[f64]) -> (Arm, Arm) {
     (
         Arm {
@@ -242,6 +259,30 @@ fn both(absolute: TestResult, relative: TestResult) -> Outcome {
         ],
         error: absolute.error.or(relative.error),
     }
+}
+
+/// Per-arm sums of two variables: n, Σx, Σx², Σy, Σy², Σxy (control then treatment).
+const SUMS: &[(&str, Option<f64>)] = &[
+    ("n_a", None),
+    ("x_sum_a", None),
+    ("x_sum_squares_a", None),
+    ("y_sum_a", None),
+    ("y_sum_squares_a", None),
+    ("xy_sum_a", None),
+    ("n_b", None),
+    ("x_sum_b", None),
+    ("x_sum_squares_b", None),
+    ("y_sum_b", None),
+    ("y_sum_squares_b", None),
+    ("xy_sum_b", None),
+    ("alpha", Some(0.05)),
+];
+
+fn co_moments(v: &[f64]) -> (CoMoments, CoMoments) {
+    (
+        CoMoments::from_sums(v[0], v[1], v[2], v[3], v[4], v[5]),
+        CoMoments::from_sums(v[6], v[7], v[8], v[9], v[10], v[11]),
+    )
 }
 
 fn bayes_outcome(r: BayesResult) -> Outcome {
@@ -383,6 +424,24 @@ pub(crate) fn all() -> Vec<ScalarUDF> {
                 }
             },
         ),
+        // Ratio metric Σx/Σy per arm (x numerator, y denominator), delta method.
+        NumericFunc::udf("ratio_test_stats", SUMS, TEST_FIELDS, |v| {
+            let (a, b) = co_moments(v);
+            let (a, b) = (Arm::ratio(&a), Arm::ratio(&b));
+            both(
+                inference::welch(&a, &b, Scale::Absolute, v[12]),
+                inference::welch(&a, &b, Scale::Relative, v[12]),
+            )
+        }),
+        // CUPED: x is the pre-period covariate, y the metric.
+        NumericFunc::udf("cuped_test_stats", SUMS, CUPED_FIELDS, |v| {
+            let (a, b) = co_moments(v);
+            let (theta, absolute) = inference::cuped_welch(&a, &b, Scale::Absolute, v[12]);
+            let (_, relative) = inference::cuped_welch(&a, &b, Scale::Relative, v[12]);
+            let mut outcome = both(absolute, relative);
+            outcome.values.push(theta);
+            outcome
+        }),
         NumericFunc::udf(
             "sample_size_proportions",
             &[
