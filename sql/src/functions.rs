@@ -16,6 +16,7 @@ use datafusion::prelude::SessionContext;
 pub(crate) fn register(ctx: &SessionContext) {
     let mut udfs: Vec<ScalarUDF> = experiment_stats::all();
     udfs.push(ScalarUDF::from(ab_assign::AbAssignFunc::new()));
+    udfs.push(ScalarUDF::from(ab_assign::AbInNamespaceFunc::new()));
     udfs.push(ScalarUDF::from(ab_assign::GbHashFunc::new()));
     udfs.push(ScalarUDF::from(ab_assign::Fnv1a32Func::new()));
     udfs.push(ScalarUDF::from(srm_test::SrmTestFunc::new()));

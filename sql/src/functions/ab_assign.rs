@@ -1,5 +1,6 @@
 //! `ab_assign(user_id, experiment, weights [, coverage [, hash_version]])`,
-//! `gb_hash(seed, value, hash_version)` and `fnv1a32(text)`: GrowthBook-compatible
+//! `ab_in_namespace(user_id, namespace, start, end)`, `gb_hash(seed, value,
+//! hash_version)` and `fnv1a32(text)`: GrowthBook-compatible
 //! assignment (see `cohortdb_engine::stats::assignment`).
 
 use std::sync::Arc;
@@ -223,6 +224,87 @@ impl ScalarUDFImpl for Fnv1a32Func {
         let out: Int64Array = text
             .iter()
             .map(|v| v.map(|s| i64::from(assignment::fnv1a32(s))))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `ab_in_namespace(user_id, namespace, start, end)`: whether the user falls in
+/// the [start, end) slice of a GrowthBook namespace (mutually exclusive
+/// experiments share a namespace and take disjoint slices).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct AbInNamespaceFunc {
+    signature: Signature,
+}
+
+impl AbInNamespaceFunc {
+    pub fn new() -> Self {
+        AbInNamespaceFunc {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for AbInNamespaceFunc {
+    fn name(&self) -> &str {
+        "ab_in_namespace"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let numeric = |t: &DataType| t.is_numeric() || t.is_null();
+        if arg_types.len() != 4
+            || !text_like(&arg_types[0])
+            || !text_like(&arg_types[1])
+            || !numeric(&arg_types[2])
+            || !numeric(&arg_types[3])
+        {
+            return plan_err!(
+                "ab_in_namespace(user_id, namespace TEXT, start DOUBLE, end DOUBLE) expects 4 arguments"
+            );
+        }
+        Ok(vec![
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Float64,
+            DataType::Float64,
+        ])
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (users, namespaces) = (strings(&arrays[0]), strings(&arrays[1]));
+        let starts = arrays[2]
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("DOUBLE");
+        let ends = arrays[3]
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("DOUBLE");
+        let out: arrow::array::BooleanArray = (0..args.number_rows)
+            .map(|row| {
+                if users.is_null(row)
+                    || namespaces.is_null(row)
+                    || starts.is_null(row)
+                    || ends.is_null(row)
+                {
+                    return None;
+                }
+                Some(assignment::in_namespace(
+                    users.value(row),
+                    namespaces.value(row),
+                    starts.value(row),
+                    ends.value(row),
+                ))
+            })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
