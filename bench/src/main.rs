@@ -9,6 +9,7 @@
 
 mod check;
 mod data;
+mod experiment;
 mod peers;
 mod report;
 mod suites;
@@ -37,6 +38,9 @@ struct Cli {
     /// Peers to compare with.
     #[arg(long, value_delimiter = ',', default_value = "duckdb,postgres")]
     peers: Vec<peers::Peer>,
+    /// Exposure rows for the experiment suite.
+    #[arg(long, default_value_t = 10_000_000)]
+    exposures: u64,
     /// Directory for the JSON results.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
@@ -48,6 +52,8 @@ pub enum Suite {
     Load,
     /// Group-by, join, window and CTE queries over users, events and items.
     Analytics,
+    /// A 3-variation experiment report over --exposures rows.
+    Experiment,
 }
 
 fn main() {
@@ -61,14 +67,27 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let outcome = runtime.block_on(async {
-        let files = data::prepare(cli.users, cli.seed)?;
-        let results = match cli.suite {
-            Suite::Load => suites::load(&files, cli.runs, &cli.peers).await?,
-            Suite::Analytics => suites::analytics(&files, cli.runs, &cli.peers).await?,
+        let (results, scale) = match cli.suite {
+            Suite::Load => {
+                let files = data::prepare(cli.users, cli.seed)?;
+                (suites::load(&files, cli.runs, &cli.peers).await?, cli.users)
+            }
+            Suite::Analytics => {
+                let files = data::prepare(cli.users, cli.seed)?;
+                (
+                    suites::analytics(&files, cli.runs, &cli.peers).await?,
+                    cli.users,
+                )
+            }
+            Suite::Experiment => {
+                let file = experiment::prepare(cli.exposures, cli.seed)?;
+                (
+                    suites::experiment(&file, cli.exposures, cli.runs, &cli.peers).await?,
+                    cli.exposures,
+                )
+            }
         };
-        report::write(
-            &cli.out, cli.suite, cli.users, cli.runs, &cli.peers, &results,
-        )
+        report::write(&cli.out, cli.suite, scale, cli.runs, &cli.peers, &results)
     });
     if let Err(e) = outcome {
         eprintln!("error: {e}");

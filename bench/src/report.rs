@@ -31,8 +31,20 @@ pub fn write(
     let suite_name = match suite {
         Suite::Load => "load",
         Suite::Analytics => "analytics",
+        Suite::Experiment => "experiment",
     };
-    let table = markdown(suite, peers, result);
+    // Only the peers that ran in this suite get columns.
+    let peers: Vec<Peer> = peers
+        .iter()
+        .copied()
+        .filter(|p| {
+            result
+                .workloads
+                .iter()
+                .any(|w| w.seconds.contains_key(p.name()))
+        })
+        .collect();
+    let table = markdown(suite, &peers, result);
     println!("{table}");
     let workloads: Vec<_> = result
         .workloads
@@ -59,7 +71,12 @@ pub fn write(
         "workloads": workloads,
     });
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let stem = dir.join(format!("{suite_name}-users{users}"));
+    let scale = if matches!(suite, Suite::Experiment) {
+        "exposures"
+    } else {
+        "users"
+    };
+    let stem = dir.join(format!("{suite_name}-{scale}{users}"));
     let json_text = serde_json::to_string_pretty(&report).expect("report serializes");
     std::fs::write(stem.with_extension("json"), json_text).map_err(|e| e.to_string())?;
     std::fs::write(stem.with_extension("md"), &table).map_err(|e| e.to_string())?;

@@ -368,3 +368,76 @@ pub async fn analytics(
         versions,
     })
 }
+
+/// The experiment report over an exposures table, on cohortdb and on DuckDB
+/// (PostgreSQL is not a peer here: the bar is against DuckDB).
+pub async fn experiment(
+    file: &std::path::Path,
+    exposures: u64,
+    runs: usize,
+    peers: &[Peer],
+) -> Result<SuiteResult, String> {
+    use crate::experiment::{COHORTDB_REPORT, CREATE, SUMS_REPORT};
+    let peers: Vec<Peer> = peers
+        .iter()
+        .copied()
+        .filter(|p| *p == Peer::Duckdb)
+        .collect();
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (setups, versions) = setup_peers(&peers, work.path())?;
+    let db = Database::open(work.path().join("cohortdb")).map_err(|e| e.to_string())?;
+    let session = db.session();
+    session.execute(CREATE).await.map_err(|e| e.to_string())?;
+    session
+        .execute(&copy_sql(None, "exposures", file, FileFormat::Parquet))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ours = Vec::new();
+    let mut expected = Vec::new();
+    for _ in 0..runs {
+        let (s, batches) = cohortdb_run(&session, COHORTDB_REPORT).await?;
+        ours.push(s);
+        expected = check::normalise(&batches);
+    }
+    let mut workload = Workload {
+        name: "3-variation report (Welch, abs. lift)".into(),
+        rows: exposures,
+        seconds: BTreeMap::from([("cohortdb".to_string(), ours)]),
+    };
+    for setup in &setups {
+        let steps = vec![
+            Step {
+                name: "load".into(),
+                before: vec![],
+                sql: vec![
+                    CREATE.to_string(),
+                    copy_sql(Some(setup.peer), "exposures", file, FileFormat::Parquet),
+                ],
+                runs: 1,
+                check: false,
+            },
+            Step {
+                name: "report".into(),
+                before: vec![],
+                sql: vec![SUMS_REPORT.to_string()],
+                runs,
+                check: true,
+            },
+        ];
+        let results = run_peer(setup, steps)?;
+        let actual = results[1].rows.as_ref().expect("checked step");
+        if let Some(d) = check::difference(&expected, actual) {
+            return Err(format!(
+                "experiment report: {} differs from cohortdb: {d}",
+                setup.peer.name()
+            ));
+        }
+        workload
+            .seconds
+            .insert(setup.peer.name().to_string(), results[1].seconds.clone());
+    }
+    Ok(SuiteResult {
+        workloads: vec![workload],
+        versions,
+    })
+}
