@@ -261,19 +261,36 @@ pub fn sequential_rho(alpha: f64, tuning: f64) -> f64 {
 
 /// Sequential test with an always-valid confidence sequence (Waudby-Smith et al.,
 /// as GrowthBook computes it) and the matching always-valid p-value 1/e-value.
+/// It is the mixture SPRT whose mixing variance is ρ²σ², with σ² = se²·(n_a + n_b)
+/// the variance of one unit and ρ from the tuning sample size.
 pub fn sequential(a: &Arm, b: &Arm, scale: Scale, alpha: f64, tuning: f64) -> TestResult {
     let e = match effect(a, b, scale) {
         Ok(e) => e,
         Err(reason) => return TestResult::failed(reason),
     };
-    let n = a.n + b.n;
-    let rho2 = sequential_rho(alpha, tuning).powi(2);
-    let sigma2 = e.se * e.se * n;
-    let width = (sigma2 * 2.0 * (n * rho2 + 1.0) / (n * n * rho2)
-        * ((n * rho2 + 1.0).sqrt() / alpha).ln())
-    .sqrt();
-    let ln_e_value = n * n * rho2 * e.estimate * e.estimate / (2.0 * sigma2 * (n * rho2 + 1.0))
-        - 0.5 * (n * rho2 + 1.0).ln();
+    let sigma2 = e.se * e.se * (a.n + b.n);
+    mixture_sprt(e, alpha, sequential_rho(alpha, tuning).powi(2) * sigma2)
+}
+
+/// The mixture sequential probability ratio test (mSPRT, Johari et al.) with a
+/// normal mixing distribution N(0, τ²) on the effect: always-valid p-value
+/// min(1, 1/Λ) and confidence sequence {θ : Λ(θ) < 1/α}, where
+/// Λ(θ) = √(V/(V+τ²)) · exp(τ²(Δ−θ)² / (2V(V+τ²))) and V = se².
+pub fn msprt(a: &Arm, b: &Arm, scale: Scale, alpha: f64, mixing_variance: f64) -> TestResult {
+    if !(mixing_variance > 0.0 && mixing_variance.is_finite()) {
+        return TestResult::failed("the mixing variance must be positive");
+    }
+    match effect(a, b, scale) {
+        Ok(e) => mixture_sprt(e, alpha, mixing_variance),
+        Err(reason) => TestResult::failed(reason),
+    }
+}
+
+fn mixture_sprt(e: Effect, alpha: f64, tau2: f64) -> TestResult {
+    let v = e.se * e.se;
+    let ln_ratio = 0.5 * (v / (v + tau2)).ln();
+    let ln_lambda = ln_ratio + tau2 * e.estimate * e.estimate / (2.0 * v * (v + tau2));
+    let width = (v * (v + tau2) / tau2 * (-2.0 * alpha.ln() - 2.0 * ln_ratio)).sqrt();
     TestResult {
         estimate: e.estimate,
         se: e.se,
@@ -281,7 +298,7 @@ pub fn sequential(a: &Arm, b: &Arm, scale: Scale, alpha: f64, tuning: f64) -> Te
         ci_high: e.estimate + width,
         statistic: e.estimate / e.se,
         df: e.df,
-        p_value: (-ln_e_value).exp().min(1.0),
+        p_value: (-ln_lambda).exp().min(1.0),
         error: None,
     }
 }

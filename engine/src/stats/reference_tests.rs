@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::checks::{Adjustment, adjust_p_values, srm};
 use super::inference::{
-    Arm, BayesResult, Scale, TestResult, bayesian, cuped_welch, proportions_z, sequential,
+    Arm, BayesResult, Scale, TestResult, bayesian, cuped_welch, msprt, proportions_z, sequential,
     sequential_rho, welch,
 };
 use super::moments::{CoMoments, Moments};
@@ -209,6 +209,24 @@ fn case3_sequential_and_priors() {
         close(&format!("{key} ci_high"), r.ci_high, &o[key]["ci"][1]);
         close(&format!("{key} p"), r.p_value, &o[key]["p_value"]);
     }
+    // The same sequence as an mSPRT with mixing variance ρ²σ² (σ² = se²·N).
+    let se = welch(&a, &b, Scale::Absolute, alpha).se;
+    let tau2 = sequential_rho(alpha, tuning).powi(2) * se * se * (a.n + b.n);
+    let m = msprt(&a, &b, Scale::Absolute, alpha, tau2);
+    close(
+        "msprt ci_low",
+        m.ci_low,
+        &o["gbstats_sequential_absolute"]["ci"][0],
+    );
+    close(
+        "msprt p",
+        m.p_value,
+        &o["gbstats_sequential_absolute"]["p_value"],
+    );
+    assert_eq!(
+        msprt(&a, &b, Scale::Absolute, alpha, 0.0).error.as_deref(),
+        Some("the mixing variance must be positive")
+    );
     let e_value = 1.0 / sequential(&a, &b, Scale::Absolute, alpha, tuning).p_value;
     close(
         "e-value",

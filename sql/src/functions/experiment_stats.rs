@@ -1,6 +1,7 @@
 //! The experiment tests over summary statistics, as SQL functions returning a
 //! struct: `welch_test_stats`, `z_test_stats`, `proportion_test_stats`,
-//! `sequential_test_stats`, `bayes_test_stats`, and the design functions
+//! `sequential_test_stats`, `msprt_test_stats`, `bayes_test_stats`, `ratio_test_stats`,
+//! `cuped_test_stats`, and the design functions
 //! `sample_size_proportions`, `sample_size_means`, `mde_means`, `power_means`.
 //!
 //! They share one shape — numeric arguments (some optional, with defaults), a row
@@ -422,6 +423,22 @@ pub(crate) fn all() -> Vec<ScalarUDF> {
                     ],
                     error: pooled.error.or(relative.error),
                 }
+            },
+        ),
+        // mSPRT; tau is the mixing standard deviation as a fraction of the
+        // control mean, so it serves the absolute and the relative scale alike.
+        NumericFunc::udf(
+            "msprt_test_stats",
+            params![("tau", None), ("alpha", Some(0.05))],
+            TEST_FIELDS,
+            |v| {
+                let (a, b) = arms(v);
+                let (tau, alpha) = (v[6], v[7]);
+                let absolute_tau = tau * a.mean.abs();
+                both(
+                    inference::msprt(&a, &b, Scale::Absolute, alpha, absolute_tau * absolute_tau),
+                    inference::msprt(&a, &b, Scale::Relative, alpha, tau * tau),
+                )
             },
         ),
         // Ratio metric Σx/Σy per arm (x numerator, y denominator), delta method.
