@@ -13,3 +13,18 @@ pub mod power;
 
 #[cfg(test)]
 mod reference_tests;
+
+/// Asserts `actual` is within `tolerance` of `expected`, relatively (absolutely
+/// when `expected` is 0); `what` names the quantity in the failure message.
+#[cfg(test)]
+pub(crate) fn assert_close(what: &str, actual: f64, expected: f64, tolerance: f64) {
+    let error = if expected == 0.0 {
+        actual.abs()
+    } else {
+        ((actual - expected) / expected).abs()
+    };
+    assert!(
+        error <= tolerance,
+        "{what}: {actual} vs {expected} (relative error {error:e})"
+    );
+}

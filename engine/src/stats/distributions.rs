@@ -282,15 +282,7 @@ mod tests {
     use super::*;
 
     fn close(actual: f64, expected: f64, tolerance: f64) {
-        let error = if expected == 0.0 {
-            actual.abs()
-        } else {
-            ((actual - expected) / expected).abs()
-        };
-        assert!(
-            error <= tolerance,
-            "{actual} vs {expected}: relative error {error:e}"
-        );
+        crate::stats::assert_close("value", actual, expected, tolerance);
     }
 
     // Reference values: ../shared/refs/experiment_refs.json case9_extreme_tails

@@ -37,16 +37,7 @@ fn num(v: &Value) -> f64 {
 }
 
 fn close(what: &str, actual: f64, expected: &Value) {
-    let expected = num(expected);
-    let error = if expected == 0.0 {
-        actual.abs()
-    } else {
-        ((actual - expected) / expected).abs()
-    };
-    assert!(
-        error <= TOLERANCE,
-        "{what}: {actual} vs {expected} (relative error {error:e})"
-    );
+    super::assert_close(what, actual, num(expected), TOLERANCE);
 }
 
 fn check_test(what: &str, r: &TestResult, expected: &Value) {
