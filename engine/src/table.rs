@@ -48,10 +48,6 @@ pub struct TableSnapshot {
 }
 
 impl TableSnapshot {
-    pub fn row_count(&self) -> u64 {
-        self.segments.iter().map(|s| s.row_count).sum()
-    }
-
     /// Every stored batch with the row id of its first row: the units a scan can
     /// spread over threads.
     pub fn units(&self) -> Vec<ScanUnit> {

@@ -4,7 +4,7 @@
 //! for any degrees of freedom (their log-beta terms use an asymptotic series where
 //! plain `lgamma` differences would cancel).
 
-use std::f64::consts::{FRAC_1_SQRT_2, PI, SQRT_2};
+use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 /// Standard normal density.
 pub fn norm_pdf(x: f64) -> f64 {
@@ -273,9 +273,6 @@ pub fn chi2_sf(x: f64, df: f64) -> f64 {
     }
     gamma_q(0.5 * df, 0.5 * x)
 }
-
-/// √2, re-exported for callers that scale normal quantities.
-pub const ROOT_2: f64 = SQRT_2;
 
 #[cfg(test)]
 mod tests {

@@ -303,11 +303,6 @@ fn mixture_sprt(e: Effect, alpha: f64, tau2: f64) -> TestResult {
     }
 }
 
-/// The e-value of the sequential test at effect 0 (evidence against no effect).
-pub fn sequential_e_value(a: &Arm, b: &Arm, scale: Scale, alpha: f64, tuning: f64) -> f64 {
-    1.0 / sequential(a, b, scale, alpha, tuning).p_value
-}
-
 /// Result of the Bayesian comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BayesResult {
