@@ -15,6 +15,7 @@ use datafusion::prelude::SessionContext;
 /// Registers every function on a session.
 pub(crate) fn register(ctx: &SessionContext) {
     let mut udfs: Vec<ScalarUDF> = experiment_stats::all();
+    udfs.extend(experiment_stats::comoment_tests());
     udfs.push(ScalarUDF::from(ab_assign::AbAssignFunc::new()));
     udfs.push(ScalarUDF::from(ab_assign::AbInNamespaceFunc::new()));
     udfs.push(ScalarUDF::from(ab_assign::GbHashFunc::new()));
@@ -24,7 +25,10 @@ pub(crate) fn register(ctx: &SessionContext) {
     for udf in udfs {
         ctx.register_udf(udf);
     }
-    ctx.register_udaf(AggregateUDF::from(metric_moments::MetricMomentsUdaf::new()));
+    ctx.register_udaf(AggregateUDF::from(
+        metric_moments::MetricMomentsUdaf::single(),
+    ));
+    ctx.register_udaf(AggregateUDF::from(metric_moments::MetricMomentsUdaf::pair()));
 }
 
 /// The list type list arguments are coerced to: `DOUBLE[]`.

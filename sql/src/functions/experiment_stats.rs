@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
+use super::metric_moments::COMOMENT_FIELDS;
 use arrow::array::{Array, ArrayRef, Float64Array, StringBuilder, StructArray};
 use arrow::datatypes::{DataType, Field, Fields};
 use cohortdb_engine::stats::inference::{self, Arm, BayesResult, Scale, TestResult};
-use cohortdb_engine::stats::moments::CoMoments;
+use cohortdb_engine::stats::moments::{CoMoments, Moments};
 use cohortdb_engine::stats::power;
-use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -76,13 +77,7 @@ impl NumericFunc {
     }
 
     fn fields(&self) -> Fields {
-        let mut fields: Vec<Field> = self
-            .outputs
-            .iter()
-            .map(|n| Field::new(*n, DataType::Float64, true))
-            .collect();
-        fields.push(Field::new("error", DataType::Utf8, true));
-        Fields::from(fields)
+        fields_of(self.outputs)
     }
 
     fn required(&self) -> usize {
@@ -140,50 +135,87 @@ impl ScalarUDFImpl for NumericFunc {
                     .expect("arguments are coerced to DOUBLE")
             })
             .collect();
-        let mut outputs: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); self.outputs.len()];
-        let mut errors = StringBuilder::new();
-        let mut valid = Vec::with_capacity(rows);
         let mut inputs = vec![0.0; self.params.len()];
-        for row in 0..rows {
-            let mut null = false;
+        let outcomes = (0..rows).map(|row| {
             for (i, (_, default)) in self.params.iter().enumerate() {
                 inputs[i] = match columns.get(i) {
-                    Some(c) if c.is_null(row) => {
-                        null = true;
-                        0.0
-                    }
+                    Some(c) if c.is_null(row) => return None,
                     Some(c) => c.value(row),
                     None => default.expect("missing arguments have defaults"),
                 };
             }
-            if null {
+            Some((self.compute)(&inputs))
+        });
+        let mut result = outcome_columns(self.outputs.len(), rows, outcomes);
+        if !self.is_struct() {
+            return Ok(ColumnarValue::Array(result.columns.remove(0)));
+        }
+        Ok(ColumnarValue::Array(result.into_struct(self.fields())?))
+    }
+}
+
+/// Result columns built row by row from outcomes (`None`: a NULL row).
+struct OutcomeColumns {
+    columns: Vec<ArrayRef>,
+    errors: ArrayRef,
+    valid: Vec<bool>,
+}
+
+fn outcome_columns(
+    width: usize,
+    rows: usize,
+    outcomes: impl Iterator<Item = Option<Outcome>>,
+) -> OutcomeColumns {
+    let mut outputs: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); width];
+    let mut errors = StringBuilder::new();
+    let mut valid = Vec::with_capacity(rows);
+    for outcome in outcomes {
+        match outcome {
+            None => {
                 outputs.iter_mut().for_each(|o| o.push(None));
                 errors.append_null();
                 valid.push(false);
-                continue;
             }
-            let outcome = (self.compute)(&inputs);
-            for (o, v) in outputs.iter_mut().zip(&outcome.values) {
-                o.push(v.is_finite().then_some(*v));
+            Some(outcome) => {
+                for (o, v) in outputs.iter_mut().zip(&outcome.values) {
+                    o.push(v.is_finite().then_some(*v));
+                }
+                errors.append_option(outcome.error);
+                valid.push(true);
             }
-            errors.append_option(outcome.error);
-            valid.push(true);
         }
-        let mut columns: Vec<ArrayRef> = outputs
+    }
+    OutcomeColumns {
+        columns: outputs
             .into_iter()
             .map(|o| Arc::new(Float64Array::from(o)) as ArrayRef)
-            .collect();
-        if !self.is_struct() {
-            return Ok(ColumnarValue::Array(columns.remove(0)));
-        }
-        columns.push(Arc::new(errors.finish()));
-        let nulls = arrow::buffer::NullBuffer::from(valid);
-        let array = StructArray::try_new(self.fields(), columns, Some(nulls))?;
-        if array.len() != rows {
-            return exec_err!("{}: produced {} rows for {rows}", self.name, array.len());
-        }
-        Ok(ColumnarValue::Array(Arc::new(array)))
+            .collect(),
+        errors: Arc::new(errors.finish()),
+        valid,
     }
+}
+
+impl OutcomeColumns {
+    /// The numbers followed by `error`, as a struct that is NULL on NULL rows.
+    fn into_struct(mut self, fields: Fields) -> Result<ArrayRef> {
+        self.columns.push(self.errors);
+        let nulls = arrow::buffer::NullBuffer::from(self.valid);
+        Ok(Arc::new(StructArray::try_new(
+            fields,
+            self.columns,
+            Some(nulls),
+        )?))
+    }
+}
+
+/// Shared by the table's functions and the struct-argument forms.
+fn fields_of(outputs: &[&str]) -> Fields {
+    let mut fields: Vec<Field> = outputs
+        .iter()
+        .map(|n| Field::new(*n, DataType::Float64, true))
+        .collect();
+    fields.push(Field::new("error", DataType::Utf8, true));
+    Fields::from(fields)
 }
 
 const ARMS: [(&str, Option<f64>); 6] = [
@@ -284,6 +316,24 @@ fn co_moments(v: &[f64]) -> (CoMoments, CoMoments) {
         CoMoments::from_sums(v[0], v[1], v[2], v[3], v[4], v[5]),
         CoMoments::from_sums(v[6], v[7], v[8], v[9], v[10], v[11]),
     )
+}
+
+/// Ratio metric Σx/Σy per arm (x numerator, y denominator), delta method.
+fn ratio(a: &CoMoments, b: &CoMoments, alpha: f64) -> Outcome {
+    let (a, b) = (Arm::ratio(a), Arm::ratio(b));
+    both(
+        inference::welch(&a, &b, Scale::Absolute, alpha),
+        inference::welch(&a, &b, Scale::Relative, alpha),
+    )
+}
+
+/// CUPED: x is the pre-period covariate, y the metric.
+fn cuped(a: &CoMoments, b: &CoMoments, alpha: f64) -> Outcome {
+    let (theta, absolute) = inference::cuped_welch(a, b, Scale::Absolute, alpha);
+    let (_, relative) = inference::cuped_welch(a, b, Scale::Relative, alpha);
+    let mut outcome = both(absolute, relative);
+    outcome.values.push(theta);
+    outcome
 }
 
 fn bayes_outcome(r: BayesResult) -> Outcome {
@@ -441,23 +491,13 @@ pub(crate) fn all() -> Vec<ScalarUDF> {
                 )
             },
         ),
-        // Ratio metric Σx/Σy per arm (x numerator, y denominator), delta method.
         NumericFunc::udf("ratio_test_stats", SUMS, TEST_FIELDS, |v| {
             let (a, b) = co_moments(v);
-            let (a, b) = (Arm::ratio(&a), Arm::ratio(&b));
-            both(
-                inference::welch(&a, &b, Scale::Absolute, v[12]),
-                inference::welch(&a, &b, Scale::Relative, v[12]),
-            )
+            ratio(&a, &b, v[12])
         }),
-        // CUPED: x is the pre-period covariate, y the metric.
         NumericFunc::udf("cuped_test_stats", SUMS, CUPED_FIELDS, |v| {
             let (a, b) = co_moments(v);
-            let (theta, absolute) = inference::cuped_welch(&a, &b, Scale::Absolute, v[12]);
-            let (_, relative) = inference::cuped_welch(&a, &b, Scale::Relative, v[12]);
-            let mut outcome = both(absolute, relative);
-            outcome.values.push(theta);
-            outcome
+            cuped(&a, &b, v[12])
         }),
         NumericFunc::udf(
             "sample_size_proportions",
@@ -514,4 +554,148 @@ pub(crate) fn all() -> Vec<ScalarUDF> {
             |v| single(power::power_means(v[0], v[1], v[2])),
         ),
     ]
+}
+
+/// `ratio_test(a, b [, alpha])` and `cuped_test(a, b [, alpha])`: the ratio and
+/// CUPED tests over two `metric_comoments` results (control, treatment), so they
+/// come straight from `GROUP BY variation` without sums that lose digits.
+#[derive(Debug)]
+pub(crate) struct CoMomentsTestFunc {
+    name: &'static str,
+    outputs: &'static [&'static str],
+    compute: fn(&CoMoments, &CoMoments, f64) -> Outcome,
+    signature: Signature,
+}
+
+impl PartialEq for CoMomentsTestFunc {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for CoMomentsTestFunc {}
+
+impl std::hash::Hash for CoMomentsTestFunc {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+/// Both struct-argument functions.
+pub(crate) fn comoment_tests() -> Vec<ScalarUDF> {
+    let udf = |name, outputs, compute| {
+        ScalarUDF::from(CoMomentsTestFunc {
+            name,
+            outputs,
+            compute,
+            signature: Signature::user_defined(Volatility::Immutable),
+        })
+    };
+    vec![
+        udf("ratio_test", TEST_FIELDS, ratio),
+        udf("cuped_test", CUPED_FIELDS, cuped),
+    ]
+}
+
+/// Whether `t` is a struct with every field `metric_comoments` returns, as DOUBLE.
+fn is_comoments(t: &DataType) -> bool {
+    match t {
+        DataType::Struct(fields) => COMOMENT_FIELDS.iter().all(|name| {
+            fields
+                .iter()
+                .any(|f| f.name() == name && *f.data_type() == DataType::Float64)
+        }),
+        _ => false,
+    }
+}
+
+impl ScalarUDFImpl for CoMomentsTestFunc {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let ok = matches!(arg_types.len(), 2 | 3)
+            && arg_types[..2].iter().all(is_comoments)
+            && arg_types
+                .get(2)
+                .is_none_or(|t| t.is_numeric() || t.is_null());
+        if !ok {
+            return plan_err!(
+                "{}(a, b [, alpha]) takes two results of metric_comoments(x, y) and an optional alpha",
+                self.name
+            );
+        }
+        let mut types = arg_types[..2].to_vec();
+        if arg_types.len() == 3 {
+            types.push(DataType::Float64);
+        }
+        Ok(types)
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Struct(fields_of(self.outputs)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
+        let field = |arm: usize, name: &str| -> &Float64Array {
+            arrays[arm]
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .and_then(|s| s.column_by_name(name))
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+                .expect("arguments are checked to be metric_comoments results")
+        };
+        let arm = |arm: usize, row: usize| -> Option<CoMoments> {
+            if arrays[arm].is_null(row) {
+                return None;
+            }
+            let v = |name| {
+                let column = field(arm, name);
+                // NULL sums of squares only occur in empty groups, where n = 0.
+                if column.is_null(row) {
+                    0.0
+                } else {
+                    column.value(row)
+                }
+            };
+            let n = v("n");
+            Some(CoMoments {
+                x: Moments {
+                    n,
+                    mean: v("x_mean"),
+                    m2: v("x_m2"),
+                },
+                y: Moments {
+                    n,
+                    mean: v("y_mean"),
+                    m2: v("y_m2"),
+                },
+                cxy: v("cxy"),
+            })
+        };
+        let alpha = arrays.get(2).map(|a| {
+            a.as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("alpha is coerced to DOUBLE")
+        });
+        let outcomes = (0..rows).map(|row| {
+            let alpha = match alpha {
+                Some(a) if a.is_null(row) => return None,
+                Some(a) => a.value(row),
+                None => 0.05,
+            };
+            Some((self.compute)(&arm(0, row)?, &arm(1, row)?, alpha))
+        });
+        let result = outcome_columns(self.outputs.len(), rows, outcomes);
+        Ok(ColumnarValue::Array(
+            result.into_struct(fields_of(self.outputs))?,
+        ))
+    }
 }
