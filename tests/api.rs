@@ -248,29 +248,29 @@ fn experiment_worked_example() -> Result<(), Failed> {
         let batches = db.session().execute(&script).await?;
         let report = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
         let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
-        let float = |name: &str| -> Vec<f64> {
+        let column = |name: &str| -> Vec<Option<f64>> {
             let column = batch.column_by_name(name).expect("report column");
-            column
+            let values = column
                 .as_any()
                 .downcast_ref::<arrow::array::Float64Array>()
-                .expect("double")
-                .values()
-                .to_vec()
+                .expect("double");
+            values.iter().collect()
         };
         let (low, high, p) = (
-            float("lift_ci_low"),
-            float("lift_ci_high"),
-            float("p_value"),
+            column("lift_ci_low"),
+            column("lift_ci_high"),
+            column("p_value"),
         );
-        assert_eq!(batch.num_rows(), 2, "{report}");
-        assert!(p[0] > 0.001, "variation 1 has no effect: {report}");
+        // Rows: revenue for variations 0, 1, 2, then converted for 0, 1, 2.
+        assert_eq!(batch.num_rows(), 6, "{report}");
+        assert_eq!(p[0], None, "control has no p-value: {report}");
+        assert!(p[1] > Some(0.001), "variation 1 has no effect: {report}");
         assert!(
-            p[1] < 0.001 && low[1] < 0.2 && high[1] > 0.2,
+            p[2] < Some(0.001) && low[2] < Some(0.2) && high[2] > Some(0.2),
             "variation 2 has the planted 20%: {report}"
         );
-        let conversion_p = float("conversion_p");
         assert!(
-            conversion_p.iter().all(|p| *p > 0.01),
+            p[4] > Some(0.01) && p[5] > Some(0.01),
             "conversion is untouched: {report}"
         );
         let srm = batch.column_by_name("srm_flag").expect("srm flag");

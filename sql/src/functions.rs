@@ -4,6 +4,7 @@
 //! these wrap it for SQL (argument coercion, NULL handling, result structs).
 
 mod ab_assign;
+mod experiment_report;
 mod experiment_stats;
 mod metric_moments;
 mod p_adjust;
@@ -25,6 +26,10 @@ pub(crate) fn register(ctx: &SessionContext) {
     for udf in udfs {
         ctx.register_udf(udf);
     }
+    ctx.register_udtf(
+        "experiment_report",
+        std::sync::Arc::new(experiment_report::ExperimentReportFunc),
+    );
     ctx.register_udaf(AggregateUDF::from(
         metric_moments::MetricMomentsUdaf::single(),
     ));

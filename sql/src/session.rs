@@ -43,6 +43,8 @@ impl Session {
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME);
         config.options_mut().sql_parser.collect_spans = true;
+        // SQL that functions plan themselves (experiment_report) reads as ours does.
+        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         let ctx = SessionContext::new_with_config(config);
         let schemas = MemoryCatalogProvider::new();
         schemas
