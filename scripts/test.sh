@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, then every test (unit tests of
 # each crate and the one integration test binary, which runs the sqllogictest
-# files, the embedding-API tests and the CLI tests).
+# files, the embedding-API tests, the CLI tests and the wire-protocol tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cohortdb/target}"
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
+fi
+# The wire-protocol tests run psql against the server.
+if ! command -v psql >/dev/null 2>&1; then
+    echo "installing the PostgreSQL client (psql) for the wire-protocol tests"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq postgresql-client >/dev/null
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -67,6 +67,23 @@ impl Database {
         }
     }
 
+    /// Serves the database over the PostgreSQL wire protocol on `addr` (such as
+    /// `127.0.0.1:5433`) until the returned future is dropped.
+    pub async fn serve(&self, addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<()> {
+        self.serve_listener(tokio::net::TcpListener::bind(addr).await?)
+            .await
+    }
+
+    /// Serves on a listener the caller bound (for example to port 0, to learn the
+    /// port from `local_addr` first).
+    pub async fn serve_listener(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let catalog = Arc::clone(&self.catalog);
+        cohortdb_server::serve(listener, move || {
+            cohortdb_sql::Session::new(Arc::clone(&catalog))
+        })
+        .await
+    }
+
     /// Creates and fills the demo tables (`users`, `items`, `events`);
     /// `progress` hears each table's name and rows so far.
     pub fn load_demo(

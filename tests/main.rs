@@ -1,10 +1,11 @@
 //! The one integration test binary: sqllogictest files run in-process, the
-//! embedding API used exactly as an outside crate would, and the `cohortdb` CLI run
-//! as a built binary. Trials are collected here and run by libtest-mimic.
+//! embedding API used exactly as an outside crate would, the `cohortdb` CLI run
+//! as a built binary, and the wire protocol through real PostgreSQL clients. Trials are collected here and run by libtest-mimic.
 
 mod api;
 mod cli;
 mod slt;
+mod wire;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -13,6 +14,7 @@ fn main() {
     let mut trials = slt::trials();
     trials.extend(api::trials());
     trials.extend(cli::trials());
+    trials.extend(wire::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 

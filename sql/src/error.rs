@@ -76,6 +76,10 @@ pub enum Error {
         position: Option<Position>,
     },
 
+    /// A statement used against its protocol (wrong number of bound parameters).
+    #[error("{message}")]
+    Protocol { message: String },
+
     /// A failure while running a statement (overflow, division by zero, bad cast).
     #[error("{message}")]
     Execution { message: String },
@@ -104,8 +108,22 @@ impl Error {
         }
     }
 
+    pub(crate) fn protocol(message: impl Into<String>) -> Error {
+        Error::Protocol {
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn engine_at(source: EngineError, position: Option<Position>) -> Error {
         Error::Engine { source, position }
+    }
+
+    /// The message without the position suffix, for protocols that send the
+    /// position separately.
+    pub fn message(&self) -> String {
+        let text = self.to_string();
+        let suffix = At(self.position()).to_string();
+        text.strip_suffix(&suffix).unwrap_or(&text).to_string()
     }
 
     /// The position in the SQL text the error points at, when known.
@@ -116,7 +134,7 @@ impl Error {
             | Error::Unsupported { position, .. }
             | Error::InvalidArgument { position, .. }
             | Error::Engine { position, .. } => *position,
-            Error::Execution { .. } => None,
+            Error::Execution { .. } | Error::Protocol { .. } => None,
         }
     }
 
@@ -125,6 +143,7 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::Syntax { .. } => "42601",
+            Error::Protocol { .. } => "08P01",
             Error::Plan { message, .. } => {
                 if message.contains("No field named")
                     || message.contains("column") && message.contains("does not exist")

@@ -15,13 +15,17 @@ mod dml;
 pub mod error;
 mod functions;
 mod names;
+mod prepare;
 mod provider;
 mod pushdown;
 mod scan;
 mod session;
 
 pub use error::{Error, Position, Result};
-pub use session::{CATALOG_NAME, ParsedStatement, SCHEMA_NAME, Session, changed_rows};
+pub use prepare::{Description, ParamValue};
+pub use session::{
+    CATALOG_NAME, ParsedStatement, SCHEMA_NAME, Session, changed_rows, memory_stream,
+};
 
 /// Re-exported so callers build and consume streams without naming DataFusion.
 pub use datafusion::execution::SendableRecordBatchStream;

@@ -116,7 +116,7 @@ impl Session {
         self.plan(Statement::Query(Box::new(query))).await
     }
 
-    async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
+    pub(crate) async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
         let plan = self
             .ctx
             .state()
@@ -189,6 +189,14 @@ pub(crate) fn parse_query(sql: &str) -> Result<Query> {
 pub struct ParsedStatement(Statement);
 
 impl ParsedStatement {
+    pub(crate) fn from_statement(statement: Statement) -> ParsedStatement {
+        ParsedStatement(statement)
+    }
+
+    pub(crate) fn statement(&self) -> &Statement {
+        &self.0
+    }
+
     /// The command name PostgreSQL reports for this statement (`SELECT`, `INSERT`,
     /// `CREATE TABLE`, ...), the start of its command tag.
     pub fn command(&self) -> String {
@@ -265,6 +273,11 @@ pub fn changed_rows(batches: &[RecordBatch]) -> u64 {
                 .map(|a| a.value(0))
         })
         .unwrap_or(0)
+}
+
+/// A stream over batches already in memory.
+pub fn memory_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
+    Box::pin(MemoryStream::try_new(batches, schema, None).expect("batches match their schema"))
 }
 
 /// A stream with no columns and no rows (the result of DDL).

@@ -55,7 +55,15 @@ enum Command {
         #[arg(long, default_value = ",")]
         delimiter: char,
     },
-    /// Create the seeded demo dataset (users, items, events) and open the shell on it.
+    /// Serve a database over the PostgreSQL wire protocol (connect with psql or any driver).
+    Serve {
+        /// Data directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Create the seeded demo dataset (users, items, events) and serve it, or run -c/-f on it.
     Demo {
         /// Data directory for the demo; reused if it already holds the demo tables.
         #[arg(long, value_name = "DIR", default_value = "cohortdb-demo")]
@@ -68,7 +76,16 @@ enum Command {
         seed: u64,
         #[command(flatten)]
         script: ScriptArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5433")]
+    listen: String,
 }
 
 #[derive(Args)]
@@ -114,11 +131,16 @@ fn main() -> ExitCode {
                 !no_header,
                 delimiter,
             ),
+            Command::Serve { data, server } => {
+                let db = Database::open(&data).map_err(|e| e.to_string())?;
+                serve(&db, &server).await
+            }
             Command::Demo {
                 data,
                 users,
                 seed,
                 script,
+                server,
             } => {
                 let db = open_demo(
                     &data,
@@ -128,7 +150,11 @@ fn main() -> ExitCode {
                         ..DemoConfig::default()
                     },
                 )?;
-                run_script_or_shell(&db, &script).await
+                if script.commands.is_empty() && script.file.is_none() {
+                    serve(&db, &server).await
+                } else {
+                    run_script_or_shell(&db, &script).await
+                }
             }
         }
     });
@@ -222,6 +248,28 @@ fn import(
 }
 
 /// Opens the demo directory, generating the data unless it is already there.
+/// Serves until interrupted, after printing how to connect.
+async fn serve(db: &Database, server: &ServerArgs) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(&server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", server.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!(
+        "cohortdb is serving {} on {addr}; connect with\n  psql -h {} -p {} -U cohortdb cohortdb",
+        db.path()
+            .map_or("an in-memory database".into(), |p| p.display().to_string()),
+        addr.ip(),
+        addr.port()
+    );
+    tokio::select! {
+        served = db.serve_listener(listener) => served.map_err(|e| format!("server stopped: {e}")),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("stopped");
+            Ok(())
+        }
+    }
+}
+
 fn open_demo(dir: &Path, config: &DemoConfig) -> Result<Database, String> {
     let db = Database::open(dir).map_err(|e| e.to_string())?;
     let names = db.table_names();

@@ -1,0 +1,161 @@
+//! Statements with parameters (`$1`, `$2`, ...), as the wire protocol's extended
+//! query uses them: [`Session::describe`] tells the parameter types and the
+//! result columns without running anything, and [`Session::bind`] puts values in
+//! place of the parameters, giving a statement that runs like any other.
+//!
+//! Values are bound as typed literals in the statement's syntax tree, so every
+//! kind of statement (queries, INSERT, UPDATE, DELETE, COPY, CREATE TABLE AS)
+//! takes parameters the same way.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use cohortdb_engine::ColumnType;
+use datafusion::sql::sqlparser::ast::{
+    Expr, Statement, Value, ValueWithSpan, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::error::{Error, Result};
+use crate::session::{ParsedStatement, Session};
+
+/// What a statement takes and returns.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// One entry per parameter `$1..$n`; `None` where the type is not implied.
+    pub parameters: Vec<Option<DataType>>,
+    /// The result columns of a statement that returns rows; `None` for one that
+    /// does not (INSERT, CREATE TABLE, ...).
+    pub columns: Option<SchemaRef>,
+}
+
+/// A parameter value, as a client sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Null,
+    /// The value in PostgreSQL's text form (`42`, `2026-01-31`, `true`).
+    Text(String),
+    /// Raw bytes, for BYTEA parameters.
+    Bytes(Vec<u8>),
+}
+
+impl Session {
+    /// The parameter types and result columns of a statement.
+    pub async fn describe(&self, statement: &ParsedStatement) -> Result<Description> {
+        let count = parameter_count(statement);
+        let returns_rows = returns_rows(statement.statement());
+        // Planning infers parameter types for every statement DataFusion plans;
+        // the statements cohortdb runs itself may not plan, and then only the
+        // count is known.
+        let plan = self.plan(statement.statement().clone()).await;
+        let plan = match plan {
+            Ok(plan) => Some(plan),
+            Err(e) if returns_rows => return Err(e),
+            Err(_) => None,
+        };
+        let mut types: HashMap<String, Option<DataType>> = match &plan {
+            Some(plan) => plan.get_parameter_types().unwrap_or_default(),
+            None => HashMap::new(),
+        };
+        let parameters = (1..=count)
+            .map(|i| types.remove(&format!("${i}")).flatten())
+            .collect();
+        let columns = match plan {
+            Some(plan) if returns_rows => Some(std::sync::Arc::clone(plan.schema().inner())),
+            _ => None,
+        };
+        Ok(Description {
+            parameters,
+            columns,
+        })
+    }
+
+    /// The statement with `values[i]` in place of `$(i+1)`, each cast to
+    /// `types[i]` when that is known.
+    pub fn bind(
+        &self,
+        statement: &ParsedStatement,
+        values: &[ParamValue],
+        types: &[Option<DataType>],
+    ) -> Result<ParsedStatement> {
+        let count = parameter_count(statement);
+        if values.len() != count {
+            return Err(Error::protocol(format!(
+                "bind message supplies {} parameters, but the statement requires {count}",
+                values.len()
+            )));
+        }
+        let mut bound = statement.statement().clone();
+        let _ = visit_expressions_mut(&mut bound, |expr| {
+            if let Some(i) = placeholder(expr) {
+                *expr = literal(&values[i - 1], types.get(i - 1).cloned().flatten());
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        Ok(ParsedStatement::from_statement(bound))
+    }
+}
+
+/// The 1-based index of a `$n` placeholder.
+fn placeholder(expr: &Expr) -> Option<usize> {
+    match expr {
+        Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(p),
+            ..
+        }) => p.strip_prefix('$')?.parse().ok().filter(|i| *i > 0),
+        _ => None,
+    }
+}
+
+/// The highest `$n` in the statement.
+fn parameter_count(statement: &ParsedStatement) -> usize {
+    let mut statement = statement.statement().clone();
+    let mut count = 0;
+    let _ = visit_expressions_mut(&mut statement, |expr| {
+        count = count.max(placeholder(expr).unwrap_or(0));
+        ControlFlow::<()>::Continue(())
+    });
+    count
+}
+
+fn returns_rows(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowVariable { .. }
+    )
+}
+
+/// A value as an SQL literal, cast to its type when that is one of ours.
+fn literal(value: &ParamValue, data_type: Option<DataType>) -> Expr {
+    let quoted = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let inner = match value {
+        ParamValue::Null => "NULL".to_string(),
+        ParamValue::Text(text) => quoted(text),
+        ParamValue::Bytes(bytes) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            return parse_expr(&format!("decode('{hex}', 'hex')"));
+        }
+    };
+    let sql_type = data_type
+        .as_ref()
+        .and_then(|t| ColumnType::from_arrow(t).ok());
+    parse_expr(&match sql_type {
+        Some(t) => format!("CAST({inner} AS {t})"),
+        None => inner,
+    })
+}
+
+/// Parses an expression cohortdb wrote itself.
+fn parse_expr(sql: &str) -> Expr {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .unwrap_or_else(|e| unreachable!("internal expression {sql} parses: {e}"))
+}
