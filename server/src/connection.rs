@@ -5,7 +5,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use cohortdb_sql::{Description, ParamValue, ParsedStatement, SendableRecordBatchStream, Session};
 use futures::{Sink, StreamExt, TryStreamExt, stream};
@@ -52,10 +51,10 @@ impl Connection {
             let rows = cohortdb_sql::changed_rows(&batches);
             return Ok(Response::Execution(Tag::new(&statement.command_tag(rows))));
         }
-        if stream.schema().fields().is_empty() {
+        let schema = stream.schema();
+        if schema.fields().is_empty() {
             return Ok(Response::Execution(Tag::new(&statement.command_tag(0))));
         }
-        let schema = stream.schema();
         let fields = Arc::new(encode::fields(&schema, format));
         let stream = if materialize {
             // Later statements of the same query string may change what this one
@@ -91,13 +90,26 @@ fn query_response(fields: Arc<Vec<FieldInfo>>, stream: SendableRecordBatchStream
 
 /// An error as PostgreSQL sends it: severity, SQLSTATE, message, and the
 /// 1-based character position in the query text when known.
-pub(crate) fn user_error(error: &cohortdb_sql::Error, query: Option<&str>) -> PgWireError {
+fn error_info(error: &cohortdb_sql::Error, query: Option<&str>) -> ErrorInfo {
     let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.message());
     if let (Some(position), Some(query)) = (error.position(), query) {
         info.position =
             character_offset(query, position.line, position.column).map(|p| p.to_string());
     }
-    PgWireError::UserError(Box::new(info))
+    info
+}
+
+pub(crate) fn user_error(error: &cohortdb_sql::Error, query: Option<&str>) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(error, query)))
+}
+
+/// An error the server itself raises, with its SQLSTATE.
+fn protocol_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message,
+    )))
 }
 
 /// The 1-based character offset of a line and column in `text`.
@@ -135,10 +147,7 @@ impl SimpleQueryHandler for Connection {
                 Ok(response) => responses.push(response),
                 Err(e) => {
                     // PostgreSQL stops at the first failing statement.
-                    let PgWireError::UserError(info) = user_error(&e, Some(query)) else {
-                        unreachable!("user_error gives a user error")
-                    };
-                    responses.push(Response::Error(info));
+                    responses.push(Response::Error(Box::new(error_info(&e, Some(query)))));
                     break;
                 }
             }
@@ -180,11 +189,10 @@ impl QueryParser for StatementParser {
             0 => return Ok(None),
             1 => statements.remove(0),
             _ => {
-                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "ERROR".into(),
-                    "42601".into(),
+                return Err(protocol_error(
+                    "42601",
                     "cannot insert multiple commands into a prepared statement".into(),
-                ))));
+                ));
             }
         };
         let mut description = self
@@ -241,11 +249,10 @@ fn parameters(portal: &Portal<Prepared>, types: &[Type]) -> PgWireResult<Vec<Par
                     None => ParamValue::Null,
                     Some(bytes) => {
                         ParamValue::Text(String::from_utf8(bytes.to_vec()).map_err(|_| {
-                            PgWireError::UserError(Box::new(ErrorInfo::new(
-                                "ERROR".into(),
-                                "22021".into(),
+                            protocol_error(
+                                "22021",
                                 format!("parameter ${} is not valid UTF-8", i + 1),
-                            )))
+                            )
                         })?)
                     }
                 });
@@ -329,11 +336,14 @@ impl ExtendedQueryHandler for Connection {
             })
             .collect();
         let values = parameters(portal, &types)?;
-        let arrow_types: Vec<Option<DataType>> = prepared.description.parameters.clone();
         let sql = Some(prepared.sql.as_str());
         let bound = self
             .session
-            .bind(&prepared.statement, &values, &arrow_types)
+            .bind(
+                &prepared.statement,
+                &values,
+                &prepared.description.parameters,
+            )
             .map_err(|e| user_error(&e, sql))?;
         self.respond(bound, &portal.result_column_format, false)
             .await

@@ -156,13 +156,7 @@ impl<'a> Column<'a> {
     fn encode(&self, encoder: &mut DataRowEncoder, row: usize) -> PgWireResult<()> {
         let array = self.array.as_ref();
         if self.pg_text {
-            let value = (!array.is_null(row)).then(|| pg_text(array, row));
-            return encoder.encode_field_with_type_and_format(
-                &value,
-                &pg_type(array.data_type()),
-                FieldFormat::Text,
-                &Default::default(),
-            );
+            return encoder.encode_field(&(!array.is_null(row)).then(|| pg_text(array, row)));
         }
         if let Some(text) = &self.text {
             let value = (!array.is_null(row)).then(|| match array.data_type() {
@@ -248,16 +242,16 @@ fn encode_value(encoder: &mut DataRowEncoder, array: &dyn Array, row: usize) -> 
         }),
         DataType::Timestamp(unit, tz) => {
             let micros = timestamp_micros(array, *unit, row);
-            let naive = match micros {
+            let time = match micros {
                 None => None,
                 Some(m) => Some(DateTime::<Utc>::from_timestamp_micros(m).ok_or_else(|| {
                     PgWireError::ApiError(format!("timestamp {m} is out of range").into())
                 })?),
             };
             if tz.is_some() {
-                encoder.encode_field(&naive)
+                encoder.encode_field(&time)
             } else {
-                encoder.encode_field(&naive.map(|t| t.naive_utc()))
+                encoder.encode_field(&time.map(|t| t.naive_utc()))
             }
         }
         DataType::List(_) => list(

@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use arrow::datatypes::{DataType, SchemaRef};
 use cohortdb_engine::ColumnType;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Statement, Value, ValueWithSpan, visit_expressions_mut,
+    Expr, Statement, Value, ValueWithSpan, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -111,9 +111,8 @@ fn placeholder(expr: &Expr) -> Option<usize> {
 
 /// The highest `$n` in the statement.
 fn parameter_count(statement: &ParsedStatement) -> usize {
-    let mut statement = statement.statement().clone();
     let mut count = 0;
-    let _ = visit_expressions_mut(&mut statement, |expr| {
+    let _ = visit_expressions(statement.statement(), |expr| {
         count = count.max(placeholder(expr).unwrap_or(0));
         ControlFlow::<()>::Continue(())
     });

@@ -30,6 +30,19 @@ pub(crate) const COMOMENT_FIELDS: [&str; 9] = [
 
 const MOMENT_FIELDS: [&str; 4] = ["n", "mean", "m2", "variance"];
 
+/// The result struct's fields: co-moments for `metric_comoments`, else moments.
+fn result_fields(pair: bool) -> Fields {
+    let names: &[&str] = if pair {
+        &COMOMENT_FIELDS
+    } else {
+        &MOMENT_FIELDS
+    };
+    names
+        .iter()
+        .map(|n| Field::new(*n, DataType::Float64, *n != "n"))
+        .collect()
+}
+
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct MetricMomentsUdaf {
     /// `metric_comoments` (two variables) rather than `metric_moments`.
@@ -58,15 +71,7 @@ impl MetricMomentsUdaf {
     }
 
     fn fields(&self) -> Fields {
-        let names: &[&str] = if self.pair {
-            &COMOMENT_FIELDS
-        } else {
-            &MOMENT_FIELDS
-        };
-        names
-            .iter()
-            .map(|n| Field::new(*n, DataType::Float64, *n != "n"))
-            .collect()
+        result_fields(self.pair)
     }
 
     /// What partial aggregates carry between threads.
@@ -228,7 +233,7 @@ impl Accumulator for MomentsAccumulator {
         } else {
             vec![Some(x.n), some(x.mean), some(x.m2), finite(x.variance())]
         };
-        let fields = MetricMomentsUdaf::new(self.pair).fields();
+        let fields = result_fields(self.pair);
         let columns: Vec<ArrayRef> = values
             .into_iter()
             .map(|v| Arc::new(Float64Array::from(vec![v])) as ArrayRef)
