@@ -28,8 +28,10 @@ pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProg
 pub use arrow;
 pub use cohortdb_engine::demo::DemoConfig;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
+pub use cohortdb_server::ServerOptions;
 pub use cohortdb_sql::{
-    Error, ParsedStatement, Position, Result, SendableRecordBatchStream, changed_rows,
+    Error, ParsedStatement, Position, Result, SERVER_VERSION, SERVER_VERSION_NUM,
+    SendableRecordBatchStream, changed_rows,
 };
 
 /// A database: one data directory (or memory), shared by all its sessions.
@@ -68,17 +70,22 @@ impl Database {
     }
 
     /// Serves the database over the PostgreSQL wire protocol on `addr` (such as
-    /// `127.0.0.1:5433`) until the returned future is dropped.
+    /// `127.0.0.1:5433`) with default options until the returned future is dropped.
     pub async fn serve(&self, addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<()> {
-        self.serve_listener(tokio::net::TcpListener::bind(addr).await?)
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        self.serve_listener(listener, ServerOptions::default())
             .await
     }
 
     /// Serves on a listener the caller bound (for example to port 0, to learn the
     /// port from `local_addr` first).
-    pub async fn serve_listener(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    pub async fn serve_listener(
+        &self,
+        listener: tokio::net::TcpListener,
+        options: ServerOptions,
+    ) -> std::io::Result<()> {
         let catalog = Arc::clone(&self.catalog);
-        cohortdb_server::serve(listener, move || {
+        cohortdb_server::serve(listener, options, move || {
             cohortdb_sql::Session::new(Arc::clone(&catalog))
         })
         .await

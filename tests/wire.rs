@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use cohortdb::Database;
+use cohortdb::{Database, ServerOptions};
 use libtest_mimic::{Failed, Trial};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
@@ -16,6 +16,10 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::extended_query", extended_query),
         trial("wire::errors", errors),
         trial("wire::psql_worked_example", psql_worked_example),
+        trial("wire::startup_and_status", startup_and_status),
+        trial("wire::session_statements", session_statements),
+        trial("wire::cancel_and_timeout", cancel_and_timeout),
+        trial("wire::connection_limit", connection_limit),
     ]
 }
 
@@ -24,7 +28,7 @@ async fn start(db: &Database) -> Result<u16, Failed> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let db = db.clone();
-    tokio::spawn(async move { db.serve_listener(listener).await });
+    tokio::spawn(async move { db.serve_listener(listener, ServerOptions::default()).await });
     Ok(port)
 }
 
@@ -275,6 +279,447 @@ fn psql_worked_example() -> Result<(), Failed> {
             ],
             "{stdout}"
         );
+        Ok(())
+    })
+}
+
+/// A bare-bones protocol client, for what drivers do not show: status bytes,
+/// ParameterStatus and notice messages, raw frames.
+struct Raw {
+    stream: tokio::net::TcpStream,
+}
+
+/// One backend message: its type byte and body.
+type Frame = (u8, Vec<u8>);
+
+impl Raw {
+    /// Connects and starts up; returns the messages up to ReadyForQuery.
+    async fn connect(port: u16, parameters: &[(&str, &str)]) -> Result<(Raw, Vec<Frame>), Failed> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut raw = Raw { stream };
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for (name, value) in parameters {
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut frame = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        frame.extend(body);
+        raw.write(&frame).await?;
+        let frames = raw.read_until_ready().await?;
+        Ok((raw, frames))
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Failed> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Sends one frontend message.
+    async fn send(&mut self, tag: u8, body: &[u8]) -> Result<(), Failed> {
+        let mut frame = vec![tag];
+        frame.extend(((body.len() + 4) as i32).to_be_bytes());
+        frame.extend_from_slice(body);
+        self.write(&frame).await
+    }
+
+    /// Reads one backend message, or `None` when the server closed the connection.
+    async fn read(&mut self) -> Result<Option<Frame>, Failed> {
+        use tokio::io::AsyncReadExt;
+        let mut header = [0u8; 5];
+        match self.stream.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        self.stream.read_exact(&mut body).await?;
+        Ok(Some((header[0], body)))
+    }
+
+    async fn read_until_ready(&mut self) -> Result<Vec<Frame>, Failed> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.read().await? {
+            let ready = frame.0 == b'Z';
+            frames.push(frame);
+            if ready {
+                break;
+            }
+        }
+        Ok(frames)
+    }
+
+    /// A simple query; the messages up to ReadyForQuery.
+    async fn query(&mut self, sql: &str) -> Result<Vec<Frame>, Failed> {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        self.send(b'Q', &body).await?;
+        self.read_until_ready().await
+    }
+}
+
+/// The transaction status byte of the last ReadyForQuery.
+fn status(frames: &[Frame]) -> char {
+    frames
+        .iter()
+        .rev()
+        .find(|f| f.0 == b'Z')
+        .map_or('?', |f| f.1[0] as char)
+}
+
+/// The fields of an ErrorResponse or NoticeResponse, by field type.
+fn fields_of(body: &[u8]) -> std::collections::HashMap<char, String> {
+    body.split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| (f[0] as char, String::from_utf8_lossy(&f[1..]).into_owned()))
+        .collect()
+}
+
+/// (severity, SQLSTATE, message) of every error ('E') or notice ('N') frame.
+fn reports(frames: &[Frame], kind: u8) -> Vec<(String, String, String)> {
+    frames
+        .iter()
+        .filter(|f| f.0 == kind)
+        .map(|f| {
+            let fields = fields_of(&f.1);
+            (
+                fields[&'S'].clone(),
+                fields[&'C'].clone(),
+                fields[&'M'].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The ParameterStatus messages, as (name, value).
+fn parameters(frames: &[Frame]) -> Vec<(String, String)> {
+    frames
+        .iter()
+        .filter(|f| f.0 == b'S')
+        .map(|f| {
+            let parts: Vec<String> =
+                f.1.split(|b| *b == 0)
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+            (parts[0].clone(), parts[1].clone())
+        })
+        .collect()
+}
+
+/// The command tags of CommandComplete frames.
+fn tags(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.0 == b'C')
+        .map(|f| String::from_utf8_lossy(&f.1[..f.1.len() - 1]).into_owned())
+        .collect()
+}
+
+fn startup_and_status() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let (mut raw, frames) = Raw::connect(
+            port,
+            &[
+                ("user", "ann"),
+                ("database", "cohortdb"),
+                ("application_name", "status-test"),
+                ("options", "-c statement_timeout=5000"),
+            ],
+        )
+        .await?;
+        // Authentication OK, the reported settings, the cancel key, ready.
+        assert_eq!(frames.first().map(|f| f.0), Some(b'R'));
+        assert!(frames.iter().any(|f| f.0 == b'K'));
+        let reported = parameters(&frames);
+        let value = |name: &str| {
+            reported
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            value("server_version").as_deref(),
+            Some(cohortdb::SERVER_VERSION)
+        );
+        assert_eq!(value("application_name").as_deref(), Some("status-test"));
+        assert_eq!(value("session_authorization").as_deref(), Some("ann"));
+        for (name, expected) in [
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "postgres"),
+            ("is_superuser", "on"),
+            ("server_encoding", "UTF8"),
+            ("default_transaction_read_only", "off"),
+            ("in_hot_standby", "off"),
+        ] {
+            assert_eq!(value(name).as_deref(), Some(expected), "{name}");
+        }
+        assert_eq!(status(&frames), 'I');
+        let frames = raw.query("SHOW statement_timeout").await?;
+        assert_eq!(tags(&frames), ["SHOW"]);
+
+        // The status byte follows the block: in it, aborted, out of it.
+        let frames = raw.query("BEGIN").await?;
+        assert_eq!(
+            (tags(&frames), status(&frames)),
+            (vec!["BEGIN".to_string()], 'T')
+        );
+        let frames = raw.query("SELECT 1 / 0").await?;
+        assert_eq!(status(&frames), 'E');
+        let frames = raw.query("SELECT 1").await?;
+        assert_eq!(
+            reports(&frames, b'E'),
+            [(
+                "ERROR".to_string(),
+                "25P02".to_string(),
+                "current transaction is aborted, commands ignored until end of transaction block"
+                    .to_string()
+            )]
+        );
+        assert_eq!(status(&frames), 'E');
+        // COMMIT of an aborted block completes as ROLLBACK.
+        let frames = raw.query("COMMIT").await?;
+        assert_eq!(
+            (tags(&frames), status(&frames)),
+            (vec!["ROLLBACK".to_string()], 'I')
+        );
+        // A query string with a syntax error runs none of its statements.
+        let frames = raw.query("BEGIN; SELEC").await?;
+        assert_eq!((tags(&frames), status(&frames)), (vec![], 'I'));
+        // A syntax error aborts a block; ROLLBACK TO a savepoint repairs it.
+        let frames = raw.query("BEGIN; SAVEPOINT a").await?;
+        assert_eq!(tags(&frames), ["BEGIN", "SAVEPOINT"]);
+        let frames = raw.query("SELEC").await?;
+        assert_eq!(status(&frames), 'E');
+        let frames = raw.query("ROLLBACK TO SAVEPOINT a").await?;
+        assert_eq!(
+            (tags(&frames), status(&frames)),
+            (vec!["ROLLBACK".to_string()], 'T')
+        );
+        let frames = raw.query("ROLLBACK").await?;
+        assert_eq!(status(&frames), 'I');
+
+        // Warnings come as notices; reported settings changed by SET are re-sent.
+        let frames = raw.query("COMMIT").await?;
+        assert_eq!(
+            reports(&frames, b'N'),
+            [(
+                "WARNING".to_string(),
+                "25P01".to_string(),
+                "there is no transaction in progress".to_string()
+            )]
+        );
+        let frames = raw
+            .query("SET application_name = 'renamed'; SET extra_float_digits = 2")
+            .await?;
+        assert_eq!(
+            parameters(&frames),
+            [("application_name".to_string(), "renamed".to_string())]
+        );
+        assert_eq!(tags(&frames), ["SET", "SET"]);
+        let frames = raw
+            .query("CREATE TABLE t (x BIGINT); BEGIN; INSERT INTO t VALUES (1); ROLLBACK")
+            .await?;
+        assert_eq!(reports(&frames, b'N').len(), 1);
+        assert_eq!(reports(&frames, b'N')[0].1, "01000");
+
+        // The extended protocol reports the block's status at Sync.
+        let mut parse = b"\0BEGIN\0".to_vec();
+        parse.extend(0i16.to_be_bytes());
+        raw.send(b'P', &parse).await?;
+        raw.send(b'B', b"\0\0\0\0\0\0\0\0").await?;
+        raw.send(b'E', b"\0\0\0\0\0").await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(
+            (tags(&frames), status(&frames)),
+            (vec!["BEGIN".to_string()], 'T')
+        );
+
+        // A bad startup setting refuses the connection with a FATAL error.
+        let (_, frames) =
+            Raw::connect(port, &[("user", "ann"), ("client_encoding", "LATIN1")]).await?;
+        let errors = reports(&frames, b'E');
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            (errors[0].0.as_str(), errors[0].1.as_str()),
+            ("FATAL", "22023")
+        );
+        Ok(())
+    })
+}
+
+fn session_statements() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let client = connect(port).await?;
+        // SHOW and FETCH through the extended protocol describe their columns.
+        let row = client.query_one("SHOW TimeZone", &[]).await?;
+        assert_eq!(row.columns()[0].name(), "TimeZone");
+        assert_eq!(row.get::<_, String>(0), "UTC");
+        let row = client
+            .query_one("SELECT current_setting($1)", &[&"server_version_num"])
+            .await?;
+        assert_eq!(row.get::<_, String>(0), cohortdb::SERVER_VERSION_NUM);
+        client
+            .batch_execute(
+                "CREATE TABLE t (id BIGINT); INSERT INTO t VALUES (1), (2), (3);
+                 BEGIN; DECLARE c CURSOR FOR SELECT id FROM t ORDER BY id",
+            )
+            .await?;
+        let rows = client.query("FETCH 2 FROM c", &[]).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, [1, 2]);
+        let (rows, counts) = simple(&client, "FETCH ALL FROM c; COMMIT").await?;
+        assert_eq!(
+            (rows, counts),
+            (vec![vec![Some("3".to_string())]], vec![1, 0])
+        );
+        // DEALLOCATE drops a statement prepared with Parse; binding it then fails.
+        let (mut raw, _) = Raw::connect(port, &[("user", "ann")]).await?;
+        let mut parse = b"stmt1\0SELECT 1\0".to_vec();
+        parse.extend(0i16.to_be_bytes());
+        raw.send(b'P', &parse).await?;
+        raw.send(b'S', b"").await?;
+        assert_eq!(raw.read_until_ready().await?[0].0, b'1');
+        // A second Parse under the same name is refused while the first exists.
+        raw.send(b'P', &parse).await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(reports(&frames, b'E')[0].1, "42P05");
+        let frames = raw.query("DEALLOCATE stmt1").await?;
+        assert_eq!(tags(&frames), ["DEALLOCATE"]);
+        raw.send(b'B', b"\0stmt1\0\0\0\0\0\0\0").await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(reports(&frames, b'E')[0].1, "26000");
+        let error = client
+            .batch_execute("DEALLOCATE nothing")
+            .await
+            .err()
+            .ok_or("expected an error")?;
+        assert_eq!(
+            error.as_db_error().map(|e| e.message()),
+            Some("prepared statement \"nothing\" does not exist")
+        );
+        // DISCARD ALL drops every prepared statement.
+        let statement = client.prepare("SELECT 1").await?;
+        client.batch_execute("DISCARD ALL").await?;
+        assert!(client.query(&statement, &[]).await.is_err());
+        let row = client.query_one("SELECT version()", &[]).await?;
+        assert!(
+            row.get::<_, String>(0)
+                .starts_with("PostgreSQL 16.6 (cohortdb ")
+        );
+        Ok(())
+    })
+}
+
+/// A query that runs for minutes unless stopped.
+const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000000000)";
+
+fn cancel_and_timeout() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let client = connect(start(&db).await?).await?;
+        // A cancel request stops the running statement, mid-stream.
+        let token = client.cancel_token();
+        let canceler = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            token.cancel_query(NoTls).await
+        });
+        let started = std::time::Instant::now();
+        let error = client
+            .query(ENDLESS, &[])
+            .await
+            .err()
+            .ok_or("expected an error")?;
+        canceler.await??;
+        let db_error = error.as_db_error().ok_or("a server error")?;
+        assert_eq!(db_error.code(), &SqlState::QUERY_CANCELED);
+        assert_eq!(
+            db_error.message(),
+            "canceling statement due to user request"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        // The connection goes on; a cancel with no statement running is harmless.
+        client.cancel_token().cancel_query(NoTls).await?;
+        assert_eq!(client.query_one("SELECT 1", &[]).await?.get::<_, i64>(0), 1);
+        // statement_timeout stops statements that run too long, in either protocol.
+        client
+            .batch_execute("SET statement_timeout = '200ms'")
+            .await?;
+        let error = client
+            .simple_query(ENDLESS)
+            .await
+            .err()
+            .ok_or("expected an error")?;
+        let db_error = error.as_db_error().ok_or("a server error")?;
+        assert_eq!(db_error.code(), &SqlState::QUERY_CANCELED);
+        assert_eq!(
+            db_error.message(),
+            "canceling statement due to statement timeout"
+        );
+        let error = client
+            .query(ENDLESS, &[])
+            .await
+            .err()
+            .ok_or("expected an error")?;
+        assert_eq!(
+            error.as_db_error().map(|e| e.code()),
+            Some(&SqlState::QUERY_CANCELED)
+        );
+        client.batch_execute("RESET statement_timeout").await?;
+        assert_eq!(client.query_one("SELECT 2", &[]).await?.get::<_, i64>(0), 2);
+        Ok(())
+    })
+}
+
+fn connection_limit() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let options = ServerOptions { max_connections: 2 };
+        let served = db.clone();
+        tokio::spawn(async move { served.serve_listener(listener, options).await });
+        let first = connect(port).await?;
+        let second = connect(port).await?;
+        let error = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=cohortdb dbname=cohortdb"),
+            NoTls,
+        )
+        .await
+        .err()
+        .ok_or("a third connection was admitted")?;
+        let db_error = error.as_db_error().ok_or("a server error")?;
+        assert_eq!(db_error.code(), &SqlState::TOO_MANY_CONNECTIONS);
+        assert_eq!(db_error.message(), "sorry, too many clients already");
+        assert_eq!(db_error.severity(), "FATAL");
+        assert_eq!(second.query_one("SELECT 1", &[]).await?.get::<_, i64>(0), 1);
+        // A closed connection frees its place.
+        drop(first);
+        let mut admitted = None;
+        for _ in 0..100 {
+            if let Ok(client) = connect(port).await {
+                admitted = Some(client);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let third = admitted.ok_or("the freed place was not given out")?;
+        assert_eq!(third.query_one("SELECT 3", &[]).await?.get::<_, i64>(0), 3);
         Ok(())
     })
 }

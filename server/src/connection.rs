@@ -1,70 +1,249 @@
 //! One client connection: a SQL session answering the simple and extended query
 //! protocols.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
-use cohortdb_sql::{Description, ParamValue, ParsedStatement, SendableRecordBatchStream, Session};
-use futures::{Sink, StreamExt, TryStreamExt, stream};
-use pgwire::api::auth::noop::NoopStartupHandler;
+use cohortdb_sql::{
+    Deallocation, Description, Message, ParamValue, ParsedStatement, SendableRecordBatchStream,
+    Session, TransactionStatus,
+};
+use futures::{Sink, SinkExt, StreamExt, TryStreamExt, stream};
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_ready_for_query,
+};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::RowDescription;
+use pgwire::messages::extendedquery::{Parse, ParseComplete, Sync as SyncMessage};
+use pgwire::messages::response::{
+    EmptyQueryResponse, ReadyForQuery, TransactionStatus as ByteStatus,
+};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::startup::ParameterStatus;
 
+use crate::Shared;
 use crate::encode;
 
 /// The handlers of one connection, sharing its session.
 pub(crate) struct Connection {
-    session: Arc<Session>,
+    pub(crate) session: Arc<Session>,
     parser: Arc<StatementParser>,
+    pub(crate) shared: Arc<Shared>,
+    /// Whether the connection counts against the connection limit.
+    pub(crate) admitted: AtomicBool,
+    /// The process id its cancel key is registered under.
+    pub(crate) pid: AtomicI32,
+    /// Names of the statements prepared with Parse, for DEALLOCATE.
+    prepared: Mutex<BTreeSet<String>>,
 }
 
 impl Connection {
-    pub(crate) fn new(session: Session) -> Connection {
+    pub(crate) fn new(session: Session, shared: Arc<Shared>) -> Connection {
         let session = Arc::new(session);
         Connection {
             parser: Arc::new(StatementParser {
                 session: Arc::clone(&session),
             }),
             session,
+            shared,
+            admitted: AtomicBool::new(false),
+            pid: AtomicI32::new(0),
+            prepared: Mutex::new(BTreeSet::new()),
         }
     }
 
-    /// Runs one statement and turns its result into a protocol response.
+    /// Does what a statement asks of the connection rather than the session:
+    /// DEALLOCATE of a statement prepared with Parse, and DISCARD ALL's dropping
+    /// of prepared statements and portals. Returns the command tag when the
+    /// statement is done with.
+    fn connection_statement<C>(&self, client: &C, statement: &ParsedStatement) -> Option<String>
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        let store = client.portal_store();
+        let mut prepared = self.prepared.lock().expect("prepared statement names");
+        match statement.deallocates()? {
+            Deallocation::All | Deallocation::Discard => {
+                for name in std::mem::take(&mut *prepared) {
+                    store.rm_statement(&name);
+                }
+                store.clear_portals();
+                None
+            }
+            Deallocation::Named(name) if prepared.remove(&name) => {
+                store.rm_statement(&name);
+                Some(statement.command_tag(0))
+            }
+            Deallocation::Named(_) => None,
+        }
+    }
+
+    /// Sends the session's waiting notices and setting changes.
+    async fn send_messages<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        for message in self.session.take_messages() {
+            let message = match message {
+                Message::Notice {
+                    severity,
+                    code,
+                    message,
+                } => PgWireBackendMessage::NoticeResponse(
+                    ErrorInfo::new(severity.into(), code.into(), message).into(),
+                ),
+                Message::ParameterStatus { name, value } => {
+                    PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value))
+                }
+            };
+            client.feed(message).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends an error for a failed statement, which aborts the transaction block.
+    async fn send_error<C>(
+        &self,
+        client: &mut C,
+        error: &cohortdb_sql::Error,
+        query: &str,
+    ) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.statement_failed();
+        self.send_messages(client).await?;
+        let info = error_info(error, Some(query));
+        client
+            .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one statement of a simple query and sends its whole result. Returns
+    /// whether it succeeded (the rest of the query string runs only if so).
+    async fn simple_statement<C>(
+        &self,
+        client: &mut C,
+        statement: ParsedStatement,
+        query: &str,
+    ) -> PgWireResult<bool>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(tag) = self.connection_statement(client, &statement) {
+            send_execution_response(client, Tag::new(&tag)).await?;
+            return Ok(true);
+        }
+        let mut stream = match self.session.run(statement.clone()).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.send_error(client, &e, query).await?;
+                return Ok(false);
+            }
+        };
+        self.send_messages(client).await?;
+        let schema = stream.schema();
+        if statement.returns_count() || schema.fields().is_empty() {
+            let batches: Result<Vec<RecordBatch>, _> = stream.try_collect().await;
+            let tag = match batches {
+                Ok(batches) => statement.result_tag(&schema, cohortdb_sql::changed_rows(&batches)),
+                Err(e) => {
+                    self.send_error(client, &e.into(), query).await?;
+                    return Ok(false);
+                }
+            };
+            self.send_messages(client).await?;
+            send_execution_response(client, Tag::new(&tag)).await?;
+            return Ok(true);
+        }
+        let fields = Arc::new(encode::fields(&schema, &Format::UnifiedText));
+        client
+            .feed(PgWireBackendMessage::RowDescription(RowDescription::new(
+                fields.iter().map(Into::into).collect(),
+            )))
+            .await?;
+        let mut rows = 0u64;
+        while let Some(batch) = stream.next().await {
+            let encoded = batch
+                .map_err(cohortdb_sql::Error::from)
+                .and_then(|batch| encode::rows(&batch, &fields).map_err(encode_error));
+            match encoded {
+                Ok(encoded) => {
+                    rows += encoded.len() as u64;
+                    for row in encoded {
+                        client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                    }
+                }
+                Err(e) => {
+                    self.send_error(client, &e, query).await?;
+                    return Ok(false);
+                }
+            }
+        }
+        self.send_messages(client).await?;
+        let tag = statement.result_tag(&schema, rows);
+        send_execution_response(client, Tag::new(&tag)).await?;
+        Ok(true)
+    }
+
+    /// Runs one statement of the extended protocol and turns its result into a
+    /// response pgwire sends (rows are read as the client asks for them).
     async fn respond(
         &self,
         statement: ParsedStatement,
         format: &Format,
-        materialize: bool,
     ) -> Result<Response, cohortdb_sql::Error> {
-        let returns_count = statement.returns_count();
         let stream = self.session.run(statement.clone()).await?;
-        if returns_count {
+        let schema = stream.schema();
+        if statement.returns_count() || schema.fields().is_empty() {
             let batches: Vec<RecordBatch> = stream.try_collect().await?;
             let rows = cohortdb_sql::changed_rows(&batches);
-            return Ok(Response::Execution(Tag::new(&statement.command_tag(rows))));
-        }
-        let schema = stream.schema();
-        if schema.fields().is_empty() {
-            return Ok(Response::Execution(Tag::new(&statement.command_tag(0))));
+            return Ok(Response::Execution(Tag::new(
+                &statement.result_tag(&schema, rows),
+            )));
         }
         let fields = Arc::new(encode::fields(&schema, format));
-        let stream = if materialize {
-            // Later statements of the same query string may change what this one
-            // reads, so its rows are taken now.
-            let batches: Vec<RecordBatch> = stream.try_collect().await?;
-            cohortdb_sql::memory_stream(schema, batches)
-        } else {
-            stream
-        };
-        Ok(Response::Query(query_response(fields, stream)))
+        let mut response = query_response(fields, stream);
+        response.set_command_tag(&statement.command());
+        Ok(Response::Query(response))
+    }
+}
+
+/// An encoding failure, as a statement error.
+fn encode_error(e: PgWireError) -> cohortdb_sql::Error {
+    cohortdb_sql::Error::Execution {
+        message: e.to_string(),
+    }
+}
+
+/// The protocol's transaction status byte for a session's state.
+fn status_byte(status: TransactionStatus) -> pgwire::messages::response::TransactionStatus {
+    use pgwire::messages::response::TransactionStatus as Byte;
+    match status {
+        TransactionStatus::Idle => Byte::Idle,
+        TransactionStatus::InBlock => Byte::Transaction,
+        TransactionStatus::Failed => Byte::Error,
     }
 }
 
@@ -126,33 +305,53 @@ fn character_offset(text: &str, line: u64, column: u64) -> Option<usize> {
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    /// Runs each statement of the query string in turn, sending its result
+    /// before the next one starts, and stops at the first error, as PostgreSQL
+    /// does. ReadyForQuery carries the session's transaction status.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = match self.session.parse(query) {
-            Ok(statements) => statements,
-            Err(e) => return Err(user_error(&e, Some(query))),
-        };
-        let mut responses = Vec::with_capacity(statements.len());
-        let last = statements.len().saturating_sub(1);
-        for (i, statement) in statements.into_iter().enumerate() {
-            match self
-                .respond(statement, &Format::UnifiedText, i < last)
-                .await
-            {
-                Ok(response) => responses.push(response),
-                Err(e) => {
-                    // PostgreSQL stops at the first failing statement.
-                    responses.push(Response::Error(Box::new(error_info(&e, Some(query)))));
-                    break;
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let sql = query.query;
+        match self.session.parse(&sql) {
+            Err(e) => self.send_error(client, &e, &sql).await?,
+            Ok(statements) if statements.is_empty() => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+            }
+            Ok(statements) => {
+                for statement in statements {
+                    if !self.simple_statement(client, statement, &sql).await? {
+                        break;
+                    }
                 }
             }
         }
-        Ok(responses)
+        self.send_messages(client).await?;
+        let status = status_byte(self.session.transaction_status());
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        unreachable!("on_query answers simple queries itself")
     }
 }
 
@@ -302,9 +501,70 @@ impl ExtendedQueryHandler for Connection {
         Arc::clone(&self.parser)
     }
 
+    /// Parses and stores a statement, remembering its name for DEALLOCATE. A
+    /// named statement cannot be replaced while it exists, as in PostgreSQL.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.clone().unwrap_or_default();
+        if !name.is_empty() && client.portal_store().get_statement(&name).is_some() {
+            self.session.statement_failed();
+            return Err(protocol_error(
+                "42P05",
+                format!("prepared statement \"{name}\" already exists"),
+            ));
+        }
+        let parsed = StoredStatement::parse(client, &message, self.query_parser()).await;
+        let parsed = parsed.inspect_err(|_| self.session.statement_failed())?;
+        match parsed {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if !name.is_empty() {
+            self.prepared
+                .lock()
+                .expect("prepared statement names")
+                .insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// Ends an extended-query exchange with the session's transaction status.
+    async fn on_sync<C>(&self, client: &mut C, _message: SyncMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // An error pgwire raised itself (a Bind to a missing statement) aborts
+        // the block too.
+        if client.transaction_status() == ByteStatus::Error {
+            self.session.statement_failed();
+        }
+        client.portal_store().rm_portal("");
+        self.send_messages(client).await?;
+        let status = status_byte(self.session.transaction_status());
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Prepared>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -335,23 +595,34 @@ impl ExtendedQueryHandler for Connection {
                     .unwrap_or(Type::TEXT)
             })
             .collect();
-        let values = parameters(portal, &types)?;
         let sql = Some(prepared.sql.as_str());
-        let bound = self
-            .session
-            .bind(
-                &prepared.statement,
-                &values,
-                &prepared.description.parameters,
-            )
-            .map_err(|e| user_error(&e, sql))?;
-        self.respond(bound, &portal.result_column_format, false)
-            .await
-            .map_err(|e| user_error(&e, sql))
+        let result = match parameters(portal, &types) {
+            Ok(values) => {
+                let bound = self.session.bind(
+                    &prepared.statement,
+                    &values,
+                    &prepared.description.parameters,
+                );
+                match bound {
+                    Ok(bound) => match self.connection_statement(client, &bound) {
+                        Some(tag) => Ok(Response::Execution(Tag::new(&tag))),
+                        None => self
+                            .respond(bound, &portal.result_column_format)
+                            .await
+                            .map_err(|e| user_error(&e, sql)),
+                    },
+                    Err(e) => Err(user_error(&e, sql)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.session.statement_failed();
+        }
+        self.send_messages(client).await?;
+        result
     }
 }
-
-impl NoopStartupHandler for Connection {}
 
 /// The handlers pgwire asks for, all backed by one connection.
 pub(crate) struct Handlers(pub(crate) Arc<Connection>);
@@ -366,6 +637,10 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         Arc::clone(&self.0)
     }
 }

@@ -1,34 +1,72 @@
 //! cohortdb-server: the PostgreSQL wire protocol over cohortdb-sql sessions.
 //!
 //! This crate owns all network IO: startup, the simple and extended query
-//! protocols, and (as they land) authentication, TLS, COPY, cancellation and
-//! connection limits. It depends only on `cohortdb-sql` (never on the engine
-//! directly), keeping dependencies flowing server → sql → engine.
+//! protocols, cancel requests and connection limits (and, as they land,
+//! authentication, TLS and COPY). It depends only on `cohortdb-sql` (never on
+//! the engine directly), keeping dependencies flowing server → sql → engine.
 //!
 //! Each connection gets its own [`Session`](cohortdb_sql::Session) from the
-//! factory given to [`serve`]; [`connection`] answers its messages and
-//! [`encode`] is the one mapping between Arrow and PostgreSQL types.
+//! factory given to [`serve`]; [`startup`] admits it, [`connection`] answers its
+//! messages and [`encode`] is the one mapping between Arrow and PostgreSQL types.
 
 mod connection;
 mod encode;
+mod startup;
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 
-use cohortdb_sql::Session;
+use cohortdb_sql::{CancelHandle, Session};
+use pgwire::api::RandomPidSecretKeyGenerator;
+use pgwire::messages::startup::SecretKey;
 use tokio::net::TcpListener;
 
 use connection::{Connection, Handlers};
 
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Most client sessions at once; one more is refused with SQLSTATE 53300.
+    pub max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        // PostgreSQL's default.
+        ServerOptions {
+            max_connections: 100,
+        }
+    }
+}
+
+/// What all connections of one server share.
+pub(crate) struct Shared {
+    pub(crate) options: ServerOptions,
+    /// Sessions admitted and not yet ended.
+    pub(crate) sessions: AtomicUsize,
+    /// The cancel key and handle of every admitted session, by process id.
+    pub(crate) cancels: Mutex<HashMap<i32, (SecretKey, CancelHandle)>>,
+    pub(crate) keys: RandomPidSecretKeyGenerator,
+}
+
 /// Accepts connections on `listener` until the task is dropped, each served on
 /// its own task with a fresh session from `sessions`.
-pub async fn serve<F>(listener: TcpListener, sessions: F) -> io::Result<()>
+pub async fn serve<F>(listener: TcpListener, options: ServerOptions, sessions: F) -> io::Result<()>
 where
     F: Fn() -> Session + Send + Sync + 'static,
 {
+    let shared = Arc::new(Shared {
+        options,
+        sessions: AtomicUsize::new(0),
+        cancels: Mutex::new(HashMap::new()),
+        keys: RandomPidSecretKeyGenerator::default(),
+    });
     loop {
         let (socket, _) = listener.accept().await?;
-        let handlers = Handlers(Arc::new(Connection::new(sessions())));
+        let _ = socket.set_nodelay(true);
+        let handlers = Handlers(Arc::new(Connection::new(sessions(), Arc::clone(&shared))));
         tokio::spawn(async move {
             // A connection's failure (a client that vanished, a malformed
             // message) ends that connection only.

@@ -84,6 +84,53 @@ pub enum Error {
     #[error("{message}")]
     Execution { message: String },
 
+    /// SET, SHOW or current_setting named no known setting.
+    #[error("unrecognized configuration parameter \"{name}\"")]
+    UnknownSetting { name: String },
+
+    /// A setting given a value it does not take.
+    #[error("invalid value for parameter \"{name}\": \"{value}\" ({reason})")]
+    InvalidSetting {
+        name: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A setting that describes the server or session and cannot be SET.
+    #[error("parameter \"{name}\" cannot be changed")]
+    ReadOnlySetting { name: String },
+
+    /// The session's role may not do this.
+    #[error("{message}")]
+    PermissionDenied { message: String },
+
+    /// A statement at odds with the transaction block it runs in (or outside).
+    #[error("{0}")]
+    Transaction(TransactionError),
+
+    /// FETCH, MOVE or CLOSE named no open cursor.
+    #[error("cursor \"{name}\" does not exist")]
+    UnknownCursor { name: String },
+
+    /// DECLARE reused an open cursor's name.
+    #[error("cursor \"{name}\" already exists")]
+    DuplicateCursor { name: String },
+
+    /// DEALLOCATE or EXECUTE named no prepared statement.
+    #[error("prepared statement \"{name}\" does not exist")]
+    UnknownPreparedStatement { name: String },
+
+    /// The statement was stopped: a cancel request, or `statement_timeout`.
+    #[error("canceling statement due to {}", match .reason {
+        CancelReason::User => "user request",
+        CancelReason::Timeout => "statement timeout",
+    })]
+    Canceled { reason: CancelReason },
+
+    /// The query needed more memory than the session may use.
+    #[error("out of memory: {message}")]
+    OutOfMemory { message: String },
+
     /// An error from the engine: constraint violations, bad files, IO, corruption.
     #[error("{source}{}", At(*.position))]
     Engine {
@@ -134,7 +181,7 @@ impl Error {
             | Error::Unsupported { position, .. }
             | Error::InvalidArgument { position, .. }
             | Error::Engine { position, .. } => *position,
-            Error::Execution { .. } | Error::Protocol { .. } => None,
+            _ => None,
         }
     }
 
@@ -156,6 +203,22 @@ impl Error {
                 }
             }
             Error::Unsupported { .. } => "0A000",
+            Error::UnknownSetting { .. } => "42704",
+            Error::InvalidSetting { .. } => "22023",
+            Error::ReadOnlySetting { .. } => "55P02",
+            Error::PermissionDenied { .. } => "42501",
+            Error::Transaction(e) => match e {
+                TransactionError::Aborted => "25P02",
+                TransactionError::OutsideBlock { .. } => "25P01",
+                TransactionError::InsideBlock { .. } => "25001",
+                TransactionError::ReadOnly { .. } => "25006",
+                TransactionError::NoSavepoint { .. } => "3B001",
+            },
+            Error::UnknownCursor { .. } => "34000",
+            Error::DuplicateCursor { .. } => "42P03",
+            Error::UnknownPreparedStatement { .. } => "26000",
+            Error::Canceled { .. } => "57014",
+            Error::OutOfMemory { .. } => "53200",
             Error::InvalidArgument { .. } => "22023",
             Error::Execution { message } => {
                 if message.contains("Divide by zero") {
@@ -185,6 +248,30 @@ impl Error {
             },
         }
     }
+}
+
+/// Why a statement was canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// A cancel request from the client (or [`crate::CancelHandle::cancel`]).
+    User,
+    /// The statement ran longer than `statement_timeout`.
+    Timeout,
+}
+
+/// Statements at odds with the transaction block they run in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransactionError {
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    Aborted,
+    #[error("{statement} can only be used in transaction blocks")]
+    OutsideBlock { statement: &'static str },
+    #[error("{statement} cannot run inside a transaction block")]
+    InsideBlock { statement: &'static str },
+    #[error("cannot execute {command} in a read-only transaction")]
+    ReadOnly { command: String },
+    #[error("savepoint \"{name}\" does not exist")]
+    NoSavepoint { name: String },
 }
 
 impl From<EngineError> for Error {
@@ -231,6 +318,13 @@ impl From<DataFusionError> for Error {
                 column: span.start.column,
             })
             .filter(|p| p.line > 0);
+        // Our own errors raised inside a stream (cancellation) come back as they were.
+        let e = match e {
+            DataFusionError::External(boxed) if boxed.is::<Error>() => {
+                return *boxed.downcast::<Error>().expect("checked with is");
+            }
+            other => other,
+        };
         // Engine errors raised inside execution come back as they were.
         let e = match take_engine_error(e) {
             Ok(source) => return Error::Engine { source, position },
@@ -259,7 +353,11 @@ impl From<DataFusionError> for Error {
             DataFusionError::ArrowError(a, _) => Error::Execution {
                 message: a.to_string(),
             },
-            DataFusionError::Execution(m) => Error::Execution { message: m.clone() },
+            DataFusionError::Execution(m) => match missing_prepared(m) {
+                Some(name) => Error::UnknownPreparedStatement { name },
+                None => Error::Execution { message: m.clone() },
+            },
+            DataFusionError::ResourcesExhausted(m) => Error::OutOfMemory { message: m.clone() },
             other => Error::Execution {
                 message: other.to_string(),
             },
@@ -274,6 +372,14 @@ fn missing_table(message: &str) -> Option<String> {
         .strip_prefix("table '")?
         .strip_suffix("' not found")?;
     Some(name.rsplit('.').next().unwrap_or(name).to_string())
+}
+
+/// The statement named by DataFusion's "Prepared statement 'name' does not exist".
+fn missing_prepared(message: &str) -> Option<String> {
+    let name = message
+        .strip_prefix("Prepared statement '")?
+        .strip_suffix("' does not exist")?;
+    Some(name.to_string())
 }
 
 /// Unwraps an engine error from the layers DataFusion and Arrow put around it.

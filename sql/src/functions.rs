@@ -8,13 +8,20 @@ mod experiment_report;
 mod experiment_stats;
 mod metric_moments;
 mod p_adjust;
+mod settings;
 mod srm_test;
+mod system;
+
+use std::sync::{Arc, Mutex};
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
-/// Registers every function on a session.
-pub(crate) fn register(ctx: &SessionContext) {
+use crate::state::State;
+
+/// Registers every function on a session; the settings functions read and write
+/// that session's `state`.
+pub(crate) fn register(ctx: &SessionContext, state: &Arc<Mutex<State>>) {
     let mut udfs: Vec<ScalarUDF> = experiment_stats::all();
     udfs.extend(experiment_stats::comoment_tests());
     udfs.push(ScalarUDF::from(ab_assign::AbAssignFunc::new()));
@@ -23,12 +30,18 @@ pub(crate) fn register(ctx: &SessionContext) {
     udfs.push(ScalarUDF::from(ab_assign::Fnv1a32Func::new()));
     udfs.push(ScalarUDF::from(srm_test::SrmTestFunc::new()));
     udfs.push(ScalarUDF::from(p_adjust::PAdjustFunc::new()));
+    udfs.push(ScalarUDF::from(settings::SettingsFunc::current_setting(
+        state,
+    )));
+    udfs.push(ScalarUDF::from(settings::SettingsFunc::set_config(state)));
+    udfs.push(ScalarUDF::from(system::SystemFunc::version()));
+    udfs.push(ScalarUDF::from(system::SystemFunc::advisory_unlock_all()));
     for udf in udfs {
         ctx.register_udf(udf);
     }
     ctx.register_udtf(
         "experiment_report",
-        std::sync::Arc::new(experiment_report::ExperimentReportFunc),
+        Arc::new(experiment_report::ExperimentReportFunc),
     );
     ctx.register_udaf(AggregateUDF::from(
         metric_moments::MetricMomentsUdaf::single(),

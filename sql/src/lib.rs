@@ -9,7 +9,9 @@
 //! Architecture invariant: this crate never touches files directly; reading and
 //! writing data files is the engine's job (`cohortdb_engine::import`/`export`).
 
+mod cancel;
 mod copy;
+mod cursor;
 mod ddl;
 mod dml;
 pub mod error;
@@ -20,12 +22,18 @@ mod provider;
 mod pushdown;
 mod scan;
 mod session;
+mod settings;
+mod state;
+mod transaction;
 
-pub use error::{Error, Position, Result};
+pub use cancel::CancelHandle;
+pub use error::{CancelReason, Error, Position, Result, TransactionError};
 pub use prepare::{Description, ParamValue};
 pub use session::{
-    CATALOG_NAME, ParsedStatement, SCHEMA_NAME, Session, changed_rows, memory_stream,
+    CATALOG_NAME, Deallocation, ParsedStatement, SCHEMA_NAME, Session, changed_rows, memory_stream,
 };
+pub use settings::{SERVER_VERSION, SERVER_VERSION_NUM};
+pub use state::{Message, TransactionStatus};
 
 /// Re-exported so callers build and consume streams without naming DataFusion.
 pub use datafusion::execution::SendableRecordBatchStream;

@@ -44,6 +44,18 @@ pub enum ParamValue {
 impl Session {
     /// The parameter types and result columns of a statement.
     pub async fn describe(&self, statement: &ParsedStatement) -> Result<Description> {
+        // Statements cohortdb answers itself describe their own results.
+        let own = match statement.statement() {
+            Statement::ShowVariable { variable } => Some(self.show_schema(variable)?),
+            Statement::Fetch { name, .. } => Some(self.cursor_schema(name)?),
+            _ => None,
+        };
+        if let Some(schema) = own {
+            return Ok(Description {
+                parameters: Vec::new(),
+                columns: Some(schema),
+            });
+        }
         let count = parameter_count(statement);
         let returns_rows = returns_rows(statement.statement());
         // Planning infers parameter types for every statement DataFusion plans;

@@ -1,7 +1,8 @@
 //! A SQL session: one DataFusion context over the shared engine catalog, plus the
 //! statements cohortdb runs itself.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -12,14 +13,21 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Query, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CloseCursor, DiscardObject, ObjectType, Query, Set, Statement,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::TryStreamExt;
 
-use crate::error::{Error, Position, Result};
-use crate::names::{self, position_of};
+use crate::cancel::{self, CancelHandle};
+use crate::cursor::{self, Cursors};
+use crate::error::{Error, Position, Result, TransactionError};
+use crate::names::{self, normalize, position_of};
 use crate::provider::EngineSchema;
+use crate::settings;
+use crate::state::{Message, State, TransactionStatus};
+use crate::transaction;
 use crate::{copy, ddl, dml};
 
 /// The name of the one catalog (database) a session sees.
@@ -30,10 +38,18 @@ pub const SCHEMA_NAME: &str = "public";
 /// Deepest nesting of expressions and subqueries the parser accepts.
 const PARSER_RECURSION_MAX: usize = 64;
 
-/// A SQL session over a catalog. Sessions are cheap; each has its own settings.
+/// Schema metadata key by which a statement's result overrides its command tag
+/// (COMMIT of an aborted block completes as `ROLLBACK`).
+const COMMAND_TAG_KEY: &str = "cohortdb.command_tag";
+
+/// A SQL session over a catalog. Sessions are cheap; each has its own settings,
+/// transaction block and cursors.
 pub struct Session {
     ctx: SessionContext,
     catalog: Arc<Catalog>,
+    state: Arc<Mutex<State>>,
+    pub(crate) cursors: Cursors,
+    cancel: CancelHandle,
 }
 
 impl Session {
@@ -56,8 +72,70 @@ impl Session {
             )
             .expect("a fresh catalog provider accepts a schema");
         ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
-        crate::functions::register(&ctx);
-        Session { ctx, catalog }
+        let state = Arc::new(Mutex::new(State::default()));
+        crate::functions::register(&ctx, &state);
+        Session {
+            ctx,
+            catalog,
+            state,
+            cursors: Cursors::default(),
+            cancel: CancelHandle::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("session state lock")
+    }
+
+    /// A handle that cancels the statement this session is running.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+
+    /// Records that a statement failed outside [`Session::run`] (a syntax error,
+    /// a bad parameter), which aborts the transaction block as any failure does.
+    pub fn statement_failed(&self) {
+        self.lock().fail();
+    }
+
+    /// The session's transaction block state.
+    pub fn transaction_status(&self) -> TransactionStatus {
+        self.lock().status()
+    }
+
+    /// Notices and setting changes waiting for the client, oldest first.
+    pub fn take_messages(&self) -> Vec<Message> {
+        self.lock().take_messages()
+    }
+
+    /// Starts a client session: applies the settings the client sent at startup
+    /// (`options` may carry `-c name=value` pairs) and records who the user is.
+    /// Returns every reported setting's value, which the client must hear first.
+    pub fn start(
+        &self,
+        user: &str,
+        superuser: bool,
+        parameters: &HashMap<String, String>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut state = self.lock();
+        state.settings.set_internal("session_authorization", user);
+        state
+            .settings
+            .set_internal("is_superuser", if superuser { "on" } else { "off" });
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in parameters {
+            match name.as_str() {
+                "user" | "database" | "replication" => {}
+                "options" => pairs.extend(settings::command_line_options(value)?),
+                _ => pairs.push((name.clone(), value.clone())),
+            }
+        }
+        for (name, value) in pairs {
+            state
+                .settings
+                .set(&name, &value, settings::Scope::Session)?;
+        }
+        Ok(state.report_all())
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -83,19 +161,163 @@ impl Session {
             return Ok(empty_stream());
         };
         for statement in statements {
-            let stream = self.run_statement(statement).await?;
+            let stream = self.run(ParsedStatement(statement)).await?;
             let _: Vec<RecordBatch> = stream.try_collect().await?;
         }
-        self.run_statement(last).await
+        self.run(ParsedStatement(last)).await
     }
 
-    /// Runs one parsed statement and returns its rows as a stream.
+    /// Runs one parsed statement and returns its rows as a stream. The statement
+    /// stops with SQLSTATE 57014 when canceled or past `statement_timeout`, and an
+    /// error (now or from the stream) aborts the transaction block it is in.
     pub async fn run(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
-        self.run_statement(statement.0).await
+        let statement = statement.0;
+        let admitted = transaction::admit(&self.lock(), &statement);
+        let result = match admitted {
+            Ok(()) => self.run_guarded(statement).await,
+            Err(e) => Err(e),
+        };
+        let mut state = self.lock();
+        if result.is_err() {
+            state.fail();
+        }
+        // Outside a block each statement is its own transaction.
+        if state.block.is_none() {
+            state.settings.end_transaction();
+        }
+        result
+    }
+
+    async fn run_guarded(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+        let writes = transaction::write_command(&statement).is_some();
+        let timeout = self.lock().settings.statement_timeout_ms();
+        let mut stop = self.cancel.stop_signal(timeout);
+        let stream = tokio::select! {
+            biased;
+            reason = &mut stop => return Err(Error::Canceled { reason }),
+            result = self.run_statement(statement) => result?,
+        };
+        if writes && let Some(block) = &mut self.lock().block {
+            block.writes += 1;
+        }
+        Ok(cancel::guard(stream, stop, Arc::clone(&self.state)))
+    }
+
+    /// The columns `SHOW variable` returns.
+    pub(crate) fn show_schema(
+        &self,
+        variable: &[datafusion::sql::sqlparser::ast::Ident],
+    ) -> Result<SchemaRef> {
+        Ok(settings::show(&self.lock(), variable)?.schema())
+    }
+
+    /// The columns a FETCH from cursor `name` returns.
+    pub(crate) fn cursor_schema(
+        &self,
+        name: &datafusion::sql::sqlparser::ast::Ident,
+    ) -> Result<SchemaRef> {
+        let name = normalize(name);
+        cursor::schema(self, &name).ok_or(Error::UnknownCursor { name })
     }
 
     async fn run_statement(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
         match statement {
+            Statement::StartTransaction {
+                modes, statements, ..
+            } if statements.is_empty() => {
+                transaction::begin(&mut self.lock(), &modes)?;
+                Ok(empty_stream())
+            }
+            Statement::Commit { chain: false, .. } => {
+                let tag = transaction::commit(&mut self.lock());
+                self.cursors.end_transaction(tag == "ROLLBACK");
+                Ok(tagged_empty_stream(tag))
+            }
+            Statement::Rollback {
+                chain: false,
+                savepoint: None,
+            } => {
+                transaction::rollback(&mut self.lock());
+                self.cursors.end_transaction(true);
+                Ok(empty_stream())
+            }
+            Statement::Rollback {
+                chain: false,
+                savepoint: Some(name),
+            } => {
+                transaction::rollback_to(&mut self.lock(), &normalize(&name))?;
+                Ok(empty_stream())
+            }
+            Statement::Savepoint { name } => {
+                transaction::savepoint(&mut self.lock(), &normalize(&name))?;
+                Ok(empty_stream())
+            }
+            Statement::ReleaseSavepoint { name } => {
+                transaction::release(&mut self.lock(), &normalize(&name))?;
+                Ok(empty_stream())
+            }
+            // The query engine's own options are engine-internal: superusers may
+            // tune them, with DataFusion checking the values.
+            statement @ Statement::Set(Set::SingleAssignment { .. })
+                if settings::is_query_engine_option(&statement) =>
+            {
+                if !self.lock().superuser() {
+                    return Err(Error::PermissionDenied {
+                        message: "permission denied to set query engine options".into(),
+                    });
+                }
+                self.run_datafusion(statement).await
+            }
+            Statement::Set(set) => {
+                settings::set_statement(&mut self.lock(), set)?;
+                Ok(empty_stream())
+            }
+            Statement::Reset(reset) => {
+                settings::reset_statement(&mut self.lock(), reset.reset)?;
+                Ok(empty_stream())
+            }
+            Statement::ShowVariable { variable } => {
+                let batch = settings::show(&self.lock(), &variable)?;
+                Ok(memory_stream(batch.schema(), vec![batch]))
+            }
+            Statement::Discard { object_type } => {
+                if object_type == DiscardObject::ALL {
+                    let mut state = self.lock();
+                    if state.block.is_some() {
+                        return Err(Error::Transaction(TransactionError::InsideBlock {
+                            statement: "DISCARD ALL",
+                        }));
+                    }
+                    state.settings.reset_all();
+                    self.cursors.close_all();
+                }
+                Ok(empty_stream())
+            }
+            Statement::Declare { mut stmts } if stmts.len() == 1 => {
+                let in_block = self.lock().block.is_some();
+                cursor::declare(self, stmts.remove(0), in_block).await?;
+                Ok(empty_stream())
+            }
+            Statement::Fetch {
+                name,
+                direction,
+                into: None,
+                ..
+            } => cursor::fetch(self, &normalize(&name), &direction).await,
+            Statement::Close { cursor } => {
+                cursor::close(self, &cursor)?;
+                Ok(empty_stream())
+            }
+            // Statements prepared with the protocol were dropped by the server;
+            // those prepared with SQL PREPARE are DataFusion's.
+            Statement::Deallocate { name, .. }
+                if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+            {
+                Ok(empty_stream())
+            }
+            // Notifications are not supported, so there is never anything to stop
+            // listening to; poolers send this when they reset a connection.
+            Statement::UNLISTEN { .. } => Ok(empty_stream()),
             Statement::CreateTable(create) => ddl::create_table(self, create).await,
             Statement::Drop {
                 object_type: ObjectType::Table,
@@ -184,6 +406,17 @@ pub(crate) fn parse_query(sql: &str) -> Result<Query> {
     }
 }
 
+/// Prepared statements a statement drops (see [`ParsedStatement::deallocates`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deallocation {
+    /// DEALLOCATE name.
+    Named(String),
+    /// DEALLOCATE ALL.
+    All,
+    /// DISCARD ALL, which also drops portals, cursors and settings.
+    Discard,
+}
+
 /// One statement of a script, parsed, ready for [`Session::run`].
 #[derive(Debug, Clone)]
 pub struct ParsedStatement(Statement);
@@ -209,6 +442,21 @@ impl ParsedStatement {
             Statement::CreateTable(c) if c.query.is_some() => "SELECT".into(),
             Statement::CreateTable(_) => "CREATE TABLE".into(),
             Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
+            Statement::StartTransaction { begin: true, .. } => "BEGIN".into(),
+            Statement::StartTransaction { .. } => "START TRANSACTION".into(),
+            Statement::Commit { .. } => "COMMIT".into(),
+            Statement::Rollback { .. } => "ROLLBACK".into(),
+            Statement::Discard { object_type } => format!("DISCARD {object_type}"),
+            Statement::Declare { .. } => "DECLARE CURSOR".into(),
+            Statement::Close {
+                cursor: CloseCursor::All,
+            } => "CLOSE CURSOR ALL".into(),
+            Statement::Close { .. } => "CLOSE CURSOR".into(),
+            Statement::Deallocate { name, .. }
+                if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+            {
+                "DEALLOCATE ALL".into()
+            }
             other => {
                 let text = other.to_string();
                 text.split_whitespace()
@@ -216,6 +464,23 @@ impl ParsedStatement {
                     .unwrap_or_default()
                     .to_uppercase()
             }
+        }
+    }
+
+    /// What the statement deallocates of the prepared statements a protocol
+    /// layer keeps: DEALLOCATE name | ALL, and DISCARD ALL.
+    pub fn deallocates(&self) -> Option<Deallocation> {
+        match &self.0 {
+            Statement::Deallocate { name, .. }
+                if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+            {
+                Some(Deallocation::All)
+            }
+            Statement::Deallocate { name, .. } => Some(Deallocation::Named(normalize(name))),
+            Statement::Discard {
+                object_type: DiscardObject::ALL,
+            } => Some(Deallocation::Discard),
+            _ => None,
         }
     }
 
@@ -237,8 +502,17 @@ impl ParsedStatement {
         let command = self.command();
         match command.as_str() {
             "INSERT" => format!("INSERT 0 {rows}"),
-            "SELECT" | "DELETE" | "UPDATE" | "COPY" => format!("{command} {rows}"),
+            "SELECT" | "DELETE" | "UPDATE" | "COPY" | "FETCH" => format!("{command} {rows}"),
             _ => command,
+        }
+    }
+
+    /// The command tag for a finished statement whose result had `schema`: the
+    /// tag the statement chose at run time, if it did, or [`Self::command_tag`].
+    pub fn result_tag(&self, schema: &Schema, rows: u64) -> String {
+        match schema.metadata().get(COMMAND_TAG_KEY) {
+            Some(tag) => tag.clone(),
+            None => self.command_tag(rows),
         }
     }
 }
@@ -286,6 +560,13 @@ pub(crate) fn empty_stream() -> SendableRecordBatchStream {
         MemoryStream::try_new(Vec::new(), Arc::new(Schema::empty()), None)
             .expect("an empty stream is valid"),
     )
+}
+
+/// An empty result whose command tag is `tag`.
+fn tagged_empty_stream(tag: &str) -> SendableRecordBatchStream {
+    let metadata = HashMap::from([(COMMAND_TAG_KEY.to_string(), tag.to_string())]);
+    let schema = Arc::new(Schema::new_with_metadata(Vec::<Field>::new(), metadata));
+    Box::pin(MemoryStream::try_new(Vec::new(), schema, None).expect("an empty stream is valid"))
 }
 
 /// The one-row `count` result of a statement that changes rows, as INSERT has.

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use cohortdb::{CsvOptions, Database, DemoConfig, FileFormat};
+use cohortdb::{CsvOptions, Database, DemoConfig, FileFormat, ServerOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -86,6 +86,9 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5433")]
     listen: String,
+    /// Most client connections at once; more are refused (SQLSTATE 53300).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_connections: usize,
 }
 
 #[derive(Args)]
@@ -262,7 +265,9 @@ async fn serve(db: &Database, server: &ServerArgs) -> Result<(), String> {
         addr.port()
     );
     tokio::select! {
-        served = db.serve_listener(listener) => served.map_err(|e| format!("server stopped: {e}")),
+        served = db.serve_listener(listener, ServerOptions {
+            max_connections: server.max_connections,
+        }) => served.map_err(|e| format!("server stopped: {e}")),
         _ = tokio::signal::ctrl_c() => {
             eprintln!("stopped");
             Ok(())
