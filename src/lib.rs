@@ -30,14 +30,15 @@ pub use cohortdb_engine::demo::DemoConfig;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
 pub use cohortdb_server::ServerOptions;
 pub use cohortdb_sql::{
-    Error, ParsedStatement, Position, Result, SERVER_VERSION, SERVER_VERSION_NUM,
-    SendableRecordBatchStream, changed_rows,
+    Error, ParsedStatement, Position, QUERY_MEMORY_DEFAULT, Result, SERVER_VERSION,
+    SERVER_VERSION_NUM, SendableRecordBatchStream, changed_rows,
 };
 
 /// A database: one data directory (or memory), shared by all its sessions.
 #[derive(Clone)]
 pub struct Database {
     catalog: Arc<Catalog>,
+    query_memory: usize,
 }
 
 impl Database {
@@ -47,6 +48,7 @@ impl Database {
         let catalog = Catalog::open(path.as_ref())?;
         Ok(Database {
             catalog: Arc::new(catalog),
+            query_memory: QUERY_MEMORY_DEFAULT,
         })
     }
 
@@ -54,6 +56,7 @@ impl Database {
     pub fn open_in_memory() -> Database {
         Database {
             catalog: Arc::new(Catalog::in_memory()),
+            query_memory: QUERY_MEMORY_DEFAULT,
         }
     }
 
@@ -62,11 +65,23 @@ impl Database {
         self.catalog.path()
     }
 
+    /// Sets the working memory each statement may use (default
+    /// [`QUERY_MEMORY_DEFAULT`], 4 GiB) for sessions started from now on; a
+    /// statement that needs more fails with SQLSTATE 53200.
+    pub fn with_query_memory(mut self, bytes: usize) -> Database {
+        self.query_memory = bytes;
+        self
+    }
+
     /// A new session with its own settings. Sessions are cheap.
     pub fn session(&self) -> Session {
         Session {
-            inner: cohortdb_sql::Session::new(Arc::clone(&self.catalog)),
+            inner: self.sql_session(),
         }
+    }
+
+    fn sql_session(&self) -> cohortdb_sql::Session {
+        cohortdb_sql::Session::with_query_memory(Arc::clone(&self.catalog), self.query_memory)
     }
 
     /// Serves the database over the PostgreSQL wire protocol on `addr` (such as
@@ -84,11 +99,8 @@ impl Database {
         listener: tokio::net::TcpListener,
         options: ServerOptions,
     ) -> std::io::Result<()> {
-        let catalog = Arc::clone(&self.catalog);
-        cohortdb_server::serve(listener, options, move || {
-            cohortdb_sql::Session::new(Arc::clone(&catalog))
-        })
-        .await
+        let db = self.clone();
+        cohortdb_server::serve(listener, options, move || db.sql_session()).await
     }
 
     /// Creates and fills the demo tables (`users`, `items`, `events`);

@@ -13,6 +13,7 @@ pub fn trials() -> Vec<Trial> {
         trial("api::data_survives_reopen", data_survives_reopen),
         trial("api::stream_results", stream_results),
         trial("api::typed_errors", typed_errors),
+        trial("api::query_memory_limit", query_memory_limit),
         trial("api::second_open_is_locked", second_open_is_locked),
         trial("api::demo_is_deterministic", demo_is_deterministic),
         trial("api::sessions_share_data", sessions_share_data),
@@ -106,6 +107,26 @@ fn stream_results() -> Result<(), Failed> {
         }
         assert_eq!(rows, 100_000);
         assert!(batches > 1, "a large result arrives in several batches");
+        Ok(())
+    })
+}
+
+/// A statement that needs more working memory than the database allows fails
+/// with 53200; the session goes on and smaller statements still run.
+fn query_memory_limit() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory().with_query_memory(4 << 20);
+        let session = db.session();
+        let err = session
+            .execute("SELECT x, count(*) FROM generate_series(1, 3000000) AS t(x) GROUP BY x")
+            .await
+            .expect_err("a 3M-group aggregate does not fit in 4 MiB");
+        assert_eq!(err.sqlstate(), "53200");
+        assert!(err.to_string().starts_with("out of memory: "), "{err}");
+        let batches = session
+            .execute("SELECT count(*) FROM generate_series(1, 3000000)")
+            .await?;
+        assert_eq!(int64(&batches[0], 0), [3_000_000]);
         Ok(())
     })
 }

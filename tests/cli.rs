@@ -111,6 +111,17 @@ fn errors_exit_non_zero_with_one_line() -> Result<(), Failed> {
     assert_eq!(text(&out.stderr).lines().count(), 1);
     let out = cohortdb(&["sql", "--bogus"], None)?;
     assert_eq!(out.status.code(), Some(2));
+    // Bad server options are refused before anything starts.
+    let out = cohortdb(
+        &["serve", "--data", "unused", "--query-memory", "4 parsecs"],
+        None,
+    )?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown size unit \"parsecs\" (use B, KiB, MiB or GiB)"),
+        "{}",
+        text(&out.stderr)
+    );
     Ok(())
 }
 

@@ -30,7 +30,8 @@ pub use cancel::CancelHandle;
 pub use error::{CancelReason, Error, Position, Result, TransactionError};
 pub use prepare::{Description, ParamValue};
 pub use session::{
-    CATALOG_NAME, Deallocation, ParsedStatement, SCHEMA_NAME, Session, changed_rows, memory_stream,
+    CATALOG_NAME, Deallocation, ParsedStatement, QUERY_MEMORY_DEFAULT, SCHEMA_NAME, Session,
+    changed_rows, memory_stream,
 };
 pub use settings::{SERVER_VERSION, SERVER_VERSION_NUM};
 pub use state::{Message, TransactionStatus};

@@ -9,6 +9,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use cohortdb_engine::Catalog;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -35,6 +37,11 @@ pub const CATALOG_NAME: &str = "cohortdb";
 /// The name of the schema holding every table.
 pub const SCHEMA_NAME: &str = "public";
 
+/// Memory one statement of a session may use for its working state (hash tables,
+/// sorts), unless the database says otherwise; past it the statement fails with
+/// SQLSTATE 53200 instead of the process running out of memory.
+pub const QUERY_MEMORY_DEFAULT: usize = 4 << 30;
+
 /// Deepest nesting of expressions and subqueries the parser accepts.
 const PARSER_RECURSION_MAX: usize = 64;
 
@@ -53,7 +60,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session whose statements may each use [`QUERY_MEMORY_DEFAULT`] bytes.
     pub fn new(catalog: Arc<Catalog>) -> Session {
+        Session::with_query_memory(catalog, QUERY_MEMORY_DEFAULT)
+    }
+
+    /// A session whose statements may each use `query_memory` bytes of working
+    /// memory. Nothing spills to disk: a statement that needs more fails (53200).
+    pub fn with_query_memory(catalog: Arc<Catalog>, query_memory: usize) -> Session {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
@@ -61,7 +75,14 @@ impl Session {
         config.options_mut().sql_parser.collect_spans = true;
         // SQL that functions plan themselves (experiment_report) reads as ours does.
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
-        let ctx = SessionContext::new_with_config(config);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(query_memory, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .expect("a runtime without files builds");
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let schemas = MemoryCatalogProvider::new();
         schemas
             .register_schema(

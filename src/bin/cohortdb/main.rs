@@ -89,6 +89,36 @@ struct ServerArgs {
     /// Most client connections at once; more are refused (SQLSTATE 53300).
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_connections: usize,
+    /// Working memory one statement may use, e.g. 512MiB or 8GiB; a statement
+    /// that needs more fails with SQLSTATE 53200.
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    query_memory: usize,
+}
+
+/// A size such as `512MiB`, `8GiB` or a number of bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MiB or 8GiB"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[derive(Args)]
@@ -253,6 +283,7 @@ fn import(
 /// Opens the demo directory, generating the data unless it is already there.
 /// Serves until interrupted, after printing how to connect.
 async fn serve(db: &Database, server: &ServerArgs) -> Result<(), String> {
+    let db = db.clone().with_query_memory(server.query_memory);
     let listener = tokio::net::TcpListener::bind(&server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", server.listen))?;
