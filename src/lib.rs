@@ -28,7 +28,7 @@ pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProg
 pub use arrow;
 pub use cohortdb_engine::demo::DemoConfig;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
-pub use cohortdb_server::ServerOptions;
+pub use cohortdb_server::{Auth, ServerOptions};
 pub use cohortdb_sql::{
     Error, ParsedStatement, Position, QUERY_MEMORY_DEFAULT, Result, SERVER_VERSION,
     SERVER_VERSION_NUM, SendableRecordBatchStream, changed_rows,
@@ -101,6 +101,33 @@ impl Database {
     ) -> std::io::Result<()> {
         let db = self.clone();
         cohortdb_server::serve(listener, options, move || db.sql_session()).await
+    }
+
+    /// Sets the password of `user`, creating it as a superuser that can log in if
+    /// it does not exist: how the first administrator is made. Only the
+    /// password's SCRAM-SHA-256 verifier is stored.
+    pub fn set_password(&self, user: &str, password: &str) -> Result<()> {
+        let verifier = cohortdb_sql::ScramVerifier::generate(password).to_string();
+        if self.catalog.role(user).is_some() {
+            self.catalog
+                .alter_role(user, |role| role.password = Some(verifier))?;
+        } else {
+            self.catalog.create_role(cohortdb_engine::roles::Role {
+                name: user.to_string(),
+                superuser: true,
+                login: true,
+                password: Some(verifier),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether any role can log in with a password (SCRAM needs one).
+    pub fn has_password_login(&self) -> bool {
+        self.catalog
+            .roles()
+            .iter()
+            .any(|r| r.login && r.password.is_some())
     }
 
     /// Creates and fills the demo tables (`users`, `items`, `events`);

@@ -14,6 +14,7 @@ pub fn trials() -> Vec<Trial> {
         trial("api::stream_results", stream_results),
         trial("api::typed_errors", typed_errors),
         trial("api::query_memory_limit", query_memory_limit),
+        trial("api::roles_survive_reopen", roles_survive_reopen),
         trial("api::second_open_is_locked", second_open_is_locked),
         trial("api::demo_is_deterministic", demo_is_deterministic),
         trial("api::sessions_share_data", sessions_share_data),
@@ -127,6 +128,34 @@ fn query_memory_limit() -> Result<(), Failed> {
             .execute("SELECT count(*) FROM generate_series(1, 3000000)")
             .await?;
         assert_eq!(int64(&batches[0], 0), [3_000_000]);
+        Ok(())
+    })
+}
+
+/// Roles and their verifiers are kept with the catalog across a reopen.
+fn roles_survive_reopen() -> Result<(), Failed> {
+    block_on(async {
+        let dir = tempfile::tempdir()?;
+        {
+            let db = Database::open(dir.path())?;
+            assert!(!db.has_password_login());
+            db.set_password("admin", "s3cret")?;
+            db.session()
+                .execute("CREATE ROLE reader LOGIN PASSWORD 'r'; CREATE ROLE gone; DROP ROLE gone")
+                .await?;
+        }
+        let db = Database::open(dir.path())?;
+        assert!(db.has_password_login());
+        let session = db.session();
+        let err = session
+            .execute("CREATE ROLE reader")
+            .await
+            .expect_err("reader exists after reopen");
+        assert_eq!(
+            (err.sqlstate(), err.to_string().as_str()),
+            ("42710", "role \"reader\" already exists")
+        );
+        session.execute("CREATE ROLE gone").await?;
         Ok(())
     })
 }

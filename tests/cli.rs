@@ -27,6 +27,10 @@ pub fn trials() -> Vec<Trial> {
             demo_loads_once_and_answers,
         ),
         trial("cli::help_everywhere", help_everywhere),
+        trial(
+            "cli::serve_needs_a_password_login",
+            serve_needs_a_password_login,
+        ),
     ]
 }
 
@@ -122,6 +126,36 @@ fn errors_exit_non_zero_with_one_line() -> Result<(), Failed> {
         "{}",
         text(&out.stderr)
     );
+    Ok(())
+}
+
+/// `serve` with SCRAM (its default) refuses to start until a role can log in
+/// with a password; `passwd` makes the first one from standard input.
+fn serve_needs_a_password_login() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("db");
+    let data = data.to_str().expect("utf-8 path");
+    let out = cohortdb(&["serve", "--data", data, "--listen", "127.0.0.1:0"], None)?;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: no role can log in with a password; set one with `cohortdb passwd --data {data} --user NAME` (or serve with --auth trust on a trusted machine)\n"
+        )
+    );
+    let out = cohortdb(
+        &["passwd", "--data", data, "--user", "admin"],
+        Some("s3cret\n"),
+    )?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "password set for admin\n");
+    let out = cohortdb(&["passwd", "--data", data], Some("\n"))?;
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(1), "error: the password is empty\n".to_string())
+    );
+    let manifest = std::fs::read_to_string(dir.path().join("db").join("manifest.json"))?;
+    assert!(manifest.contains("\"name\": \"admin\"") && !manifest.contains("s3cret"));
     Ok(())
 }
 

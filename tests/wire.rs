@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use cohortdb::{Database, ServerOptions};
+use cohortdb::{Auth, Database, ServerOptions};
 use libtest_mimic::{Failed, Trial};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::session_statements", session_statements),
         trial("wire::cancel_and_timeout", cancel_and_timeout),
         trial("wire::connection_limit", connection_limit),
+        trial("wire::scram_logins_and_roles", scram_logins_and_roles),
     ]
 }
 
@@ -28,18 +29,17 @@ async fn start(db: &Database) -> Result<u16, Failed> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let db = db.clone();
-    tokio::spawn(async move { db.serve_listener(listener, ServerOptions::default()).await });
+    let options = ServerOptions {
+        auth: Auth::Trust,
+        ..ServerOptions::default()
+    };
+    tokio::spawn(async move { db.serve_listener(listener, options).await });
     Ok(port)
 }
 
+/// Connects as `cohortdb` to a server that trusts everyone.
 async fn connect(port: u16) -> Result<Client, Failed> {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=cohortdb dbname=cohortdb"),
-        NoTls,
-    )
-    .await?;
-    tokio::spawn(connection);
-    Ok(client)
+    Ok(login(port, "cohortdb", "").await?)
 }
 
 /// The rows of a simple query as text, and its command tags.
@@ -691,7 +691,10 @@ fn connection_limit() -> Result<(), Failed> {
         let db = Database::open_in_memory();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let options = ServerOptions { max_connections: 2 };
+        let options = ServerOptions {
+            max_connections: 2,
+            auth: Auth::Trust,
+        };
         let served = db.clone();
         tokio::spawn(async move { served.serve_listener(listener, options).await });
         let first = connect(port).await?;
@@ -720,6 +723,141 @@ fn connection_limit() -> Result<(), Failed> {
         }
         let third = admitted.ok_or("the freed place was not given out")?;
         assert_eq!(third.query_one("SELECT 3", &[]).await?.get::<_, i64>(0), 3);
+        Ok(())
+    })
+}
+
+/// Connects with a password; the error, if the server refused.
+async fn login(port: u16, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user={user} password='{password}' dbname=cohortdb"),
+        NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn scram_logins_and_roles() -> Result<(), Failed> {
+    block_on(async {
+        let dir = tempfile::tempdir()?;
+        let db = Database::open(dir.path())?;
+        db.set_password("admin", "correct horse")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let served = db.clone();
+        tokio::spawn(async move {
+            served
+                .serve_listener(listener, ServerOptions::default())
+                .await
+        });
+
+        let admin = login(port, "admin", "correct horse").await?;
+        let row = admin
+            .query_one(
+                "SELECT current_setting('is_superuser'), current_setting('session_authorization')",
+                &[],
+            )
+            .await?;
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("on".into(), "admin".into())
+        );
+
+        // Wrong passwords, unknown users and roles without LOGIN all fail alike.
+        let refused = |e: tokio_postgres::Error| -> Result<(String, String, String), Failed> {
+            let db_error = e.as_db_error().ok_or("a server error")?;
+            Ok((
+                db_error.severity().to_string(),
+                db_error.code().code().to_string(),
+                db_error.message().to_string(),
+            ))
+        };
+        admin
+            .batch_execute(
+                "CREATE ROLE analyst WITH LOGIN PASSWORD 'pw1';
+                 CREATE ROLE nologin PASSWORD 'pw2'",
+            )
+            .await?;
+        for (user, password) in [("admin", "wrong"), ("nobody", "pw"), ("nologin", "pw2")] {
+            let error = login(port, user, password).await.err().ok_or("admitted")?;
+            assert_eq!(
+                refused(error)?,
+                (
+                    "FATAL".to_string(),
+                    "28P01".to_string(),
+                    format!("password authentication failed for user \"{user}\"")
+                )
+            );
+        }
+
+        // A non-superuser runs queries, changes its own password, and nothing more.
+        let analyst = login(port, "analyst", "pw1").await?;
+        let row = analyst.query_one("SHOW is_superuser", &[]).await?;
+        assert_eq!(row.get::<_, String>(0), "off");
+        for sql in [
+            "CREATE ROLE x LOGIN",
+            "ALTER ROLE admin PASSWORD 'mine'",
+            "ALTER ROLE analyst SUPERUSER",
+            "DROP ROLE admin",
+            "SET datafusion.execution.batch_size = 10",
+        ] {
+            let error = analyst.batch_execute(sql).await.err().ok_or(sql)?;
+            assert_eq!(
+                error.as_db_error().map(|e| e.code().code()),
+                Some("42501"),
+                "{sql}"
+            );
+        }
+        analyst
+            .batch_execute("ALTER ROLE analyst WITH PASSWORD 'pw3'")
+            .await?;
+        assert!(login(port, "analyst", "pw1").await.is_err());
+        login(port, "analyst", "pw3").await?;
+
+        // Role management errors carry PostgreSQL's codes.
+        for (sql, code) in [
+            ("CREATE ROLE analyst", "42710"),
+            ("ALTER ROLE ghost PASSWORD 'x'", "42704"),
+            ("DROP ROLE ghost", "42704"),
+            ("DROP ROLE admin", "55006"),
+        ] {
+            let error = admin.batch_execute(sql).await.err().ok_or(sql)?;
+            assert_eq!(
+                error.as_db_error().map(|e| e.code().code()),
+                Some(code),
+                "{sql}"
+            );
+        }
+        admin
+            .batch_execute("DROP ROLE IF EXISTS ghost; DROP ROLE nologin")
+            .await?;
+
+        // Only verifiers are stored: no password appears in the data directory.
+        for entry in std::fs::read_dir(dir.path())? {
+            let bytes = std::fs::read(entry?.path()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("correct horse") && !text.contains("pw3"));
+            if text.contains("analyst") {
+                assert!(text.contains("SCRAM-SHA-256$4096:"));
+            }
+        }
+        // psql logs in with SCRAM too.
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new("psql")
+                .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "analyst", "-p"])
+                .arg(port.to_string())
+                .args(["-c", "SELECT 1", "cohortdb"])
+                .env("PGPASSWORD", "pw3")
+                .output()
+        })
+        .await??;
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "1",
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         Ok(())
     })
 }

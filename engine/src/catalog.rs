@@ -14,6 +14,7 @@ use arrow::compute::filter_record_batch;
 
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::roles::Role;
 use crate::store::{ColumnEntry, Manifest, SegmentEntry, Store, TableEntry};
 use crate::table::{Segment, Table, TableSnapshot};
 use crate::types::{self, ColumnDef, ColumnType};
@@ -22,6 +23,7 @@ use crate::types::{self, ColumnDef, ColumnType};
 pub struct Catalog {
     store: Option<Store>,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
+    roles: RwLock<BTreeMap<String, Role>>,
     /// Serialises writers; holds the next id for tables and segments.
     writer: Mutex<u64>,
 }
@@ -32,6 +34,7 @@ impl Catalog {
         Catalog {
             store: None,
             tables: RwLock::new(BTreeMap::new()),
+            roles: RwLock::new(BTreeMap::new()),
             writer: Mutex::new(1),
         }
     }
@@ -44,9 +47,15 @@ impl Catalog {
             let table = load_table(&store, entry)?;
             tables.insert(entry.name.clone(), Arc::new(table));
         }
+        let roles = manifest
+            .roles
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
         Ok(Catalog {
             store: Some(store),
             tables: RwLock::new(tables),
+            roles: RwLock::new(roles),
             writer: Mutex::new(manifest.next_id),
         })
     }
@@ -89,7 +98,7 @@ impl Catalog {
         *next_id += 1;
         let mut tables = self.read_tables().clone();
         tables.insert(name.to_string(), table);
-        self.persist(&tables, &BTreeMap::new(), &[], *next_id)?;
+        self.persist(&tables, &self.read_roles(), &BTreeMap::new(), &[], *next_id)?;
         *self.tables.write().expect("catalog lock is never poisoned") = tables;
         Ok(true)
     }
@@ -105,9 +114,73 @@ impl Catalog {
                 Err(Error::TableNotFound(name.to_string()))
             };
         }
-        self.persist(&tables, &BTreeMap::new(), &[], *next_id)?;
+        self.persist(&tables, &self.read_roles(), &BTreeMap::new(), &[], *next_id)?;
         *self.tables.write().expect("catalog lock is never poisoned") = tables;
         Ok(true)
+    }
+
+    /// Every role, by name.
+    pub fn roles(&self) -> Vec<Role> {
+        self.read_roles().values().cloned().collect()
+    }
+
+    pub fn role(&self, name: &str) -> Option<Role> {
+        self.read_roles().get(name).cloned()
+    }
+
+    /// Creates a role; an existing name is an error.
+    pub fn create_role(&self, role: Role) -> Result<()> {
+        types::check_name(&role.name)?;
+        self.change_roles(|roles| {
+            if roles.contains_key(&role.name) {
+                return Err(Error::RoleExists(role.name.clone()));
+            }
+            roles.insert(role.name.clone(), role);
+            Ok(())
+        })
+    }
+
+    /// Changes a role in place.
+    pub fn alter_role(&self, name: &str, change: impl FnOnce(&mut Role)) -> Result<()> {
+        self.change_roles(|roles| {
+            let role = roles
+                .get_mut(name)
+                .ok_or_else(|| Error::RoleNotFound(name.to_string()))?;
+            change(role);
+            Ok(())
+        })
+    }
+
+    /// Drops a role. Returns false when it does not exist and `if_exists` is set.
+    pub fn drop_role(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let mut dropped = false;
+        self.change_roles(|roles| {
+            dropped = roles.remove(name).is_some();
+            if dropped || if_exists {
+                Ok(())
+            } else {
+                Err(Error::RoleNotFound(name.to_string()))
+            }
+        })?;
+        Ok(dropped)
+    }
+
+    /// The one write path for roles: changes a copy, makes it durable, installs it.
+    fn change_roles(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, Role>) -> Result<()>,
+    ) -> Result<()> {
+        let next_id = self.lock_writer();
+        let mut roles = self.read_roles().clone();
+        change(&mut roles)?;
+        let tables = self.read_tables().clone();
+        self.persist(&tables, &roles, &BTreeMap::new(), &[], *next_id)?;
+        *self.roles.write().expect("role lock is never poisoned") = roles;
+        Ok(())
+    }
+
+    fn read_roles(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Role>> {
+        self.roles.read().expect("role lock is never poisoned")
     }
 
     /// Appends rows to `table` as one new segment; all or nothing. Returns the number
@@ -161,7 +234,7 @@ impl Catalog {
         });
         let tables = self.read_tables().clone();
         let overrides = BTreeMap::from([(table.name().to_string(), Arc::clone(&snapshot))]);
-        self.persist(&tables, &overrides, &fresh, *next_id)?;
+        self.persist(&tables, &self.read_roles(), &overrides, &fresh, *next_id)?;
         *current
             .current
             .write()
@@ -182,6 +255,7 @@ impl Catalog {
     fn persist(
         &self,
         tables: &BTreeMap<String, Arc<Table>>,
+        roles: &BTreeMap<String, Role>,
         overrides: &BTreeMap<String, Arc<TableSnapshot>>,
         fresh: &[&Segment],
         next_id: u64,
@@ -194,7 +268,8 @@ impl Catalog {
                 store.write_segment(segment.id, &first.schema(), &segment.batches)?;
             }
         }
-        let manifest = manifest_of(tables, overrides, next_id);
+        let mut manifest = manifest_of(tables, overrides, next_id);
+        manifest.roles = roles.values().cloned().collect();
         store.write_manifest(&manifest)?;
         store.remove_unreferenced(&manifest)
     }

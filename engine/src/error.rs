@@ -40,6 +40,12 @@ pub enum Error {
     #[error("{what} exceeds the limit of {limit}")]
     LimitExceeded { what: &'static str, limit: u64 },
 
+    #[error("role \"{0}\" does not exist")]
+    RoleNotFound(String),
+
+    #[error("role \"{0}\" already exists")]
+    RoleExists(String),
+
     #[error("relation \"{0}\" was changed by a concurrent statement; retry")]
     Conflict(String),
 

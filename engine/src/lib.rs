@@ -15,6 +15,7 @@ pub mod export;
 pub mod import;
 pub mod limits;
 pub mod predicate;
+pub mod roles;
 pub mod stats;
 mod store;
 pub mod table;

@@ -18,6 +18,8 @@ use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 
+use crate::roles::Role;
+
 use crate::error::{Error, Result};
 use crate::limits;
 
@@ -32,6 +34,9 @@ pub(crate) struct Manifest {
     pub version: u32,
     pub next_id: u64,
     pub tables: Vec<TableEntry>,
+    /// Users and roles; absent in manifests written before roles existed.
+    #[serde(default)]
+    pub roles: Vec<Role>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +68,7 @@ impl Manifest {
             version: MANIFEST_VERSION,
             next_id: 1,
             tables: Vec::new(),
+            roles: Vec::new(),
         }
     }
 }

@@ -35,6 +35,7 @@ use pgwire::messages::startup::ParameterStatus;
 
 use crate::Shared;
 use crate::encode;
+use crate::startup::Scram;
 
 /// The handlers of one connection, sharing its session.
 pub(crate) struct Connection {
@@ -47,6 +48,8 @@ pub(crate) struct Connection {
     pub(crate) pid: AtomicI32,
     /// Names of the statements prepared with Parse, for DEALLOCATE.
     prepared: Mutex<BTreeSet<String>>,
+    /// The SCRAM exchange of a login in progress.
+    pub(crate) scram: Mutex<Scram>,
 }
 
 impl Connection {
@@ -61,6 +64,7 @@ impl Connection {
             admitted: AtomicBool::new(false),
             pid: AtomicI32::new(0),
             prepared: Mutex::new(BTreeSet::new()),
+            scram: Mutex::new(Scram::Started),
         }
     }
 

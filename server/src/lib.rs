@@ -25,18 +25,31 @@ use tokio::net::TcpListener;
 
 use connection::{Connection, Handlers};
 
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// SCRAM-SHA-256 against the roles' stored verifiers; a wrong password, an
+    /// unknown user or a role without LOGIN is refused with SQLSTATE 28P01.
+    Scram,
+    /// Everyone is admitted as the superuser they name. For local development
+    /// (the demo) only.
+    Trust,
+}
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Most client sessions at once; one more is refused with SQLSTATE 53300.
     pub max_connections: usize,
+    pub auth: Auth,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        // PostgreSQL's default.
         ServerOptions {
+            // PostgreSQL's default.
             max_connections: 100,
+            auth: Auth::Scram,
         }
     }
 }

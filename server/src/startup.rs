@@ -1,24 +1,34 @@
-//! Admitting a connection: protocol version, connection limit, the client's
-//! startup settings, and the cancel key that lets another connection stop this
-//! one's statements.
+//! Admitting a connection: protocol version, connection limit, authentication
+//! (SCRAM-SHA-256 against the roles' verifiers, or trust), the client's startup
+//! settings, and the cancel key that lets another connection stop this one's
+//! statements.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use futures::Sink;
+use cohortdb_sql::ScramVerifier;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::sasl::scram::{
+    ScramSecret, ScramServerAuth, ScramServerAuthWaitingForClientFinal,
+};
 use pgwire::api::auth::{
     ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
 use pgwire::api::cancel::CancelHandler;
-use pgwire::api::{ClientInfo, PidSecretKeyGenerator};
+use pgwire::api::{ClientInfo, PgWireConnectionState, PidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
+use crate::Auth;
 use crate::connection::Connection;
+
+/// The one SASL mechanism offered.
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
 /// An error that ends the connection, as PostgreSQL's FATAL ones do.
 pub(crate) fn fatal(code: &str, message: String) -> PgWireError {
@@ -38,6 +48,29 @@ impl ServerParameterProvider for Reported {
     }
 }
 
+/// Where a SCRAM login stands.
+#[derive(Default)]
+pub(crate) enum Scram {
+    /// AuthenticationSASL sent; waiting for the client's first message.
+    #[default]
+    Started,
+    /// Server-first sent; waiting for the client's proof. `superuser` is `None`
+    /// when the user cannot log in (unknown, no LOGIN, no password): the
+    /// exchange runs to the end on a made-up verifier, so a client learns
+    /// nothing from where it fails.
+    WaitingForProof {
+        exchange: Box<ScramServerAuthWaitingForClientFinal>,
+        superuser: Option<bool>,
+    },
+}
+
+fn login_failed(user: &str) -> PgWireError {
+    fatal(
+        "28P01",
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
 impl Connection {
     /// Counts this connection against the limit, or refuses it.
     fn admit(&self) -> PgWireResult<()> {
@@ -48,6 +81,99 @@ impl Connection {
         }
         self.admitted.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Starts the session as `user` and sends AuthenticationOk, the reported
+    /// settings, the cancel key and ReadyForQuery.
+    async fn complete<C>(&self, client: &mut C, user: &str, superuser: bool) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let reported = self
+            .session
+            .start(user, superuser, client.metadata())
+            .map_err(|e| fatal(e.sqlstate(), e.message()))?;
+        let (pid, key) = self.shared.keys.generate(client);
+        client.set_pid_and_secret_key(pid, key.clone());
+        self.pid.store(pid, Ordering::SeqCst);
+        self.shared
+            .cancels
+            .lock()
+            .expect("cancel registry lock")
+            .insert(pid, (key, self.session.cancel_handle()));
+        finish_authentication(client, &Reported(reported.into_iter().collect())).await
+    }
+
+    /// One step of a SCRAM-SHA-256 exchange.
+    async fn scram_step<C>(
+        &self,
+        client: &mut C,
+        message: PasswordMessageFamily,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        let state = std::mem::take(&mut *self.scram.lock().expect("scram state lock"));
+        match state {
+            Scram::Started => {
+                let initial = message.into_sasl_initial_response()?;
+                if initial.auth_method != SCRAM_SHA_256 {
+                    return Err(fatal(
+                        "28000",
+                        format!("unsupported SASL mechanism {}", initial.auth_method),
+                    ));
+                }
+                let data = initial.data.unwrap_or_default();
+                let login = self.session.login(&user);
+                let (verifier, superuser) = match login {
+                    Some(cohortdb_sql::Login {
+                        superuser,
+                        verifier: Some(verifier),
+                    }) => (verifier, Some(superuser)),
+                    _ => (ScramVerifier::generate(&user), None),
+                };
+                let secret = ScramSecret::Verifier {
+                    salt: verifier.salt,
+                    iterations: verifier.iterations as usize,
+                    stored_key: verifier.stored_key,
+                    server_key: verifier.server_key,
+                };
+                let (server_first, exchange) = ScramServerAuth::new()
+                    .on_client_first_message_with_secret(&data, secret)
+                    .map_err(|_| login_failed(&user))?;
+                *self.scram.lock().expect("scram state lock") = Scram::WaitingForProof {
+                    exchange: Box::new(exchange),
+                    superuser,
+                };
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::SASLContinue(server_first.into()),
+                    ))
+                    .await?;
+                Ok(())
+            }
+            Scram::WaitingForProof {
+                exchange,
+                superuser,
+            } => {
+                let response = message.into_sasl_response()?;
+                let server_final = exchange
+                    .on_client_final_message(&response.data)
+                    .map_err(|_| login_failed(&user))?;
+                let superuser = superuser.ok_or_else(|| login_failed(&user))?;
+                client
+                    .feed(PgWireBackendMessage::Authentication(
+                        Authentication::SASLFinal(server_final.into()),
+                    ))
+                    .await?;
+                self.complete(client, &user, superuser).await
+            }
+        }
     }
 }
 
@@ -63,26 +189,32 @@ impl StartupHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = message else {
-            return Ok(());
-        };
-        protocol_negotiation(client, &startup).await?;
-        save_startup_parameters_to_metadata(client, &startup);
-        self.admit()?;
-        let user = client.metadata().get("user").cloned().unwrap_or_default();
-        let reported = self
-            .session
-            .start(&user, true, client.metadata())
-            .map_err(|e| fatal(e.sqlstate(), e.message()))?;
-        let (pid, key) = self.shared.keys.generate(client);
-        client.set_pid_and_secret_key(pid, key.clone());
-        self.pid.store(pid, Ordering::SeqCst);
-        self.shared
-            .cancels
-            .lock()
-            .expect("cancel registry lock")
-            .insert(pid, (key, self.session.cancel_handle()));
-        finish_authentication(client, &Reported(reported.into_iter().collect())).await
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                self.admit()?;
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                match self.shared.options.auth {
+                    Auth::Trust => self.complete(client, &user, true).await,
+                    Auth::Scram => {
+                        client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                        client
+                            .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                                vec![SCRAM_SHA_256.to_string()],
+                            )))
+                            .await?;
+                        Ok(())
+                    }
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message)
+                if self.shared.options.auth == Auth::Scram =>
+            {
+                self.scram_step(client, message).await
+            }
+            _ => Err(fatal("08P01", "unexpected message during startup".into())),
+        }
     }
 }
 

@@ -108,6 +108,10 @@ pub enum Error {
     #[error("{0}")]
     Transaction(TransactionError),
 
+    /// The object is in use (the session's own role cannot be dropped).
+    #[error("{message}")]
+    ObjectInUse { message: String },
+
     /// FETCH, MOVE or CLOSE named no open cursor.
     #[error("cursor \"{name}\" does not exist")]
     UnknownCursor { name: String },
@@ -215,6 +219,7 @@ impl Error {
                 TransactionError::NoSavepoint { .. } => "3B001",
             },
             Error::UnknownCursor { .. } => "34000",
+            Error::ObjectInUse { .. } => "55006",
             Error::DuplicateCursor { .. } => "42P03",
             Error::UnknownPreparedStatement { .. } => "26000",
             Error::Canceled { .. } => "57014",
@@ -232,6 +237,8 @@ impl Error {
             Error::Engine { source, .. } => match source {
                 EngineError::TableNotFound(_) => "42P01",
                 EngineError::TableExists(_) => "42P07",
+                EngineError::RoleNotFound(_) => "42704",
+                EngineError::RoleExists(_) => "42710",
                 EngineError::ColumnNotFound { .. } => "42703",
                 EngineError::DuplicateColumn { .. } => "42701",
                 EngineError::InvalidName { .. } => "42602",

@@ -20,6 +20,7 @@ mod names;
 mod prepare;
 mod provider;
 mod pushdown;
+mod roles;
 mod scan;
 mod session;
 mod settings;
@@ -29,6 +30,7 @@ mod transaction;
 pub use cancel::CancelHandle;
 pub use error::{CancelReason, Error, Position, Result, TransactionError};
 pub use prepare::{Description, ParamValue};
+pub use roles::{Login, SCRAM_ITERATIONS, ScramVerifier};
 pub use session::{
     CATALOG_NAME, Deallocation, ParsedStatement, QUERY_MEMORY_DEFAULT, SCHEMA_NAME, Session,
     changed_rows, memory_stream,

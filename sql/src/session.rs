@@ -30,7 +30,7 @@ use crate::provider::EngineSchema;
 use crate::settings;
 use crate::state::{Message, State, TransactionStatus};
 use crate::transaction;
-use crate::{copy, ddl, dml};
+use crate::{copy, ddl, dml, roles};
 
 /// The name of the one catalog (database) a session sees.
 pub const CATALOG_NAME: &str = "cohortdb";
@@ -106,6 +106,21 @@ impl Session {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("session state lock")
+    }
+
+    /// The user the session runs as (`session_authorization`).
+    pub fn user(&self) -> String {
+        self.lock()
+            .settings
+            .get("session_authorization")
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Whether the session's user is a superuser.
+    pub fn is_superuser(&self) -> bool {
+        self.lock().superuser()
     }
 
     /// A handle that cancels the statement this session is running.
@@ -346,6 +361,23 @@ impl Session {
                 names,
                 ..
             } => ddl::drop_tables(self, &names, if_exists),
+            Statement::Drop {
+                object_type: ObjectType::Role | ObjectType::User,
+                if_exists,
+                names,
+                ..
+            } => {
+                roles::drop_roles(self, &names, if_exists)?;
+                Ok(empty_stream())
+            }
+            Statement::CreateRole(create) => {
+                roles::create_role(self, create)?;
+                Ok(empty_stream())
+            }
+            Statement::AlterRole { name, operation } => {
+                roles::alter_role(self, &name, operation)?;
+                Ok(empty_stream())
+            }
             Statement::Insert(insert) => dml::insert(self, insert).await,
             Statement::Delete(delete) => dml::delete(self, delete).await,
             Statement::Update(update) => dml::update(self, update).await,

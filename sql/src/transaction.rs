@@ -44,8 +44,10 @@ pub(crate) fn write_command(statement: &Statement) -> Option<String> {
         Statement::Copy { to: false, .. } => "COPY FROM",
         Statement::CreateTable(c) if c.query.is_some() => "SELECT INTO",
         Statement::CreateTable(_) => "CREATE TABLE",
-        Statement::Drop { .. } => "DROP TABLE",
+        Statement::Drop { object_type, .. } => return Some(format!("DROP {object_type}")),
         Statement::CreateView(_) => "CREATE VIEW",
+        Statement::CreateRole(_) => "CREATE ROLE",
+        Statement::AlterRole { .. } => "ALTER ROLE",
         _ => return None,
     };
     Some(command.to_string())

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use cohortdb::{CsvOptions, Database, DemoConfig, FileFormat, ServerOptions};
+use cohortdb::{Auth, CsvOptions, Database, DemoConfig, FileFormat, ServerOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -63,6 +63,17 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Set a user's password, creating the user as a superuser if it does not exist
+    /// (how the first administrator is made). The password is read from the
+    /// COHORTDB_PASSWORD environment variable or else the first line of standard input.
+    Passwd {
+        /// Data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// User name.
+        #[arg(long, default_value = "cohortdb")]
+        user: String,
+    },
     /// Create the seeded demo dataset (users, items, events) and serve it, or run -c/-f on it.
     Demo {
         /// Data directory for the demo; reused if it already holds the demo tables.
@@ -86,6 +97,10 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5433")]
     listen: String,
+    /// How clients log in: scram (a role's password; the default of serve) or trust
+    /// (anyone, as a superuser; the default of demo, for local use only).
+    #[arg(long, value_parser = ["scram", "trust"])]
+    auth: Option<String>,
     /// Most client connections at once; more are refused (SQLSTATE 53300).
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_connections: usize,
@@ -166,8 +181,9 @@ fn main() -> ExitCode {
             ),
             Command::Serve { data, server } => {
                 let db = Database::open(&data).map_err(|e| e.to_string())?;
-                serve(&db, &server).await
+                serve(&db, &server, Auth::Scram).await
             }
+            Command::Passwd { data, user } => passwd(&data, &user),
             Command::Demo {
                 data,
                 users,
@@ -184,7 +200,7 @@ fn main() -> ExitCode {
                     },
                 )?;
                 if script.commands.is_empty() && script.file.is_none() {
-                    serve(&db, &server).await
+                    serve(&db, &server, Auth::Trust).await
                 } else {
                     run_script_or_shell(&db, &script).await
                 }
@@ -282,22 +298,64 @@ fn import(
 
 /// Opens the demo directory, generating the data unless it is already there.
 /// Serves until interrupted, after printing how to connect.
-async fn serve(db: &Database, server: &ServerArgs) -> Result<(), String> {
+/// Sets a user's password from COHORTDB_PASSWORD or the first line of stdin.
+fn passwd(data: &Path, user: &str) -> CliResult {
+    let password = match std::env::var("COHORTDB_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            if std::io::stdin().is_terminal() {
+                eprint!("new password for {user}: ");
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    let db = Database::open(data).map_err(|e| e.to_string())?;
+    db.set_password(user, &password)
+        .map_err(|e| e.to_string())?;
+    eprintln!("password set for {user}");
+    Ok(())
+}
+
+async fn serve(db: &Database, server: &ServerArgs, default_auth: Auth) -> Result<(), String> {
     let db = db.clone().with_query_memory(server.query_memory);
+    let auth = match server.auth.as_deref() {
+        Some("trust") => Auth::Trust,
+        Some(_) => Auth::Scram,
+        None => default_auth,
+    };
+    if auth == Auth::Scram && !db.has_password_login() {
+        return Err(format!(
+            "no role can log in with a password; set one with `cohortdb passwd --data {} --user NAME` \
+             (or serve with --auth trust on a trusted machine)",
+            db.path().map_or(".".into(), |p| p.display().to_string())
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(&server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!(
-        "cohortdb is serving {} on {addr}; connect with\n  psql -h {} -p {} -U cohortdb cohortdb",
+        "cohortdb is serving {} on {addr} ({}); connect with\n  psql -h {} -p {} -U cohortdb cohortdb",
         db.path()
             .map_or("an in-memory database".into(), |p| p.display().to_string()),
+        match auth {
+            Auth::Scram => "SCRAM-SHA-256 passwords",
+            Auth::Trust => "trust: no passwords, local use only",
+        },
         addr.ip(),
         addr.port()
     );
     tokio::select! {
         served = db.serve_listener(listener, ServerOptions {
             max_connections: server.max_connections,
+            auth,
         }) => served.map_err(|e| format!("server stopped: {e}")),
         _ = tokio::signal::ctrl_c() => {
             eprintln!("stopped");
