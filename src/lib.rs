@@ -28,7 +28,7 @@ pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProg
 pub use arrow;
 pub use cohortdb_engine::demo::DemoConfig;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
-pub use cohortdb_server::{Auth, ServerOptions};
+pub use cohortdb_server::{Auth, ServerOptions, Tls};
 pub use cohortdb_sql::{
     Error, ParsedStatement, Position, QUERY_MEMORY_DEFAULT, Result, SERVER_VERSION,
     SERVER_VERSION_NUM, SendableRecordBatchStream, changed_rows,

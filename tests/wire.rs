@@ -21,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::cancel_and_timeout", cancel_and_timeout),
         trial("wire::connection_limit", connection_limit),
         trial("wire::scram_logins_and_roles", scram_logins_and_roles),
+        trial("wire::tls", tls),
     ]
 }
 
@@ -694,6 +695,7 @@ fn connection_limit() -> Result<(), Failed> {
         let options = ServerOptions {
             max_connections: 2,
             auth: Auth::Trust,
+            ..ServerOptions::default()
         };
         let served = db.clone();
         tokio::spawn(async move { served.serve_listener(listener, options).await });
@@ -801,6 +803,8 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
             "ALTER ROLE analyst SUPERUSER",
             "DROP ROLE admin",
             "SET datafusion.execution.batch_size = 10",
+            "COPY (SELECT 1) TO '/tmp/cohortdb-leak.csv'",
+            "CREATE TABLE t (x INT); COPY t FROM '/etc/passwd'",
         ] {
             let error = analyst.batch_execute(sql).await.err().ok_or(sql)?;
             assert_eq!(
@@ -857,6 +861,129 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
             "1",
             "{}",
             String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    })
+}
+
+/// Runs `psql -c sql` against the local server with libpq environment `env`;
+/// returns (success, stdout, stderr).
+async fn psql(
+    port: u16,
+    sql: &str,
+    env: &[(&str, &str)],
+) -> Result<(bool, String, String), Failed> {
+    let mut command = Command::new("psql");
+    command
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "cohortdb", "-p"])
+        .arg(port.to_string())
+        .args(["-c", sql, "cohortdb"]);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    ))
+}
+
+fn tls() -> Result<(), Failed> {
+    block_on(async {
+        let dir = tempfile::tempdir()?;
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+        let cert = dir.path().join("server.crt");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, certified.cert.pem())?;
+        std::fs::write(&key, certified.signing_key.serialize_pem())?;
+        let tls = cohortdb::Tls::from_pem_files(&cert, &key)?;
+
+        // Bad files are refused when loaded, with the file named.
+        let other = rcgen::generate_simple_self_signed(vec!["other".to_string()])?;
+        let other_key = dir.path().join("other.key");
+        std::fs::write(&other_key, other.signing_key.serialize_pem())?;
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate")?;
+        for (cert_file, key_file, expected) in [
+            (&garbage, &key, "garbage.pem: no certificate in the file"),
+            (&cert, &garbage, "garbage.pem: not a PEM private key"),
+            (
+                &cert,
+                &other_key,
+                "other.key: does not match the certificate",
+            ),
+            (
+                &dir.path().join("missing.crt"),
+                &key,
+                "missing.crt: No such file",
+            ),
+        ] {
+            let error = cohortdb::Tls::from_pem_files(cert_file, key_file)
+                .err()
+                .ok_or("bad TLS files were accepted")?;
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+
+        let db = Database::open_in_memory();
+        let serve = |options: ServerOptions| async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
+            let db = db.clone();
+            tokio::spawn(async move { db.serve_listener(listener, options).await });
+            Ok::<u16, Failed>(port)
+        };
+        // TLS when the client asks for it; plain connections still allowed.
+        let port = serve(ServerOptions {
+            auth: Auth::Trust,
+            tls: Some(tls.clone()),
+            ..ServerOptions::default()
+        })
+        .await?;
+        let (ok, out, err) = psql(port, "SELECT 1", &[("PGSSLMODE", "require")]).await?;
+        assert!(ok && out == "1", "{err}");
+        let (ok, _, err) = psql(port, "SELECT 1", &[("PGSSLMODE", "disable")]).await?;
+        assert!(ok, "{err}");
+        // With TLS required, plain connections are refused.
+        let port = serve(ServerOptions {
+            auth: Auth::Trust,
+            tls: Some(tls),
+            require_tls: true,
+            ..ServerOptions::default()
+        })
+        .await?;
+        let (ok, _, err) = psql(port, "SELECT 1", &[("PGSSLMODE", "disable")]).await?;
+        assert!(!ok);
+        assert!(
+            err.contains("this server accepts TLS connections only"),
+            "{err}"
+        );
+        let (ok, out, err) = psql(port, "SELECT 2", &[("PGSSLMODE", "require")]).await?;
+        assert!(ok && out == "2", "{err}");
+        // A server without TLS answers a client that requires it with a refusal.
+        let port = serve(ServerOptions {
+            auth: Auth::Trust,
+            ..ServerOptions::default()
+        })
+        .await?;
+        let (ok, _, err) = psql(port, "SELECT 1", &[("PGSSLMODE", "require")]).await?;
+        assert!(!ok && err.contains("server does not support SSL"), "{err}");
+        // Requiring TLS without a certificate fails at once.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let error = db
+            .serve_listener(
+                listener,
+                ServerOptions {
+                    require_tls: true,
+                    ..ServerOptions::default()
+                },
+            )
+            .await
+            .err()
+            .ok_or("served without TLS")?;
+        assert_eq!(
+            error.to_string(),
+            "TLS is required but no certificate and key were given"
         );
         Ok(())
     })

@@ -12,6 +12,9 @@
 mod connection;
 mod encode;
 mod startup;
+mod tls;
+
+pub use tls::Tls;
 
 use std::collections::HashMap;
 use std::io;
@@ -42,6 +45,10 @@ pub struct ServerOptions {
     /// Most client sessions at once; one more is refused with SQLSTATE 53300.
     pub max_connections: usize,
     pub auth: Auth,
+    /// TLS for clients that ask for it (sslmode=prefer/require/verify-*).
+    pub tls: Option<Tls>,
+    /// Refuse clients that do not use TLS (FATAL 28000).
+    pub require_tls: bool,
 }
 
 impl Default for ServerOptions {
@@ -50,6 +57,8 @@ impl Default for ServerOptions {
             // PostgreSQL's default.
             max_connections: 100,
             auth: Auth::Scram,
+            tls: None,
+            require_tls: false,
         }
     }
 }
@@ -66,10 +75,20 @@ pub(crate) struct Shared {
 
 /// Accepts connections on `listener` until the task is dropped, each served on
 /// its own task with a fresh session from `sessions`.
+///
+/// Fails at once, before accepting anything, when `require_tls` is set without
+/// TLS.
 pub async fn serve<F>(listener: TcpListener, options: ServerOptions, sessions: F) -> io::Result<()>
 where
     F: Fn() -> Session + Send + Sync + 'static,
 {
+    if options.require_tls && options.tls.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TLS is required but no certificate and key were given",
+        ));
+    }
+    let acceptor = options.tls.as_ref().map(Tls::acceptor);
     let shared = Arc::new(Shared {
         options,
         sessions: AtomicUsize::new(0),
@@ -80,10 +99,11 @@ where
         let (socket, _) = listener.accept().await?;
         let _ = socket.set_nodelay(true);
         let handlers = Handlers(Arc::new(Connection::new(sessions(), Arc::clone(&shared))));
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             // A connection's failure (a client that vanished, a malformed
-            // message) ends that connection only.
-            let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
+            // message, a failed TLS handshake) ends that connection only.
+            let _ = pgwire::tokio::process_socket(socket, acceptor, handlers).await;
         });
     }
 }

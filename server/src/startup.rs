@@ -193,6 +193,13 @@ impl StartupHandler for Connection {
             PgWireFrontendMessage::Startup(startup) => {
                 protocol_negotiation(client, &startup).await?;
                 save_startup_parameters_to_metadata(client, &startup);
+                if self.shared.options.require_tls && !client.is_secure() {
+                    return Err(fatal(
+                        "28000",
+                        "this server accepts TLS connections only (connect with sslmode=require)"
+                            .into(),
+                    ));
+                }
                 self.admit()?;
                 let user = client.metadata().get("user").cloned().unwrap_or_default();
                 match self.shared.options.auth {

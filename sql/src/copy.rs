@@ -47,6 +47,16 @@ pub(crate) async fn copy(
         CopySource::Query(query) => position_of(query.as_ref()),
     };
     let file = match &target {
+        // Server files are the server's: only superusers read or write them.
+        CopyTarget::File { .. } if !session.is_superuser() => {
+            return Err(Error::PermissionDenied {
+                message: format!(
+                    "permission denied to COPY {} a file: only superusers may; use COPY {} from a client",
+                    if to { "to" } else { "from" },
+                    if to { "TO STDOUT" } else { "FROM STDIN" }
+                ),
+            });
+        }
         CopyTarget::File { filename } => {
             file_spec(Path::new(filename), &options, &legacy_options, position)?
         }

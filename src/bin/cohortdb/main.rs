@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use cohortdb::{Auth, CsvOptions, Database, DemoConfig, FileFormat, ServerOptions};
+use cohortdb::{Auth, CsvOptions, Database, DemoConfig, FileFormat, ServerOptions, Tls};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -101,6 +101,16 @@ struct ServerArgs {
     /// (anyone, as a superuser; the default of demo, for local use only).
     #[arg(long, value_parser = ["scram", "trust"])]
     auth: Option<String>,
+    /// PEM certificate chain for TLS (with --tls-key); a bad one stops the server
+    /// from starting.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS.
+    #[arg(long, requires = "tls_cert")]
+    require_tls: bool,
     /// Most client connections at once; more are refused (SQLSTATE 53300).
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_connections: usize,
@@ -330,6 +340,12 @@ async fn serve(db: &Database, server: &ServerArgs, default_auth: Auth) -> Result
         Some(_) => Auth::Scram,
         None => default_auth,
     };
+    let tls = match (&server.tls_cert, &server.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Tls::from_pem_files(cert, key).map_err(|e| format!("cannot use TLS: {e}"))?)
+        }
+        _ => None,
+    };
     if auth == Auth::Scram && !db.has_password_login() {
         return Err(format!(
             "no role can log in with a password; set one with `cohortdb passwd --data {} --user NAME` \
@@ -356,6 +372,8 @@ async fn serve(db: &Database, server: &ServerArgs, default_auth: Auth) -> Result
         served = db.serve_listener(listener, ServerOptions {
             max_connections: server.max_connections,
             auth,
+            tls,
+            require_tls: server.require_tls,
         }) => served.map_err(|e| format!("server stopped: {e}")),
         _ = tokio::signal::ctrl_c() => {
             eprintln!("stopped");
