@@ -656,6 +656,9 @@ fn cancel_and_timeout() -> Result<(), Failed> {
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         // The connection goes on; a cancel with no statement running is harmless.
         client.cancel_token().cancel_query(NoTls).await?;
+        // The request is answered on its own connection; let it land before the
+        // next statement starts, or it would cancel that one (as in PostgreSQL).
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(client.query_one("SELECT 1", &[]).await?.get::<_, i64>(0), 1);
         // statement_timeout stops statements that run too long, in either protocol.
         client
