@@ -30,8 +30,8 @@ pub use cohortdb_engine::demo::DemoConfig;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
 pub use cohortdb_server::{Auth, ServerOptions, Tls};
 pub use cohortdb_sql::{
-    Error, ParsedStatement, Position, QUERY_MEMORY_DEFAULT, Result, SERVER_VERSION,
-    SERVER_VERSION_NUM, SendableRecordBatchStream, changed_rows,
+    Completion, Error, Message, ParsedStatement, Position, QUERY_MEMORY_DEFAULT, Result,
+    SERVER_VERSION, SERVER_VERSION_NUM, SendableRecordBatchStream, changed_rows,
 };
 
 /// A database: one data directory (or memory), shared by all its sessions.
@@ -191,6 +191,12 @@ impl Session {
     /// Like [`Session::execute`], but streams the last statement's rows.
     pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
         self.inner.execute_stream(sql).await
+    }
+
+    /// The warnings and notices of the statement last run (such as `there is no
+    /// transaction in progress`), oldest first.
+    pub fn take_messages(&self) -> Vec<Message> {
+        self.inner.take_messages()
     }
 
     /// Splits a script into statements, for callers that run them one at a time.

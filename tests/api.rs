@@ -15,6 +15,10 @@ pub fn trials() -> Vec<Trial> {
         trial("api::typed_errors", typed_errors),
         trial("api::query_memory_limit", query_memory_limit),
         trial("api::roles_survive_reopen", roles_survive_reopen),
+        trial(
+            "api::notices_of_the_last_statement",
+            notices_of_the_last_statement,
+        ),
         trial("api::second_open_is_locked", second_open_is_locked),
         trial("api::demo_is_deterministic", demo_is_deterministic),
         trial("api::sessions_share_data", sessions_share_data),
@@ -128,6 +132,28 @@ fn query_memory_limit() -> Result<(), Failed> {
             .execute("SELECT count(*) FROM generate_series(1, 3000000)")
             .await?;
         assert_eq!(int64(&batches[0], 0), [3_000_000]);
+        Ok(())
+    })
+}
+
+/// Warnings reach the embedding API; those of earlier statements are not kept.
+fn notices_of_the_last_statement() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let session = db.session();
+        session.execute("COMMIT").await?;
+        assert_eq!(
+            session.take_messages(),
+            [cohortdb::Message::Notice {
+                severity: "WARNING",
+                code: "25P01",
+                message: "there is no transaction in progress".into(),
+            }]
+        );
+        assert_eq!(session.take_messages(), []);
+        session.execute("COMMIT").await?;
+        session.execute("SELECT 1").await?;
+        assert_eq!(session.take_messages(), []);
         Ok(())
     })
 }

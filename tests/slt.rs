@@ -84,10 +84,11 @@ impl AsyncDB for Harness {
         for statement in statements {
             let _: Vec<RecordBatch> = self.session.run(statement).await?.try_collect().await?;
         }
-        let stream = self.session.run(last.clone()).await?;
+        let completion = last.completion();
+        let stream = self.session.run(last).await?;
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        if last.returns_count() {
+        if completion.returns_count() {
             let count = cohortdb::changed_rows(&batches);
             return Ok(DBOutput::StatementComplete(count));
         }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use cohortdb_sql::{
-    Deallocation, Description, Message, ParamValue, ParsedStatement, SendableRecordBatchStream,
-    Session, TransactionStatus,
+    Completion, Deallocation, Description, Message, ParamValue, ParsedStatement,
+    SendableRecordBatchStream, Session, TransactionStatus,
 };
 use futures::{Sink, SinkExt, StreamExt, TryStreamExt, stream};
 use pgwire::api::portal::{Format, Portal};
@@ -89,7 +89,7 @@ impl Connection {
             }
             Deallocation::Named(name) if prepared.remove(&name) => {
                 store.rm_statement(&name);
-                Some(statement.command_tag(0))
+                Some(statement.completion().command().to_string())
             }
             Deallocation::Named(_) => None,
         }
@@ -159,7 +159,8 @@ impl Connection {
             send_execution_response(client, Tag::new(&tag)).await?;
             return Ok(true);
         }
-        let mut stream = match self.session.run(statement.clone()).await {
+        let completion = statement.completion();
+        let mut stream = match self.session.run(statement).await {
             Ok(stream) => stream,
             Err(e) => {
                 self.send_error(client, &e, query).await?;
@@ -168,12 +169,11 @@ impl Connection {
         };
         self.send_messages(client).await?;
         let schema = stream.schema();
-        if statement.returns_count() || schema.fields().is_empty() {
-            let batches: Result<Vec<RecordBatch>, _> = stream.try_collect().await;
-            let tag = match batches {
-                Ok(batches) => statement.result_tag(&schema, cohortdb_sql::changed_rows(&batches)),
+        if !completion.shows_rows(&schema) {
+            let tag = match completion_tag(&completion, stream).await {
+                Ok(tag) => tag,
                 Err(e) => {
-                    self.send_error(client, &e.into(), query).await?;
+                    self.send_error(client, &e, query).await?;
                     return Ok(false);
                 }
             };
@@ -206,7 +206,7 @@ impl Connection {
             }
         }
         self.send_messages(client).await?;
-        let tag = statement.result_tag(&schema, rows);
+        let tag = completion.tag(&schema, rows);
         send_execution_response(client, Tag::new(&tag)).await?;
         Ok(true)
     }
@@ -218,20 +218,28 @@ impl Connection {
         statement: ParsedStatement,
         format: &Format,
     ) -> Result<Response, cohortdb_sql::Error> {
-        let stream = self.session.run(statement.clone()).await?;
+        let completion = statement.completion();
+        let stream = self.session.run(statement).await?;
         let schema = stream.schema();
-        if statement.returns_count() || schema.fields().is_empty() {
-            let batches: Vec<RecordBatch> = stream.try_collect().await?;
-            let rows = cohortdb_sql::changed_rows(&batches);
-            return Ok(Response::Execution(Tag::new(
-                &statement.result_tag(&schema, rows),
-            )));
+        if !completion.shows_rows(&schema) {
+            let tag = completion_tag(&completion, stream).await?;
+            return Ok(Response::Execution(Tag::new(&tag)));
         }
         let fields = Arc::new(encode::fields(&schema, format));
         let mut response = query_response(fields, stream);
-        response.set_command_tag(&statement.command());
+        response.set_command_tag(completion.command());
         Ok(Response::Query(response))
     }
+}
+
+/// Reads a result that shows no rows (a count, or nothing) and gives its tag.
+async fn completion_tag(
+    completion: &Completion,
+    stream: SendableRecordBatchStream,
+) -> Result<String, cohortdb_sql::Error> {
+    let schema = stream.schema();
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    Ok(completion.tag(&schema, cohortdb_sql::changed_rows(&batches)))
 }
 
 /// An encoding failure, as a statement error.

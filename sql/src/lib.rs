@@ -32,8 +32,8 @@ pub use error::{CancelReason, Error, Position, Result, TransactionError};
 pub use prepare::{Description, ParamValue};
 pub use roles::{Login, SCRAM_ITERATIONS, ScramVerifier};
 pub use session::{
-    CATALOG_NAME, Deallocation, ParsedStatement, QUERY_MEMORY_DEFAULT, SCHEMA_NAME, Session,
-    changed_rows, memory_stream,
+    CATALOG_NAME, Completion, Deallocation, ParsedStatement, QUERY_MEMORY_DEFAULT, SCHEMA_NAME,
+    Session, changed_rows, memory_stream,
 };
 pub use settings::{SERVER_VERSION, SERVER_VERSION_NUM};
 pub use state::{Message, TransactionStatus};

@@ -139,7 +139,8 @@ impl Session {
         self.lock().status()
     }
 
-    /// Notices and setting changes waiting for the client, oldest first.
+    /// The notices of the statement last run and the reported settings changed
+    /// since the last call, oldest first.
     pub fn take_messages(&self) -> Vec<Message> {
         self.lock().take_messages()
     }
@@ -208,7 +209,13 @@ impl Session {
     /// error (now or from the stream) aborts the transaction block it is in.
     pub async fn run(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
         let statement = statement.0;
-        let admitted = transaction::admit(&self.lock(), &statement);
+        let admitted = {
+            let mut state = self.lock();
+            // Notices nobody took belong to earlier statements; drop them so a
+            // session whose caller never reads them does not hoard them.
+            state.drop_notices();
+            transaction::admit(&state, &statement)
+        };
         let result = match admitted {
             Ok(()) => self.run_guarded(statement).await,
             Err(e) => Err(e),
@@ -483,9 +490,18 @@ impl ParsedStatement {
         &self.0
     }
 
+    /// What the client is told when the statement finishes. Taken before the
+    /// statement is moved into [`Session::run`].
+    pub fn completion(&self) -> Completion {
+        Completion {
+            command: self.command(),
+            returns_count: self.returns_count(),
+        }
+    }
+
     /// The command name PostgreSQL reports for this statement (`SELECT`, `INSERT`,
     /// `CREATE TABLE`, ...), the start of its command tag.
-    pub fn command(&self) -> String {
+    fn command(&self) -> String {
         match &self.0 {
             Statement::Query(_) => "SELECT".into(),
             Statement::Insert(_) => "INSERT".into(),
@@ -539,7 +555,7 @@ impl ParsedStatement {
 
     /// Whether the statement's result is a one-row `count` of changed rows
     /// rather than rows to show.
-    pub fn returns_count(&self) -> bool {
+    fn returns_count(&self) -> bool {
         matches!(
             &self.0,
             Statement::Insert(_)
@@ -548,24 +564,46 @@ impl ParsedStatement {
                 | Statement::Copy { .. }
         ) || matches!(&self.0, Statement::CreateTable(c) if c.query.is_some())
     }
+}
 
-    /// The PostgreSQL command tag for a finished statement (`INSERT 0 3`,
-    /// `SELECT 5`, `CREATE TABLE`); `rows` is the count or the number of rows sent.
-    pub fn command_tag(&self, rows: u64) -> String {
-        let command = self.command();
+/// How a statement completes: its command name and whether its result is a
+/// one-row `count` of changed rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    command: String,
+    returns_count: bool,
+}
+
+impl Completion {
+    /// The command name (`SELECT`, `INSERT`, `CREATE TABLE`, ...).
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Whether the result is a one-row `count` of changed rows rather than rows
+    /// to show.
+    pub fn returns_count(&self) -> bool {
+        self.returns_count
+    }
+
+    /// Whether a result with `schema` has rows to show (not a count, not empty).
+    pub fn shows_rows(&self, schema: &Schema) -> bool {
+        !self.returns_count && !schema.fields().is_empty()
+    }
+
+    /// The PostgreSQL command tag for the finished statement (`INSERT 0 3`,
+    /// `SELECT 5`, `CREATE TABLE`): the tag the statement chose at run time, if
+    /// its result `schema` carries one (COMMIT of an aborted block says
+    /// `ROLLBACK`), else built from `rows`, the count or the number of rows sent.
+    pub fn tag(&self, schema: &Schema, rows: u64) -> String {
+        if let Some(tag) = schema.metadata().get(COMMAND_TAG_KEY) {
+            return tag.clone();
+        }
+        let command = &self.command;
         match command.as_str() {
             "INSERT" => format!("INSERT 0 {rows}"),
             "SELECT" | "DELETE" | "UPDATE" | "COPY" | "FETCH" => format!("{command} {rows}"),
-            _ => command,
-        }
-    }
-
-    /// The command tag for a finished statement whose result had `schema`: the
-    /// tag the statement chose at run time, if it did, or [`Self::command_tag`].
-    pub fn result_tag(&self, schema: &Schema, rows: u64) -> String {
-        match schema.metadata().get(COMMAND_TAG_KEY) {
-            Some(tag) => tag.clone(),
-            None => self.command_tag(rows),
+            _ => command.clone(),
         }
     }
 }

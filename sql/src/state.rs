@@ -60,6 +60,11 @@ impl State {
         });
     }
 
+    /// Forgets queued notices (those of earlier statements nobody took).
+    pub(crate) fn drop_notices(&mut self) {
+        self.messages.clear();
+    }
+
     /// A failed statement aborts the transaction block it ran in.
     pub(crate) fn fail(&mut self) {
         if let Some(block) = &mut self.block {

@@ -22,24 +22,18 @@ pub async fn run_script(
     let statements = session.parse(sql).map_err(|e| e.to_string())?;
     for statement in statements {
         let started = Instant::now();
-        let stream = session
-            .run(statement.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let completion = statement.completion();
+        let stream = session.run(statement).await.map_err(|e| e.to_string())?;
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = stream
             .try_collect()
             .await
             .map_err(|e| cohortdb::Error::from(e).to_string())?;
-        let text = if statement.returns_count() {
-            format!(
-                "{}\n",
-                statement.command_tag(cohortdb::changed_rows(&batches))
-            )
-        } else if schema.fields().is_empty() {
-            format!("{}\n", statement.command())
-        } else {
+        let text = if completion.shows_rows(&schema) {
             render::table(&schema, &batches)?
+        } else {
+            let rows = cohortdb::changed_rows(&batches);
+            format!("{}\n", completion.tag(&schema, rows))
         };
         let mut text = text;
         if timing {
