@@ -22,6 +22,8 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::connection_limit", connection_limit),
         trial("wire::scram_logins_and_roles", scram_logins_and_roles),
         trial("wire::tls", tls),
+        trial("wire::column_names_and_types", column_names_and_types),
+        trial("wire::psql_describe", psql_describe),
     ]
 }
 
@@ -659,7 +661,7 @@ fn cancel_and_timeout() -> Result<(), Failed> {
         // The request is answered on its own connection; let it land before the
         // next statement starts, or it would cancel that one (as in PostgreSQL).
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert_eq!(client.query_one("SELECT 1", &[]).await?.get::<_, i64>(0), 1);
+        assert_eq!(client.query_one("SELECT 1", &[]).await?.get::<_, i32>(0), 1);
         // statement_timeout stops statements that run too long, in either protocol.
         client
             .batch_execute("SET statement_timeout = '200ms'")
@@ -685,7 +687,7 @@ fn cancel_and_timeout() -> Result<(), Failed> {
             Some(&SqlState::QUERY_CANCELED)
         );
         client.batch_execute("RESET statement_timeout").await?;
-        assert_eq!(client.query_one("SELECT 2", &[]).await?.get::<_, i64>(0), 2);
+        assert_eq!(client.query_one("SELECT 2", &[]).await?.get::<_, i32>(0), 2);
         Ok(())
     })
 }
@@ -715,7 +717,7 @@ fn connection_limit() -> Result<(), Failed> {
         assert_eq!(db_error.code(), &SqlState::TOO_MANY_CONNECTIONS);
         assert_eq!(db_error.message(), "sorry, too many clients already");
         assert_eq!(db_error.severity(), "FATAL");
-        assert_eq!(second.query_one("SELECT 1", &[]).await?.get::<_, i64>(0), 1);
+        assert_eq!(second.query_one("SELECT 1", &[]).await?.get::<_, i32>(0), 1);
         // A closed connection frees its place.
         drop(first);
         let mut admitted = None;
@@ -727,7 +729,7 @@ fn connection_limit() -> Result<(), Failed> {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let third = admitted.ok_or("the freed place was not given out")?;
-        assert_eq!(third.query_one("SELECT 3", &[]).await?.get::<_, i64>(0), 3);
+        assert_eq!(third.query_one("SELECT 3", &[]).await?.get::<_, i32>(0), 3);
         Ok(())
     })
 }
@@ -988,6 +990,134 @@ fn tls() -> Result<(), Failed> {
             error.to_string(),
             "TLS is required but no certificate and key were given"
         );
+        Ok(())
+    })
+}
+
+/// Result columns are named and typed as PostgreSQL names and types them, in
+/// both protocols; catalog object identifiers travel as `oid`.
+fn column_names_and_types() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let client = connect(port).await?;
+        client
+            .batch_execute("CREATE TABLE t (id BIGINT, name TEXT)")
+            .await?;
+        let sql = "SELECT 1, 2, count(*), 1 + 1 AS two, version(), c.oid, c.relname, \
+                   c.oid::regclass::text, 'x'::text \
+                   FROM pg_catalog.pg_class c WHERE c.relname = 't' GROUP BY c.oid, c.relname";
+        let statement = client.prepare(sql).await?;
+        let columns: Vec<(&str, &tokio_postgres::types::Type)> = statement
+            .columns()
+            .iter()
+            .map(|c| (c.name(), c.type_()))
+            .collect();
+        use tokio_postgres::types::Type;
+        assert_eq!(
+            columns,
+            [
+                ("?column?", &Type::INT4),
+                ("?column?", &Type::INT4),
+                ("count", &Type::INT8),
+                ("two", &Type::INT8),
+                ("version", &Type::TEXT),
+                ("oid", &Type::OID),
+                ("relname", &Type::TEXT),
+                ("oid", &Type::TEXT),
+                ("text", &Type::TEXT),
+            ]
+        );
+        let row = client.query_one(&statement, &[]).await?;
+        assert_eq!(row.get::<_, i32>(0), 1);
+        assert_eq!(row.get::<_, i64>(2), 1);
+        // The first table has engine id 1; user OIDs start at 16384.
+        assert_eq!(row.get::<_, u32>(5), 16_385);
+        assert_eq!(row.get::<_, String>(7), "t");
+        // The simple protocol names them alike.
+        let messages = client.simple_query(sql).await?;
+        let Some(SimpleQueryMessage::RowDescription(fields)) = messages.first() else {
+            return Err("a row description first".into());
+        };
+        let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "?column?", "?column?", "count", "two", "version", "oid", "relname", "oid", "text"
+            ]
+        );
+        Ok(())
+    })
+}
+
+/// psql's describe commands, whose queries read pg_catalog, print what they
+/// print against PostgreSQL.
+fn psql_describe() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let client = connect(port).await?;
+        client
+            .batch_execute(
+                "CREATE TABLE users (user_id BIGINT NOT NULL, city TEXT, spend DECIMAL(12,2));
+                 CREATE TABLE events (user_id BIGINT, ts TIMESTAMPTZ)",
+            )
+            .await?;
+        let describe = |command: &'static str| async move {
+            let output = tokio::task::spawn_blocking(move || {
+                Command::new("psql")
+                    .args(["-X", "-h", "127.0.0.1", "-U", "cohortdb", "-p"])
+                    .arg(port.to_string())
+                    .args(["-c", command, "cohortdb"])
+                    .output()
+            })
+            .await??;
+            assert!(
+                output.status.success(),
+                "{command}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok::<String, Failed>(String::from_utf8_lossy(&output.stdout).into_owned())
+        };
+        assert_eq!(
+            describe("\\dt").await?,
+            "         List of relations\n \
+             Schema |  Name  | Type  |  Owner   \n\
+             --------+--------+-------+----------\n \
+             public | events | table | cohortdb\n \
+             public | users  | table | cohortdb\n\
+             (2 rows)\n\n"
+        );
+        assert_eq!(
+            describe("\\d users").await?,
+            "                   Table \"public.users\"\n \
+             Column  |     Type      | Collation | Nullable | Default \n\
+             ---------+---------------+-----------+----------+---------\n \
+             user_id | bigint        |           | not null | \n \
+             city    | text          |           |          | \n \
+             spend   | numeric(12,2) |           |          | \n\n"
+        );
+        let plus = describe("\\d+ events").await?;
+        assert!(
+            plus.contains(
+                " ts      | timestamp with time zone |           |          |         | plain   |"
+            ),
+            "{plus}"
+        );
+        assert!(plus.ends_with("Access method: heap\n\n"), "{plus}");
+        assert!(
+            describe("\\l")
+                .await?
+                .contains(" cohortdb | cohortdb | UTF8     |")
+        );
+        assert!(describe("\\dn").await?.contains(" public | cohortdb\n"));
+        assert!(describe("\\du").await?.contains(" cohortdb  | Superuser"));
+        let functions = describe("\\df").await?;
+        assert!(
+            functions.contains(" public | welch_test_stats "),
+            "{functions}"
+        );
+        assert!(functions.contains("| agg\n"), "{functions}");
         Ok(())
     })
 }

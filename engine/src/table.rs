@@ -241,6 +241,11 @@ impl Table {
         &self.name
     }
 
+    /// The table's id: assigned at creation, never reused, kept across restarts.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }

@@ -1,12 +1,14 @@
-//! Arrow values on the wire: the PostgreSQL type of each Arrow type, and rows
-//! encoded in text or binary format. This is the one place the mapping lives.
+//! Arrow values on the wire: rows encoded in text or binary format, with the
+//! PostgreSQL type of each Arrow type from the sql crate's one mapping
+//! (`cohortdb_sql::type_oid`), which the catalog uses too.
 //!
 //! | Arrow | PostgreSQL |
 //! |---|---|
 //! | Boolean | bool |
 //! | Int8, Int16, UInt8 | int2 |
 //! | Int32, UInt16 | int4 |
-//! | Int64, UInt32, UInt64 | int8 (UInt64 above 2⁶³ − 1 is an error) |
+//! | Int64, UInt64 | int8 (UInt64 above 2⁶³ − 1 is an error) |
+//! | UInt32 | oid (the catalog's object identifiers) |
 //! | Float32 / Float64 | float4 / float8 |
 //! | Decimal128 | numeric |
 //! | Utf8, LargeUtf8, Utf8View | text |
@@ -32,33 +34,10 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use rust_decimal::Decimal;
 
-/// The PostgreSQL type a column of `data_type` is sent as.
+/// The PostgreSQL type a column of `data_type` is sent as: the sql crate's one
+/// mapping (`cohortdb_sql::type_oid`), which the catalog describes columns with.
 pub(crate) fn pg_type(data_type: &DataType) -> Type {
-    match data_type {
-        DataType::Boolean => Type::BOOL,
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
-        DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
-        DataType::Float32 => Type::FLOAT4,
-        DataType::Float64 => Type::FLOAT8,
-        DataType::Decimal128(..) => Type::NUMERIC,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
-        DataType::Date32 => Type::DATE,
-        DataType::Timestamp(_, None) => Type::TIMESTAMP,
-        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
-        DataType::List(f) | DataType::LargeList(f) => match pg_type(f.data_type()) {
-            Type::BOOL => Type::BOOL_ARRAY,
-            Type::INT2 => Type::INT2_ARRAY,
-            Type::INT4 => Type::INT4_ARRAY,
-            Type::INT8 => Type::INT8_ARRAY,
-            Type::FLOAT4 => Type::FLOAT4_ARRAY,
-            Type::FLOAT8 => Type::FLOAT8_ARRAY,
-            Type::TEXT => Type::TEXT_ARRAY,
-            _ => Type::TEXT,
-        },
-        _ => Type::TEXT,
-    }
+    Type::from_oid(cohortdb_sql::type_oid(data_type)).unwrap_or(Type::TEXT)
 }
 
 /// The Arrow type a parameter of PostgreSQL type `pg` is bound as, for the types
@@ -200,7 +179,7 @@ fn encode_value(encoder: &mut DataRowEncoder, array: &dyn Array, row: usize) -> 
         DataType::Int32 => primitive!(Int32Type),
         DataType::UInt16 => primitive!(UInt16Type, |v: u16| Ok::<_, PgWireError>(i32::from(v))),
         DataType::Int64 => primitive!(Int64Type),
-        DataType::UInt32 => primitive!(UInt32Type, |v: u32| Ok::<_, PgWireError>(i64::from(v))),
+        DataType::UInt32 => primitive!(UInt32Type),
         DataType::UInt64 => primitive!(UInt64Type, |v: u64| i64::try_from(v)
             .map_err(|_| PgWireError::ApiError(format!("{v} is out of range for bigint").into()))),
         DataType::Float32 => primitive!(Float32Type),
@@ -312,6 +291,20 @@ fn list(encoder: &mut DataRowEncoder, values: &dyn Array, null: bool) -> PgWireR
         DataType::UInt16 => elements!(UInt16Type, i32),
         DataType::Int64 => elements!(Int64Type, i64),
         DataType::UInt32 => elements!(UInt32Type, i64),
+        DataType::UInt64 => {
+            let a = values.as_primitive::<UInt64Type>();
+            let v: Option<Vec<Option<i64>>> = if null {
+                None
+            } else {
+                Some(
+                    a.iter()
+                        .map(|v| v.map(i64::try_from).transpose())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| PgWireError::ApiError(Box::new(e)))?,
+                )
+            };
+            encoder.encode_field(&v)
+        }
         DataType::Float32 => elements!(Float32Type, f32),
         DataType::Float64 => elements!(Float64Type, f64),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {

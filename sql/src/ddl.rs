@@ -85,14 +85,15 @@ async fn create_table_as(
     }
     let plan = session.plan_query(query).await?;
     // The query's columns, all nullable: a query's output carries no constraints.
-    let columns: Vec<ColumnDef> = cohortdb_engine::types::columns_of(plan.schema().as_arrow())
-        .map_err(|e| Error::engine_at(e, position))?
-        .into_iter()
-        .map(|c| ColumnDef {
-            nullable: true,
-            ..c
-        })
-        .collect();
+    let columns: Vec<ColumnDef> =
+        cohortdb_engine::types::columns_of(&crate::names::client_schema(plan.schema().inner()))
+            .map_err(|e| Error::engine_at(e, position))?
+            .into_iter()
+            .map(|c| ColumnDef {
+                nullable: true,
+                ..c
+            })
+            .collect();
     let batches: Vec<RecordBatch> = session.stream_plan(plan).await?.try_collect().await?;
     let catalog = session.catalog();
     catalog

@@ -112,6 +112,10 @@ pub enum Error {
     #[error("{message}")]
     ObjectInUse { message: String },
 
+    /// A name a cast to an object-identifier type (`'x'::regtype`) did not find.
+    #[error("{message}")]
+    UndefinedObject { message: String },
+
     /// FETCH, MOVE or CLOSE named no open cursor.
     #[error("cursor \"{name}\" does not exist")]
     UnknownCursor { name: String },
@@ -219,6 +223,7 @@ impl Error {
                 TransactionError::NoSavepoint { .. } => "3B001",
             },
             Error::UnknownCursor { .. } => "34000",
+            Error::UndefinedObject { .. } => "42704",
             Error::ObjectInUse { .. } => "55006",
             Error::DuplicateCursor { .. } => "42P03",
             Error::UnknownPreparedStatement { .. } => "26000",

@@ -8,6 +8,7 @@ mod experiment_report;
 mod experiment_stats;
 mod metric_moments;
 mod p_adjust;
+mod pg_catalog;
 mod settings;
 mod srm_test;
 mod system;
@@ -20,33 +21,41 @@ use datafusion::prelude::SessionContext;
 use crate::state::State;
 
 /// Registers every function on a session; the settings functions read and write
-/// that session's `state`.
-pub(crate) fn register(ctx: &SessionContext, state: &Arc<Mutex<State>>) {
-    let mut udfs: Vec<ScalarUDF> = experiment_stats::all();
-    udfs.extend(experiment_stats::comoment_tests());
-    udfs.push(ScalarUDF::from(ab_assign::AbAssignFunc::new()));
-    udfs.push(ScalarUDF::from(ab_assign::AbInNamespaceFunc::new()));
-    udfs.push(ScalarUDF::from(ab_assign::GbHashFunc::new()));
-    udfs.push(ScalarUDF::from(ab_assign::Fnv1a32Func::new()));
-    udfs.push(ScalarUDF::from(srm_test::SrmTestFunc::new()));
-    udfs.push(ScalarUDF::from(p_adjust::PAdjustFunc::new()));
-    udfs.push(ScalarUDF::from(settings::SettingsFunc::current_setting(
-        state,
-    )));
-    udfs.push(ScalarUDF::from(settings::SettingsFunc::set_config(state)));
-    udfs.push(ScalarUDF::from(system::SystemFunc::version()));
-    udfs.push(ScalarUDF::from(system::SystemFunc::advisory_unlock_all()));
-    for udf in udfs {
+/// that session's `state`. Returns the names of cohortdb's own functions (not
+/// those PostgreSQL has too), which the catalog lists in `public`.
+pub(crate) fn register(ctx: &SessionContext, state: &Arc<Mutex<State>>) -> Vec<String> {
+    let mut own: Vec<ScalarUDF> = experiment_stats::all();
+    own.extend(experiment_stats::comoment_tests());
+    own.push(ScalarUDF::from(ab_assign::AbAssignFunc::new()));
+    own.push(ScalarUDF::from(ab_assign::AbInNamespaceFunc::new()));
+    own.push(ScalarUDF::from(ab_assign::GbHashFunc::new()));
+    own.push(ScalarUDF::from(ab_assign::Fnv1a32Func::new()));
+    own.push(ScalarUDF::from(srm_test::SrmTestFunc::new()));
+    own.push(ScalarUDF::from(p_adjust::PAdjustFunc::new()));
+    let postgres = [
+        ScalarUDF::from(settings::SettingsFunc::current_setting(state)),
+        ScalarUDF::from(settings::SettingsFunc::set_config(state)),
+        ScalarUDF::from(system::SystemFunc::version()),
+        ScalarUDF::from(system::SystemFunc::advisory_unlock_all()),
+    ];
+    let aggregates = [
+        AggregateUDF::from(metric_moments::MetricMomentsUdaf::single()),
+        AggregateUDF::from(metric_moments::MetricMomentsUdaf::pair()),
+    ];
+    let mut names: Vec<String> = own.iter().map(|f| f.name().to_string()).collect();
+    names.extend(aggregates.iter().map(|f| f.name().to_string()));
+    names.push("experiment_report".to_string());
+    for udf in own.into_iter().chain(postgres) {
         ctx.register_udf(udf);
     }
     ctx.register_udtf(
         "experiment_report",
         Arc::new(experiment_report::ExperimentReportFunc),
     );
-    ctx.register_udaf(AggregateUDF::from(
-        metric_moments::MetricMomentsUdaf::single(),
-    ));
-    ctx.register_udaf(AggregateUDF::from(metric_moments::MetricMomentsUdaf::pair()));
+    for udaf in aggregates {
+        ctx.register_udaf(udaf);
+    }
+    names
 }
 
 /// The list type list arguments are coerced to: `DOUBLE[]`.
@@ -80,4 +89,83 @@ pub(crate) fn f64_list(array: &arrow::array::ListArray, row: usize) -> Option<Ve
         .downcast_ref::<arrow::array::Float64Array>()
         .expect("list arguments are coerced to DOUBLE[]");
     Some(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// The catalog functions (`format_type`, `pg_get_userbyid`, ...) over a
+/// session's `pg_catalog`.
+pub(crate) fn pg_catalog_functions(
+    schema: &Arc<crate::pg_catalog::PgCatalogSchema>,
+    state: &Arc<Mutex<State>>,
+) -> Vec<ScalarUDF> {
+    pg_catalog::all(schema, state)
+}
+
+/// Every function a session knows, as `pg_proc` rows: cohortdb's own (`own`)
+/// in `public`, DataFusion's and the catalog functions in `pg_catalog`.
+pub(crate) fn catalog_rows(
+    ctx: &SessionContext,
+    own: &[String],
+) -> Vec<crate::pg_catalog::FunctionRow> {
+    use crate::pg_catalog::{FunctionRow, PG_CATALOG_OID, PUBLIC_OID, types};
+    let state = ctx.state();
+    let describe =
+        |signature: &datafusion::logical_expr::Signature,
+         result: &dyn Fn(&[arrow::datatypes::DataType]) -> Option<arrow::datatypes::DataType>|
+         -> (String, String) {
+            use datafusion::logical_expr::TypeSignature;
+            let arguments = match &signature.type_signature {
+                TypeSignature::Exact(args) => Some(args.clone()),
+                TypeSignature::Nullary => Some(Vec::new()),
+                _ => None,
+            };
+            let name = |t: &arrow::datatypes::DataType| {
+                types::format_type(types::type_oid(t), types::type_modifier(t)).unwrap_or_default()
+            };
+            match arguments {
+                Some(args) => (
+                    args.iter().map(name).collect::<Vec<_>>().join(", "),
+                    result(&args).map(|t| name(&t)).unwrap_or_default(),
+                ),
+                None => ("VARIADIC \"any\"".to_string(), String::new()),
+            }
+        };
+    let mut rows = Vec::new();
+    let mut push = |name: &str, kind: char, (arguments, result): (String, String)| {
+        let namespace = if own.iter().any(|o| o == name) {
+            PUBLIC_OID
+        } else {
+            PG_CATALOG_OID
+        };
+        rows.push(FunctionRow {
+            oid: crate::pg_catalog::function_oid(name),
+            name: name.to_string(),
+            kind,
+            namespace,
+            arguments,
+            result,
+        });
+    };
+    for (name, udf) in state.scalar_functions() {
+        push(
+            name,
+            'f',
+            describe(udf.signature(), &|args| udf.return_type(args).ok()),
+        );
+    }
+    for (name, udaf) in state.aggregate_functions() {
+        push(
+            name,
+            'a',
+            describe(udaf.signature(), &|args| udaf.return_type(args).ok()),
+        );
+    }
+    for (name, udwf) in state.window_functions() {
+        push(name, 'w', describe(udwf.signature(), &|_| None));
+    }
+    for name in pg_catalog::names() {
+        push(name, 'f', (String::new(), String::new()));
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows.dedup_by(|a, b| a.name == b.name);
+    rows
 }

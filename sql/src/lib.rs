@@ -17,6 +17,7 @@ mod dml;
 pub mod error;
 mod functions;
 mod names;
+mod pg_catalog;
 mod prepare;
 mod provider;
 mod pushdown;
@@ -29,6 +30,7 @@ mod transaction;
 
 pub use cancel::CancelHandle;
 pub use error::{CancelReason, Error, Position, Result, TransactionError};
+pub use pg_catalog::types::type_oid;
 pub use prepare::{Description, ParamValue};
 pub use roles::{Login, SCRAM_ITERATIONS, ScramVerifier};
 pub use session::{

@@ -75,7 +75,7 @@ impl Session {
             .map(|i| types.remove(&format!("${i}")).flatten())
             .collect();
         let columns = match plan {
-            Some(plan) if returns_rows => Some(std::sync::Arc::clone(plan.schema().inner())),
+            Some(plan) if returns_rows => Some(crate::names::client_schema(plan.schema().inner())),
             _ => None,
         };
         Ok(Description {

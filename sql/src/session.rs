@@ -13,6 +13,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -20,12 +21,13 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::cancel::{self, CancelHandle};
 use crate::cursor::{self, Cursors};
 use crate::error::{Error, Position, Result, TransactionError};
 use crate::names::{self, normalize, position_of};
+use crate::pg_catalog::{self, PG_CATALOG, PgCatalogSchema};
 use crate::provider::EngineSchema;
 use crate::settings;
 use crate::state::{Message, State, TransactionStatus};
@@ -92,9 +94,20 @@ impl Session {
                 }),
             )
             .expect("a fresh catalog provider accepts a schema");
-        ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
         let state = Arc::new(Mutex::new(State::default()));
-        crate::functions::register(&ctx, &state);
+        let own = crate::functions::register(&ctx, &state);
+        let pg_catalog = Arc::new(PgCatalogSchema::new(
+            Arc::clone(&catalog),
+            Arc::clone(&state),
+            crate::functions::catalog_rows(&ctx, &own),
+        ));
+        for udf in crate::functions::pg_catalog_functions(&pg_catalog, &state) {
+            ctx.register_udf(udf);
+        }
+        schemas
+            .register_schema(PG_CATALOG, pg_catalog)
+            .expect("a fresh catalog provider accepts a schema");
+        ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
         Session {
             ctx,
             catalog,
@@ -398,19 +411,43 @@ impl Session {
         self.plan(Statement::Query(Box::new(query))).await
     }
 
-    pub(crate) async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
+    /// Plans a statement DataFusion runs, after rewriting the PostgreSQL syntax
+    /// it lacks and naming result columns as PostgreSQL does.
+    pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan> {
+        let names = match &mut statement {
+            Statement::Query(query) => Some(names::name_columns(query)),
+            _ => None,
+        };
+        pg_catalog::rewrite::rewrite(&mut statement, &|name| self.catalog.table(name).is_ok());
         let plan = self
             .ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await?;
-        Ok(plan)
+        Ok(match names {
+            Some(names) => names::rename_output(plan, &names)?,
+            None => plan,
+        })
     }
 
     /// Runs a plan and returns its rows.
     pub(crate) async fn stream_plan(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
         let frame = self.ctx.execute_logical_plan(plan).await?;
-        Ok(frame.execute_stream().await?)
+        let stream = frame.execute_stream().await?;
+        let schema = names::client_schema(&stream.schema());
+        if Arc::ptr_eq(&schema, &stream.schema()) {
+            return Ok(stream);
+        }
+        // Columns renamed for the client: the same arrays under its names.
+        let output = Arc::clone(&schema);
+        let renamed = stream.map(move |batch| {
+            let batch = batch?;
+            Ok(RecordBatch::try_new(
+                Arc::clone(&output),
+                batch.columns().to_vec(),
+            )?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, renamed)))
     }
 
     pub(crate) async fn run_datafusion(
@@ -426,7 +463,7 @@ impl Session {
     }
 }
 
-fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
+pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
     Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_MAX)
         .try_with_sql(sql)
