@@ -14,6 +14,8 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+mod copy_text;
+
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -44,7 +46,7 @@ impl FileFormat {
 }
 
 /// CSV dialect options (PostgreSQL COPY's defaults: comma, no header).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {
     pub header: bool,
     pub delimiter: u8,
@@ -97,6 +99,51 @@ pub fn read_file(
     }
 }
 
+/// How the rows of `COPY ... FROM STDIN` are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyDataFormat {
+    /// PostgreSQL's text format: `delimiter`-separated, `null` for NULL,
+    /// backslash escapes.
+    Text {
+        delimiter: u8,
+        null: String,
+        header: bool,
+    },
+    Csv(CsvOptions),
+}
+
+/// Reads the data a client sent with `COPY ... FROM STDIN` into batches of
+/// `schema`, all of it or an error naming the line and column.
+pub fn read_copy_data(
+    data: &[u8],
+    format: &CopyDataFormat,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let source = Path::new("STDIN");
+    match format {
+        CopyDataFormat::Text {
+            delimiter,
+            null,
+            header,
+        } => copy_text::read(source, data, *delimiter, null, *header, schema),
+        CopyDataFormat::Csv(options) => {
+            // The end-of-data marker of the text protocol may end CSV data too.
+            let data = match data.windows(3).rposition(|w| w == b"\\.\n") {
+                Some(at) if at == 0 || data[at - 1] == b'\n' => &data[..at],
+                _ => data,
+            };
+            read_csv(
+                source,
+                data,
+                data.len() as u64,
+                options,
+                schema,
+                &mut |_| {},
+            )
+        }
+    }
+}
+
 fn bad_input(path: &Path, message: impl Into<String>) -> Error {
     Error::BadInput {
         path: path.to_path_buf(),
@@ -106,7 +153,7 @@ fn bad_input(path: &Path, message: impl Into<String>) -> Error {
 
 fn read_csv(
     path: &Path,
-    file: File,
+    file: impl Read,
     bytes_total: u64,
     options: &CsvOptions,
     schema: &SchemaRef,

@@ -16,3 +16,8 @@ pub const IMPORT_BATCH_ROWS: usize = 65_536;
 
 /// Largest manifest the engine will read, in bytes; a bigger one is corruption.
 pub const MANIFEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Most bytes of `COPY ... FROM STDIN` data held for one statement: the rows
+/// are committed all at once when the client finishes, so they are kept until
+/// then. More fails the statement.
+pub const COPY_IN_BYTES_MAX: u64 = 1 << 30;

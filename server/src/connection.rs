@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use cohortdb_sql::{
-    Completion, Deallocation, Description, Message, ParamValue, ParsedStatement,
+    ClientCopy, Completion, Deallocation, Description, Message, ParamValue, ParsedStatement,
     SendableRecordBatchStream, Session, TransactionStatus,
 };
 use futures::{Sink, SinkExt, StreamExt, TryStreamExt, stream};
@@ -50,6 +50,18 @@ pub(crate) struct Connection {
     prepared: Mutex<BTreeSet<String>>,
     /// The SCRAM exchange of a login in progress.
     pub(crate) scram: Mutex<Scram>,
+    /// The `COPY ... FROM STDIN` waiting for the client's data.
+    pub(crate) copy_in: Mutex<Option<ClientCopy>>,
+}
+
+/// What the simple protocol does after a statement of a query string.
+enum Step {
+    /// Run the next statement.
+    Next,
+    /// Stop: the statement failed.
+    Stop,
+    /// Wait for the data of a `COPY ... FROM STDIN`.
+    CopyIn,
 }
 
 impl Connection {
@@ -65,6 +77,7 @@ impl Connection {
             pid: AtomicI32::new(0),
             prepared: Mutex::new(BTreeSet::new()),
             scram: Mutex::new(Scram::Started),
+            copy_in: Mutex::new(None),
         }
     }
 
@@ -121,7 +134,7 @@ impl Connection {
     }
 
     /// Sends an error for a failed statement, which aborts the transaction block.
-    async fn send_error<C>(
+    pub(crate) async fn send_error<C>(
         &self,
         client: &mut C,
         error: &cohortdb_sql::Error,
@@ -142,13 +155,13 @@ impl Connection {
     }
 
     /// Runs one statement of a simple query and sends its whole result. Returns
-    /// whether it succeeded (the rest of the query string runs only if so).
+    /// what comes next: the rest of the query string runs only if it succeeded.
     async fn simple_statement<C>(
         &self,
         client: &mut C,
         statement: ParsedStatement,
         query: &str,
-    ) -> PgWireResult<bool>
+    ) -> PgWireResult<Step>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -157,14 +170,30 @@ impl Connection {
     {
         if let Some(tag) = self.connection_statement(client, &statement) {
             send_execution_response(client, Tag::new(&tag)).await?;
-            return Ok(true);
+            return Ok(Step::Next);
+        }
+        if let Some(copy) = self.session.client_copy(&statement).await {
+            return match copy {
+                Err(e) => {
+                    self.send_error(client, &e, query).await?;
+                    Ok(Step::Stop)
+                }
+                Ok(copy) if copy.is_in() => {
+                    self.start_copy_in(client, copy).await?;
+                    Ok(Step::CopyIn)
+                }
+                Ok(copy) => Ok(match self.copy_out(client, copy, query).await? {
+                    true => Step::Next,
+                    false => Step::Stop,
+                }),
+            };
         }
         let completion = statement.completion();
         let mut stream = match self.session.run(statement).await {
             Ok(stream) => stream,
             Err(e) => {
                 self.send_error(client, &e, query).await?;
-                return Ok(false);
+                return Ok(Step::Stop);
             }
         };
         self.send_messages(client).await?;
@@ -174,12 +203,12 @@ impl Connection {
                 Ok(tag) => tag,
                 Err(e) => {
                     self.send_error(client, &e, query).await?;
-                    return Ok(false);
+                    return Ok(Step::Stop);
                 }
             };
             self.send_messages(client).await?;
             send_execution_response(client, Tag::new(&tag)).await?;
-            return Ok(true);
+            return Ok(Step::Next);
         }
         let fields = Arc::new(encode::fields(&schema, &Format::UnifiedText));
         client
@@ -201,14 +230,14 @@ impl Connection {
                 }
                 Err(e) => {
                     self.send_error(client, &e, query).await?;
-                    return Ok(false);
+                    return Ok(Step::Stop);
                 }
             }
         }
         self.send_messages(client).await?;
         let tag = completion.tag(&schema, rows);
         send_execution_response(client, Tag::new(&tag)).await?;
-        Ok(true)
+        Ok(Step::Next)
     }
 
     /// Runs one statement of the extended protocol and turns its result into a
@@ -218,6 +247,9 @@ impl Connection {
         statement: ParsedStatement,
         format: &Format,
     ) -> Result<Response, cohortdb_sql::Error> {
+        if let Some(copy) = self.session.client_copy(&statement).await {
+            return self.copy_response(copy?).await;
+        }
         let completion = statement.completion();
         let stream = self.session.run(statement).await?;
         let schema = stream.schema();
@@ -243,14 +275,16 @@ async fn completion_tag(
 }
 
 /// An encoding failure, as a statement error.
-fn encode_error(e: PgWireError) -> cohortdb_sql::Error {
+pub(crate) fn encode_error(e: PgWireError) -> cohortdb_sql::Error {
     cohortdb_sql::Error::Execution {
         message: e.to_string(),
     }
 }
 
 /// The protocol's transaction status byte for a session's state.
-fn status_byte(status: TransactionStatus) -> pgwire::messages::response::TransactionStatus {
+pub(crate) fn status_byte(
+    status: TransactionStatus,
+) -> pgwire::messages::response::TransactionStatus {
     use pgwire::messages::response::TransactionStatus as Byte;
     match status {
         TransactionStatus::Idle => Byte::Idle,
@@ -343,8 +377,11 @@ impl SimpleQueryHandler for Connection {
             }
             Ok(statements) => {
                 for statement in statements {
-                    if !self.simple_statement(client, statement, &sql).await? {
-                        break;
+                    match self.simple_statement(client, statement, &sql).await? {
+                        Step::Next => {}
+                        Step::Stop => break,
+                        // The copy handler ends the query when the data is in.
+                        Step::CopyIn => return Ok(()),
                     }
                 }
             }
@@ -653,6 +690,10 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         Arc::clone(&self.0)
     }
 }

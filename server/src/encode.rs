@@ -99,6 +99,41 @@ pub(crate) fn rows(
     Ok(rows)
 }
 
+/// Every row of a batch as its cells in PostgreSQL's text form (`None` for
+/// NULL), exactly as a text-format DataRow carries them; `fields` must ask for
+/// text.
+pub(crate) fn text_cells(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+) -> PgWireResult<Vec<Vec<Option<String>>>> {
+    rows(batch, fields)?
+        .iter()
+        .map(|row| {
+            let mut data: &[u8] = &row.data;
+            let mut cells = Vec::with_capacity(fields.len());
+            for _ in 0..row.field_count {
+                let (length, rest) = data.split_at_checked(4).ok_or_else(malformed_row)?;
+                let length = i32::from_be_bytes(length.try_into().map_err(|_| malformed_row())?);
+                data = rest;
+                if length < 0 {
+                    cells.push(None);
+                    continue;
+                }
+                let (value, rest) = data
+                    .split_at_checked(length as usize)
+                    .ok_or_else(malformed_row)?;
+                cells.push(Some(String::from_utf8_lossy(value).into_owned()));
+                data = rest;
+            }
+            Ok(cells)
+        })
+        .collect()
+}
+
+fn malformed_row() -> PgWireError {
+    PgWireError::ApiError("an encoded row is shorter than its fields".into())
+}
+
 /// A column and, for types sent as text, its formatter.
 struct Column<'a> {
     array: &'a ArrayRef,

@@ -10,6 +10,7 @@
 //! messages and [`encode`] is the one mapping between Arrow and PostgreSQL types.
 
 mod connection;
+mod copy;
 mod encode;
 mod startup;
 mod tls;

@@ -29,6 +29,7 @@ mod state;
 mod transaction;
 
 pub use cancel::CancelHandle;
+pub use copy::{ClientCopy, CopyFormat};
 pub use error::{CancelReason, Error, Position, Result, TransactionError};
 pub use pg_catalog::types::type_oid;
 pub use prepare::{Description, ParamValue};

@@ -17,7 +17,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    CloseCursor, DiscardObject, ObjectType, Query, Set, Statement,
+    CloseCursor, CopyTarget, DiscardObject, ObjectType, Query, Set, Statement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -139,6 +139,12 @@ impl Session {
     /// A handle that cancels the statement this session is running.
     pub fn cancel_handle(&self) -> CancelHandle {
         self.cancel.clone()
+    }
+
+    /// Checks that the session's transaction block lets `statement` run (not
+    /// aborted; no writes in a READ ONLY block), as [`Session::run`] does.
+    pub(crate) fn admit(&self, statement: &ParsedStatement) -> Result<()> {
+        transaction::admit(&self.lock(), statement.statement())
     }
 
     /// Records that a statement failed outside [`Session::run`] (a syntax error,
@@ -464,6 +470,72 @@ impl Session {
 }
 
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
+    let statements = parse_statements(sql)?;
+    if statements.iter().any(|s| {
+        matches!(
+            s,
+            Statement::Copy {
+                to: false,
+                target: CopyTarget::Stdin,
+                ..
+            }
+        )
+    }) {
+        statements_end_at_copy_from_stdin(sql)?;
+    }
+    Ok(statements)
+}
+
+/// The parser reads whatever follows `COPY ... FROM STDIN;` as the COPY's inline
+/// rows (as in a dump file), so statements after it would vanish unseen. Over
+/// the protocol the rows come separately, so such a COPY must end its string.
+fn statements_end_at_copy_from_stdin(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Error::Syntax {
+            message: e.to_string(),
+            position: None,
+        })?;
+    let is_word = |token: &Token, word: &str| matches!(token, Token::Word(w) if w.value.eq_ignore_ascii_case(word));
+    let significant: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t,
+                Token::Whitespace(
+                    Whitespace::Space
+                        | Whitespace::Newline
+                        | Whitespace::Tab
+                        | Whitespace::SingleLineComment { .. }
+                        | Whitespace::MultiLineComment(_)
+                )
+            )
+        })
+        .collect();
+    let stdin = significant
+        .windows(2)
+        .position(|pair| is_word(pair[0], "from") && is_word(pair[1], "stdin"));
+    let Some(at) = stdin else {
+        return Ok(());
+    };
+    let after: Vec<&&Token> = significant[at + 2..]
+        .iter()
+        .skip_while(|t| !matches!(t, Token::SemiColon))
+        .skip(1)
+        .filter(|t| !matches!(t, Token::SemiColon | Token::EOF))
+        .collect();
+    if after.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::unsupported(
+            "statements after COPY FROM STDIN in one query string (send the COPY on its own)",
+            None,
+        ))
+    }
+}
+
+fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(PARSER_RECURSION_MAX)
         .try_with_sql(sql)

@@ -1,0 +1,233 @@
+//! COPY with the client: `COPY ... FROM STDIN` collects the CopyData messages
+//! the client sends and commits them as one statement on CopyDone (nothing is
+//! kept when the client sends CopyFail or the data is bad); `COPY ... TO STDOUT`
+//! sends one CopyData message per row, each row written as in a simple query's
+//! text results and laid out by the statement's format (text or CSV).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cohortdb_sql::{ClientCopy, SendableRecordBatchStream};
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{CopyResponse, Response, Tag};
+use pgwire::api::{ClientInfo, PgWireConnectionState};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyInResponse, CopyOutResponse};
+
+use crate::connection::{Connection, encode_error, status_byte, user_error};
+use crate::encode;
+
+impl Connection {
+    /// Starts `COPY ... FROM STDIN` for the simple protocol: the client is told
+    /// to send its rows, which the copy handler collects.
+    pub(crate) async fn start_copy_in<C>(
+        &self,
+        client: &mut C,
+        copy: ClientCopy,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let columns = copy.columns();
+        self.await_copy(copy);
+        let formats = vec![0; columns];
+        client
+            .send(PgWireBackendMessage::CopyInResponse(CopyInResponse::new(
+                0,
+                i16::try_from(columns).unwrap_or(i16::MAX),
+                formats,
+            )))
+            .await?;
+        client.set_state(PgWireConnectionState::CopyInProgress(false));
+        Ok(())
+    }
+
+    fn await_copy(&self, copy: ClientCopy) {
+        *self.copy_in.lock().expect("copy lock") = Some(copy);
+    }
+
+    /// Sends the rows of `COPY ... TO STDOUT` for the simple protocol. Returns
+    /// whether it succeeded; an error mid-way is sent as an ErrorResponse.
+    pub(crate) async fn copy_out<C>(
+        &self,
+        client: &mut C,
+        copy: ClientCopy,
+        query: &str,
+    ) -> PgWireResult<bool>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stream = match self.session.copy_out(&copy).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.send_error(client, &e, query).await?;
+                return Ok(false);
+            }
+        };
+        let formats = vec![0; copy.columns()];
+        client
+            .feed(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+                0,
+                i16::try_from(copy.columns()).unwrap_or(i16::MAX),
+                formats,
+            )))
+            .await?;
+        let mut lines = copy_lines(copy, stream);
+        let mut rows = 0u64;
+        while let Some(line) = lines.next().await {
+            match line {
+                Ok(Line::Row(data)) => {
+                    rows += 1;
+                    client.feed(PgWireBackendMessage::CopyData(data)).await?;
+                }
+                Ok(Line::Header(data)) => client.feed(PgWireBackendMessage::CopyData(data)).await?,
+                Err(e) => {
+                    self.send_error(client, &e, query).await?;
+                    return Ok(false);
+                }
+            }
+        }
+        client
+            .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+            .await?;
+        client
+            .feed(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows as usize).into(),
+            ))
+            .await?;
+        Ok(true)
+    }
+
+    /// The extended protocol's answer to a COPY with the client.
+    pub(crate) async fn copy_response(
+        &self,
+        copy: ClientCopy,
+    ) -> Result<Response, cohortdb_sql::Error> {
+        let columns = copy.columns();
+        if copy.is_in() {
+            self.await_copy(copy);
+            return Ok(Response::CopyIn(CopyResponse::new(
+                0,
+                columns,
+                stream::empty(),
+            )));
+        }
+        let stream = self.session.copy_out(&copy).await?;
+        let data = copy_lines(copy, stream).map(|line| match line {
+            Ok(Line::Row(data) | Line::Header(data)) => Ok(data),
+            Err(e) => Err(user_error(&e, None)),
+        });
+        Ok(Response::CopyOut(CopyResponse::new(0, columns, data)))
+    }
+}
+
+/// A line of COPY output.
+enum Line {
+    Header(CopyData),
+    Row(CopyData),
+}
+
+/// The lines of `COPY ... TO STDOUT`: the header when asked for, then a line
+/// per row.
+fn copy_lines(
+    copy: ClientCopy,
+    stream: SendableRecordBatchStream,
+) -> impl futures::Stream<Item = Result<Line, cohortdb_sql::Error>> + Send {
+    let schema = stream.schema();
+    let format = copy.format().clone();
+    let header = format.header().then(|| {
+        let names: Vec<Option<String>> = schema
+            .fields()
+            .iter()
+            .map(|f| Some(f.name().clone()))
+            .collect();
+        Ok(Line::Header(data(format.line(&names))))
+    });
+    let fields = Arc::new(encode::fields(&schema, &Format::UnifiedText));
+    let rows = stream.flat_map(move |batch| {
+        let lines: Vec<Result<Line, cohortdb_sql::Error>> = match batch
+            .map_err(cohortdb_sql::Error::from)
+            .and_then(|batch| encode::text_cells(&batch, &fields).map_err(encode_error))
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|cells| Ok(Line::Row(data(format.line(cells)))))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        stream::iter(lines)
+    });
+    stream::iter(header).chain(rows)
+}
+
+fn data(line: String) -> CopyData {
+    CopyData::new(Bytes::from(line))
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(copy) = self.copy_in.lock().expect("copy lock").as_mut() {
+            copy.push(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let pending = self.copy_in.lock().expect("copy lock").take();
+        let Some(copy) = pending else {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".to_string(),
+                "08P01".to_string(),
+                "CopyDone without a COPY FROM STDIN in progress".to_string(),
+            ))));
+        };
+        let result = self.session.copy_in(copy).await;
+        match result {
+            Ok(rows) => {
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new("COPY").with_rows(rows as usize).into(),
+                    ))
+                    .await?;
+            }
+            Err(e) => self.send_error(client, &e, "").await?,
+        }
+        client.set_transaction_status(status_byte(self.session.transaction_status()));
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy_in.lock().expect("copy lock").take();
+        self.session.statement_failed();
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_string(),
+            "57014".to_string(),
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
+    }
+}
