@@ -24,11 +24,12 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::tls", tls),
         trial("wire::column_names_and_types", column_names_and_types),
         trial("wire::psql_describe", psql_describe),
+        trial("wire::copy_stdin_stdout", copy_stdin_stdout),
     ]
 }
 
 /// Serves `db` on a free local port on the current runtime; returns the port.
-async fn start(db: &Database) -> Result<u16, Failed> {
+pub(crate) async fn start(db: &Database) -> Result<u16, Failed> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let db = db.clone();
@@ -1118,6 +1119,96 @@ fn psql_describe() -> Result<(), Failed> {
             "{functions}"
         );
         assert!(functions.contains("| agg\n"), "{functions}");
+        Ok(())
+    })
+}
+
+/// COPY FROM STDIN and TO STDOUT in text and CSV, over both protocols: rows
+/// arrive whole or not at all, and leave as PostgreSQL writes them.
+fn copy_stdin_stdout() -> Result<(), Failed> {
+    use futures::{SinkExt, TryStreamExt};
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let client = connect(port).await?;
+        client
+            .batch_execute("CREATE TABLE t (id INT NOT NULL, name TEXT, amount DECIMAL(12,2))")
+            .await?;
+        // Extended protocol (tokio-postgres), text format with escapes and NULLs.
+        let sink = client.copy_in("COPY t FROM STDIN").await?;
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"1\tann\t1.50\n2\t\\N\t\\N\n"))
+            .await?;
+        sink.send(bytes::Bytes::from_static(b"3\ttab\\there\t2\n"))
+            .await?;
+        assert_eq!(sink.finish().await?, 3);
+        let out: Vec<bytes::Bytes> = client
+            .copy_out("COPY (SELECT * FROM t ORDER BY id) TO STDOUT")
+            .await?
+            .try_collect()
+            .await?;
+        assert_eq!(
+            out.concat(),
+            b"1\tann\t1.50\n2\t\\N\t\\N\n3\ttab\\there\t2.00\n"
+        );
+        // A bad row anywhere leaves the table as it was, and names the line.
+        let sink = client.copy_in("COPY t FROM STDIN").await?;
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"4\tok\t1\nfive\tbad\t1\n"))
+            .await?;
+        let error = sink.finish().await.err().ok_or("bad data accepted")?;
+        let db_error = error.as_db_error().ok_or("a server error")?;
+        assert_eq!(
+            db_error.message(),
+            "STDIN: invalid value \"five\" for column \"id\" (INTEGER) at line 2"
+        );
+        // A client that gives up (CopyFail) leaves nothing either.
+        {
+            let sink = client.copy_in("COPY t FROM STDIN").await?;
+            futures::pin_mut!(sink);
+            sink.send(bytes::Bytes::from_static(b"6\tgone\t1\n"))
+                .await?;
+            // Dropped without finish: tokio-postgres sends CopyFail.
+        }
+        let count: i64 = client
+            .query_one("SELECT count(*) FROM t", &[])
+            .await?
+            .get(0);
+        assert_eq!(count, 3);
+
+        // Simple protocol (psql's \copy), CSV with a header both ways.
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("in.csv");
+        std::fs::write(&file, "id,name,amount\n7,\"a,b\",3.5\n8,,\n")?;
+        let (ok, _, stderr) = psql(
+            port,
+            &format!(
+                "\\copy t from '{}' with (format csv, header)",
+                file.display()
+            ),
+            &[],
+        )
+        .await?;
+        assert!(ok, "{stderr}");
+        let (ok, stdout, stderr) = psql(
+            port,
+            "\\copy (SELECT * FROM t WHERE id > 6 ORDER BY id) to stdout with (format csv, header)",
+            &[],
+        )
+        .await?;
+        assert!(ok, "{stderr}");
+        assert_eq!(stdout, "id,name,amount\n7,\"a,b\",3.50\n8,,");
+        // COPY FROM STDIN must end its query string.
+        let error = client
+            .simple_query("COPY t FROM STDIN; SELECT 1")
+            .await
+            .err()
+            .ok_or("accepted")?;
+        assert_eq!(
+            error.as_db_error().map(|e| e.code().code()),
+            Some("0A000"),
+            "{error:?}"
+        );
         Ok(())
     })
 }
