@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, then every test (unit tests of
 # each crate and the one integration test binary, which runs the sqllogictest
-# files, the embedding-API tests, the CLI tests and the wire-protocol tests).
+# files, the embedding-API tests, the CLI tests, the wire-protocol tests and the
+# client-library tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cohortdb/target}"
@@ -16,6 +17,9 @@ if ! command -v psql >/dev/null 2>&1; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq postgresql-client >/dev/null
 fi
+# The client-library tests (tests/clients/) run psycopg + SQLAlchemy, asyncpg,
+# node-postgres and pgjdbc against the server; this only checks when they are there.
+scripts/install-clients.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo nextest run --workspace --no-fail-fast

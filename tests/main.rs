@@ -1,9 +1,11 @@
 //! The one integration test binary: sqllogictest files run in-process, the
 //! embedding API used exactly as an outside crate would, the `cohortdb` CLI run
-//! as a built binary, and the wire protocol through real PostgreSQL clients. Trials are collected here and run by libtest-mimic.
+//! as a built binary, the wire protocol through real PostgreSQL clients, and client libraries in
+//! other languages running scripts from tests/clients/. Trials are collected here and run by libtest-mimic.
 
 mod api;
 mod cli;
+mod clients;
 mod slt;
 mod wire;
 
@@ -15,6 +17,7 @@ fn main() {
     trials.extend(api::trials());
     trials.extend(cli::trials());
     trials.extend(wire::trials());
+    trials.extend(clients::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 
