@@ -1047,6 +1047,19 @@ fn column_names_and_types() -> Result<(), Failed> {
                 "?column?", "?column?", "count", "two", "version", "oid", "relname", "oid", "text"
             ]
         );
+        // An untyped NULL is NULL (sent as text), in both protocols.
+        let row = client.query_one("SELECT NULL AS x", &[]).await?;
+        assert_eq!(row.get::<_, Option<String>>(0), None);
+        let messages = client.simple_query("SELECT NULL AS x").await?;
+        let Some(SimpleQueryMessage::Row(row)) = messages.get(1) else {
+            return Err("a row".into());
+        };
+        assert_eq!(row.get(0), None);
+        // A parameter cast to a type takes that type, as PostgreSQL infers it.
+        let statement = client.prepare("SELECT $1::int AS y, $2::text").await?;
+        assert_eq!(statement.params(), [Type::INT4, Type::TEXT]);
+        let row = client.query_one(&statement, &[&41i32, &"x"]).await?;
+        assert_eq!(row.get::<_, i32>(0), 41);
         Ok(())
     })
 }

@@ -19,6 +19,7 @@ use pgwire::api::query::{
 };
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
@@ -26,7 +27,10 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::RowDescription;
-use pgwire::messages::extendedquery::{Parse, ParseComplete, Sync as SyncMessage};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{
+    Describe, Parse, ParseComplete, Sync as SyncMessage, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::response::{
     EmptyQueryResponse, ReadyForQuery, TransactionStatus as ByteStatus,
 };
@@ -583,6 +587,36 @@ impl ExtendedQueryHandler for Connection {
             .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
         Ok(())
+    }
+
+    /// Describes a statement as PostgreSQL does: a statement that returns no
+    /// rows (INSERT with parameters) gets NoData, not an empty RowDescription,
+    /// which drivers would read as a result set (pgjdbc then counts no updates).
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or("");
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT
+            && let Some(Entry::Value(stored)) = client.portal_store().get_statement(name)
+            && stored.statement.description.columns.is_none()
+        {
+            let described = self.do_describe_statement(client, &stored).await?;
+            let oids = described.parameters.iter().map(Type::oid).collect();
+            client
+                .send(PgWireBackendMessage::ParameterDescription(
+                    ParameterDescription::new(oids),
+                ))
+                .await?;
+            client
+                .send(PgWireBackendMessage::NoData(NoData::new()))
+                .await?;
+            return Ok(());
+        }
+        self._on_describe(client, message).await
     }
 
     /// Ends an extended-query exchange with the session's transaction status.

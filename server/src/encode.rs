@@ -173,7 +173,9 @@ impl<'a> Column<'a> {
             return encoder.encode_field(&(!array.is_null(row)).then(|| pg_text(array, row)));
         }
         if let Some(text) = &self.text {
-            let value = (!array.is_null(row)).then(|| match array.data_type() {
+            // A NullArray has no validity buffer: its cells are null only logically.
+            let null = array.is_null(row) || array.data_type() == &DataType::Null;
+            let value = (!null).then(|| match array.data_type() {
                 DataType::Struct(_) => record(array, row),
                 _ => text.value(row).to_string(),
             });

@@ -379,6 +379,13 @@ const RELATIONS: &[CatalogRelation] = &[
         rows: None,
     },
     CatalogRelation {
+        name: "pg_opclass",
+        oid: 2616,
+        columns: "oid oid, opcmethod oid, opcname name, opcnamespace oid, opcowner oid, \
+                  opcfamily oid, opcintype oid, opcdefault bool, opckeytype oid",
+        rows: None,
+    },
+    CatalogRelation {
         name: "pg_language",
         oid: 2612,
         columns: "oid oid, lanname name, lanowner oid, lanispl bool, lanpltrusted bool, \
@@ -760,7 +767,11 @@ fn type_rows(_: &Snapshot) -> Vec<Row> {
         .iter()
         .map(|t| {
             let pseudo = t.category == 'P' || t.category == 'X';
-            let io = |suffix: &str| text(format!("{}{suffix}", t.name.trim_start_matches('_')));
+            // Arrays read and write through array_in/array_out, as in PostgreSQL.
+            let io = |suffix: &str| match t.name.strip_prefix('_') {
+                Some(_) => text(format!("array_{suffix}")),
+                None => text(format!("{}{suffix}", t.name)),
+            };
             vec![
                 oid(t.oid),
                 text(t.name),

@@ -71,8 +71,14 @@ impl Session {
             Some(plan) => plan.get_parameter_types().unwrap_or_default(),
             None => HashMap::new(),
         };
+        let casts = cast_parameter_types(statement);
         let parameters = (1..=count)
-            .map(|i| types.remove(&format!("${i}")).flatten())
+            .map(|i| {
+                types
+                    .remove(&format!("${i}"))
+                    .flatten()
+                    .or_else(|| casts.get(&i).cloned())
+            })
             .collect();
         let columns = match plan {
             Some(plan) if returns_rows => Some(crate::names::client_schema(plan.schema().inner())),
@@ -119,6 +125,24 @@ fn placeholder(expr: &Expr) -> Option<usize> {
         }) => p.strip_prefix('$')?.parse().ok().filter(|i| *i > 0),
         _ => None,
     }
+}
+
+/// The types parameters are cast to (`$1::int`), which is what PostgreSQL
+/// infers for them when nothing else says.
+fn cast_parameter_types(statement: &ParsedStatement) -> HashMap<usize, DataType> {
+    let mut types = HashMap::new();
+    let _ = visit_expressions(statement.statement(), |expr| {
+        if let Expr::Cast {
+            expr, data_type, ..
+        } = expr
+            && let Some(i) = placeholder(expr)
+            && let Ok(column_type) = crate::ddl::column_type(data_type)
+        {
+            types.entry(i).or_insert_with(|| column_type.to_arrow());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    types
 }
 
 /// The highest `$n` in the statement.

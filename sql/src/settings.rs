@@ -475,7 +475,13 @@ fn always_on(value: &str) -> std::result::Result<String, String> {
 }
 
 fn encoding(value: &str) -> std::result::Result<String, String> {
-    match value.trim().to_ascii_uppercase().replace('-', "").as_str() {
+    // Any spelling PostgreSQL accepts: `utf-8`, `'utf-8'` (asyncpg quotes it).
+    let name = value
+        .trim()
+        .trim_matches('\'')
+        .to_ascii_uppercase()
+        .replace(['-', '_'], "");
+    match name.as_str() {
         "UTF8" | "UNICODE" => Ok("UTF8".into()),
         _ => Err("cohortdb speaks UTF8 only".into()),
     }

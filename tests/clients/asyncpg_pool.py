@@ -17,19 +17,13 @@ import sys
 import asyncpg
 
 KNOWN_SERVER_GAPS = {
-    # asyncpg always sends the startup parameter client_encoding='utf-8' (quotes
-    # included); PostgreSQL accepts any spelling of UTF8 (it strips everything but
-    # letters and digits), cohortdb refuses it with 22023, and then sends
-    # ReadyForQuery after the FATAL error, which asyncpg calls a protocol error.
-    "connect with asyncpg's own startup parameters",
     # Decoding an int array makes asyncpg introspect its type (introspection.py's
-    # INTRO_LOOKUP_TYPES). That query casts a parameter to oid[], which cohortdb
-    # cannot plan ("Unsupported SQL type oid is not supported"); past that, it has
-    # correlated scalar subqueries inside CASE, which DataFusion cannot run either.
+    # INTRO_LOOKUP_TYPES, a recursive CTE over pg_type); against cohortdb's
+    # pg_type that introspection recurses without end (RecursionError).
     "fetchval SELECT ARRAY[1,2,3]",
     "result type of SELECT ARRAY[1,2,3]",
-    # A parameter cast to a type ($1::int) is described as text rather than int4,
-    # so asyncpg refuses to send a Python int; and $1::int + 1 is typed int8.
+    # Integer literals are bigint in cohortdb (DataFusion), so $1::int + 1 is
+    # int8 where PostgreSQL says int4.
     "parameter cast $1::int",
 }
 

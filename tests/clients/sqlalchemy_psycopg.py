@@ -18,19 +18,7 @@ import sys
 import sqlalchemy as sa
 
 # Check name -> why it fails today. Remove an entry when the server is fixed.
-KNOWN_SERVER_GAPS = {
-    # SQLAlchemy escapes the LIKE pattern of "starts with pg_" with ESCAPE '/',
-    # which DataFusion refuses ("LIKE does not support escape_char other than the
-    # backslash").
-    "inspect.get_schema_names",
-    # The columns query has correlated scalar subqueries inside CASE
-    # ("Physical plan does not support logical expression ScalarSubquery").
-    "inspect.get_columns",
-    # The index query first reads pg_catalog.pg_opclass, which does not exist.
-    "inspect.get_indexes",
-    # `SELECT NULL AS x` comes back as the text '' instead of NULL.
-    "untyped NULL",
-}
+KNOWN_SERVER_GAPS: set[str] = set()
 
 passed, gaps, failures = [], [], []
 

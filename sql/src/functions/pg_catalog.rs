@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int32Array, ListArray, StringArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray, UInt32Array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field};
@@ -22,7 +22,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::error::Error;
-use crate::pg_catalog::rewrite::{REG_TEXT, TO_REG};
+use crate::pg_catalog::rewrite::{LIKE_ESCAPE, REG_TEXT, TO_REG};
 use crate::pg_catalog::{
     INFORMATION_SCHEMA_OID, PG_CATALOG, PG_CATALOG_OID, PUBLIC_OID, PgCatalogSchema, Snapshot,
     owner_name, types,
@@ -52,6 +52,7 @@ enum Kind {
     ToRegOrNull,
     RegText,
     JsonBuildObject,
+    LikeEscape,
 }
 
 /// Every function of the family, by SQL name.
@@ -100,6 +101,7 @@ const FUNCTIONS: &[(&str, Kind)] = &[
     ("to_regrole", Kind::ToRegOrNull),
     (REG_TEXT, Kind::RegText),
     ("json_build_object", Kind::JsonBuildObject),
+    (LIKE_ESCAPE, Kind::LikeEscape),
 ];
 
 /// Every catalog function, over the session's `pg_catalog` and state.
@@ -172,7 +174,7 @@ fn arity(kind: Kind) -> (usize, usize) {
         Kind::FormatType | Kind::ArrayUpper | Kind::ArrayLower | Kind::ToReg | Kind::RegText => {
             (2, 2)
         }
-        Kind::GetExpr => (2, 3),
+        Kind::GetExpr | Kind::LikeEscape => (2, 3),
         Kind::Undefined => (1, 3),
         Kind::HasPrivilege => (2, 4),
         Kind::JsonBuildObject => (0, 100),
@@ -199,7 +201,8 @@ impl ScalarUDFImpl for CatalogFunc {
         }
         Ok(match self.kind {
             Kind::IsVisible | Kind::NotPublishable | Kind::HasPrivilege => DataType::Boolean,
-            Kind::ArrayUpper | Kind::ArrayLower => DataType::Int32,
+            // bigint, not PostgreSQL's integer: generate_series takes bigint bounds.
+            Kind::ArrayUpper | Kind::ArrayLower => DataType::Int64,
             Kind::ToReg | Kind::ToRegOrNull => DataType::UInt32,
             Kind::CurrentSchemas => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
@@ -249,6 +252,7 @@ impl ScalarUDFImpl for CatalogFunc {
             }
             Kind::ArrayUpper | Kind::ArrayLower => self.array_bound(&arrays)?,
             Kind::JsonBuildObject => json_build_object(&arrays, rows)?,
+            Kind::LikeEscape => like_escape(&arrays)?,
             _ => self.by_snapshot(&arrays, &self.schema.snapshot())?,
         };
         Ok(ColumnarValue::Array(result))
@@ -371,13 +375,13 @@ impl CatalogFunc {
             DataType::List(_) => arrays[0].as_list::<i32>().clone(),
             DataType::Null => {
                 return Ok(arrow::array::new_null_array(
-                    &DataType::Int32,
+                    &DataType::Int64,
                     arrays[0].len(),
                 ));
             }
             other => return exec_err!("{}() needs an array, not {other}", self.name),
         };
-        let bounds: Int32Array = (0..lists.len())
+        let bounds: Int64Array = (0..lists.len())
             .map(|row| {
                 if lists.is_null(row) || dimension.is_null(row) || dimension.value(row) != 1 {
                     return None;
@@ -385,7 +389,7 @@ impl CatalogFunc {
                 let length = lists.value_length(row);
                 match (self.kind, length) {
                     (_, 0) => None,
-                    (Kind::ArrayUpper, n) => Some(n),
+                    (Kind::ArrayUpper, n) => Some(i64::from(n)),
                     _ => Some(1),
                 }
             })
@@ -577,4 +581,39 @@ fn json_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// LIKE patterns written with escape character `escape` (the second argument),
+/// rewritten to escape with backslash: `pg/_%` with `/` becomes `pg\_%`.
+fn like_escape(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let patterns = cast(&arrays[0], &DataType::Utf8)?;
+    let escapes = cast(&arrays[1], &DataType::Utf8)?;
+    let (patterns, escapes) = (patterns.as_string::<i32>(), escapes.as_string::<i32>());
+    let mut out = arrow::array::StringBuilder::new();
+    for row in 0..patterns.len() {
+        if patterns.is_null(row) || escapes.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let mut escape = escapes.value(row).chars();
+        let (Some(escape), None) = (escape.next(), escape.next()) else {
+            return exec_err!("invalid escape string: it must be one character");
+        };
+        let mut pattern = String::new();
+        let mut chars = patterns.value(row).chars();
+        while let Some(c) = chars.next() {
+            match c {
+                c if c == escape => {
+                    pattern.push('\\');
+                    if let Some(next) = chars.next() {
+                        pattern.push(next);
+                    }
+                }
+                '\\' => pattern.push_str("\\\\"),
+                c => pattern.push(c),
+            }
+        }
+        out.append_value(pattern);
+    }
+    Ok(Arc::new(out.finish()))
 }

@@ -13,6 +13,7 @@
 //! - a correlated scalar subquery that is not aggregated → the same subquery
 //!   with its value taken by `first_value`, which DataFusion can decorrelate
 //!   (a scalar subquery yields at most one row, so the value is the same);
+//! - `LIKE p ESCAPE '/'` → the same pattern escaped with backslash;
 //! - `generate_subscripts(a, 1)` → `unnest(generate_series(1, array_length(a, 1)))`.
 
 use std::collections::HashSet;
@@ -20,9 +21,9 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CaseWhen, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident,
-    JoinOperator, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName,
+    ArrayElemTypeDef, BinaryOperator, CaseWhen, DataType, Expr, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr,
+    Ident, JoinOperator, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName,
     ObjectNamePart, OneOrManyWithParens, OrderByExpr, OrderByKind, OrderByOptions, Query, Select,
     SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions,
     visit_expressions_mut,
@@ -33,6 +34,10 @@ use crate::names::normalize;
 
 /// The function that turns a name or number into an object identifier.
 pub(crate) const TO_REG: &str = "__cohortdb_to_reg";
+/// The function that rewrites a LIKE pattern written with another escape
+/// character (`ESCAPE '/'`) into one with backslash, the only one DataFusion
+/// takes.
+pub(crate) const LIKE_ESCAPE: &str = "__cohortdb_like_escape";
 /// The function that turns an object identifier into its name.
 pub(crate) const REG_TEXT: &str = "__cohortdb_reg_text";
 
@@ -234,6 +239,24 @@ fn rewrite_expr(expr: &mut Expr) -> Option<Expr> {
             })
         }
         Expr::Collate { expr, .. } => Some((**expr).clone()),
+        Expr::Like {
+            negated,
+            any,
+            expr,
+            pattern,
+            escape_char: Some(escape),
+        } => {
+            let Value::SingleQuotedString(c) = &escape.value else {
+                return None;
+            };
+            (c != "\\").then(|| Expr::Like {
+                negated: *negated,
+                any: *any,
+                expr: expr.clone(),
+                pattern: Box::new(call(LIKE_ESCAPE, vec![(**pattern).clone(), string(c)])),
+                escape_char: None,
+            })
+        }
         Expr::Cast {
             expr: inner,
             data_type,
@@ -244,6 +267,10 @@ fn rewrite_expr(expr: &mut Expr) -> Option<Expr> {
             session_function(&name).then(|| call(&name, Vec::new()))
         }
         Expr::Function(function) => rewrite_function(function),
+        // A scalar subquery over an always-empty catalog is NULL.
+        Expr::Subquery(query) if matches!(query.body.as_ref(), SetExpr::Select(select) if reads_empty_relation(select)) => {
+            Some(Expr::value(Value::Null))
+        }
         Expr::Subquery(query) => first_value_of_correlated(query),
         _ => None,
     }
@@ -286,7 +313,6 @@ fn reg_kind(type_name: &str) -> Option<&'static str> {
         "regtype" => "regtype",
         "regnamespace" => "regnamespace",
         "regrole" => "regrole",
-        "regproc" | "regprocedure" => "regproc",
         _ => return None,
     })
 }
@@ -302,8 +328,34 @@ fn type_name(data_type: &DataType) -> String {
 
 fn rewrite_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
     let name = type_name(data_type);
+    // Functions are named in the catalog (`typinput`), so a function name stays
+    // a name, without its schema.
+    if name == "regproc" || name == "regprocedure" {
+        return Some(match inner {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(text) => string(text.rsplit('.').next().unwrap_or(text)),
+                _ => cast(inner.clone(), DataType::Text),
+            },
+            _ => cast(inner.clone(), DataType::Text),
+        });
+    }
     if let Some(kind) = reg_kind(&name) {
         return Some(call(TO_REG, vec![string(kind), inner.clone()]));
+    }
+    // Arrays of object identifiers (`$1::oid[]`).
+    if let Some(element) = name.strip_suffix("[]")
+        && matches!(
+            element,
+            "oid" | "regclass" | "regtype" | "regnamespace" | "regrole"
+        )
+    {
+        return Some(cast(
+            inner.clone(),
+            DataType::Array(ArrayElemTypeDef::SquareBracket(
+                Box::new(DataType::IntUnsigned(None)),
+                None,
+            )),
+        ));
     }
     match name.as_str() {
         "oid" => Some(cast(inner.clone(), DataType::IntUnsigned(None))),
@@ -826,16 +878,23 @@ mod tests {
         );
         assert_eq!(
             rewritten(
-                "SELECT (SELECT d.adbin FROM pg_attrdef d WHERE d.adrelid = a.attrelid) FROM pg_attribute a"
+                "SELECT (SELECT c.relname FROM pg_class c WHERE c.oid = a.attrelid AND a.attnum > 0 AND c.relnatts > a.attnum) FROM pg_attribute a"
             ),
-            "SELECT (SELECT first_value(d.adbin) FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid) FROM pg_catalog.pg_attribute a"
+            "SELECT CASE WHEN a.attnum > 0 AND (SELECT first_value(c.relnatts) FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) > a.attnum THEN (SELECT first_value(c.relname) FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) END FROM pg_catalog.pg_attribute a"
         );
         // Uncorrelated or aggregated subqueries stay as they are.
         assert_eq!(
             rewritten(
-                "SELECT (SELECT max(d.adbin) FROM pg_attrdef d WHERE d.adrelid = a.attrelid), (SELECT x FROM t) FROM pg_attribute a"
+                "SELECT (SELECT max(c.relname) FROM pg_class c WHERE c.oid = a.attrelid), (SELECT x FROM t) FROM pg_attribute a"
             ),
-            "SELECT (SELECT max(d.adbin) FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid), (SELECT x FROM t) FROM pg_catalog.pg_attribute a"
+            "SELECT (SELECT max(c.relname) FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid), (SELECT x FROM t) FROM pg_catalog.pg_attribute a"
+        );
+        // One over an always-empty catalog is NULL.
+        assert_eq!(
+            rewritten(
+                "SELECT (SELECT d.adbin FROM pg_attrdef d WHERE d.adrelid = a.attrelid) FROM pg_attribute a"
+            ),
+            "SELECT NULL FROM pg_catalog.pg_attribute a"
         );
     }
 }
