@@ -15,11 +15,9 @@ use cohortdb_engine::ColumnType;
 use datafusion::sql::sqlparser::ast::{
     Expr, Statement, Value, ValueWithSpan, visit_expressions, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{Error, Result};
-use crate::session::{ParsedStatement, Session};
+use crate::session::{ParsedStatement, Session, parse_expr};
 
 /// What a statement takes and returns.
 #[derive(Debug, Clone)]
@@ -185,12 +183,4 @@ fn literal(value: &ParamValue, data_type: Option<DataType>) -> Expr {
         Some(t) => format!("CAST({inner} AS {t})"),
         None => inner,
     })
-}
-
-/// Parses an expression cohortdb wrote itself.
-fn parse_expr(sql: &str) -> Expr {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-        .unwrap_or_else(|e| unreachable!("internal expression {sql} parses: {e}"))
 }

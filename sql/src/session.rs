@@ -567,6 +567,14 @@ fn end_of(sql: &str) -> Position {
     }
 }
 
+/// Parses an expression the sql layer writes itself.
+pub(crate) fn parse_expr(sql: &str) -> datafusion::sql::sqlparser::ast::Expr {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .unwrap_or_else(|e| unreachable!("internal expression {sql} parses: {e}"))
+}
+
 /// Parses SQL the sql layer writes itself (templates that must be one query).
 pub(crate) fn parse_query(sql: &str) -> Result<Query> {
     match parse_sql(sql)?.pop() {

@@ -10,10 +10,14 @@
 //! - `current_user`, `session_user`, `current_schema`, ... without parentheses
 //!   → the functions;
 //! - `ARRAY(subquery)` → a subquery aggregating its rows into an array;
+//! - in a SELECT that reads an always-empty catalog (`pg_index`, ...) through
+//!   inner joins, and so has no rows: subqueries and `_pg_expandarray` in the
+//!   select list → values of the same shape (pgjdbc's key and index queries);
 //! - a correlated scalar subquery that is not aggregated → the same subquery
 //!   with its value taken by `first_value`, which DataFusion can decorrelate
 //!   (a scalar subquery yields at most one row, so the value is the same);
 //! - `LIKE p ESCAPE '/'` → the same pattern escaped with backslash;
+//! - `(composite).field` → `get_field(composite, 'field')`;
 //! - `generate_subscripts(a, 1)` → `unnest(generate_series(1, array_length(a, 1)))`.
 
 use std::collections::HashSet;
@@ -21,7 +25,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    ArrayElemTypeDef, BinaryOperator, CaseWhen, DataType, Expr, Function, FunctionArg,
+    AccessExpr, ArrayElemTypeDef, BinaryOperator, CaseWhen, DataType, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr,
     Ident, JoinOperator, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName,
     ObjectNamePart, OneOrManyWithParens, OrderByExpr, OrderByKind, OrderByOptions, Query, Select,
@@ -197,10 +201,25 @@ fn empty_selects_without_subqueries(body: &mut SetExpr) {
                 if has_subquery {
                     *expr = Expr::value(Value::Null);
                 }
+                let _ = visit_expressions_mut(expr, |e| {
+                    if is_expandarray(e) {
+                        *e = crate::session::parse_expr(EXPANDED_ELEMENT);
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
             }
         }
         _ => {}
     }
+}
+
+/// A row of `information_schema._pg_expandarray(array)` (the element and its
+/// 1-based position), which pgjdbc reads over `pg_index.indkey`. With no
+/// indexes that select has no rows, so only the shape of its value matters.
+const EXPANDED_ELEMENT: &str = "named_struct('x', CAST(NULL AS SMALLINT), 'n', CAST(NULL AS INT))";
+
+fn is_expandarray(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(f) if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| normalize(i) == "_pg_expandarray"))
 }
 
 /// Whether every row of `select` must come from an always-empty catalog.
@@ -239,6 +258,20 @@ fn rewrite_expr(expr: &mut Expr) -> Option<Expr> {
             })
         }
         Expr::Collate { expr, .. } => Some((**expr).clone()),
+        // `(composite).field`, which DataFusion spells `get_field(composite, 'field')`.
+        Expr::CompoundFieldAccess { root, access_chain }
+            if access_chain
+                .iter()
+                .all(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))) =>
+        {
+            let mut value = (**root).clone();
+            for access in access_chain.iter() {
+                if let AccessExpr::Dot(Expr::Identifier(field)) = access {
+                    value = call("get_field", vec![value, string(&normalize(field))]);
+                }
+            }
+            Some(value)
+        }
         Expr::Like {
             negated,
             any,
