@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::column_names_and_types", column_names_and_types),
         trial("wire::psql_describe", psql_describe),
         trial("wire::copy_stdin_stdout", copy_stdin_stdout),
+        trial("wire::malformed_frames", malformed_frames),
     ]
 }
 
@@ -1222,6 +1223,73 @@ fn copy_stdin_stdout() -> Result<(), Failed> {
             Some("0A000"),
             "{error:?}"
         );
+        Ok(())
+    })
+}
+
+/// Random, truncated and oversized frames, before and after startup: each such
+/// connection ends (the server closes it or answers an error) and the server
+/// goes on serving others. Seeded; the seed of a failing case is printed.
+fn malformed_frames() -> Result<(), Failed> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            // SplitMix64.
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let startup = {
+            let body = b"\x00\x03\x00\x00user\x00cohortdb\x00database\x00cohortdb\x00\x00";
+            let mut frame = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(body);
+            frame
+        };
+        for case in 0..300u32 {
+            let mut bytes = Vec::new();
+            let after_startup = case % 3 != 0;
+            if after_startup {
+                bytes.extend_from_slice(&startup);
+            }
+            let tag = b"QPBDESHCXdcfp?"[(next() % 14) as usize];
+            let body_len = (next() % 64) as usize;
+            let body: Vec<u8> = (0..body_len).map(|_| next() as u8).collect();
+            // The declared length: right, too short, too long, or absurd.
+            let declared: u32 = match next() % 4 {
+                0 => (body.len() + 4) as u32,
+                1 => (next() % 4) as u32,
+                2 => (body.len() + 4 + (next() % 100) as usize) as u32,
+                _ => next() as u32,
+            };
+            if after_startup || case % 2 == 0 {
+                bytes.push(tag);
+            }
+            bytes.extend_from_slice(&declared.to_be_bytes());
+            bytes.extend_from_slice(&body);
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let _ = socket.write_all(&bytes).await;
+            let _ = socket.shutdown().await;
+            let mut sink = Vec::new();
+            let ended = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                socket.read_to_end(&mut sink),
+            )
+            .await;
+            if ended.is_err() {
+                return Err(
+                    format!("case {case}: the server kept a malformed connection open").into(),
+                );
+            }
+        }
+        // Still serving.
+        let client = connect(port).await?;
+        let row = client.query_one("SELECT 1", &[]).await?;
+        assert_eq!(row.get::<_, i32>(0), 1);
         Ok(())
     })
 }
