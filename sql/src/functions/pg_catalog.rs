@@ -62,6 +62,7 @@ const FUNCTIONS: &[(&str, Kind)] = &[
     ("pg_type_is_visible", Kind::IsVisible),
     ("pg_function_is_visible", Kind::IsVisible),
     ("pg_collation_is_visible", Kind::IsVisible),
+    ("pg_operator_is_visible", Kind::IsVisible),
     ("format_type", Kind::FormatType),
     ("pg_get_expr", Kind::GetExpr),
     ("pg_get_indexdef", Kind::Undefined),
