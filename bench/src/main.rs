@@ -13,6 +13,7 @@ mod experiment;
 mod peers;
 mod report;
 mod suites;
+mod wire;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,9 @@ pub enum Suite {
     Analytics,
     /// A 3-variation experiment report over --exposures rows.
     Experiment,
+    /// Round trips over the PostgreSQL protocol: SELECT 1 and a point lookup, 1
+    /// and 8 connections, simple and extended protocol (cohortdb and PostgreSQL).
+    Wire,
 }
 
 fn main() {
@@ -79,6 +83,10 @@ fn main() {
                     cli.users,
                 )
             }
+            Suite::Wire => (
+                wire::wire(cli.runs, &cli.peers).await?,
+                wire::QUERIES as u64,
+            ),
             Suite::Experiment => {
                 let file = experiment::prepare(cli.exposures, cli.seed)?;
                 (

@@ -110,7 +110,8 @@ pub struct Postgres {
     pub version: String,
 }
 
-const PG_PORT: u16 = 54329;
+/// The PostgreSQL peer's port on loopback (the other suites use its socket).
+pub const PG_PORT: u16 = 54329;
 
 impl Postgres {
     pub fn start() -> Result<Postgres, String> {
@@ -136,7 +137,7 @@ impl Postgres {
             ],
         )?;
         let options = format!(
-            "-p {PG_PORT} -k {} -c listen_addresses='' -c shared_buffers=2GB -c work_mem=256MB",
+            "-p {PG_PORT} -k {} -c listen_addresses='127.0.0.1' -c shared_buffers=2GB -c work_mem=256MB",
             dir.display()
         );
         let log = dir.join("server.log").display().to_string();

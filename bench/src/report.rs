@@ -32,6 +32,7 @@ pub fn write(
         Suite::Load => "load",
         Suite::Analytics => "analytics",
         Suite::Experiment => "experiment",
+        Suite::Wire => "wire",
     };
     // Only the peers that ran in this suite get columns.
     let peers: Vec<Peer> = peers
@@ -71,10 +72,10 @@ pub fn write(
         "workloads": workloads,
     });
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let scale = if matches!(suite, Suite::Experiment) {
-        "exposures"
-    } else {
-        "users"
+    let scale = match suite {
+        Suite::Experiment => "exposures",
+        Suite::Wire => "queries",
+        _ => "users",
     };
     let stem = dir.join(format!("{suite_name}-{scale}{users}"));
     let json_text = serde_json::to_string_pretty(&report).expect("report serializes");
@@ -131,6 +132,10 @@ fn markdown(suite: Suite, peers: &[Peer], result: &SuiteResult) -> String {
     out.push_str(
         "\nTimes are medians; a ratio below 1 means cohortdb took less time than the peer.\n",
     );
+    if !result.notes.is_empty() {
+        out.push('\n');
+        out.push_str(&result.notes);
+    }
     out
 }
 

@@ -116,6 +116,8 @@ async fn cohortdb_run(
 pub struct SuiteResult {
     pub workloads: Vec<Workload>,
     pub versions: BTreeMap<String, String>,
+    /// Markdown shown after the table (the wire suite's rates and latencies).
+    pub notes: String,
 }
 
 /// CSV and Parquet ingest of each demo table into a fresh table, on disk.
@@ -198,6 +200,7 @@ pub async fn load(files: &DataFiles, runs: usize, peers: &[Peer]) -> Result<Suit
     Ok(SuiteResult {
         workloads,
         versions,
+        notes: String::new(),
     })
 }
 
@@ -366,6 +369,7 @@ pub async fn analytics(
     Ok(SuiteResult {
         workloads,
         versions,
+        notes: String::new(),
     })
 }
 
@@ -439,5 +443,6 @@ pub async fn experiment(
     Ok(SuiteResult {
         workloads: vec![workload],
         versions,
+        notes: String::new(),
     })
 }
