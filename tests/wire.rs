@@ -1212,6 +1212,26 @@ fn copy_stdin_stdout() -> Result<(), Failed> {
         .await?;
         assert!(ok, "{stderr}");
         assert_eq!(stdout, "id,name,amount\n7,\"a,b\",3.50\n8,,");
+        // statement_timeout stops a COPY TO STDOUT mid-stream.
+        client
+            .batch_execute("SET statement_timeout = '200ms'")
+            .await?;
+        let out = client
+            .copy_out(&format!("COPY ({ENDLESS}) TO STDOUT") as &str)
+            .await;
+        let error = match out {
+            Err(e) => e,
+            Ok(stream) => {
+                let rows: Result<Vec<bytes::Bytes>, _> = stream.try_collect().await;
+                rows.err().ok_or("the endless COPY finished")?
+            }
+        };
+        assert_eq!(
+            error.as_db_error().map(|e| e.code().code()),
+            Some("57014"),
+            "{error:?}"
+        );
+        client.batch_execute("RESET statement_timeout").await?;
         // COPY FROM STDIN must end its query string.
         let error = client
             .simple_query("COPY t FROM STDIN; SELECT 1")

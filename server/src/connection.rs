@@ -13,6 +13,7 @@ use cohortdb_sql::{
     SendableRecordBatchStream, Session, TransactionStatus,
 };
 use futures::{Sink, SinkExt, StreamExt, TryStreamExt, stream};
+use pgwire::api::DEFAULT_NAME;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{
     ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_ready_for_query,
@@ -29,7 +30,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::RowDescription;
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
-    Describe, Parse, ParseComplete, Sync as SyncMessage, TARGET_TYPE_BYTE_STATEMENT,
+    Describe, Execute, Parse, ParseComplete, Sync as SyncMessage, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{
     EmptyQueryResponse, ReadyForQuery, TransactionStatus as ByteStatus,
@@ -186,9 +187,12 @@ impl Connection {
                     self.start_copy_in(client, copy).await?;
                     Ok(Step::CopyIn)
                 }
-                Ok(copy) => Ok(match self.copy_out(client, copy, query).await? {
-                    true => Step::Next,
-                    false => Step::Stop,
+                Ok(copy) => Ok(match self.copy_out(client, copy).await? {
+                    Ok(()) => Step::Next,
+                    Err(e) => {
+                        self.send_error(client, &e, query).await?;
+                        Step::Stop
+                    }
                 }),
             };
         }
@@ -252,7 +256,15 @@ impl Connection {
         format: &Format,
     ) -> Result<Response, cohortdb_sql::Error> {
         if let Some(copy) = self.session.client_copy(&statement).await {
-            return self.copy_response(copy?).await;
+            let copy = copy?;
+            if !copy.is_in() {
+                // on_execute sends COPY TO STDOUT itself.
+                return Err(cohortdb_sql::Error::Unsupported {
+                    feature: "COPY TO STDOUT from a portal run by another path".to_string(),
+                    position: None,
+                });
+            }
+            return Ok(self.copy_in_response(copy));
         }
         let completion = statement.completion();
         let stream = self.session.run(statement).await?;
@@ -589,6 +601,38 @@ impl ExtendedQueryHandler for Connection {
         Ok(())
     }
 
+    /// Runs a portal; `COPY ... TO STDOUT` is sent here rather than through
+    /// pgwire's copy-out path, which answers a failure mid-way with CopyFail (a
+    /// client's message) where PostgreSQL sends an ErrorResponse.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal))
+                if portal.statement.statement.statement.copies_to_client() =>
+            {
+                portal
+            }
+            _ => return self._on_execute(client, message).await,
+        };
+        let prepared = &portal.statement.statement;
+        let result = match self.session.client_copy(&prepared.statement).await {
+            Some(Ok(copy)) => self.copy_out(client, copy).await?,
+            Some(Err(e)) => Err(e),
+            None => unreachable!("copies_to_client said this is a COPY TO STDOUT"),
+        };
+        self.send_messages(client).await?;
+        result.map_err(|e| {
+            self.session.statement_failed();
+            user_error(&e, Some(&prepared.sql))
+        })
+    }
+
     /// Describes a statement as PostgreSQL does: a statement that returns no
     /// rows (INSERT with parameters) gets NoData, not an empty RowDescription,
     /// which drivers would read as a result set (pgjdbc then counts no updates).
@@ -599,7 +643,7 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let name = message.name.as_deref().unwrap_or("");
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         if message.target_type == TARGET_TYPE_BYTE_STATEMENT
             && let Some(Entry::Value(stored)) = client.portal_store().get_statement(name)
             && stored.statement.description.columns.is_none()

@@ -19,7 +19,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyInResponse, CopyOutResponse};
 
-use crate::connection::{Connection, encode_error, status_byte, user_error};
+use crate::connection::{Connection, encode_error, status_byte};
 use crate::encode;
 
 impl Connection {
@@ -53,14 +53,14 @@ impl Connection {
         *self.copy_in.lock().expect("copy lock") = Some(copy);
     }
 
-    /// Sends the rows of `COPY ... TO STDOUT` for the simple protocol. Returns
-    /// whether it succeeded; an error mid-way is sent as an ErrorResponse.
+    /// Sends the rows of `COPY ... TO STDOUT`, in either protocol. A statement
+    /// error, before the rows or mid-way, is returned (the inner `Err`) for the
+    /// caller to send as its protocol does; the outer one is the connection's.
     pub(crate) async fn copy_out<C>(
         &self,
         client: &mut C,
         copy: ClientCopy,
-        query: &str,
-    ) -> PgWireResult<bool>
+    ) -> PgWireResult<Result<(), cohortdb_sql::Error>>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -68,10 +68,7 @@ impl Connection {
     {
         let stream = match self.session.copy_out(&copy).await {
             Ok(stream) => stream,
-            Err(e) => {
-                self.send_error(client, &e, query).await?;
-                return Ok(false);
-            }
+            Err(e) => return Ok(Err(e)),
         };
         let formats = vec![0; copy.columns()];
         client
@@ -90,10 +87,7 @@ impl Connection {
                     client.feed(PgWireBackendMessage::CopyData(data)).await?;
                 }
                 Ok(Line::Header(data)) => client.feed(PgWireBackendMessage::CopyData(data)).await?,
-                Err(e) => {
-                    self.send_error(client, &e, query).await?;
-                    return Ok(false);
-                }
+                Err(e) => return Ok(Err(e)),
             }
         }
         client
@@ -104,29 +98,17 @@ impl Connection {
                 Tag::new("COPY").with_rows(rows as usize).into(),
             ))
             .await?;
-        Ok(true)
+        Ok(Ok(()))
     }
 
-    /// The extended protocol's answer to a COPY with the client.
-    pub(crate) async fn copy_response(
-        &self,
-        copy: ClientCopy,
-    ) -> Result<Response, cohortdb_sql::Error> {
+    /// The extended protocol's answer to `COPY ... FROM STDIN`: the client is
+    /// told to send its rows, which the copy handler collects. (COPY TO STDOUT
+    /// is sent by `copy_out` from `on_execute`, so an error mid-way is an
+    /// ErrorResponse, not pgwire's CopyFail.)
+    pub(crate) fn copy_in_response(&self, copy: ClientCopy) -> Response {
         let columns = copy.columns();
-        if copy.is_in() {
-            self.await_copy(copy);
-            return Ok(Response::CopyIn(CopyResponse::new(
-                0,
-                columns,
-                stream::empty(),
-            )));
-        }
-        let stream = self.session.copy_out(&copy).await?;
-        let data = copy_lines(copy, stream).map(|line| match line {
-            Ok(Line::Row(data) | Line::Header(data)) => Ok(data),
-            Err(e) => Err(user_error(&e, None)),
-        });
-        Ok(Response::CopyOut(CopyResponse::new(0, columns, data)))
+        self.await_copy(copy);
+        Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
     }
 }
 

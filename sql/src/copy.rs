@@ -427,13 +427,22 @@ impl Session {
         })
     }
 
-    /// The rows `COPY ... TO STDOUT` sends.
+    /// The rows `COPY ... TO STDOUT` sends; a cancel request or
+    /// `statement_timeout` stops them as it stops any statement.
     pub async fn copy_out(&self, copy: &ClientCopy) -> Result<SendableRecordBatchStream> {
         let Direction::Out(query) = &copy.direction else {
             return Err(Error::invalid("COPY FROM STDIN sends no rows", None));
         };
-        let plan = self.plan_query(query.as_ref().clone()).await?;
-        self.stream_plan(plan).await
+        let result = self
+            .stoppable(async {
+                let plan = self.plan_query(query.as_ref().clone()).await?;
+                self.stream_plan(plan).await
+            })
+            .await;
+        if result.is_err() {
+            self.statement_failed();
+        }
+        result
     }
 
     /// Appends the rows the client sent with `COPY ... FROM STDIN`, all in one

@@ -252,16 +252,30 @@ impl Session {
 
     async fn run_guarded(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
         let writes = transaction::write_command(&statement).is_some();
+        // Boxed: the statement future is large, and moving it by value into
+        // `stoppable` overflows small stacks in debug builds.
+        let stream = self
+            .stoppable(Box::pin(self.run_statement(statement)))
+            .await?;
+        if writes && let Some(block) = &mut self.lock().block {
+            block.writes += 1;
+        }
+        Ok(stream)
+    }
+
+    /// Runs `start` and then its stream under the session's stop signal: a
+    /// cancel request or `statement_timeout` ends either with SQLSTATE 57014.
+    pub(crate) async fn stoppable(
+        &self,
+        start: impl std::future::Future<Output = Result<SendableRecordBatchStream>>,
+    ) -> Result<SendableRecordBatchStream> {
         let timeout = self.lock().settings.statement_timeout_ms();
         let mut stop = self.cancel.stop_signal(timeout);
         let stream = tokio::select! {
             biased;
             reason = &mut stop => return Err(Error::Canceled { reason }),
-            result = self.run_statement(statement) => result?,
+            result = start => result?,
         };
-        if writes && let Some(block) = &mut self.lock().block {
-            block.writes += 1;
-        }
         Ok(cancel::guard(stream, stop, Arc::clone(&self.state)))
     }
 
@@ -651,6 +665,19 @@ impl ParsedStatement {
                     .to_uppercase()
             }
         }
+    }
+
+    /// Whether the statement is `COPY ... TO STDOUT`, whose rows go to the client
+    /// as COPY data rather than as a result.
+    pub fn copies_to_client(&self) -> bool {
+        matches!(
+            &self.0,
+            Statement::Copy {
+                to: true,
+                target: CopyTarget::Stdout,
+                ..
+            }
+        )
     }
 
     /// What the statement deallocates of the prepared statements a protocol
