@@ -86,6 +86,28 @@ pub(crate) async fn copy(
     }
 }
 
+/// The table a COPY FROM appends to: a table without a column list.
+fn target_table(
+    session: &Session,
+    source: &CopySource,
+    position: Option<Position>,
+) -> Result<Arc<Table>> {
+    let CopySource::Table {
+        table_name,
+        columns,
+    } = source
+    else {
+        return Err(Error::invalid(
+            "COPY FROM needs a table, not a query",
+            position,
+        ));
+    };
+    if !columns.is_empty() {
+        return Err(Error::unsupported("COPY with a column list", position));
+    }
+    resolve_table(session, table_name)
+}
+
 /// The query whose rows a COPY TO writes.
 fn source_query(source: CopySource) -> Result<datafusion::sql::sqlparser::ast::Query> {
     Ok(match source {
@@ -181,20 +203,7 @@ async fn copy_from(
     file: FileSpec,
     position: Option<Position>,
 ) -> Result<SendableRecordBatchStream> {
-    let CopySource::Table {
-        table_name,
-        columns,
-    } = source
-    else {
-        return Err(Error::invalid(
-            "COPY FROM needs a table, not a query",
-            position,
-        ));
-    };
-    if !columns.is_empty() {
-        return Err(Error::unsupported("COPY with a column list", position));
-    }
-    let table = resolve_table(session, &table_name)?;
+    let table = target_table(session, &source, position)?;
     let count = commit(session.catalog(), &table, move |catalog, table| {
         import::import_file(
             catalog,
@@ -330,6 +339,16 @@ enum Direction {
 }
 
 impl ClientCopy {
+    fn new(direction: Direction, format: CopyFormat, columns: usize) -> ClientCopy {
+        ClientCopy {
+            direction,
+            format,
+            columns,
+            data: Vec::new(),
+            too_large: false,
+        }
+    }
+
     /// Whether the client sends rows (FROM STDIN) rather than receives them.
     pub fn is_in(&self) -> bool {
         matches!(self.direction, Direction::In(_))
@@ -396,35 +415,19 @@ impl Session {
         if to {
             let query = source_query(source.clone())?;
             let plan = self.plan_query(query.clone()).await?;
-            return Ok(ClientCopy {
-                direction: Direction::Out(Box::new(query)),
+            let columns = plan.schema().fields().len();
+            return Ok(ClientCopy::new(
+                Direction::Out(Box::new(query)),
                 format,
-                columns: plan.schema().fields().len(),
-                data: Vec::new(),
-                too_large: false,
-            });
-        }
-        let CopySource::Table {
-            table_name,
-            columns,
-        } = source
-        else {
-            return Err(Error::invalid(
-                "COPY FROM needs a table, not a query",
-                position,
+                columns,
             ));
-        };
-        if !columns.is_empty() {
-            return Err(Error::unsupported("COPY with a column list", position));
         }
-        let table = resolve_table(self, table_name)?;
-        Ok(ClientCopy {
-            columns: table.schema().fields().len(),
-            direction: Direction::In(table),
+        let table = target_table(self, source, position)?;
+        Ok(ClientCopy::new(
+            Direction::In(Arc::clone(&table)),
             format,
-            data: Vec::new(),
-            too_large: false,
-        })
+            table.schema().fields().len(),
+        ))
     }
 
     /// The rows `COPY ... TO STDOUT` sends; a cancel request or
