@@ -334,8 +334,9 @@ pub struct ClientCopy {
 enum Direction {
     /// `COPY t FROM STDIN`: rows for this table.
     In(Arc<Table>),
-    /// `COPY t|(query) TO STDOUT`: this query's rows.
-    Out(Box<datafusion::sql::sqlparser::ast::Query>),
+    /// `COPY t|(query) TO STDOUT`: this query's rows, planned when the COPY
+    /// was checked (which needs its columns).
+    Out(Box<datafusion::logical_expr::LogicalPlan>),
 }
 
 impl ClientCopy {
@@ -413,11 +414,10 @@ impl Session {
         };
         let format = client_format(options, legacy, position)?;
         if to {
-            let query = source_query(source.clone())?;
-            let plan = self.plan_query(query.clone()).await?;
+            let plan = self.plan_query(source_query(source.clone())?).await?;
             let columns = plan.schema().fields().len();
             return Ok(ClientCopy::new(
-                Direction::Out(Box::new(query)),
+                Direction::Out(Box::new(plan)),
                 format,
                 columns,
             ));
@@ -433,14 +433,11 @@ impl Session {
     /// The rows `COPY ... TO STDOUT` sends; a cancel request or
     /// `statement_timeout` stops them as it stops any statement.
     pub async fn copy_out(&self, copy: &ClientCopy) -> Result<SendableRecordBatchStream> {
-        let Direction::Out(query) = &copy.direction else {
+        let Direction::Out(plan) = &copy.direction else {
             return Err(Error::invalid("COPY FROM STDIN sends no rows", None));
         };
         let result = self
-            .stoppable(async {
-                let plan = self.plan_query(query.as_ref().clone()).await?;
-                self.stream_plan(plan).await
-            })
+            .stoppable(self.stream_plan(plan.as_ref().clone()))
             .await;
         if result.is_err() {
             self.statement_failed();

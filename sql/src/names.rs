@@ -8,8 +8,8 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::logical_expr::{Expr as DfExpr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType as SqlDataType, Expr, Ident, ObjectName, Query, Select, SelectItem, SetExpr,
-    Spanned, TableFactor, UnaryOperator, Value,
+    DataType as SqlDataType, Expr, Ident, ObjectName, Query, Select, SelectItem, SetExpr, Spanned,
+    TableFactor, UnaryOperator, Value,
 };
 
 use crate::error::{Error, Position, Result};
@@ -283,13 +283,7 @@ fn int4_literal(expr: Expr) -> Expr {
     if !is_int4 {
         return expr;
     }
-    Expr::Cast {
-        kind: CastKind::Cast,
-        expr: Box::new(expr),
-        data_type: SqlDataType::Integer(None),
-        array: false,
-        format: None,
-    }
+    crate::pg_catalog::rewrite::cast(expr, SqlDataType::Integer(None))
 }
 
 /// PostgreSQL's name for a result column computed by `expr` (its

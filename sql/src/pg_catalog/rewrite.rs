@@ -825,7 +825,8 @@ pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
     })
 }
 
-fn cast(expr: Expr, data_type: DataType) -> Expr {
+/// `CAST(expr AS data_type)`.
+pub(crate) fn cast(expr: Expr, data_type: DataType) -> Expr {
     Expr::Cast {
         kind: datafusion::sql::sqlparser::ast::CastKind::Cast,
         expr: Box::new(expr),
