@@ -16,6 +16,8 @@ import sys
 
 import asyncpg
 
+import checks  # tests/clients/checks.py, beside this script
+
 KNOWN_SERVER_GAPS = {
     # Decoding an int array makes asyncpg introspect its type (introspection.py's
     # INTRO_LOOKUP_TYPES, a recursive CTE over pg_type); against cohortdb's
@@ -27,21 +29,7 @@ KNOWN_SERVER_GAPS = {
     "parameter cast $1::int",
 }
 
-passed, gaps, failures = [], [], []
-
-
-def record(name, got, problem):
-    if problem is None and name in KNOWN_SERVER_GAPS:
-        failures.append(f"{name}: now passes; remove it from KNOWN_SERVER_GAPS")
-    elif problem is None:
-        passed.append(name)
-        print(f"ok    {name}: {got!r}")
-    elif name in KNOWN_SERVER_GAPS:
-        gaps.append(name)
-        print(f"GAP   {name} (known server gap): {problem}")
-    else:
-        failures.append(f"{name}: {problem}")
-        print(f"FAIL  {name}: {problem}")
+results = checks.Results(KNOWN_SERVER_GAPS)
 
 
 async def check(name, produce, expected):
@@ -51,7 +39,7 @@ async def check(name, produce, expected):
         problem = None if got == expected else f"expected {expected!r}\n      got      {got!r}"
     except Exception as error:  # the point is to report any failure and go on
         got, problem = None, f"{type(error).__name__}: {error}"
-    record(name, got, problem)
+    results.record(name, got, problem)
 
 
 def rows(records):
@@ -239,10 +227,7 @@ async def main():
         )
     await pool.close()
 
-    print(f"\n{len(passed)} passed, {len(gaps)} known server gaps, {len(failures)} failed")
-    if failures:
-        print("FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
-        sys.exit(1)
+    results.finish()
 
 
 if __name__ == "__main__":

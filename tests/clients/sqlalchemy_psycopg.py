@@ -17,10 +17,12 @@ import sys
 
 import sqlalchemy as sa
 
+import checks  # tests/clients/checks.py, beside this script
+
 # Check name -> why it fails today. Remove an entry when the server is fixed.
 KNOWN_SERVER_GAPS: set[str] = set()
 
-passed, gaps, failures = [], [], []
+results = checks.Results(KNOWN_SERVER_GAPS)
 
 
 def describe_error(error):
@@ -40,17 +42,7 @@ def check(name, produce, expected):
         problem = None if got == expected else f"expected {expected!r}\n      got      {got!r}"
     except Exception as error:  # the point is to report any failure and go on
         got, problem = None, describe_error(error)
-    if problem is None and name in KNOWN_SERVER_GAPS:
-        failures.append(f"{name}: now passes; remove it from KNOWN_SERVER_GAPS")
-    elif problem is None:
-        passed.append(name)
-        print(f"ok    {name}: {got!r}")
-    elif name in KNOWN_SERVER_GAPS:
-        gaps.append(name)
-        print(f"GAP   {name} (known server gap): {problem}")
-    else:
-        failures.append(f"{name}: {problem}")
-        print(f"FAIL  {name}: {problem}")
+    results.record(name, got, problem)
 
 
 def column_summary(columns):
@@ -173,10 +165,7 @@ def main():
     check("inspect.get_table_comment", lambda: inspector.get_table_comment("t1"), {"text": None})
     check("inspect.get_view_names", inspector.get_view_names, [])
 
-    print(f"\n{len(passed)} passed, {len(gaps)} known server gaps, {len(failures)} failed")
-    if failures:
-        print("FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
-        sys.exit(1)
+    results.finish()
 
 
 if __name__ == "__main__":
