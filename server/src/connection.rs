@@ -57,6 +57,9 @@ pub(crate) struct Connection {
     pub(crate) scram: Mutex<Scram>,
     /// The `COPY ... FROM STDIN` waiting for the client's data.
     pub(crate) copy_in: Mutex<Option<ClientCopy>>,
+    /// The transaction status last given to pgwire's client state; pgwire
+    /// turns it into Error when it raises an error of its own.
+    reported: Mutex<ByteStatus>,
 }
 
 /// What the simple protocol does after a statement of a query string.
@@ -83,7 +86,17 @@ impl Connection {
             prepared: Mutex::new(BTreeSet::new()),
             scram: Mutex::new(Scram::Started),
             copy_in: Mutex::new(None),
+            reported: Mutex::new(ByteStatus::Idle),
         }
+    }
+
+    /// Gives pgwire's client state the session's transaction status (pgwire
+    /// answers its own errors, and a simple-protocol COPY, with it) and returns it.
+    pub(crate) fn report_status<C: ClientInfo>(&self, client: &mut C) -> ByteStatus {
+        let status = status_byte(self.session.transaction_status());
+        client.set_transaction_status(status);
+        *self.reported.lock().expect("reported status") = status;
+        status
     }
 
     /// Does what a statement asks of the connection rather than the session:
@@ -298,9 +311,7 @@ pub(crate) fn encode_error(e: PgWireError) -> cohortdb_sql::Error {
 }
 
 /// The protocol's transaction status byte for a session's state.
-pub(crate) fn status_byte(
-    status: TransactionStatus,
-) -> pgwire::messages::response::TransactionStatus {
+fn status_byte(status: TransactionStatus) -> pgwire::messages::response::TransactionStatus {
     use pgwire::messages::response::TransactionStatus as Byte;
     match status {
         TransactionStatus::Idle => Byte::Idle,
@@ -403,9 +414,8 @@ impl SimpleQueryHandler for Connection {
             }
         }
         self.send_messages(client).await?;
-        let status = status_byte(self.session.transaction_status());
         client.set_state(PgWireConnectionState::ReadyForQuery);
-        client.set_transaction_status(status);
+        let status = self.report_status(client);
         send_ready_for_query(client, status).await
     }
 
@@ -672,14 +682,15 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         // An error pgwire raised itself (a Bind to a missing statement) aborts
-        // the block too.
-        if client.transaction_status() == ByteStatus::Error {
+        // the block too; an Error status already reported is no news (a
+        // ROLLBACK TO since then has repaired the block).
+        let reported = *self.reported.lock().expect("reported status");
+        if client.transaction_status() == ByteStatus::Error && reported != ByteStatus::Error {
             self.session.statement_failed();
         }
         client.portal_store().rm_portal("");
         self.send_messages(client).await?;
-        let status = status_byte(self.session.transaction_status());
-        client.set_transaction_status(status);
+        let status = self.report_status(client);
         client
             .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
                 status,

@@ -19,7 +19,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyInResponse, CopyOutResponse};
 
-use crate::connection::{Connection, encode_error, status_byte};
+use crate::connection::{Connection, encode_error};
 use crate::encode;
 
 impl Connection {
@@ -194,7 +194,7 @@ impl CopyHandler for Connection {
             }
             Err(e) => self.send_error(client, &e, "").await?,
         }
-        client.set_transaction_status(status_byte(self.session.transaction_status()));
+        self.report_status(client);
         Ok(())
     }
 

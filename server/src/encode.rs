@@ -26,12 +26,16 @@ use arrow::datatypes::{
     Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, Utc};
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
+use pgwire::types::ToSqlText;
+use pgwire::types::format::FormatOptions as TextOptions;
+use postgres_types::{IsNull, ToSql};
 use rust_decimal::Decimal;
 
 /// The PostgreSQL type a column of `data_type` is sent as: the sql crate's one
@@ -145,10 +149,13 @@ struct Column<'a> {
 impl<'a> Column<'a> {
     fn new(array: &'a ArrayRef, field: &FieldInfo) -> PgWireResult<Column<'a>> {
         let pg_text = field.format() == FieldFormat::Text
-            && matches!(
-                array.data_type(),
-                DataType::Float32 | DataType::Float64 | DataType::Timestamp(..)
-            );
+            && match array.data_type() {
+                DataType::Float32 | DataType::Float64 | DataType::Timestamp(..) => true,
+                DataType::List(element) | DataType::LargeList(element) => {
+                    matches!(element.data_type(), DataType::Float32 | DataType::Float64)
+                }
+                _ => false,
+            };
         let needs_text = pg_type(array.data_type()) == Type::TEXT
             && !matches!(
                 array.data_type(),
@@ -170,7 +177,14 @@ impl<'a> Column<'a> {
     fn encode(&self, encoder: &mut DataRowEncoder, row: usize) -> PgWireResult<()> {
         let array = self.array.as_ref();
         if self.pg_text {
-            return encoder.encode_field(&(!array.is_null(row)).then(|| pg_text(array, row)));
+            // Already PostgreSQL's text, sent as it is (pgwire would quote a
+            // string in a column of an array type as if it were one element).
+            return encoder.encode_field_with_type_and_format(
+                &(!array.is_null(row)).then(|| pg_text(array, row)),
+                &Type::TEXT,
+                FieldFormat::Text,
+                &TextOptions::default(),
+            );
         }
         if let Some(text) = &self.text {
             // A NullArray has no validity buffer: its cells are null only logically.
@@ -226,6 +240,7 @@ fn encode_value(encoder: &mut DataRowEncoder, array: &dyn Array, row: usize) -> 
             primitive!(Decimal128Type, |v: i128| Decimal::try_from_i128_with_scale(
                 v, scale
             )
+            .map(Numeric)
             .map_err(|e| PgWireError::ApiError(Box::new(e))))
         }
         DataType::Utf8 => {
@@ -283,6 +298,46 @@ fn encode_value(encoder: &mut DataRowEncoder, array: &dyn Array, row: usize) -> 
         other => Err(PgWireError::ApiError(
             format!("cannot send a {other} value").into(),
         )),
+    }
+}
+
+/// A NUMERIC value. Binary: as rust_decimal encodes it, except zero, which
+/// keeps its display scale as PostgreSQL's does (`0.00` reads back as `0.00`).
+#[derive(Debug)]
+struct Numeric(Decimal);
+
+impl ToSql for Numeric {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if !self.0.is_zero() {
+            return self.0.to_sql(ty, out);
+        }
+        // No digits, weight 0, positive, then the display scale.
+        out.put_u16(0);
+        out.put_i16(0);
+        out.put_u16(0);
+        out.put_u16(u16::try_from(self.0.scale())?);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <Decimal as ToSql>::accepts(ty)
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+impl ToSqlText for Numeric {
+    fn to_sql_text(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+        options: &TextOptions,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql_text(ty, out, options)
     }
 }
 
@@ -390,43 +445,79 @@ fn record(array: &dyn Array, row: usize) -> String {
     format!("({})", fields.join(","))
 }
 
-/// A float or timestamp cell as PostgreSQL prints it.
-///
-/// Floats: the shortest text that reads back exactly, in exponent form below 1e-4
-/// and from 1e15 (1e6 for real) on. Timestamps: `2026-01-31 12:30:00`, with
-/// the fraction only when non-zero and without trailing zeros, and `+00` for
-/// timestamptz (sessions run in UTC).
+/// A float, timestamp or float array cell as PostgreSQL prints it
+/// ([`float_text`], [`timestamp_text`]).
 fn pg_text(array: &dyn Array, row: usize) -> String {
     match array.data_type() {
-        DataType::Timestamp(unit, tz) => {
-            let micros = timestamp_micros(array, *unit, row).unwrap_or_default();
-            let Some(t) = DateTime::<Utc>::from_timestamp_micros(micros) else {
-                return micros.to_string();
-            };
-            let mut text = t.format("%Y-%m-%d %H:%M:%S").to_string();
-            let fraction = micros.rem_euclid(1_000_000);
-            if fraction != 0 {
-                let digits = format!("{fraction:06}");
-                text.push('.');
-                text.push_str(digits.trim_end_matches('0'));
-            }
-            if tz.is_some() {
-                text.push_str("+00");
-            }
-            text
-        }
-        DataType::Float32 => {
-            let v = array.as_primitive::<Float32Type>().value(row);
-            pg_float(f64::from(v), format!("{v:e}"), 6)
-        }
-        _ => {
-            let v = array.as_primitive::<Float64Type>().value(row);
-            pg_float(v, format!("{v:e}"), 15)
-        }
+        DataType::List(_) => float_array_text(array.as_list::<i32>().value(row).as_ref()),
+        DataType::LargeList(_) => float_array_text(array.as_list::<i64>().value(row).as_ref()),
+        DataType::Timestamp(unit, tz) => timestamp_text(
+            timestamp_micros(array, *unit, row).unwrap_or_default(),
+            tz.is_some(),
+        ),
+        DataType::Float32 => float_text(
+            f64::from(array.as_primitive::<Float32Type>().value(row)),
+            true,
+        ),
+        _ => float_text(array.as_primitive::<Float64Type>().value(row), false),
     }
 }
 
-/// `scientific` is Rust's shortest exponent form of the value (`1.5e-7`).
+/// A float array as PostgreSQL prints it: `{0.5,1,NULL}`.
+fn float_array_text(values: &dyn Array) -> String {
+    let items: Vec<String> = (0..values.len())
+        .map(|i| {
+            if values.is_null(i) {
+                "NULL".to_string()
+            } else {
+                pg_text(values, i)
+            }
+        })
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+/// A timestamp (microseconds since 1970-01-01) as PostgreSQL prints it in text
+/// format: `2026-01-31 12:30:00`, the fraction only when non-zero and without
+/// trailing zeros, and `+00` for timestamptz (sessions run in UTC).
+pub fn timestamp_text(micros: i64, with_zone: bool) -> String {
+    let Some(t) = DateTime::<Utc>::from_timestamp_micros(micros) else {
+        return micros.to_string();
+    };
+    let mut text = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let fraction = micros.rem_euclid(1_000_000);
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    if with_zone {
+        text.push_str("+00");
+    }
+    text
+}
+
+/// A float as PostgreSQL prints it in text format: `real` for float4, which
+/// switches to exponent form from 1e6 on rather than 1e15.
+pub fn float_text(v: f64, real: bool) -> String {
+    if real {
+        let v = v as f32;
+        pg_float(f64::from(v), format!("{v:e}"), 6)
+    } else {
+        pg_float(v, format!("{v:e}"), 15)
+    }
+}
+
+/// Every cell of a batch in PostgreSQL's text form (`None` for NULL), exactly
+/// as psql would show it after a text-format query.
+pub fn text_rows(batch: &RecordBatch) -> PgWireResult<Vec<Vec<Option<String>>>> {
+    let fields = Arc::new(fields(&batch.schema(), &Format::UnifiedText));
+    text_cells(batch, &fields)
+}
+
+/// The shortest text that reads back exactly, in exponent form below 1e-4 and
+/// from 10^`digits` on; `scientific` is Rust's shortest exponent form of the
+/// value (`1.5e-7`).
 fn pg_float(v: f64, scientific: String, digits: i32) -> String {
     if v.is_nan() {
         return "NaN".into();
@@ -461,7 +552,7 @@ fn pg_float(v: f64, scientific: String, digits: i32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pg_float;
+    use super::float_text;
 
     /// The expected texts are what PostgreSQL 15 prints for the same values.
     #[test]
@@ -481,10 +572,10 @@ mod tests {
             (f64::NEG_INFINITY, "-Infinity"),
         ];
         for (v, expected) in cases {
-            assert_eq!(pg_float(v, format!("{v:e}"), 15), expected, "{v}");
+            assert_eq!(float_text(v, false), expected, "{v}");
         }
         for (v, expected) in [(1e6f32, "1e+06"), (123456f32, "123456")] {
-            assert_eq!(pg_float(f64::from(v), format!("{v:e}"), 6), expected, "{v}");
+            assert_eq!(float_text(f64::from(v), true), expected, "{v}");
         }
     }
 }

@@ -15,6 +15,7 @@ mod encode;
 mod startup;
 mod tls;
 
+pub use encode::{float_text, text_rows, timestamp_text};
 pub use tls::Tls;
 
 use std::collections::HashMap;
