@@ -1,11 +1,18 @@
 //! The one integration test binary: sqllogictest files run in-process, the
 //! embedding API used exactly as an outside crate would, the `cohortdb` CLI run
 //! as a built binary, the wire protocol through real PostgreSQL clients, and client libraries in
-//! other languages running scripts from tests/clients/. Trials are collected here and run by libtest-mimic.
+//! other languages running scripts from tests/clients/, and differential tests
+//! against a real PostgreSQL. Trials are collected here and run by libtest-mimic.
 
 mod api;
 mod cli;
 mod clients;
+mod differential;
+/// The throw-away PostgreSQL server the benchmarks use as a peer (they read
+/// fields the tests do not).
+#[path = "../bench/src/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 mod slt;
 mod wire;
 
@@ -18,6 +25,7 @@ fn main() {
     trials.extend(cli::trials());
     trials.extend(wire::trials());
     trials.extend(clients::trials());
+    trials.extend(differential::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 

@@ -216,7 +216,7 @@ fn errors() -> Result<(), Failed> {
         );
         // The connection is still usable after errors.
         let row = client.query_one("SELECT 40 + 2", &[]).await?;
-        assert_eq!(row.get::<_, i64>(0), 42);
+        assert_eq!(row.get::<_, i32>(0), 42);
         Ok(())
     })
 }
@@ -1022,10 +1022,10 @@ fn column_names_and_types() -> Result<(), Failed> {
                 ("?column?", &Type::INT4),
                 ("?column?", &Type::INT4),
                 ("count", &Type::INT8),
-                ("two", &Type::INT8),
+                ("two", &Type::INT4),
                 ("version", &Type::TEXT),
                 ("oid", &Type::OID),
-                ("relname", &Type::TEXT),
+                ("relname", &Type::NAME),
                 ("oid", &Type::TEXT),
                 ("text", &Type::TEXT),
             ]

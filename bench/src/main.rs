@@ -11,6 +11,7 @@ mod check;
 mod data;
 mod experiment;
 mod peers;
+mod postgres;
 mod report;
 mod suites;
 mod wire;

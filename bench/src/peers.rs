@@ -7,6 +7,9 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::postgres::Postgres;
+use crate::postgres::run;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Peer {
@@ -71,14 +74,6 @@ pub fn ensure_venv() -> Result<(), String> {
     ]))
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
-    let status = command.status().map_err(|e| format!("{command:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command:?} failed: {status}"))
-    }
-}
 
 /// Runs a job on a peer and returns one result per step.
 pub fn run_job(job: &serde_json::Value) -> Result<Vec<StepResult>, String> {
@@ -102,114 +97,12 @@ pub fn run_job(job: &serde_json::Value) -> Result<Vec<StepResult>, String> {
     serde_json::from_slice(&output.stdout).map_err(|e| format!("runner output: {e}"))
 }
 
-/// A PostgreSQL server of its own, stopped and removed on drop.
-pub struct Postgres {
-    dir: PathBuf,
-    bin: PathBuf,
-    pub dsn: String,
-    pub version: String,
-}
-
 /// The PostgreSQL peer's port on loopback (the other suites use its socket).
 pub const PG_PORT: u16 = 54329;
 
-impl Postgres {
-    pub fn start() -> Result<Postgres, String> {
-        let bin = pg_bin().or_else(|_| {
-            eprintln!("installing PostgreSQL (Debian package postgresql)");
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            run(Command::new("apt-get").args(["install", "-y", "-qq", "postgresql"]))?;
-            pg_bin()
-        })?;
-        let dir = std::env::temp_dir().join(format!("cohortdb-bench-pg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        run(Command::new("chown").args(["postgres:postgres", &dir.display().to_string()]))?;
-        let data = dir.join("data");
-        as_postgres(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                &data.display().to_string(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-            ],
-        )?;
-        let options = format!(
-            "-p {PG_PORT} -k {} -c listen_addresses='127.0.0.1' -c shared_buffers=2GB -c work_mem=256MB",
-            dir.display()
-        );
-        let log = dir.join("server.log").display().to_string();
-        as_postgres(
-            &bin.join("pg_ctl"),
-            &[
-                "-D",
-                &data.display().to_string(),
-                "-o",
-                &options,
-                "-l",
-                &log,
-                "-w",
-                "start",
-            ],
-        )?;
-        let version = Command::new(bin.join("postgres"))
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        Ok(Postgres {
-            dsn: format!(
-                "host={} port={PG_PORT} user=postgres dbname=postgres",
-                dir.display()
-            ),
-            dir,
-            bin,
-            version,
-        })
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.join("data").display().to_string();
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", &data, "-m", "fast", "-w", "stop"],
-        );
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn as_postgres(program: &Path, args: &[&str]) -> Result<(), String> {
-    let status = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{} {args:?} failed: {status}", program.display()))
-    }
-}
-
-/// The newest installed PostgreSQL's bin directory.
-fn pg_bin() -> Result<PathBuf, String> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| "PostgreSQL is not installed".to_string())?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin)| bin.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| "PostgreSQL is not installed".to_string())
+/// Starts the PostgreSQL peer, tuned as a dedicated server would be.
+pub fn start_postgres() -> Result<Postgres, String> {
+    Postgres::start(PG_PORT, &["shared_buffers=2GB", "work_mem=256MB"])
 }
 
 /// The DuckDB version in the venv.

@@ -47,7 +47,7 @@ fn setup_peers(
                 });
             }
             Peer::Postgres => {
-                let server = Postgres::start()?;
+                let server = peers::start_postgres()?;
                 versions.insert("postgres".to_string(), server.version.clone());
                 setups.push(PeerSetup {
                     peer,

@@ -17,7 +17,7 @@ use std::time::Instant;
 use cohortdb::{Auth, Database, ServerOptions};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use crate::peers::{PG_PORT, Peer, Postgres};
+use crate::peers::{self, Peer};
 use crate::report::median;
 use crate::suites::{SuiteResult, Workload};
 
@@ -56,11 +56,14 @@ pub async fn wire(runs: usize, peers: &[Peer]) -> Result<SuiteResult, String> {
     )];
     let mut versions = BTreeMap::new();
     let postgres = if peers.contains(&Peer::Postgres) {
-        let server = Postgres::start()?;
+        let server = peers::start_postgres()?;
         versions.insert("postgres".to_string(), server.version.clone());
         servers.push((
             "postgres",
-            format!("host=127.0.0.1 port={PG_PORT} user=postgres dbname=postgres"),
+            format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                server.port
+            ),
         ));
         Some(server)
     } else {

@@ -74,7 +74,7 @@ pub(crate) fn fields(schema: &arrow::datatypes::Schema, format: &Format) -> Vec<
                 f.name().clone(),
                 None,
                 None,
-                pg_type(f.data_type()),
+                Type::from_oid(cohortdb_sql::field_type_oid(f)).unwrap_or(Type::TEXT),
                 format.format_for(i),
             )
         })

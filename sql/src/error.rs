@@ -206,6 +206,10 @@ impl Error {
                     "42703"
                 } else if message.contains("not found") && message.starts_with("table") {
                     "42P01"
+                } else if message.starts_with("Invalid function")
+                    || message.contains("No function matches")
+                {
+                    "42883"
                 } else {
                     "42804"
                 }
@@ -235,6 +239,8 @@ impl Error {
                     "22012"
                 } else if message.contains("overflow") {
                     "22003"
+                } else if message.contains("Cannot cast string") {
+                    "22P02"
                 } else {
                     "22000"
                 }

@@ -55,6 +55,9 @@ pub(crate) fn register(ctx: &SessionContext, state: &Arc<Mutex<State>>) -> Vec<S
     for udaf in aggregates {
         ctx.register_udaf(udaf);
     }
+    // PostgreSQL's other name for the sample variance.
+    let var_samp = datafusion::functions_aggregate::variance::var_samp_udaf();
+    ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
     names
 }
 

@@ -31,7 +31,7 @@ mod transaction;
 pub use cancel::CancelHandle;
 pub use copy::{ClientCopy, CopyFormat};
 pub use error::{CancelReason, Error, Position, Result, TransactionError};
-pub use pg_catalog::types::type_oid;
+pub use pg_catalog::types::{field_type_oid, type_oid};
 pub use prepare::{Description, ParamValue};
 pub use roles::{Login, SCRAM_ITERATIONS, ScramVerifier};
 pub use session::{

@@ -3,13 +3,14 @@
 //! names them (`count`, `?column?`), which is what clients show and look up.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::logical_expr::{Expr as DfExpr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::sqlparser::ast::{
     DataType as SqlDataType, Expr, Ident, ObjectName, Query, Select, SelectItem, SetExpr, Spanned,
-    TableFactor, UnaryOperator, Value,
+    TableFactor, visit_expressions_mut,
 };
 
 use crate::error::{Error, Position, Result};
@@ -75,9 +76,7 @@ pub(crate) struct OutputNames(Vec<Option<String>>);
 /// anything else is `?column?`. Derived tables and CTEs get these names in the
 /// tree (so an outer query can say `s.count`); the outermost select list's are
 /// returned for [`rename_output`], which applies them on top of the planned
-/// query, where they cannot disturb how ORDER BY resolves names. Integer
-/// literals standing alone in the outermost select list become `integer`, as
-/// PostgreSQL types them, not `bigint`.
+/// query, where they cannot disturb how ORDER BY resolves names.
 pub(crate) fn name_columns(query: &mut Query) -> OutputNames {
     name_ctes(query);
     let mut body = query.body.as_mut();
@@ -89,13 +88,6 @@ pub(crate) fn name_columns(query: &mut Query) -> OutputNames {
                 if leftmost {
                     let names = OutputNames(select.projection.iter().map(item_name).collect());
                     distinguish_repeats(select, &names);
-                    for item in &mut select.projection {
-                        if let SelectItem::UnnamedExpr(e)
-                        | SelectItem::ExprWithAlias { expr: e, .. } = item
-                        {
-                            *e = int4_literal(e.clone());
-                        }
-                    }
                     return names;
                 }
                 return OutputNames(Vec::new());
@@ -167,7 +159,8 @@ fn item_name(item: &SelectItem) -> Option<String> {
 }
 
 /// Aliases an unaliased item that repeats an earlier one (`SELECT NULL, NULL`),
-/// which DataFusion would refuse as two columns of one name.
+/// or contains a cast, which DataFusion would refuse as two columns of one
+/// name.
 fn distinguish_repeats(select: &mut Select, names: &OutputNames) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut texts: Vec<String> = Vec::new();
@@ -175,10 +168,13 @@ fn distinguish_repeats(select: &mut Select, names: &OutputNames) {
         let SelectItem::UnnamedExpr(expr) = item else {
             continue;
         };
-        let text = expr.to_string();
+        let text = datafusion_name(expr);
         let name = name.as_deref().unwrap_or_default();
         let unique = unique_name(&mut seen, name);
-        if texts.contains(&text) {
+        // A cast is named as its operand: `amount::numeric` would clash with
+        // `amount` itself, which ORDER BY amount adds to the projection.
+        let cast = text != expr.to_string();
+        if cast || texts.contains(&text) {
             *item = SelectItem::ExprWithAlias {
                 expr: expr.clone(),
                 alias: Ident::with_quote('"', format!("{unique}{DUPLICATE_MARKER}")),
@@ -186,6 +182,19 @@ fn distinguish_repeats(select: &mut Select, names: &OutputNames) {
         }
         texts.push(text);
     }
+}
+
+/// An expression's text as DataFusion names the column it makes, which leaves
+/// out casts (`42::int2` and `42::int4` are both `Int64(42)` to it).
+fn datafusion_name(expr: &Expr) -> String {
+    let mut expr = expr.clone();
+    let _ = visit_expressions_mut(&mut expr, |e| {
+        while let Expr::Cast { expr: inner, .. } = e {
+            *e = inner.as_ref().clone();
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    expr.to_string()
 }
 
 /// Gives every computed item of a select list its PostgreSQL name as an alias.
@@ -264,28 +273,6 @@ pub(crate) fn rename_output(
     LogicalPlanBuilder::from(plan).project(exprs)?.build()
 }
 
-/// A bare integer literal that fits 32 bits, typed `integer` as PostgreSQL does.
-fn int4_literal(expr: Expr) -> Expr {
-    let fits = |e: &Expr| match e {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, false) => n.parse::<i32>().is_ok(),
-            _ => false,
-        },
-        _ => false,
-    };
-    let is_int4 = match &expr {
-        Expr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => fits(expr),
-        e => fits(e),
-    };
-    if !is_int4 {
-        return expr;
-    }
-    crate::pg_catalog::rewrite::cast(expr, SqlDataType::Integer(None))
-}
-
 /// PostgreSQL's name for a result column computed by `expr` (its
 /// FigureColname), or `None` for `?column?`.
 fn column_name(expr: &Expr) -> Option<String> {
@@ -332,6 +319,9 @@ fn figure(expr: &Expr) -> Option<(String, u8)> {
         Expr::Array(_) => strong("array"),
         Expr::TypedString(typed) => Some((type_column_name(&typed.data_type), 1)),
         Expr::Extract { .. } => strong("extract"),
+        Expr::Substring {
+            shorthand: true, ..
+        } => strong("substr"),
         Expr::Substring { .. } => strong("substring"),
         Expr::Position { .. } => strong("position"),
         Expr::Trim { .. } => strong("btrim"),

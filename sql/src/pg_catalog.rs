@@ -12,6 +12,7 @@
 //! This module describes objects; it never changes them. The PostgreSQL syntax
 //! these clients send that DataFusion lacks is rewritten in [`rewrite`].
 
+pub(crate) mod information_schema;
 pub(crate) mod rewrite;
 pub(crate) mod types;
 
@@ -438,6 +439,61 @@ pub(crate) struct PgCatalogSchema {
     functions: Arc<Vec<FunctionRow>>,
 }
 
+/// A schema of relations built from a [`Snapshot`]: `pg_catalog` or
+/// `information_schema`.
+pub(crate) struct SystemSchema {
+    relations: &'static [CatalogRelation],
+    source: Arc<PgCatalogSchema>,
+}
+
+impl std::fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SystemSchema")
+    }
+}
+
+impl SystemSchema {
+    pub(crate) fn pg_catalog(source: Arc<PgCatalogSchema>) -> SystemSchema {
+        SystemSchema {
+            relations: RELATIONS,
+            source,
+        }
+    }
+
+    pub(crate) fn information_schema(source: Arc<PgCatalogSchema>) -> SystemSchema {
+        SystemSchema {
+            relations: information_schema::RELATIONS,
+            source,
+        }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.relations.iter().map(|r| r.name.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(relation) = self.relations.iter().find(|r| r.name == name) else {
+            return Ok(None);
+        };
+        let schema = parse_columns(relation.columns);
+        let rows = relation
+            .rows
+            .map_or_else(Vec::new, |rows| rows(&self.source.snapshot()));
+        let batch = batch(&schema, rows)?;
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.relations.iter().any(|r| r.name == name)
+    }
+}
+
 impl std::fmt::Debug for PgCatalogSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PgCatalogSchema")
@@ -494,32 +550,6 @@ impl PgCatalogSchema {
             functions: Arc::clone(&self.functions),
             settings,
         }
-    }
-}
-
-#[async_trait]
-impl SchemaProvider for PgCatalogSchema {
-    fn table_names(&self) -> Vec<String> {
-        RELATIONS.iter().map(|r| r.name.to_string()).collect()
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(relation) = RELATIONS.iter().find(|r| r.name == name) else {
-            return Ok(None);
-        };
-        let schema = parse_columns(relation.columns);
-        let rows = relation
-            .rows
-            .map_or_else(Vec::new, |rows| rows(&self.snapshot()));
-        let batch = batch(&schema, rows)?;
-        Ok(Some(Arc::new(MemTable::try_new(
-            schema,
-            vec![vec![batch]],
-        )?)))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        RELATIONS.iter().any(|r| r.name == name)
     }
 }
 
@@ -612,7 +642,15 @@ fn parse_columns(columns: &str) -> SchemaRef {
                 .trim()
                 .split_once(' ')
                 .expect("catalog columns are `name type`");
-            Field::new(name, column_type(pg.trim()), true)
+            let pg = pg.trim();
+            let field = Field::new(name, column_type(pg), true);
+            // Text types other than text keep their name for clients; regproc
+            // and aclitem stay text, as their binary forms are not text.
+            if matches!(pg, "name" | "char" | "varchar") {
+                field.with_metadata([(types::PG_TYPE_METADATA.to_string(), pg.to_string())].into())
+            } else {
+                field
+            }
         })
         .collect();
     Arc::new(Schema::new(fields))
@@ -723,7 +761,7 @@ fn attribute_rows(s: &Snapshot) -> Vec<Row> {
     let mut rows = Vec::new();
     for table in &s.tables {
         for (i, field) in table.schema.fields().iter().enumerate() {
-            let type_oid = types::type_oid(field.data_type());
+            let type_oid = types::field_type_oid(field);
             let pg = types::by_oid(type_oid).expect("columns map to listed types");
             let collation = if pg.category == 'S' {
                 DEFAULT_COLLATION_OID

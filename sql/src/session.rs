@@ -27,7 +27,8 @@ use crate::cancel::{self, CancelHandle};
 use crate::cursor::{self, Cursors};
 use crate::error::{Error, Position, Result, TransactionError};
 use crate::names::{self, normalize, position_of};
-use crate::pg_catalog::{self, PG_CATALOG, PgCatalogSchema};
+use crate::pg_catalog::information_schema::{self, INFORMATION_SCHEMA};
+use crate::pg_catalog::{self, PG_CATALOG, PgCatalogSchema, SystemSchema};
 use crate::provider::EngineSchema;
 use crate::settings;
 use crate::state::{Message, State, TransactionStatus};
@@ -71,7 +72,9 @@ impl Session {
     /// memory. Nothing spills to disk: a statement that needs more fails (53200).
     pub fn with_query_memory(catalog: Arc<Catalog>, query_memory: usize) -> Session {
         let mut config = SessionConfig::new()
-            .with_information_schema(true)
+            // cohortdb's own information_schema (PostgreSQL's columns and type
+            // names) replaces DataFusion's.
+            .with_information_schema(false)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME);
         config.options_mut().sql_parser.collect_spans = true;
@@ -104,9 +107,20 @@ impl Session {
         for udf in crate::functions::pg_catalog_functions(&pg_catalog, &state) {
             ctx.register_udf(udf);
         }
-        schemas
-            .register_schema(PG_CATALOG, pg_catalog)
-            .expect("a fresh catalog provider accepts a schema");
+        for (name, schema) in [
+            (
+                PG_CATALOG,
+                SystemSchema::pg_catalog(Arc::clone(&pg_catalog)),
+            ),
+            (
+                INFORMATION_SCHEMA,
+                SystemSchema::information_schema(pg_catalog),
+            ),
+        ] {
+            schemas
+                .register_schema(name, Arc::new(schema))
+                .expect("a fresh catalog provider accepts a schema");
+        }
         ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
         Session {
             ctx,
@@ -434,11 +448,15 @@ impl Session {
     /// Plans a statement DataFusion runs, after rewriting the PostgreSQL syntax
     /// it lacks and naming result columns as PostgreSQL does.
     pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan> {
+        let is_table = |name: &str| self.catalog.table(name).is_ok();
+        if let Some(query) = information_schema::show_query(&statement, &is_table) {
+            statement = Statement::Query(Box::new(query?));
+        }
         let names = match &mut statement {
             Statement::Query(query) => Some(names::name_columns(query)),
             _ => None,
         };
-        pg_catalog::rewrite::rewrite(&mut statement, &|name| self.catalog.table(name).is_ok());
+        pg_catalog::rewrite::rewrite(&mut statement, &is_table);
         let plan = self
             .ctx
             .state()

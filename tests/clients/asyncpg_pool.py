@@ -24,9 +24,6 @@ KNOWN_SERVER_GAPS = {
     # pg_type that introspection recurses without end (RecursionError).
     "fetchval SELECT ARRAY[1,2,3]",
     "result type of SELECT ARRAY[1,2,3]",
-    # Integer literals are bigint in cohortdb (DataFusion), so $1::int + 1 is
-    # int8 where PostgreSQL says int4.
-    "parameter cast $1::int",
 }
 
 results = checks.Results(KNOWN_SERVER_GAPS)

@@ -27,10 +27,10 @@ use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, ArrayElemTypeDef, BinaryOperator, CaseWhen, DataType, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr,
-    Ident, JoinOperator, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName,
-    ObjectNamePart, OneOrManyWithParens, OrderByExpr, OrderByKind, OrderByOptions, Query, Select,
-    SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions,
-    visit_expressions_mut,
+    Ident, JoinOperator, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, LimitClause,
+    ObjectName, ObjectNamePart, OneOrManyWithParens, OrderByExpr, OrderByKind, OrderByOptions,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
+    visit_expressions, visit_expressions_mut,
 };
 
 use super::{PG_CATALOG, is_catalog_relation};
@@ -53,6 +53,109 @@ pub(crate) fn rewrite(statement: &mut Statement, is_table: &dyn Fn(&str) -> bool
     show_object_names(statement);
     let mut rewriter = Rewriter { ctes, is_table };
     let _ = statement.visit(&mut rewriter);
+    int4_literals(statement);
+}
+
+/// Integer literals that fit are `integer`, as PostgreSQL types them (DataFusion
+/// reads every one as bigint): `SELECT 7 / 2` and `coalesce(x, 0)` over an
+/// integer column are int4, `ARRAY[1, 2]` is int4[]. Literals that are not
+/// values keep their form: ORDER BY and GROUP BY positions, LIMIT, OFFSET and
+/// FETCH counts, and the arguments of table functions (`generate_series(1, 3)`
+/// takes bigint literals).
+fn int4_literals(statement: &mut Statement) {
+    /// Marks and wraps; the marked literals are compared by address only.
+    struct Int4 {
+        keep: HashSet<*const Expr>,
+    }
+    impl Int4 {
+        fn keep_number(&mut self, expr: &Expr) {
+            if matches!(expr, Expr::Value(v) if matches!(v.value, Value::Number(..))) {
+                self.keep.insert(expr as *const Expr);
+            }
+        }
+        fn keep_positions(&mut self, body: &SetExpr) {
+            match body {
+                SetExpr::Select(select) => {
+                    if let GroupByExpr::Expressions(exprs, _) = &select.group_by {
+                        exprs.iter().for_each(|e| self.keep_number(e));
+                    }
+                }
+                SetExpr::SetOperation { left, right, .. } => {
+                    self.keep_positions(left);
+                    self.keep_positions(right);
+                }
+                _ => {}
+            }
+        }
+    }
+    impl VisitorMut for Int4 {
+        type Break = ();
+
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            if let Some(order_by) = &query.order_by
+                && let OrderByKind::Expressions(items) = &order_by.kind
+            {
+                items.iter().for_each(|item| self.keep_number(&item.expr));
+            }
+            match &query.limit_clause {
+                Some(LimitClause::LimitOffset { limit, offset, .. }) => {
+                    limit.iter().for_each(|e| self.keep_number(e));
+                    offset.iter().for_each(|o| self.keep_number(&o.value));
+                }
+                Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+                    self.keep_number(offset);
+                    self.keep_number(limit);
+                }
+                None => {}
+            }
+            if let Some(quantity) = query.fetch.as_ref().and_then(|f| f.quantity.as_ref()) {
+                self.keep_number(quantity);
+            }
+            self.keep_positions(&query.body);
+            ControlFlow::Continue(())
+        }
+
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            let args = match factor {
+                TableFactor::Table {
+                    args: Some(args), ..
+                } => &args.args,
+                TableFactor::Function { args, .. } => args,
+                _ => return ControlFlow::Continue(()),
+            };
+            for arg in args {
+                let (FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+                | FunctionArg::Named {
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                }) = arg
+                else {
+                    continue;
+                };
+                let _ = visit_expressions(e, |e| {
+                    self.keep_number(e);
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+            ControlFlow::Continue(())
+        }
+
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Value(v) = expr
+                && let Value::Number(n, false) = &v.value
+                && n.parse::<i32>().is_ok()
+                && !self.keep.contains(&(expr as *const Expr))
+            {
+                *expr = cast(expr.clone(), DataType::Integer(None));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    if matches!(statement, Statement::Query(_) | Statement::Explain { .. }) {
+        let _ = statement.visit(&mut Int4 {
+            keep: HashSet::new(),
+        });
+    }
 }
 
 /// A value of an object-identifier type in the result shows as the object's
@@ -865,6 +968,24 @@ mod tests {
     }
 
     #[test]
+    fn integer_literals_are_int4_where_they_are_values() {
+        assert_eq!(
+            rewritten(
+                "SELECT 1, x + 2, -3, 2147483648, 1.5, ARRAY[4] FROM generate_series(1, 5) AS g(x) \
+                 WHERE x IN (SELECT 6 FROM t ORDER BY 1 LIMIT 7) GROUP BY 1 ORDER BY 2 DESC LIMIT 8 OFFSET 9"
+            ),
+            "SELECT CAST(1 AS INTEGER), x + CAST(2 AS INTEGER), -CAST(3 AS INTEGER), 2147483648, 1.5, \
+             ARRAY[CAST(4 AS INTEGER)] FROM generate_series(1, 5) AS g (x) \
+             WHERE x IN (SELECT CAST(6 AS INTEGER) FROM t ORDER BY 1 LIMIT 7) GROUP BY 1 ORDER BY 2 DESC LIMIT 8 OFFSET 9"
+        );
+        // Not in statements other than queries (SET takes the literal as it is).
+        assert_eq!(
+            rewritten("SET datafusion.execution.batch_size = 1024"),
+            "SET datafusion.execution.batch_size = 1024"
+        );
+    }
+
+    #[test]
     fn operators_collations_and_qualified_functions() {
         assert_eq!(
             rewritten(
@@ -878,9 +999,9 @@ mod tests {
     fn unqualified_catalogs_unless_shadowed() {
         assert_eq!(
             rewritten(
-                "WITH pg_roles AS (SELECT 1) SELECT * FROM pg_type, pg_roles, pg_user_table, t"
+                "WITH pg_roles AS (SELECT 'r') SELECT * FROM pg_type, pg_roles, pg_user_table, t"
             ),
-            "WITH pg_roles AS (SELECT 1) SELECT * FROM pg_catalog.pg_type, pg_roles, pg_user_table, t"
+            "WITH pg_roles AS (SELECT 'r') SELECT * FROM pg_catalog.pg_type, pg_roles, pg_user_table, t"
         );
     }
 
@@ -914,7 +1035,7 @@ mod tests {
             rewritten(
                 "SELECT (SELECT c.relname FROM pg_class c WHERE c.oid = a.attrelid AND a.attnum > 0 AND c.relnatts > a.attnum) FROM pg_attribute a"
             ),
-            "SELECT CASE WHEN a.attnum > 0 AND (SELECT first_value(c.relnatts) FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) > a.attnum THEN (SELECT first_value(c.relname) FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) END FROM pg_catalog.pg_attribute a"
+            "SELECT CASE WHEN a.attnum > CAST(0 AS INTEGER) AND (SELECT first_value(c.relnatts) FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) > a.attnum THEN (SELECT first_value(c.relname) FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) END FROM pg_catalog.pg_attribute a"
         );
         // Uncorrelated or aggregated subqueries stay as they are.
         assert_eq!(

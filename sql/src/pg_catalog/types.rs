@@ -1,9 +1,9 @@
 //! The PostgreSQL types cohortdb speaks of: their OIDs, names and properties as
 //! `pg_type` lists them, and which one each Arrow type is. This is the one
 //! mapping between Arrow and PostgreSQL types; the server sends columns with
-//! [`type_oid`] and the catalog describes them with the same function.
+//! [`field_type_oid`] and the catalog describes them with the same function.
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field};
 
 /// One row of `pg_type`, for a built-in type.
 #[derive(Debug, Clone, Copy)]
@@ -212,6 +212,23 @@ pub(crate) fn by_name(name: &str) -> Option<&'static PgType> {
         other => other,
     };
     TYPES.iter().find(|t| t.name == alias)
+}
+
+/// Field metadata naming a column's PostgreSQL type where its Arrow type says
+/// less: catalog columns of type `name`, `"char"` and `varchar` hold Utf8 but
+/// are described and sent as those types. The metadata follows the column
+/// through projections, joins and subqueries, and is gone from anything
+/// computed from it, as PostgreSQL's own typing would have it.
+pub(crate) const PG_TYPE_METADATA: &str = "cohortdb.pg_type";
+
+/// The PostgreSQL type a column is sent and described as: the one its field
+/// metadata names (see [`PG_TYPE_METADATA`]), else that of its Arrow type.
+pub fn field_type_oid(field: &Field) -> u32 {
+    field
+        .metadata()
+        .get(PG_TYPE_METADATA)
+        .and_then(|name| by_name(name))
+        .map_or_else(|| type_oid(field.data_type()), |t| t.oid)
 }
 
 /// The PostgreSQL type a column of Arrow type `data_type` is sent as. Lists are
