@@ -74,7 +74,6 @@ pub fn ensure_venv() -> Result<(), String> {
     ]))
 }
 
-
 /// Runs a job on a peer and returns one result per step.
 pub fn run_job(job: &serde_json::Value) -> Result<Vec<StepResult>, String> {
     let mut child = Command::new(venv_python())
