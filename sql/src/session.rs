@@ -8,9 +8,9 @@ use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use cohortdb_engine::Catalog;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -60,6 +60,9 @@ pub struct Session {
     state: Arc<Mutex<State>>,
     pub(crate) cursors: Cursors,
     cancel: CancelHandle,
+    /// What running a physical plan needs (configuration, functions, memory
+    /// pool), built once rather than for every statement.
+    task_ctx: Mutex<Option<Arc<TaskContext>>>,
 }
 
 impl Session {
@@ -128,6 +131,7 @@ impl Session {
             state,
             cursors: Cursors::default(),
             cancel: CancelHandle::new(),
+            task_ctx: Mutex::new(None),
         }
     }
 
@@ -468,10 +472,30 @@ impl Session {
         })
     }
 
-    /// Runs a plan and returns its rows.
+    /// Runs a plan and returns its rows. A query is optimized and planned on one
+    /// copy of the session's planning state and runs with the session's task
+    /// context, built once; other plans (DataFusion's SET, PREPARE) go through
+    /// the context, and a SET of a query engine option rebuilds that task context.
     pub(crate) async fn stream_plan(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
-        let frame = self.ctx.execute_logical_plan(plan).await?;
-        let stream = frame.execute_stream().await?;
+        let stream = if matches!(plan, LogicalPlan::Statement(_) | LogicalPlan::Ddl(_)) {
+            let stream = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await?
+                .execute_stream()
+                .await?;
+            *self.task_ctx.lock().expect("task context") = None;
+            stream
+        } else {
+            let physical = self.ctx.state().create_physical_plan(&plan).await?;
+            let task_ctx = Arc::clone(
+                self.task_ctx
+                    .lock()
+                    .expect("task context")
+                    .get_or_insert_with(|| self.ctx.task_ctx()),
+            );
+            datafusion::physical_plan::execute_stream(physical, task_ctx)?
+        };
         let schema = names::client_schema(&stream.schema());
         if Arc::ptr_eq(&schema, &stream.schema()) {
             return Ok(stream);
