@@ -177,6 +177,29 @@ fn extended_query() -> Result<(), Failed> {
             .query_one("SELECT metric_moments(score) FROM t", &[])
             .await?;
         assert_eq!(row.get::<_, String>(0), "(2,0.55,0.405,0.405)");
+        // Array parameters, sent binary, typed by their casts: oid[] (as asyncpg's
+        // type introspection sends) and text[] with NULLs and quotes.
+        let statement = client
+            .prepare("SELECT typname FROM pg_type WHERE oid = any($1::oid[]) ORDER BY typname")
+            .await?;
+        assert_eq!(
+            statement.params(),
+            &[tokio_postgres::types::Type::OID_ARRAY]
+        );
+        let rows = client.query(&statement, &[&vec![23u32, 25]]).await?;
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(names, ["int4", "text"]);
+        let row = client
+            .query_one(
+                "SELECT array_length($1::text[], 1), $1::text[]",
+                &[&vec![Some("a \"b\""), None, Some("{c}")]],
+            )
+            .await?;
+        assert_eq!(row.get::<_, i64>(0), 3);
+        assert_eq!(
+            row.get::<_, Vec<Option<String>>>(1),
+            [Some("a \"b\"".to_string()), None, Some("{c}".to_string())]
+        );
         Ok(())
     })
 }

@@ -512,6 +512,22 @@ impl QueryParser for StatementParser {
 }
 
 /// The parameters of a portal, in the form the SQL layer binds.
+/// A binary array parameter in PostgreSQL's text form: `{1,NULL,"a b"}`.
+fn array_text<T: ToString>(items: Option<Vec<Option<T>>>) -> Option<String> {
+    let items = items?;
+    let items: Vec<String> = items
+        .iter()
+        .map(|item| match item {
+            None => "NULL".to_string(),
+            Some(v) => {
+                let text = v.to_string();
+                format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        })
+        .collect();
+    Some(format!("{{{}}}", items.join(",")))
+}
+
 fn parameters(portal: &Portal<Prepared>, types: &[Type]) -> PgWireResult<Vec<ParamValue>> {
     (0..portal.parameter_len())
         .map(|i| {
@@ -558,9 +574,26 @@ fn parameters(portal: &Portal<Prepared>, types: &[Type]) -> PgWireResult<Vec<Par
                         .parameter::<chrono::DateTime<chrono::FixedOffset>>(i, &pg)?
                         .map(|v| v.to_rfc3339()),
                 ),
+                Type::OID => text(portal.parameter::<u32>(i, &pg)?.map(|v| v.to_string())),
                 Type::BYTEA => portal
                     .parameter::<Vec<u8>>(i, &pg)?
                     .map_or(ParamValue::Null, ParamValue::Bytes),
+                Type::BOOL_ARRAY => {
+                    text(array_text(portal.parameter::<Vec<Option<bool>>>(i, &pg)?))
+                }
+                Type::INT2_ARRAY => text(array_text(portal.parameter::<Vec<Option<i16>>>(i, &pg)?)),
+                Type::INT4_ARRAY => text(array_text(portal.parameter::<Vec<Option<i32>>>(i, &pg)?)),
+                Type::INT8_ARRAY => text(array_text(portal.parameter::<Vec<Option<i64>>>(i, &pg)?)),
+                Type::OID_ARRAY => text(array_text(portal.parameter::<Vec<Option<u32>>>(i, &pg)?)),
+                Type::FLOAT4_ARRAY => {
+                    text(array_text(portal.parameter::<Vec<Option<f32>>>(i, &pg)?))
+                }
+                Type::FLOAT8_ARRAY => {
+                    text(array_text(portal.parameter::<Vec<Option<f64>>>(i, &pg)?))
+                }
+                Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
+                    text(array_text(portal.parameter::<Vec<Option<String>>>(i, &pg)?))
+                }
                 _ => text(portal.parameter::<String>(i, &pg)?),
             })
         })

@@ -15,15 +15,15 @@
 //! | Binary, LargeBinary, BinaryView | bytea |
 //! | Date32 | date |
 //! | Timestamp without / with time zone | timestamp / timestamptz |
-//! | List of the above scalars | the array type (`int8[]`, `text[]`, ...) |
+//! | List of the above scalars | the array type (`int8[]`, `oid[]`, `text[]`, ...) |
 //! | anything else (structs, maps, ...) | text, in PostgreSQL's record syntax for structs |
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type,
+    Int32Type, Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::{BufMut, BytesMut};
@@ -35,6 +35,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use pgwire::types::ToSqlText;
 use pgwire::types::format::FormatOptions as TextOptions;
+use postgres_types::Kind;
 use postgres_types::{IsNull, ToSql};
 use rust_decimal::Decimal;
 
@@ -59,7 +60,13 @@ pub(crate) fn arrow_type(pg: &Type) -> Option<DataType> {
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-        _ => return None,
+        Type::OID => DataType::UInt32,
+        _ => match pg.kind() {
+            Kind::Array(element) => {
+                DataType::List(Arc::new(Field::new_list_field(arrow_type(element)?, true)))
+            }
+            _ => return None,
+        },
     })
 }
 
@@ -382,7 +389,7 @@ fn list(encoder: &mut DataRowEncoder, values: &dyn Array, null: bool) -> PgWireR
         DataType::Int32 => elements!(Int32Type, i32),
         DataType::UInt16 => elements!(UInt16Type, i32),
         DataType::Int64 => elements!(Int64Type, i64),
-        DataType::UInt32 => elements!(UInt32Type, i64),
+        DataType::UInt32 => elements!(UInt32Type, u32),
         DataType::UInt64 => {
             let a = values.as_primitive::<UInt64Type>();
             let v: Option<Vec<Option<i64>>> = if null {

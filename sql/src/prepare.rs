@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::{Error, Result};
+use crate::pg_catalog::types;
 use crate::session::{ParsedStatement, Session, parse_expr};
 
 /// What a statement takes and returns.
@@ -134,9 +135,15 @@ fn cast_parameter_types(statement: &ParsedStatement) -> HashMap<usize, DataType>
             expr, data_type, ..
         } = expr
             && let Some(i) = placeholder(expr)
-            && let Ok(column_type) = crate::ddl::column_type(data_type)
         {
-            types.entry(i).or_insert_with(|| column_type.to_arrow());
+            let arrow = match crate::ddl::column_type(data_type) {
+                Ok(column_type) => Some(column_type.to_arrow()),
+                // `$1::oid`, `$1::oid[]`, `$1::int4[]`: PostgreSQL's own types.
+                Err(_) => types::parameter_type(&data_type.to_string()),
+            };
+            if let Some(arrow) = arrow {
+                types.entry(i).or_insert(arrow);
+            }
         }
         ControlFlow::<()>::Continue(())
     });
@@ -165,6 +172,49 @@ fn returns_rows(statement: &Statement) -> bool {
     )
 }
 
+/// The elements of a one-dimensional array in PostgreSQL's text form
+/// (`{1,NULL,"a b"}`), `None` for an element that is NULL; `None` when `text`
+/// is not such an array.
+fn array_items(text: &str) -> Option<Vec<Option<String>>> {
+    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    if body.trim().is_empty() {
+        return Some(items);
+    }
+    let mut chars = body.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let item = if chars.next_if_eq(&'"').is_some() {
+            let mut item = String::new();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    c => item.push(c),
+                }
+            }
+            Some(item)
+        } else {
+            let mut item = String::new();
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if matches!(c, '{' | '}' | '"') {
+                    return None;
+                }
+                item.push(c);
+            }
+            let item = item.trim().to_string();
+            (!item.eq_ignore_ascii_case("NULL")).then_some(item)
+        };
+        items.push(item);
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        match chars.next() {
+            None => return Some(items),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
 /// A value as an SQL literal, cast to its type when that is one of ours.
 fn literal(value: &ParamValue, data_type: Option<DataType>) -> Expr {
     let quoted = |text: &str| format!("'{}'", text.replace('\'', "''"));
@@ -176,6 +226,16 @@ fn literal(value: &ParamValue, data_type: Option<DataType>) -> Expr {
             return parse_expr(&format!("decode('{hex}', 'hex')"));
         }
     };
+    if let (Some(DataType::List(element)), ParamValue::Text(text)) = (&data_type, value)
+        && let Some(items) = array_items(text)
+        && let Ok(element) = ColumnType::from_arrow(element.data_type())
+    {
+        let items: Vec<String> = items
+            .iter()
+            .map(|item| item.as_deref().map_or_else(|| "NULL".to_string(), quoted))
+            .collect();
+        return parse_expr(&format!("CAST(ARRAY[{}] AS {element}[])", items.join(", ")));
+    }
     let sql_type = data_type
         .as_ref()
         .and_then(|t| ColumnType::from_arrow(t).ok());
@@ -183,4 +243,26 @@ fn literal(value: &ParamValue, data_type: Option<DataType>) -> Expr {
         Some(t) => format!("CAST({inner} AS {t})"),
         None => inner,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_items;
+
+    #[test]
+    fn array_text_is_read_as_postgresql_writes_it() {
+        let some = |v: &str| Some(v.to_string());
+        assert_eq!(array_items("{}"), Some(vec![]));
+        assert_eq!(
+            array_items("{1, NULL,3}"),
+            Some(vec![some("1"), None, some("3")])
+        );
+        assert_eq!(
+            array_items(r#"{"a b","x\"y","NULL",null}"#),
+            Some(vec![some("a b"), some("x\"y"), some("NULL"), None])
+        );
+        assert_eq!(array_items("{{1,2},{3,4}}"), None);
+        assert_eq!(array_items("1,2"), None);
+        assert_eq!(array_items(r#"{"open}"#), None);
+    }
 }

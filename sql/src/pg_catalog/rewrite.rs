@@ -272,6 +272,29 @@ impl VisitorMut for Rewriter<'_> {
     }
 }
 
+/// `x.typtype = 'd'` (a domain) or `= 'c'` (a composite type).
+fn is_domain_or_composite_test(condition: &Expr) -> bool {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = condition
+    else {
+        return false;
+    };
+    let column = match left.as_ref() {
+        Expr::Identifier(ident) => ident,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(ident) => ident,
+            None => return false,
+        },
+        _ => return false,
+    };
+    normalize(column) == "typtype"
+        && matches!(right.as_ref(), Expr::Value(v)
+            if matches!(&v.value, Value::SingleQuotedString(s) if s == "d" || s == "c"))
+}
+
 /// A SELECT reading an always-empty system catalog (`pg_policy`,
 /// `pg_publication_rel`, ...) through inner joins yields no rows, so its select
 /// list is never evaluated: select-list expressions holding subqueries become
@@ -349,6 +372,30 @@ fn reads_empty_relation(select: &Select) -> bool {
 /// What `expr` becomes, if it needs rewriting. Children are already rewritten.
 fn rewrite_expr(expr: &mut Expr) -> Option<Expr> {
     match expr {
+        // cohortdb has no domain or composite types, so a CASE arm for one
+        // (asyncpg's type introspection looks up a domain's base type with a
+        // correlated recursive subquery there) never runs: it is dropped,
+        // sparing DataFusion a subquery it cannot plan.
+        Expr::Case {
+            operand: None,
+            conditions,
+            else_result,
+            ..
+        } if conditions
+            .iter()
+            .any(|c| is_domain_or_composite_test(&c.condition)) =>
+        {
+            conditions.retain(|c| !is_domain_or_composite_test(&c.condition));
+            if conditions.is_empty() {
+                return Some(
+                    else_result
+                        .as_deref()
+                        .cloned()
+                        .unwrap_or(Expr::value(Value::Null)),
+                );
+            }
+            None
+        }
         Expr::BinaryOp { left, op, right } => {
             let BinaryOperator::PGCustomBinaryOperator(parts) = op else {
                 return None;
@@ -982,6 +1029,17 @@ mod tests {
         assert_eq!(
             rewritten("SET datafusion.execution.batch_size = 1024"),
             "SET datafusion.execution.batch_size = 1024"
+        );
+    }
+
+    #[test]
+    fn case_arms_for_domains_and_composites_are_dropped() {
+        assert_eq!(
+            rewritten(
+                "SELECT CASE WHEN t.typtype = 'd' THEN (SELECT 1) ELSE NULL END, \
+                 CASE WHEN typtype = 'c' THEN 'x' WHEN typtype = 'b' THEN 'y' END FROM pg_type t"
+            ),
+            "SELECT NULL, CASE WHEN typtype = 'b' THEN 'y' END FROM pg_catalog.pg_type t"
         );
     }
 

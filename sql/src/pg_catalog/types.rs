@@ -250,17 +250,44 @@ pub fn type_oid(data_type: &DataType) -> u32 {
         DataType::Date32 => DATE,
         DataType::Timestamp(_, None) => TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => TIMESTAMPTZ,
-        DataType::List(f) | DataType::LargeList(f) => match f.data_type() {
-            // Object identifiers inside arrays travel as int8.
-            DataType::UInt32 => 1016,
-            element => match type_oid(element) {
-                BOOL | INT2 | INT4 | INT8 | FLOAT4 | FLOAT8 | TEXT => {
-                    by_oid(type_oid(element)).map_or(TEXT, |t| t.array)
-                }
-                _ => TEXT,
-            },
+        DataType::List(f) | DataType::LargeList(f) => match type_oid(f.data_type()) {
+            element @ (BOOL | INT2 | INT4 | INT8 | OID | FLOAT4 | FLOAT8 | TEXT) => {
+                by_oid(element).map_or(TEXT, |t| t.array)
+            }
+            _ => TEXT,
         },
         _ => TEXT,
+    }
+}
+
+/// The Arrow type a parameter cast to PostgreSQL type `name` is bound as, for
+/// the types the table column types do not cover: `oid` and one-dimensional
+/// arrays of the scalar types cohortdb sends as arrays (`oid[]`, `int4[]`,
+/// `text[]`, ...).
+pub(crate) fn parameter_type(name: &str) -> Option<DataType> {
+    let scalar = |pg: &PgType| -> Option<DataType> {
+        Some(match pg.oid {
+            BOOL => DataType::Boolean,
+            INT2 => DataType::Int16,
+            INT4 => DataType::Int32,
+            INT8 => DataType::Int64,
+            OID => DataType::UInt32,
+            FLOAT4 => DataType::Float32,
+            FLOAT8 => DataType::Float64,
+            TEXT | VARCHAR => DataType::Utf8,
+            _ => return None,
+        })
+    };
+    match name.trim().strip_suffix("[]") {
+        Some(element) => {
+            let element = scalar(by_name(element.trim())?)?;
+            Some(DataType::List(std::sync::Arc::new(Field::new_list_field(
+                element, true,
+            ))))
+        }
+        None => by_name(name.trim())
+            .filter(|pg| pg.oid == OID)
+            .and_then(scalar),
     }
 }
 
@@ -351,7 +378,7 @@ mod tests {
         );
         assert_eq!(type_oid(&list(DataType::Int64)), 1016);
         assert_eq!(type_oid(&list(DataType::Utf8)), 1009);
-        assert_eq!(type_oid(&list(DataType::UInt32)), 1016);
+        assert_eq!(type_oid(&list(DataType::UInt32)), 1028);
         assert_eq!(type_oid(&list(DataType::Date32)), TEXT);
         assert_eq!(type_oid(&list(list(DataType::Int64))), TEXT);
         assert_eq!(
