@@ -274,15 +274,10 @@ impl VisitorMut for Rewriter<'_> {
 
 /// `x.typtype = 'd'` (a domain) or `= 'c'` (a composite type).
 fn is_domain_or_composite_test(condition: &Expr) -> bool {
-    let Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Eq,
-        right,
-    } = condition
-    else {
+    let Some((left, right)) = equality(condition) else {
         return false;
     };
-    let column = match left.as_ref() {
+    let column = match left {
         Expr::Identifier(ident) => ident,
         Expr::CompoundIdentifier(parts) => match parts.last() {
             Some(ident) => ident,
@@ -291,8 +286,20 @@ fn is_domain_or_composite_test(condition: &Expr) -> bool {
         _ => return false,
     };
     normalize(column) == "typtype"
-        && matches!(right.as_ref(), Expr::Value(v)
+        && matches!(right, Expr::Value(v)
             if matches!(&v.value, Value::SingleQuotedString(s) if s == "d" || s == "c"))
+}
+
+/// The two sides of `left = right`.
+fn equality(condition: &Expr) -> Option<(&Expr, &Expr)> {
+    match condition {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => Some((left, right)),
+        _ => None,
+    }
 }
 
 /// A SELECT reading an always-empty system catalog (`pg_policy`,
@@ -894,12 +901,7 @@ fn is_inner_column(expr: &Expr, own: &HashSet<String>) -> bool {
 
 /// `inner = outer`: a correlation DataFusion can decorrelate.
 fn is_correlation(condition: &Expr, own: &HashSet<String>) -> bool {
-    let Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Eq,
-        right,
-    } = condition
-    else {
+    let Some((left, right)) = equality(condition) else {
         return false;
     };
     let (l, r) = (references(left, own), references(right, own));
