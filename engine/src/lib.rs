@@ -20,6 +20,7 @@ pub mod stats;
 mod store;
 pub mod table;
 pub mod types;
+mod wal;
 
 pub use catalog::Catalog;
 pub use error::{Error, Result};

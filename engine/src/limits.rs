@@ -21,3 +21,7 @@ pub const MANIFEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// are committed all at once when the client finishes, so they are kept until
 /// then. More fails the statement.
 pub const COPY_IN_BYTES_MAX: u64 = 1 << 30;
+
+/// Largest write-ahead log record (one statement's whole change), in bytes: what
+/// the record's 32-bit length field can say.
+pub const WAL_RECORD_BYTES_MAX: u64 = u32::MAX as u64;
