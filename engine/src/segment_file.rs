@@ -1,0 +1,369 @@
+//! Segment files of format version 2 (docs/format.md § Segment files): Parquet
+//! that other tools read, written with fixed writer properties and cohortdb's
+//! key-value metadata, checked against the manifest's size and CRC-32C.
+//!
+//! Storage work in progress (issue 3): the catalog still writes version 1
+//! segments, so outside tests nothing calls this module yet.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+
+use crate::error::{Error, Result};
+use crate::mmap;
+
+/// Rows per row group unless the caller asks for fewer (docs/format.md).
+pub(crate) const ROW_GROUP_ROWS: usize = 131_072;
+/// Bytes per data page, at most.
+const DATA_PAGE_BYTES: usize = 1024 * 1024;
+
+const FORMAT_VERSION_KEY: &str = "cohortdb.format_version";
+const TABLE_ID_KEY: &str = "cohortdb.table_id";
+const SEGMENT_ID_KEY: &str = "cohortdb.segment_id";
+const ROW_COUNT_KEY: &str = "cohortdb.row_count";
+
+/// What the manifest records of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentFile {
+    pub table_id: u64,
+    pub segment_id: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub crc32c: u32,
+}
+
+/// `segments/<id as 16 hex digits>.parquet`.
+pub(crate) fn segment_path(segments_dir: &Path, segment_id: u64) -> PathBuf {
+    segments_dir.join(format!("{segment_id:016x}.parquet"))
+}
+
+/// The writer properties every segment is written with.
+fn writer_properties(
+    table_id: u64,
+    segment_id: u64,
+    rows: u64,
+    row_group_rows: usize,
+) -> WriterProperties {
+    let metadata = [
+        (FORMAT_VERSION_KEY, "2".to_string()),
+        (TABLE_ID_KEY, table_id.to_string()),
+        (SEGMENT_ID_KEY, segment_id.to_string()),
+        (ROW_COUNT_KEY, rows.to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| KeyValue::new(key.to_string(), value))
+    .collect();
+    WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(true)
+        .set_key_value_metadata(Some(metadata))
+        .build()
+}
+
+/// Counts and checksums what passes through to the file.
+struct Checksummed {
+    file: File,
+    bytes: u64,
+    crc32c: u32,
+}
+
+impl Write for Checksummed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes `batches` as segment `segment_id` of table `table_id` at `path`:
+/// to `<path>.tmp`, synced, renamed into place, the directory synced. Returns
+/// what the manifest records of it. Nothing is left under either name when it
+/// fails.
+pub(crate) fn write(
+    path: &Path,
+    table_id: u64,
+    segment_id: u64,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    row_group_rows: usize,
+) -> Result<SegmentFile> {
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let tmp = path.with_extension("parquet.tmp");
+    let written = (|| -> Result<Checksummed> {
+        let file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        let sink = Checksummed {
+            file,
+            bytes: 0,
+            crc32c: 0,
+        };
+        let properties = writer_properties(table_id, segment_id, rows, row_group_rows);
+        let parquet_error = |e: parquet::errors::ParquetError| Error::Io {
+            path: tmp.clone(),
+            source: io::Error::other(e),
+        };
+        let mut writer = ArrowWriter::try_new(sink, SchemaRef::clone(schema), Some(properties))
+            .map_err(parquet_error)?;
+        for batch in batches {
+            writer.write(batch).map_err(parquet_error)?;
+        }
+        let sink = writer.into_inner().map_err(parquet_error)?;
+        sink.file.sync_all().map_err(Error::io(&tmp))?;
+        Ok(sink)
+    })();
+    let sink = match written {
+        Ok(sink) => sink,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path)(e));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))?;
+    Ok(SegmentFile {
+        table_id,
+        segment_id,
+        rows,
+        bytes: sink.bytes,
+        crc32c: sink.crc32c,
+    })
+}
+
+/// Reads a whole segment, checking it against what the manifest records: its
+/// size and checksum, its `cohortdb.*` metadata, its schema and row count.
+pub(crate) fn read(
+    path: &Path,
+    expected: &SegmentFile,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let corrupted = |reason: String| Error::Corrupted {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = mmap::map_file(path)?;
+    if bytes.len() as u64 != expected.bytes {
+        return Err(corrupted(format!(
+            "the file has {} bytes where the manifest records {}",
+            bytes.len(),
+            expected.bytes
+        )));
+    }
+    let checksum = crc32c::crc32c(&bytes);
+    if checksum != expected.crc32c {
+        return Err(corrupted(format!(
+            "checksum mismatch (CRC-32C {checksum:#010x}, the manifest records {:#010x})",
+            expected.crc32c
+        )));
+    }
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| corrupted(format!("not a readable Parquet file: {e}")))?;
+    let metadata: Vec<(String, String)> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let value = |key: &str| {
+        metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let expected_metadata = [
+        (FORMAT_VERSION_KEY, "2".to_string()),
+        (TABLE_ID_KEY, expected.table_id.to_string()),
+        (SEGMENT_ID_KEY, expected.segment_id.to_string()),
+        (ROW_COUNT_KEY, expected.rows.to_string()),
+    ];
+    for (key, want) in expected_metadata {
+        if value(key) != Some(want.as_str()) {
+            return Err(corrupted(format!(
+                "metadata {key} is {:?} where {want:?} was expected",
+                value(key)
+            )));
+        }
+    }
+    if builder.schema().fields() != schema.fields() {
+        return Err(corrupted(
+            "the file's schema differs from the table's".to_string(),
+        ));
+    }
+    let reader = builder
+        .build()
+        .map_err(|e| corrupted(format!("not a readable Parquet file: {e}")))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| corrupted(e.to_string()))?;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if rows != expected.rows {
+        return Err(corrupted(format!(
+            "the file has {rows} rows where the manifest records {}",
+            expected.rows
+        )));
+    }
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, Decimal128Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    fn batch(from: i64, rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("city", DataType::Utf8, true),
+            Field::new("spend", DataType::Decimal128(12, 2), true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]));
+        let ids: Vec<i64> = (from..from + rows).collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter(ids.iter().map(|i| {
+                (i % 7 != 0).then(|| ["beijing", "shanghai", "xi'an"][(*i % 3) as usize])
+            }))),
+            Arc::new(
+                Decimal128Array::from_iter(
+                    ids.iter()
+                        .map(|i| (i % 5 != 0).then_some(i128::from(*i) * 101)),
+                )
+                .with_precision_and_scale(12, 2)
+                .expect("valid decimal"),
+            ),
+            Arc::new(TimestampMicrosecondArray::from_iter(
+                ids.iter()
+                    .map(|i| Some(1_764_460_800_000_000 + i * 1_000_000)),
+            )),
+        ];
+        RecordBatch::try_new(schema, columns).expect("valid batch")
+    }
+
+    #[test]
+    fn segments_read_back_exactly_and_carry_their_metadata() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = segment_path(dir.path(), 0x2a);
+        assert!(path.ends_with("000000000000002a.parquet"));
+        let batches = [batch(0, 1000), batch(1000, 2500)];
+        let schema = batches[0].schema();
+        let file = write(&path, 7, 0x2a, &schema, &batches, 1024).expect("written");
+        assert_eq!(file.rows, 3500);
+        assert_eq!(file.bytes, fs::metadata(&path).expect("exists").len());
+        assert_eq!(file.crc32c, crc32c::crc32c(&fs::read(&path).expect("read")));
+        assert!(!path.with_extension("parquet.tmp").exists());
+        let read = read(&path, &file, &schema).expect("read back");
+        let read = arrow::compute::concat_batches(&schema, &read).expect("concat");
+        let written = arrow::compute::concat_batches(&schema, &batches).expect("concat");
+        assert_eq!(read, written);
+        // Row groups of at most the requested size, with page statistics and a
+        // page index, as docs/format.md specifies.
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            File::open(&path).expect("open"),
+        )
+        .expect("parquet");
+        use parquet::file::reader::FileReader;
+        let metadata = reader.metadata();
+        assert_eq!(metadata.num_row_groups(), 4);
+        assert!(metadata.row_groups().iter().all(|g| g.num_rows() <= 1024));
+        let column = metadata.row_group(0).column(0);
+        assert_eq!(
+            column.compression(),
+            Compression::ZSTD(ZstdLevel::try_new(1).expect("1"))
+        );
+        assert!(column.statistics().is_some());
+        assert!(column.column_index_offset().is_some());
+        assert!(column.offset_index_offset().is_some());
+    }
+
+    #[test]
+    fn a_segment_unlike_the_manifest_is_corrupted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = segment_path(dir.path(), 3);
+        let batches = [batch(0, 100)];
+        let schema = batches[0].schema();
+        let file = write(&path, 1, 3, &schema, &batches, ROW_GROUP_ROWS).expect("written");
+        let reason = |expected: SegmentFile| {
+            read(&path, &expected, &schema)
+                .expect_err("corrupted")
+                .to_string()
+        };
+        assert!(
+            reason(SegmentFile {
+                bytes: file.bytes + 1,
+                ..file
+            })
+            .contains("bytes where the manifest records")
+        );
+        assert!(
+            reason(SegmentFile {
+                crc32c: file.crc32c ^ 1,
+                ..file
+            })
+            .contains("checksum mismatch")
+        );
+        // A byte changed on disk fails the checksum.
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[100] ^= 0x10;
+        fs::write(&path, &bytes).expect("write");
+        assert!(reason(file).contains("checksum mismatch"));
+        bytes[100] ^= 0x10;
+        fs::write(&path, &bytes).expect("write");
+        // A segment of another table or with another id is not this one.
+        assert!(
+            reason(SegmentFile {
+                table_id: 2,
+                ..file
+            })
+            .contains("metadata cohortdb.table_id")
+        );
+        assert!(
+            reason(SegmentFile {
+                segment_id: 4,
+                ..file
+            })
+            .contains("metadata cohortdb.segment_id")
+        );
+        let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        assert!(
+            read(&path, &file, &other)
+                .expect_err("schema")
+                .to_string()
+                .contains("schema differs")
+        );
+        assert_eq!(read(&path, &file, &schema).expect("intact").len(), 1);
+    }
+}
