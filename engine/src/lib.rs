@@ -9,7 +9,9 @@
 //! Architecture invariant: this crate does not depend on DataFusion or tokio.
 
 pub mod catalog;
+mod deletes;
 pub mod demo;
+mod durable;
 pub mod error;
 pub mod export;
 pub mod import;

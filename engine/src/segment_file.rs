@@ -18,6 +18,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::mmap;
 
@@ -137,14 +138,7 @@ pub(crate) fn write(
             return Err(e);
         }
     };
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path)(e));
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))?;
+    durable::install(&tmp, path)?;
     Ok(SegmentFile {
         table_id,
         segment_id,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::roles::Role;
 
+use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use crate::limits;
 
@@ -146,8 +147,7 @@ impl Store {
         let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
         file.write_all(&bytes).map_err(Error::io(&tmp))?;
         file.sync_all().map_err(Error::io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        sync_dir(&self.dir)
+        crate::durable::install(&tmp, &path)
     }
 
     fn segment_path(&self, id: u64) -> PathBuf {
@@ -224,10 +224,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
 }

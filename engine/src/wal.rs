@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use crate::limits;
 
@@ -479,12 +480,6 @@ fn wal_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files.into_iter().map(|(_, path)| path).collect())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
