@@ -6,14 +6,13 @@
 //! segments, so outside tests nothing calls this module yet.
 #![cfg_attr(not(test), allow(dead_code))]
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use roaring::RoaringBitmap;
 
 use crate::durable;
 use crate::error::{Error, Result};
+use crate::framing;
 
 /// `CDBDV\0\0` and the format version.
 const MAGIC: [u8; 8] = *b"CDBDV\0\0\x02";
@@ -57,14 +56,7 @@ pub(crate) fn decode(
         path: path.to_path_buf(),
         reason,
     };
-    if bytes.len() < HEADER_BYTES + 4 {
-        return Err(corrupted("the file is shorter than its header".to_string()));
-    }
-    if bytes[0..8] != MAGIC {
-        return Err(corrupted(
-            "not a deletion vector of format version 2 (bad magic)".to_string(),
-        ));
-    }
+    framing::header(path, bytes, &MAGIC, HEADER_BYTES + 4, "deletion vector")?;
     let (body, checksum) = bytes.split_at(bytes.len() - 4);
     let checksum = u32::from_le_bytes(checksum.try_into().expect("four bytes"));
     if crc32c::crc32c(body) != checksum {
@@ -109,20 +101,14 @@ pub(crate) fn decode(
 pub(crate) fn write(path: &Path, segment_id: u64, deleted: &RoaringBitmap) -> Result<(u64, u32)> {
     let bytes = encode(segment_id, deleted);
     let tmp = path.with_extension("dv.tmp");
-    let written = File::create(&tmp).and_then(|mut file| {
-        file.write_all(&bytes)?;
-        file.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(&tmp)(e));
-    }
-    durable::install(&tmp, path)?;
+    durable::write_whole(&tmp, path, &bytes)?;
     Ok((bytes.len() as u64, crc32c::crc32c(&bytes)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn decode_ok(bytes: &[u8], segment_id: u64, rows: u64) -> Result<RoaringBitmap> {

@@ -3,6 +3,7 @@
 //! system and disk).
 
 use std::fs::{self, File};
+use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -24,4 +25,18 @@ pub(crate) fn install(tmp: &Path, path: &Path) -> Result<()> {
         return Err(Error::io(path)(e));
     }
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Writes `bytes` as the file `path`, whole or not at all: to `tmp`, synced,
+/// then [`install`]ed.
+pub(crate) fn write_whole(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let written = File::create(tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(tmp);
+        return Err(Error::io(tmp)(e));
+    }
+    install(tmp, path)
 }

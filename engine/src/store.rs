@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
@@ -144,10 +144,7 @@ impl Store {
         let path = self.dir.join(MANIFEST_FILE);
         let tmp = self.dir.join(format!("{MANIFEST_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
-        let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        file.write_all(&bytes).map_err(Error::io(&tmp))?;
-        file.sync_all().map_err(Error::io(&tmp))?;
-        crate::durable::install(&tmp, &path)
+        crate::durable::write_whole(&tmp, &path, &bytes)
     }
 
     fn segment_path(&self, id: u64) -> PathBuf {

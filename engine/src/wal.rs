@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
+use crate::framing;
 use crate::limits;
 
 /// `CDBWAL\0` and the format version.
@@ -128,14 +129,7 @@ pub(crate) fn scan_file(path: &Path, bytes: &[u8]) -> Result<FileScan> {
         path: path.to_path_buf(),
         reason,
     };
-    let header = bytes
-        .get(..HEADER_BYTES)
-        .ok_or_else(|| corrupted("the file is shorter than its header".to_string()))?;
-    if header[0..8] != MAGIC {
-        return Err(corrupted(
-            "not a write-ahead log file of format version 2 (bad magic)".to_string(),
-        ));
-    }
+    let header = framing::header(path, bytes, &MAGIC, HEADER_BYTES, "write-ahead log file")?;
     if crc32c::crc32c(&header[0..28]) != read_u32(header, 28) {
         return Err(corrupted("the file header fails its checksum".to_string()));
     }
