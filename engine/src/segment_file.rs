@@ -10,10 +10,12 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, Scalar};
+use arrow::compute::kernels::{boolean, cmp};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -21,6 +23,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::mmap;
+use crate::predicate::{CmpOp, Predicate};
 
 /// Rows per row group unless the caller asks for fewer (docs/format.md).
 pub(crate) const ROW_GROUP_ROWS: usize = 131_072;
@@ -155,27 +158,107 @@ pub(crate) fn read(
     expected: &SegmentFile,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
-    let corrupted = |reason: String| Error::Corrupted {
+    let builder = open(path, expected, schema, true)?;
+    let batches = collect(path, builder)?;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if rows != expected.rows {
+        return Err(Error::Corrupted {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the file has {rows} rows where the manifest records {}",
+                expected.rows
+            ),
+        });
+    }
+    Ok(batches)
+}
+
+/// What a scan of a segment read.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// The rows of the row groups read, in the table's full schema; the caller
+    /// applies the predicate to them.
+    pub batches: Vec<RecordBatch>,
+    pub row_groups: usize,
+    pub row_groups_read: usize,
+}
+
+/// Reads the row groups of a segment that may hold rows for which `predicate`
+/// is TRUE, skipping those its statistics rule out. The size, metadata and
+/// schema are checked; the checksum, which would mean reading the whole file,
+/// is left to full reads and `cohortdb check`.
+pub(crate) fn scan(
+    path: &Path,
+    expected: &SegmentFile,
+    schema: &SchemaRef,
+    predicate: Option<&Predicate>,
+) -> Result<Scan> {
+    let builder = open(path, expected, schema, false)?;
+    let metadata = builder.metadata();
+    let row_groups = metadata.num_row_groups();
+    let selected: Vec<usize> = match predicate {
+        None => (0..row_groups).collect(),
+        Some(predicate) => {
+            let statistics = Statistics {
+                metadata: metadata.as_ref(),
+                schema: builder.schema().as_ref(),
+                parquet: builder.parquet_schema(),
+            };
+            let may_match = statistics
+                .may_match(predicate)
+                .map_err(|e| corrupted(path, format!("unreadable statistics: {e}")))?;
+            (0..row_groups).filter(|&i| may_match.value(i)).collect()
+        }
+    };
+    let row_groups_read = selected.len();
+    let batches = collect(path, builder.with_row_groups(selected))?;
+    Ok(Scan {
+        batches,
+        row_groups,
+        row_groups_read,
+    })
+}
+
+fn corrupted(path: &Path, reason: String) -> Error {
+    Error::Corrupted {
         path: path.to_path_buf(),
         reason,
-    };
+    }
+}
+
+/// Maps a segment and checks it against the manifest (the checksum when
+/// `verify_checksum`), its metadata and schema; returns its reader.
+fn open(
+    path: &Path,
+    expected: &SegmentFile,
+    schema: &SchemaRef,
+    verify_checksum: bool,
+) -> Result<ParquetRecordBatchReaderBuilder<bytes::Bytes>> {
     let bytes = mmap::map_file(path)?;
     if bytes.len() as u64 != expected.bytes {
-        return Err(corrupted(format!(
-            "the file has {} bytes where the manifest records {}",
-            bytes.len(),
-            expected.bytes
-        )));
+        return Err(corrupted(
+            path,
+            format!(
+                "the file has {} bytes where the manifest records {}",
+                bytes.len(),
+                expected.bytes
+            ),
+        ));
     }
-    let checksum = crc32c::crc32c(&bytes);
-    if checksum != expected.crc32c {
-        return Err(corrupted(format!(
-            "checksum mismatch (CRC-32C {checksum:#010x}, the manifest records {:#010x})",
-            expected.crc32c
-        )));
+    if verify_checksum {
+        let checksum = crc32c::crc32c(&bytes);
+        if checksum != expected.crc32c {
+            return Err(corrupted(
+                path,
+                format!(
+                    "checksum mismatch (CRC-32C {checksum:#010x}, the manifest records {:#010x})",
+                    expected.crc32c
+                ),
+            ));
+        }
     }
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| corrupted(format!("not a readable Parquet file: {e}")))?;
+        .map_err(|e| corrupted(path, format!("not a readable Parquet file: {e}")))?;
     let metadata: Vec<(String, String)> = builder
         .metadata()
         .file_metadata()
@@ -200,31 +283,146 @@ pub(crate) fn read(
     ];
     for (key, want) in expected_metadata {
         if value(key) != Some(want.as_str()) {
-            return Err(corrupted(format!(
-                "metadata {key} is {:?} where {want:?} was expected",
-                value(key)
-            )));
+            return Err(corrupted(
+                path,
+                format!(
+                    "metadata {key} is {:?} where {want:?} was expected",
+                    value(key)
+                ),
+            ));
         }
     }
     if builder.schema().fields() != schema.fields() {
         return Err(corrupted(
+            path,
             "the file's schema differs from the table's".to_string(),
         ));
     }
-    let reader = builder
+    Ok(builder)
+}
+
+fn collect(
+    path: &Path,
+    builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+) -> Result<Vec<RecordBatch>> {
+    builder
         .build()
-        .map_err(|e| corrupted(format!("not a readable Parquet file: {e}")))?;
-    let batches = reader
+        .map_err(|e| corrupted(path, format!("not a readable Parquet file: {e}")))?
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| corrupted(e.to_string()))?;
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    if rows != expected.rows {
-        return Err(corrupted(format!(
-            "the file has {rows} rows where the manifest records {}",
-            expected.rows
-        )));
+        .map_err(|e| corrupted(path, e.to_string()))
+}
+
+/// A segment's row-group statistics, as the predicate's columns need them.
+struct Statistics<'a> {
+    metadata: &'a parquet::file::metadata::ParquetMetaData,
+    schema: &'a arrow::datatypes::Schema,
+    parquet: &'a parquet::schema::types::SchemaDescriptor,
+}
+
+impl Statistics<'_> {
+    /// For each row group, whether it may hold a row for which `predicate` is
+    /// TRUE: false only when the statistics prove it holds none. Unknown
+    /// statistics (absent, or NULL min/max) never rule a row group out.
+    fn may_match(&self, predicate: &Predicate) -> std::result::Result<BooleanArray, String> {
+        let groups = self.metadata.num_row_groups();
+        let all = || BooleanArray::from(vec![true; groups]);
+        let converter = |column: usize| {
+            let name = self.schema.field(column).name();
+            StatisticsConverter::try_new(name, self.schema, self.parquet).map_err(|e| e.to_string())
+        };
+        let row_groups = self.metadata.row_groups();
+        // NULL (unknown) counts as "may match".
+        let known = |b: BooleanArray| -> BooleanArray {
+            b.iter().map(|v| Some(v.unwrap_or(true))).collect()
+        };
+        let bounds = |column: usize| -> std::result::Result<(ArrayRef, ArrayRef), String> {
+            let c = converter(column)?;
+            let mins = c
+                .row_group_mins(row_groups.iter())
+                .map_err(|e| e.to_string())?;
+            let maxes = c
+                .row_group_maxes(row_groups.iter())
+                .map_err(|e| e.to_string())?;
+            Ok((mins, maxes))
+        };
+        let error = |e: arrow::error::ArrowError| e.to_string();
+        Ok(match predicate {
+            Predicate::Compare { column, op, value } => {
+                let (mins, maxes) = bounds(*column)?;
+                let value = Scalar::new(value);
+                match op {
+                    CmpOp::Eq => known(
+                        boolean::and(
+                            &known(cmp::lt_eq(&mins, &value).map_err(error)?),
+                            &known(cmp::gt_eq(&maxes, &value).map_err(error)?),
+                        )
+                        .map_err(error)?,
+                    ),
+                    CmpOp::NotEq => {
+                        // Ruled out only when every value equals the constant.
+                        let single = boolean::and(
+                            &cmp::eq(&mins, &value).map_err(error)?,
+                            &cmp::eq(&maxes, &value).map_err(error)?,
+                        )
+                        .map_err(error)?;
+                        single.iter().map(|v| Some(v != Some(true))).collect()
+                    }
+                    CmpOp::Lt => known(cmp::lt(&mins, &value).map_err(error)?),
+                    CmpOp::LtEq => known(cmp::lt_eq(&mins, &value).map_err(error)?),
+                    CmpOp::Gt => known(cmp::gt(&maxes, &value).map_err(error)?),
+                    CmpOp::GtEq => known(cmp::gt_eq(&maxes, &value).map_err(error)?),
+                }
+            }
+            Predicate::InList {
+                column,
+                values,
+                negated: false,
+            } => {
+                let mut any = BooleanArray::from(vec![false; groups]);
+                for value in values {
+                    let equal = self.may_match(&Predicate::Compare {
+                        column: *column,
+                        op: CmpOp::Eq,
+                        value: ArrayRef::clone(value),
+                    })?;
+                    any = boolean::or(&any, &equal).map_err(error)?;
+                }
+                any
+            }
+            Predicate::IsNull { column, negated } => {
+                let nulls = converter(*column)?
+                    .row_group_null_counts(row_groups.iter())
+                    .map_err(|e| e.to_string())?;
+                nulls
+                    .iter()
+                    .zip(row_groups)
+                    .map(|(count, group)| {
+                        Some(match count {
+                            None => true,
+                            Some(count) if *negated => count < group.num_rows() as u64,
+                            Some(count) => count > 0,
+                        })
+                    })
+                    .collect()
+            }
+            Predicate::And(parts) => {
+                let mut all_parts = all();
+                for part in parts {
+                    all_parts = boolean::and(&all_parts, &self.may_match(part)?).map_err(error)?;
+                }
+                all_parts
+            }
+            Predicate::Or(parts) => {
+                let mut any = BooleanArray::from(vec![false; groups]);
+                for part in parts {
+                    any = boolean::or(&any, &self.may_match(part)?).map_err(error)?;
+                }
+                any
+            }
+            // What statistics cannot rule in they cannot rule out either.
+            Predicate::InList { negated: true, .. } | Predicate::Not(_) => all(),
+        })
     }
-    Ok(batches)
 }
 
 #[cfg(test)]
@@ -301,6 +499,85 @@ mod tests {
         assert!(column.statistics().is_some());
         assert!(column.column_index_offset().is_some());
         assert!(column.offset_index_offset().is_some());
+    }
+
+    /// Row groups whose statistics rule a predicate out are not read, and the
+    /// rows the predicate keeps are the same as from a full read.
+    #[test]
+    fn scans_skip_row_groups_their_statistics_rule_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = segment_path(dir.path(), 1);
+        // user_id 0..3500 in row groups of 1024: [0, 1023], [1024, 2047], ...
+        let batches = [batch(0, 1000), batch(1000, 2500)];
+        let schema = batches[0].schema();
+        let file = write(&path, 1, 1, &schema, &batches, 1024).expect("written");
+        let id = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
+        let compare = |op, v| Predicate::Compare {
+            column: 0,
+            op,
+            value: id(v),
+        };
+        let matching = |batches: &[RecordBatch], predicate: &Predicate| -> usize {
+            batches
+                .iter()
+                .map(|b| predicate.evaluate(b).expect("evaluates").true_count())
+                .sum()
+        };
+        let cases = [
+            (compare(CmpOp::Eq, 2000), 1),
+            (compare(CmpOp::Lt, 100), 1),
+            (compare(CmpOp::LtEq, 1024), 2),
+            (compare(CmpOp::GtEq, 3000), 2),
+            (compare(CmpOp::Gt, 5000), 0),
+            (compare(CmpOp::NotEq, 5), 4),
+            (
+                Predicate::InList {
+                    column: 0,
+                    values: vec![id(5), id(3400)],
+                    negated: false,
+                },
+                2,
+            ),
+            (
+                Predicate::Or(vec![compare(CmpOp::Lt, 10), compare(CmpOp::Gt, 3400)]),
+                2,
+            ),
+            (
+                Predicate::And(vec![compare(CmpOp::Gt, 1000), compare(CmpOp::Lt, 1030)]),
+                2,
+            ),
+            (Predicate::Not(Box::new(compare(CmpOp::Eq, 1))), 4),
+            (
+                Predicate::IsNull {
+                    column: 1,
+                    negated: false,
+                },
+                4,
+            ),
+            (
+                Predicate::IsNull {
+                    column: 0,
+                    negated: false,
+                },
+                0,
+            ),
+        ];
+        for (predicate, groups) in cases {
+            let scan = scan(&path, &file, &schema, Some(&predicate)).expect("scans");
+            assert_eq!(scan.row_groups, 4);
+            assert_eq!(scan.row_groups_read, groups, "{predicate:?}");
+            assert_eq!(
+                matching(&scan.batches, &predicate),
+                matching(&batches, &predicate),
+                "{predicate:?}"
+            );
+        }
+        let all = scan(&path, &file, &schema, None).expect("scans");
+        assert_eq!(all.row_groups_read, 4);
+        assert_eq!(
+            all.batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            3500
+        );
     }
 
     #[test]
