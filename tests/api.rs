@@ -24,6 +24,10 @@ pub fn trials() -> Vec<Trial> {
         trial("api::sessions_share_data", sessions_share_data),
         trial("api::filters_push_into_scans", filters_push_into_scans),
         trial("api::experiment_worked_example", experiment_worked_example),
+        trial(
+            "api::format_v1_golden_directory",
+            format_v1_golden_directory,
+        ),
     ]
 }
 
@@ -355,6 +359,79 @@ fn experiment_worked_example() -> Result<(), Failed> {
             .downcast_ref::<arrow::array::BooleanArray>()
             .expect("bool");
         assert!(srm.iter().all(|f| f == Some(false)), "{report}");
+        Ok(())
+    })
+}
+
+/// tests/fixtures/format-v1 is a data directory written by format version 1
+/// (two tables, every column type, NULLs, a deleted row, a dropped table, a
+/// role with a password); every later version must open it and show the same
+/// data. It is opened from a copy, as opening takes the directory's lock.
+fn format_v1_golden_directory() -> Result<(), Failed> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1");
+    let dir = tempfile::tempdir()?;
+    let copy = dir.path().join("data");
+    std::fs::create_dir_all(copy.join("segments"))?;
+    std::fs::copy(fixture.join("manifest.json"), copy.join("manifest.json"))?;
+    for entry in std::fs::read_dir(fixture.join("segments"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), copy.join("segments").join(entry.file_name()))?;
+    }
+    block_on(async move {
+        let db = Database::open(&copy)?;
+        let session = db.session();
+        let text = |batches: Vec<RecordBatch>| -> Vec<String> {
+            let options = arrow::util::display::FormatOptions::default().with_null("NULL");
+            let mut rows = Vec::new();
+            for batch in &batches {
+                let formatters: Vec<_> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                            .expect("formats")
+                    })
+                    .collect();
+                for row in 0..batch.num_rows() {
+                    let cells: Vec<String> = formatters
+                        .iter()
+                        .map(|f| f.value(row).to_string())
+                        .collect();
+                    rows.push(cells.join("|"));
+                }
+            }
+            rows
+        };
+        let users = session
+            .execute("SELECT * FROM users ORDER BY user_id")
+            .await?;
+        assert_eq!(
+            text(users),
+            [
+                "1|beijing|25|100.50|true|2024-01-01|2026-01-01T10:00:00|2026-01-01T10:00:00Z|0.5|3|1.25|0102",
+                "2|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL",
+                "3|xi'an \"quoted\"|41|0.00|false|2025-12-31|2026-03-15T23:59:59.500|2026-03-15T23:59:59.500Z|-1e-7|-32768|3.5|",
+            ]
+        );
+        let events = session
+            .execute("SELECT user_id, kind, ts FROM events ORDER BY ts")
+            .await?;
+        assert_eq!(
+            text(events),
+            [
+                "1|view|2026-01-01T10:00:00",
+                "1|purchase|2026-01-02T10:00:00",
+                "3|view|2026-02-01T00:00:00",
+            ]
+        );
+        let tables = session
+            .execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+            .await?;
+        assert_eq!(text(tables), ["events", "users"]);
+        let roles = session
+            .execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = 'analyst'")
+            .await?;
+        assert_eq!(text(roles), ["analyst|true"]);
         Ok(())
     })
 }
