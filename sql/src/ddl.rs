@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::compute::{CastOptions, cast_with_options};
+use arrow::array::{ArrayRef, AsArray, BinaryArray, RecordBatch};
+use arrow::compute::{CastOptions, cast, cast_with_options};
+use arrow::datatypes::DataType as ArrowType;
+use arrow::error::ArrowError;
 use cohortdb_engine::{ColumnDef, ColumnType};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::{
@@ -13,6 +15,7 @@ use futures::TryStreamExt;
 
 use crate::error::{Error, Position, Result};
 use crate::names::{self, position_of};
+use crate::pg_catalog::types::bytea_input;
 use crate::session::{Session, count_stream, empty_stream};
 
 /// Precision and scale of a DECIMAL/NUMERIC declared without them.
@@ -113,6 +116,18 @@ async fn create_table_as(
 }
 
 /// Casts batches to a table's column types (checked: overflow is an error).
+/// A text column read as bytea values ([`bytea_input`]).
+fn bytea_column(column: &ArrayRef) -> std::result::Result<ArrayRef, ArrowError> {
+    let text = cast(column, &ArrowType::Utf8)?;
+    let values = text
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.map(bytea_input).transpose())
+        .collect::<std::result::Result<BinaryArray, String>>()
+        .map_err(ArrowError::CastError)?;
+    Ok(Arc::new(values))
+}
+
 pub(crate) fn cast_batches(
     schema: &arrow::datatypes::SchemaRef,
     batches: Vec<RecordBatch>,
@@ -128,7 +143,16 @@ pub(crate) fn cast_batches(
                 .fields()
                 .iter()
                 .zip(batch.columns())
-                .map(|(field, column)| cast_with_options(column, field.data_type(), &options))
+                .map(
+                    |(field, column)| match (column.data_type(), field.data_type()) {
+                        // Text into bytea is PostgreSQL's text input form.
+                        (
+                            ArrowType::Utf8 | ArrowType::LargeUtf8 | ArrowType::Utf8View,
+                            ArrowType::Binary,
+                        ) => bytea_column(column),
+                        _ => cast_with_options(column, field.data_type(), &options),
+                    },
+                )
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::Execution {
                     message: e.to_string(),

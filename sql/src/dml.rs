@@ -14,8 +14,8 @@ use cohortdb_engine::{Error as EngineError, ROW_ID_COLUMN, Table};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, Query, SelectItem, SetExpr,
-    Statement, TableFactor, TableObject, TableWithJoins, Update,
+    AssignmentTarget, DataType, Delete, Expr, FromTable, Ident, Insert, Query, SelectItem, SetExpr,
+    Statement, TableFactor, TableObject, TableWithJoins, Update, Value,
 };
 use futures::TryStreamExt;
 
@@ -29,7 +29,10 @@ use crate::session::{Session, count_stream, parse_query, resolve_table};
 /// columns, NOT NULL included, and then rejects a NULL there with its own message
 /// about "column1". This puts the PostgreSQL error, naming the table column, in
 /// its place.
-pub(crate) async fn insert(session: &Session, insert: Insert) -> Result<SendableRecordBatchStream> {
+pub(crate) async fn insert(
+    session: &Session,
+    mut insert: Insert,
+) -> Result<SendableRecordBatchStream> {
     let columns = match &insert.table {
         TableObject::TableName(name) => {
             let table = resolve_table(session, name)?;
@@ -52,6 +55,16 @@ pub(crate) async fn insert(session: &Session, insert: Insert) -> Result<Sendable
                     })
                     .collect()
             };
+            let schema = table.schema();
+            let bytea: Vec<bool> = columns
+                .iter()
+                .map(|c| {
+                    schema
+                        .field_with_name(c)
+                        .is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Binary)
+                })
+                .collect();
+            bytea_literals(&mut insert, &bytea);
             Some((table.name().to_string(), columns))
         }
         TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
@@ -79,6 +92,26 @@ pub(crate) async fn insert(session: &Session, insert: Insert) -> Result<Sendable
             },
         );
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, mapped)))
+}
+
+/// String literals in a VALUES list bound for bytea columns are read in
+/// PostgreSQL's bytea input form (`'\x0102'`), as casts to bytea are.
+fn bytea_literals(insert: &mut Insert, bytea: &[bool]) {
+    let Some(source) = insert.source.as_mut() else {
+        return;
+    };
+    let SetExpr::Values(values) = source.body.as_mut() else {
+        return;
+    };
+    for row in &mut values.rows {
+        for (expr, is_bytea) in row.iter_mut().zip(bytea) {
+            if *is_bytea
+                && matches!(expr, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)))
+            {
+                *expr = crate::pg_catalog::rewrite::cast(expr.clone(), DataType::Bytea);
+            }
+        }
+    }
 }
 
 fn values_null_error(text: &str, table: &str, columns: &[String]) -> Option<EngineError> {

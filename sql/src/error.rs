@@ -239,7 +239,10 @@ impl Error {
                     "22012"
                 } else if message.contains("overflow") {
                     "22003"
-                } else if message.contains("Cannot cast string") {
+                } else if message.contains("Cannot cast string")
+                    || message.contains("invalid input syntax")
+                    || message.contains("Failed to decode value")
+                {
                     "22P02"
                 } else {
                     "22000"

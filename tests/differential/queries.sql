@@ -21,8 +21,7 @@ SELECT DATE '2026-01-31', TIMESTAMP '2026-01-31 12:30:00';
 SELECT 12.345::numeric(10,2);
 SELECT CAST(3 AS text);
 SELECT decode('0102', 'hex');
--- known: text to bytea takes the characters' bytes; PostgreSQL reads the \x hex form
-SELECT '\x0102'::bytea;
+SELECT '\x0102'::bytea, 'a\\b\001'::bytea;
 
 -- Operators and functions
 SELECT 7 / 2, 7 % 3, -7 / 2;

@@ -548,6 +548,22 @@ fn rewrite_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
         ));
     }
     match name.as_str() {
+        // A string literal read as bytea is PostgreSQL's text input form
+        // (`'\x0102'`), not the characters' own bytes.
+        "bytea" => {
+            let Expr::Value(v) = inner else {
+                return None;
+            };
+            let Value::SingleQuotedString(text) = &v.value else {
+                return None;
+            };
+            let hex = match super::types::bytea_input(text) {
+                Ok(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                // Not valid input: decoding it as hex fails with an error.
+                Err(_) => text.clone(),
+            };
+            Some(call("decode", vec![string(&hex), string("hex")]))
+        }
         "oid" => Some(cast(inner.clone(), DataType::IntUnsigned(None))),
         "name" | "char" => Some(cast(inner.clone(), DataType::Text)),
         "text" | "varchar" | "character varying" => {

@@ -291,6 +291,54 @@ pub(crate) fn parameter_type(name: &str) -> Option<DataType> {
     }
 }
 
+/// The bytes of a `bytea` value written in PostgreSQL's text input forms: hex
+/// (`\x0102ff`, whitespace between digit pairs allowed) or escape (characters
+/// as their UTF-8 bytes, `\\` a backslash, `\nnn` an octal byte).
+pub(crate) fn bytea_input(text: &str) -> Result<Vec<u8>, String> {
+    let invalid = || format!("invalid input syntax for type bytea: \"{text}\"");
+    if let Some(hex) = text
+        .strip_prefix("\\x")
+        .or_else(|| text.strip_prefix("\\X"))
+    {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return Err(invalid());
+        }
+        return digits
+            .chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+                    .ok_or_else(invalid)
+            })
+            .collect();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let octal = bytes.get(i + 1..i + 4).ok_or_else(invalid)?;
+            let valid = octal[0].is_ascii_digit()
+                && octal[0] <= b'3'
+                && octal[1..].iter().all(|d| (b'0'..=b'7').contains(d));
+            if !valid {
+                return Err(invalid());
+            }
+            out.push(octal.iter().fold(0u8, |v, d| v * 8 + (d - b'0')));
+            i += 4;
+        }
+    }
+    Ok(out)
+}
+
 /// The type modifier PostgreSQL records for a column of `data_type`
 /// (`atttypmod`): precision and scale for numeric, else -1.
 pub(crate) fn type_modifier(data_type: &DataType) -> i32 {
@@ -324,6 +372,21 @@ pub(crate) fn format_type(oid: u32, typmod: i32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytea_text_input_reads_both_forms() {
+        assert_eq!(bytea_input("\\x0102ff"), Ok(vec![1, 2, 255]));
+        assert_eq!(bytea_input("\\X01 02"), Ok(vec![1, 2]));
+        assert_eq!(bytea_input("\\x"), Ok(vec![]));
+        assert_eq!(
+            bytea_input("ab\\\\c\\001"),
+            Ok(vec![b'a', b'b', b'\\', b'c', 1])
+        );
+        assert_eq!(bytea_input("é"), Ok("é".as_bytes().to_vec()));
+        for bad in ["\\x0", "\\xzz", "\\9", "a\\0"] {
+            assert!(bytea_input(bad).is_err(), "{bad}");
+        }
+    }
     use std::sync::Arc;
 
     use arrow::datatypes::{Field, TimeUnit};
