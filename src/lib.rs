@@ -26,6 +26,7 @@ use cohortdb_engine::import;
 pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProgress};
 
 pub use arrow;
+pub use cohortdb_engine::check::{Report as CheckReport, check};
 pub use cohortdb_engine::demo::DemoConfig;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
 pub use cohortdb_server::{Auth, ServerOptions, Tls};

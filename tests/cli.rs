@@ -27,6 +27,7 @@ pub fn trials() -> Vec<Trial> {
             demo_loads_once_and_answers,
         ),
         trial("cli::help_everywhere", help_everywhere),
+        trial("cli::check_reports_problems", check_reports_problems),
         trial(
             "cli::serve_needs_a_password_login",
             serve_needs_a_password_login,
@@ -247,4 +248,54 @@ fn help_everywhere() -> Result<(), Failed> {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// `cohortdb check` on a sound directory (exit 0 and a summary), then on one
+/// with a segment cut short and a stray file (exit 1, the segment named).
+fn check_reports_problems() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("db");
+    let data = data.to_str().expect("utf-8 path");
+    let out = cohortdb(
+        &[
+            "sql",
+            "--data",
+            data,
+            "-c",
+            "CREATE TABLE t (x BIGINT NOT NULL)",
+            "-c",
+            "INSERT INTO t VALUES (1), (2)",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cohortdb(&["check", "--data", data], None)?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok: 1 tables, 1 segments, 2 rows\n");
+    let segments = std::path::Path::new(data).join("segments");
+    let segment = std::fs::read_dir(&segments)?
+        .next()
+        .ok_or("a segment file")??
+        .path();
+    let bytes = std::fs::read(&segment)?;
+    std::fs::write(&segment, &bytes[..bytes.len() - 10])?;
+    std::fs::write(segments.join("stray"), b"x")?;
+    let out = cohortdb(&["check", "--data", data], None)?;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("corrupted data in {}", segment.display())),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].ends_with("stray: leftover of an interrupted write (removed at the next open)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        text(&out.stderr),
+        format!("error: 1 problem(s) in {data}\n")
+    );
+    Ok(())
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use arrow::array::{Array, RecordBatch, RecordBatchOptions, UInt64Array};
 use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
 
 use crate::error::{Error, Result};
 use crate::limits;
@@ -429,7 +430,18 @@ fn manifest_of(
 }
 
 fn load_table(store: &Store, entry: &TableEntry) -> Result<Table> {
-    let manifest_path = || store.dir().join(crate::store::MANIFEST_FILE);
+    let schema = entry_schema(store.dir(), entry)?;
+    let mut segments = Vec::with_capacity(entry.segments.len());
+    for s in &entry.segments {
+        let batches = store.read_segment(*s, &schema)?;
+        segments.push(Arc::new(Segment::new(s.id, batches)));
+    }
+    Ok(Table::new(entry.id, entry.name.clone(), schema, segments))
+}
+
+/// The schema of a table as the manifest of data directory `dir` records it.
+pub(crate) fn entry_schema(dir: &Path, entry: &TableEntry) -> Result<SchemaRef> {
+    let manifest_path = || dir.join(crate::store::MANIFEST_FILE);
     let columns = entry
         .columns
         .iter()
@@ -445,16 +457,10 @@ fn load_table(store: &Store, entry: &TableEntry) -> Result<Table> {
             Ok(ColumnDef::new(&c.name, column_type, c.nullable))
         })
         .collect::<Result<Vec<_>>>()?;
-    let schema = types::table_schema(&columns).map_err(|e| Error::Corrupted {
+    types::table_schema(&columns).map_err(|e| Error::Corrupted {
         path: manifest_path(),
         reason: format!("table {:?}: {e}", entry.name),
-    })?;
-    let mut segments = Vec::with_capacity(entry.segments.len());
-    for s in &entry.segments {
-        let batches = store.read_segment(*s, &schema)?;
-        segments.push(Arc::new(Segment::new(s.id, batches)));
-    }
-    Ok(Table::new(entry.id, entry.name.clone(), schema, segments))
+    })
 }
 
 /// Row ids of a scan's row-id column, for [`Catalog::delete`] and [`Catalog::update`].

@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate does not depend on DataFusion or tokio.
 
 pub mod catalog;
+pub mod check;
 mod deletes;
 pub mod demo;
 mod durable;

@@ -27,7 +27,7 @@ use crate::limits;
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 const MANIFEST_FORMAT: &str = "cohortdb-manifest";
 const MANIFEST_VERSION: u32 = 1;
-const SEGMENTS_DIR: &str = "segments";
+pub(crate) const SEGMENTS_DIR: &str = "segments";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Manifest {
@@ -111,32 +111,7 @@ impl Store {
     }
 
     fn read_manifest(&self) -> Result<Manifest> {
-        let path = self.dir.join(MANIFEST_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::empty()),
-            Err(e) => return Err(Error::io(&path)(e)),
-        };
-        let mut text = String::new();
-        file.take(limits::MANIFEST_BYTES_MAX + 1)
-            .read_to_string(&mut text)
-            .map_err(Error::io(&path))?;
-        let corrupted = |reason: String| Error::Corrupted {
-            path: path.clone(),
-            reason,
-        };
-        if text.len() as u64 > limits::MANIFEST_BYTES_MAX {
-            return Err(corrupted("manifest is larger than the limit".into()));
-        }
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| corrupted(e.to_string()))?;
-        if manifest.format != MANIFEST_FORMAT || manifest.version != MANIFEST_VERSION {
-            return Err(corrupted(format!(
-                "unknown manifest format {:?} version {}",
-                manifest.format, manifest.version
-            )));
-        }
-        Ok(manifest)
+        read_manifest(&self.dir)
     }
 
     /// Replaces the manifest atomically.
@@ -148,7 +123,7 @@ impl Store {
     }
 
     fn segment_path(&self, id: u64) -> PathBuf {
-        self.dir.join(SEGMENTS_DIR).join(format!("{id:016x}.arrow"))
+        segment_path(&self.dir, id)
     }
 
     /// Writes and syncs one segment file. It becomes live only when a manifest
@@ -180,28 +155,7 @@ impl Store {
         entry: SegmentEntry,
         schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
-        let path = self.segment_path(entry.id);
-        let file = File::open(&path).map_err(Error::io(&path))?;
-        let corrupted = |reason: String| Error::Corrupted {
-            path: path.clone(),
-            reason,
-        };
-        let reader = FileReader::try_new(BufReader::new(file), None)
-            .map_err(|e| corrupted(e.to_string()))?;
-        if reader.schema().fields() != schema.fields() {
-            return Err(corrupted("segment schema differs from the manifest".into()));
-        }
-        let batches = reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| corrupted(e.to_string()))?;
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        if rows != entry.rows {
-            return Err(corrupted(format!(
-                "segment holds {rows} rows, the manifest says {}",
-                entry.rows
-            )));
-        }
-        Ok(batches)
+        read_segment(&self.dir, entry, schema)
     }
 
     /// Removes segment files the given manifest does not name. Used after a commit
@@ -221,4 +175,69 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Reads the manifest of the data directory `dir` (an empty one when there is
+/// none), without taking its lock.
+pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::empty()),
+        Err(e) => return Err(Error::io(&path)(e)),
+    };
+    let mut text = String::new();
+    file.take(limits::MANIFEST_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(Error::io(&path))?;
+    let corrupted = |reason: String| Error::Corrupted {
+        path: path.clone(),
+        reason,
+    };
+    if text.len() as u64 > limits::MANIFEST_BYTES_MAX {
+        return Err(corrupted("manifest is larger than the limit".into()));
+    }
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| corrupted(e.to_string()))?;
+    if manifest.format != MANIFEST_FORMAT || manifest.version != MANIFEST_VERSION {
+        return Err(corrupted(format!(
+            "unknown manifest format {:?} version {}",
+            manifest.format, manifest.version
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Reads one segment, checking it against the manifest's schema and row count.
+pub(crate) fn read_segment(
+    dir: &Path,
+    entry: SegmentEntry,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let path = segment_path(dir, entry.id);
+    let file = File::open(&path).map_err(Error::io(&path))?;
+    let corrupted = |reason: String| Error::Corrupted {
+        path: path.clone(),
+        reason,
+    };
+    let reader =
+        FileReader::try_new(BufReader::new(file), None).map_err(|e| corrupted(e.to_string()))?;
+    if reader.schema().fields() != schema.fields() {
+        return Err(corrupted("segment schema differs from the manifest".into()));
+    }
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| corrupted(e.to_string()))?;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if rows != entry.rows {
+        return Err(corrupted(format!(
+            "segment holds {rows} rows, the manifest says {}",
+            entry.rows
+        )));
+    }
+    Ok(batches)
+}
+
+/// `segments/<id as 16 hex digits>.arrow` in the data directory `dir`.
+pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(SEGMENTS_DIR).join(format!("{id:016x}.arrow"))
 }

@@ -55,6 +55,13 @@ enum Command {
         #[arg(long, default_value = ",")]
         delimiter: char,
     },
+    /// Verify a data directory's invariants (manifest, segment files, row counts) without
+    /// changing it; prints each problem and exits non-zero if there is any.
+    Check {
+        /// Data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
     /// Serve a database over the PostgreSQL wire protocol (connect with psql or any driver).
     Serve {
         /// Data directory (created if missing).
@@ -194,6 +201,7 @@ fn main() -> ExitCode {
                 serve(&db, &server, Auth::Scram).await
             }
             Command::Passwd { data, user } => passwd(&data, &user),
+            Command::Check { data } => check(&data),
             Command::Demo {
                 data,
                 users,
@@ -220,6 +228,34 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
+    }
+}
+
+/// `cohortdb check`: one line per problem on standard output, leftovers noted,
+/// then a summary; an error (exit 1) when any problem was found.
+fn check(data: &std::path::Path) -> CliResult {
+    let report = cohortdb::check(data);
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    for leftover in &report.leftovers {
+        println!(
+            "{}: leftover of an interrupted write (removed at the next open)",
+            leftover.display()
+        );
+    }
+    if report.problems.is_empty() {
+        println!(
+            "ok: {} tables, {} segments, {} rows",
+            report.tables, report.segments, report.rows
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{} problem(s) in {}",
+            report.problems.len(),
+            data.display()
+        ))
     }
 }
 
