@@ -453,7 +453,7 @@ impl Session {
     /// it lacks and naming result columns as PostgreSQL does.
     pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan> {
         let is_table = |name: &str| self.catalog.table(name).is_ok();
-        if let Some(query) = information_schema::show_query(&statement, &is_table) {
+        if let Some(query) = information_schema::show_query(&statement, self) {
             statement = Statement::Query(Box::new(query?));
         }
         let names = match &mut statement {

@@ -4,7 +4,7 @@
 //! holds (Grafana's query builder among them); the constraint views are empty,
 //! as cohortdb has no constraints other than NOT NULL.
 
-use datafusion::sql::sqlparser::ast::{ObjectName, Query, ShowStatementIn, Statement};
+use datafusion::sql::sqlparser::ast::{Query, ShowStatementIn, Statement};
 
 use super::types::{self, PgType};
 use super::{
@@ -12,8 +12,7 @@ use super::{
     owner_name, text,
 };
 use crate::error::{Error, Result};
-use crate::names::{position_of, table_name};
-use crate::session::{CATALOG_NAME, SCHEMA_NAME};
+use crate::session::{CATALOG_NAME, SCHEMA_NAME, Session, resolve_table};
 
 /// The schema holding these views.
 pub(crate) const INFORMATION_SCHEMA: &str = "information_schema";
@@ -250,10 +249,7 @@ fn columns_rows(s: &Snapshot) -> Vec<Row> {
 
 /// The query `SHOW TABLES` and `SHOW COLUMNS FROM t` stand for, over these
 /// views: the user's tables, and a table's columns with their PostgreSQL types.
-pub(crate) fn show_query(
-    statement: &Statement,
-    is_table: &dyn Fn(&str) -> bool,
-) -> Option<Result<Query>> {
+pub(crate) fn show_query(statement: &Statement, session: &Session) -> Option<Result<Query>> {
     let sql = match statement {
         Statement::ShowTables { .. } => format!(
             "SELECT table_name, table_type FROM information_schema.tables \
@@ -264,7 +260,7 @@ pub(crate) fn show_query(
                 Some(ShowStatementIn {
                     parent_name: Some(name),
                     ..
-                }) => shown_table(name, is_table),
+                }) => resolve_table(session, name).map(|t| t.name().to_string()),
                 _ => Err(Error::invalid(
                     "SHOW COLUMNS needs a table: SHOW COLUMNS FROM name".to_string(),
                     None,
@@ -284,16 +280,4 @@ pub(crate) fn show_query(
         _ => return None,
     };
     Some(crate::session::parse_query(&sql))
-}
-
-fn shown_table(name: &ObjectName, is_table: &dyn Fn(&str) -> bool) -> Result<String> {
-    let table = table_name(name)?;
-    if is_table(&table) {
-        Ok(table)
-    } else {
-        Err(Error::engine_at(
-            cohortdb_engine::Error::TableNotFound(table),
-            position_of(name),
-        ))
-    }
 }
