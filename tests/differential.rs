@@ -10,7 +10,7 @@ use std::path::Path;
 
 use cohortdb::Database;
 use libtest_mimic::{Failed, Trial};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, NoTls};
 
 use crate::postgres::Postgres;
 use crate::{block_on, trial};
@@ -104,22 +104,10 @@ async fn outcome(client: &Client, sql: &str) -> Outcome {
         .iter()
         .map(|c| (c.name().to_string(), c.type_().oid()))
         .collect();
-    let messages = match client.simple_query(sql).await {
-        Ok(messages) => messages,
-        Err(e) => return Outcome::Error(sqlstate(&e)),
-    };
-    let rows = messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_string))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect();
-    Outcome::Rows { columns, rows }
+    match crate::wire::simple(client, sql).await {
+        Ok((rows, _)) => Outcome::Rows { columns, rows },
+        Err(e) => Outcome::Error(sqlstate(&e)),
+    }
 }
 
 async fn connect(config: &str) -> Result<Client, Failed> {

@@ -48,10 +48,10 @@ async fn connect(port: u16) -> Result<Client, Failed> {
 }
 
 /// The rows of a simple query as text, and its command tags.
-async fn simple(
+pub(crate) async fn simple(
     client: &Client,
     sql: &str,
-) -> Result<(Vec<Vec<Option<String>>>, Vec<u64>), Failed> {
+) -> Result<(Vec<Vec<Option<String>>>, Vec<u64>), tokio_postgres::Error> {
     let mut rows = Vec::new();
     let mut counts = Vec::new();
     for message in client.simple_query(sql).await? {
