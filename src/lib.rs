@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cohortdb_engine::Catalog;
+pub use cohortdb_engine::WalSync;
 use cohortdb_engine::import;
 pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProgress};
 
@@ -64,6 +65,39 @@ impl Database {
     /// The data directory, or `None` in memory.
     pub fn path(&self) -> Option<&Path> {
         self.catalog.path()
+    }
+
+    /// What recovery did at open that an operator should know (a torn
+    /// write-ahead log tail cut), or `None`.
+    pub fn recovery_report(&self) -> Option<&str> {
+        self.catalog.recovery_report()
+    }
+
+    /// Flushes everything in memory to segment files and empties the
+    /// write-ahead log (what the `CHECKPOINT` statement does).
+    pub fn checkpoint(&self) -> Result<()> {
+        Ok(self.catalog.checkpoint()?)
+    }
+
+    /// Rewrites the segment files of `table` (of every table with `None`)
+    /// that hold deleted rows, so those rows are gone from disk, and merges
+    /// small ones (what `VACUUM` does).
+    pub fn vacuum(&self, table: Option<&str>) -> Result<()> {
+        Ok(self.catalog.vacuum(table)?)
+    }
+
+    /// When the write-ahead log is synced: `Always` (the default: a statement
+    /// is acknowledged once durable), `Batch` or `Off` (docs/format.md §
+    /// Write-ahead log says what each risks). Kept with the database.
+    pub fn set_wal_sync(&self, wal_sync: WalSync) -> Result<()> {
+        Ok(self.catalog.set_wal_sync(wal_sync)?)
+    }
+
+    /// Rebuilds the in-memory state from the data directory as opening does
+    /// (manifest read, write-ahead log replayed). For tests of recovery.
+    #[doc(hidden)]
+    pub fn reload(&self) -> Result<()> {
+        Ok(self.catalog.reload()?)
     }
 
     /// Sets the working memory each statement may use (default

@@ -377,8 +377,9 @@ fn format_v1_golden_directory() -> Result<(), Failed> {
         let entry = entry?;
         std::fs::copy(entry.path(), copy.join("segments").join(entry.file_name()))?;
     }
+    let data = copy.clone();
     block_on(async move {
-        let db = Database::open(&copy)?;
+        let db = Database::open(&data)?;
         let session = db.session();
         let text = |batches: Vec<RecordBatch>| -> Vec<String> {
             let options = arrow::util::display::FormatOptions::default().with_null("NULL");
@@ -432,6 +433,21 @@ fn format_v1_golden_directory() -> Result<(), Failed> {
             .execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = 'analyst'")
             .await?;
         assert_eq!(text(roles), ["analyst|true"]);
-        Ok(())
-    })
+        Ok::<_, Failed>(())
+    })?;
+    // Opening converted the directory to format version 2 and removed the
+    // version 1 files; it passes the validator.
+    let names: Vec<String> = std::fs::read_dir(&copy)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    assert!(names.contains(&"MANIFEST".to_string()), "{names:?}");
+    assert!(!names.contains(&"manifest.json".to_string()), "{names:?}");
+    for entry in std::fs::read_dir(copy.join("segments"))? {
+        let path = entry?.path();
+        assert_eq!(path.extension().and_then(|e| e.to_str()), Some("parquet"));
+    }
+    let report = cohortdb::check(&copy);
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!((report.tables, report.rows), (2, 6));
+    Ok(())
 }

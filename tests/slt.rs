@@ -1,10 +1,14 @@
-//! sqllogictest files under tests/slt, each run four ways: in-process against
-//! an in-memory database and against one in a fresh data directory, and over
-//! the wire with the simple and with the extended query protocol. Every way
-//! shows cells as PostgreSQL's text format (what psql prints), so one expected
-//! output serves all four: the binary values of the extended protocol are
-//! turned into that text here. Records for one side only are marked
-//! `onlyif in_process` or `onlyif wire`.
+//! sqllogictest files under tests/slt, each run seven ways: in-process against
+//! an in-memory database and against one in a fresh data directory, over the
+//! wire with the simple and with the extended query protocol, and in-process
+//! on disk in three storage states: after every statement the data directory
+//! is checkpointed (rows flushed from memtables to segment files), reloaded
+//! (state rebuilt from the manifest and the write-ahead log, as at open), or
+//! vacuumed (segments with deleted rows rewritten, small ones merged). Every
+//! way shows cells as PostgreSQL's text format (what psql prints), so one
+//! expected output serves all: the binary values of the extended protocol are
+//! turned into that text here. Records for one side only are marked `onlyif
+//! in_process` or `onlyif wire`.
 //!
 //! `COHORTDB_SLT_REWRITE=1` rewrites each file's expected output with what the
 //! in-process run produced, to review as a diff.
@@ -28,10 +32,21 @@ enum Mode {
     Disk,
     Simple,
     Extended,
+    Flushed,
+    Reloaded,
+    Vacuumed,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::Memory, Mode::Disk, Mode::Simple, Mode::Extended];
+    const ALL: [Mode; 7] = [
+        Mode::Memory,
+        Mode::Disk,
+        Mode::Simple,
+        Mode::Extended,
+        Mode::Flushed,
+        Mode::Reloaded,
+        Mode::Vacuumed,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -39,7 +54,17 @@ impl Mode {
             Mode::Disk => "disk",
             Mode::Simple => "wire_simple",
             Mode::Extended => "wire_extended",
+            Mode::Flushed => "disk_flushed",
+            Mode::Reloaded => "disk_reloaded",
+            Mode::Vacuumed => "disk_vacuumed",
         }
+    }
+
+    fn on_disk(self) -> bool {
+        matches!(
+            self,
+            Mode::Disk | Mode::Flushed | Mode::Reloaded | Mode::Vacuumed
+        )
     }
 }
 
@@ -80,17 +105,29 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 fn run_file(file: &Path, mode: Mode) -> Result<(), Failed> {
     crate::block_on(async move {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let db = match mode {
-            Mode::Disk => Database::open(dir.path().join("data")).map_err(|e| e.to_string())?,
-            _ => Database::open_in_memory(),
+        let data = dir.path().join("data");
+        let db = if mode.on_disk() {
+            Database::open(&data).map_err(|e| e.to_string())?
+        } else {
+            Database::open_in_memory()
         };
         let result = match mode {
-            Mode::Memory | Mode::Disk => {
+            Mode::Simple | Mode::Extended => {
+                let port = crate::wire::start(&db).await?;
+                let extended = matches!(mode, Mode::Extended);
+                let mut runner = sqllogictest::Runner::new(move || Wire::connect(port, extended));
+                runner.add_label("wire");
+                runner.run_file_async(file).await
+            }
+            _ => {
+                let in_process_db = db.clone();
                 let mut runner = sqllogictest::Runner::new(move || {
-                    let db = db.clone();
+                    let db = in_process_db.clone();
                     async move {
                         Ok(InProcess {
                             session: db.session(),
+                            db,
+                            mode,
                         })
                     }
                 });
@@ -111,21 +148,42 @@ fn run_file(file: &Path, mode: Mode) -> Result<(), Failed> {
                 }
                 runner.run_file_async(file).await
             }
-            Mode::Simple | Mode::Extended => {
-                let port = crate::wire::start(&db).await?;
-                let extended = matches!(mode, Mode::Extended);
-                let mut runner = sqllogictest::Runner::new(move || Wire::connect(port, extended));
-                runner.add_label("wire");
-                runner.run_file_async(file).await
-            }
         };
-        result.map_err(|e| Failed::from(format!("{}", e.display(true))))
+        result.map_err(|e| Failed::from(format!("{}", e.display(true))))?;
+        if mode.on_disk() {
+            // Whatever the file did, the directory it leaves is sound.
+            drop(db);
+            let report = cohortdb::check(&data);
+            if !report.problems.is_empty() {
+                return Err(Failed::from(report.problems.join("\n")));
+            }
+        }
+        Ok(())
     })
 }
 
 /// A session of the embedding API.
 struct InProcess {
     session: Session,
+    db: Database,
+    mode: Mode,
+}
+
+impl InProcess {
+    /// Runs a statement, then puts storage into the mode's state.
+    async fn run_then_store(
+        &mut self,
+        sql: &str,
+    ) -> Result<DBOutput<DefaultColumnType>, cohortdb::Error> {
+        let output = self.run_statement(sql).await;
+        match self.mode {
+            Mode::Flushed => self.db.checkpoint()?,
+            Mode::Reloaded => self.db.reload()?,
+            Mode::Vacuumed => self.db.vacuum(None)?,
+            _ => {}
+        }
+        output
+    }
 }
 
 #[async_trait]
@@ -134,6 +192,25 @@ impl AsyncDB for InProcess {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, cohortdb::Error> {
+        self.run_then_store(sql).await
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "cohortdb"
+    }
+
+    fn error_sql_state(err: &cohortdb::Error) -> Option<String> {
+        Some(err.sqlstate().to_string())
+    }
+}
+
+impl InProcess {
+    async fn run_statement(
+        &mut self,
+        sql: &str,
+    ) -> Result<DBOutput<DefaultColumnType>, cohortdb::Error> {
         let mut statements = self.session.parse(sql)?;
         let last = statements.pop().expect("sqllogictest sends one statement");
         for statement in statements {
@@ -168,16 +245,6 @@ impl AsyncDB for InProcess {
             );
         }
         Ok(DBOutput::Rows { types, rows })
-    }
-
-    async fn shutdown(&mut self) {}
-
-    fn engine_name(&self) -> &str {
-        "cohortdb"
-    }
-
-    fn error_sql_state(err: &cohortdb::Error) -> Option<String> {
-        Some(err.sqlstate().to_string())
     }
 }
 

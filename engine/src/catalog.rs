@@ -1,69 +1,166 @@
 //! The catalog: every table of a database and the one path by which data changes.
 //!
-//! All writes (create, drop, append, delete, update) go through [`Catalog`], one at a
-//! time under the writer lock. A write builds the new table snapshot, makes it
-//! durable (segment files, then the manifest) and only then installs it, so readers
-//! never see a change that is not on disk and a failed write leaves nothing behind.
+//! Every write (create, drop, append, delete, update, roles) is one [`Change`],
+//! made under the writer lock: checked and applied to a copy of the writer's
+//! state, appended to the write-ahead log, then installed. Readers see a change
+//! once it is durable: with `wal_sync = always`, after a sync of the log that
+//! covers it (one sync serves every statement waiting for it: group commit),
+//! in log order; with `batch` or `off`, at once. A change that fails leaves
+//! nothing behind.
+//!
+//! Appended rows stay in memory (each statement's rows an in-memory segment)
+//! until a checkpoint flushes them to Parquet segment files, writes deletion
+//! vectors, compacts segments when due, writes the manifest and empties the log
+//! (docs/format.md § Memtable, flush and checkpoint). Opening a directory
+//! reads the manifest and replays the log.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, RecordBatchOptions, UInt64Array};
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::SchemaRef;
+use roaring::RoaringBitmap;
 
+use crate::change::{self, Change};
+use crate::deletes;
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::manifest::{self, Manifest, WalSync};
 use crate::roles::Role;
-use crate::store::{ColumnEntry, Manifest, SegmentEntry, Store, TableEntry};
+use crate::segment_file::{self, SegmentFile, SegmentReader};
+use crate::store::Store;
 use crate::table::{Segment, Table, TableSnapshot};
-use crate::types::{self, ColumnDef, ColumnType};
+use crate::types::{self, ColumnDef};
+use crate::wal::Wal;
 
 #[derive(Debug)]
 pub struct Catalog {
     store: Option<Store>,
+    /// What readers see: the tables and roles as of the last published change.
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     roles: RwLock<BTreeMap<String, Role>>,
-    /// Serialises writers; holds the next id for tables and segments.
-    writer: Mutex<u64>,
+    writer: Arc<Mutex<Writer>>,
+    /// The highest LSN known durable; held while syncing, so that one sync
+    /// serves every statement waiting on it.
+    durable: Mutex<u64>,
+    /// Changes written to the log but not yet durable, in LSN order, with
+    /// what publishing each shows readers. Locked after `writer` or `durable`,
+    /// never before.
+    pending: Mutex<VecDeque<(u64, Effect)>>,
+    /// What recovery did at open that an operator should know.
+    recovery: Option<String>,
+}
+
+/// The writer's view: every change made, durable or not.
+#[derive(Debug)]
+struct Writer {
+    state: State,
+    wal: Option<Wal>,
+    wal_sync: WalSync,
+}
+
+/// Tables, snapshots and roles after some sequence of changes.
+#[derive(Debug, Clone)]
+struct State {
+    next_id: u64,
+    tables: BTreeMap<String, Arc<Table>>,
+    /// The latest snapshot of each table, by table id.
+    snapshots: BTreeMap<u64, Arc<TableSnapshot>>,
+    roles: BTreeMap<String, Role>,
+}
+
+/// What readers are shown of one change.
+#[derive(Debug)]
+enum Effect {
+    Tables(BTreeMap<String, Arc<Table>>),
+    Snapshots(Vec<(Arc<Table>, Arc<TableSnapshot>)>),
+    Roles(BTreeMap<String, Role>),
 }
 
 impl Catalog {
     /// A catalog whose data lives only in memory.
     pub fn in_memory() -> Catalog {
-        Catalog {
-            store: None,
-            tables: RwLock::new(BTreeMap::new()),
-            roles: RwLock::new(BTreeMap::new()),
-            writer: Mutex::new(1),
-        }
+        Catalog::new(None, WalSync::Off, State::empty(), None, None)
     }
 
-    /// Opens the data directory `dir`, creating it if needed.
+    /// Opens the data directory `dir`, creating it if needed: reads the
+    /// manifest (converting a version 1 directory), opens the segment files it
+    /// names, replays the write-ahead log and removes leftover files.
     pub fn open(dir: &Path) -> Result<Catalog> {
         let (store, manifest) = Store::open(dir)?;
-        let mut tables = BTreeMap::new();
-        for entry in &manifest.tables {
-            let table = load_table(&store, entry)?;
-            tables.insert(entry.name.clone(), Arc::new(table));
+        let (state, wal, recovery) = recover(&store, &manifest)?;
+        Ok(Catalog::new(
+            Some(store),
+            manifest.wal_sync,
+            state,
+            Some(wal),
+            recovery,
+        ))
+    }
+
+    /// Rebuilds the catalog from its data directory as opening it does (the
+    /// manifest read, the log replayed) and replaces what is in memory with
+    /// the result. Tests use it to check that what is on disk, after any
+    /// statement, reads back as what was in memory.
+    pub fn reload(&self) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut writer = self.lock_writer();
+        if let Some(wal) = &mut writer.wal {
+            wal.sync()?;
         }
-        let roles = manifest
-            .roles
-            .iter()
-            .map(|r| (r.name.clone(), r.clone()))
-            .collect();
-        Ok(Catalog {
-            store: Some(store),
-            tables: RwLock::new(tables),
-            roles: RwLock::new(roles),
-            writer: Mutex::new(manifest.next_id),
-        })
+        self.publish_durable(u64::MAX);
+        let manifest = manifest::read(store.dir())?.ok_or_else(|| Error::Corrupted {
+            path: store.manifest_path(),
+            reason: "the manifest is gone".to_string(),
+        })?;
+        writer.wal = None;
+        let (state, wal, _) = recover(store, &manifest)?;
+        self.publish_all(&state);
+        writer.state = state;
+        writer.wal = Some(wal);
+        Ok(())
+    }
+
+    fn new(
+        store: Option<Store>,
+        wal_sync: WalSync,
+        state: State,
+        wal: Option<Wal>,
+        recovery: Option<String>,
+    ) -> Catalog {
+        let stored = store.is_some();
+        let catalog = Catalog {
+            store,
+            tables: RwLock::new(state.tables.clone()),
+            roles: RwLock::new(state.roles.clone()),
+            writer: Arc::new(Mutex::new(Writer {
+                state,
+                wal,
+                wal_sync,
+            })),
+            durable: Mutex::new(0),
+            pending: Mutex::new(VecDeque::new()),
+            recovery,
+        };
+        catalog.publish_all(&catalog.lock_writer().state);
+        if stored {
+            start_batch_syncs(&catalog.writer);
+        }
+        catalog
     }
 
     /// The data directory, or `None` for an in-memory catalog.
     pub fn path(&self) -> Option<&Path> {
         self.store.as_ref().map(Store::dir)
+    }
+
+    /// What recovery did when the directory was opened (a torn log tail cut),
+    /// for the operator's log; `None` when there was nothing to report.
+    pub fn recovery_report(&self) -> Option<&str> {
+        self.recovery.as_deref()
     }
 
     pub fn table(&self, name: &str) -> Result<Arc<Table>> {
@@ -86,38 +183,38 @@ impl Catalog {
         if_not_exists: bool,
     ) -> Result<bool> {
         types::check_name(name)?;
-        let schema = types::table_schema(columns)?;
-        let mut next_id = self.lock_writer();
-        if self.read_tables().contains_key(name) {
-            return if if_not_exists {
-                Ok(false)
-            } else {
-                Err(Error::TableExists(name.to_string()))
-            };
-        }
-        let table = Arc::new(Table::new(*next_id, name.to_string(), schema, Vec::new()));
-        *next_id += 1;
-        let mut tables = self.read_tables().clone();
-        tables.insert(name.to_string(), table);
-        self.persist(&tables, &self.read_roles(), &BTreeMap::new(), &[], *next_id)?;
-        *self.tables.write().expect("catalog lock is never poisoned") = tables;
-        Ok(true)
+        types::table_schema(columns)?;
+        let mut created = false;
+        self.commit(|state| {
+            if state.tables.contains_key(name) {
+                return if if_not_exists {
+                    Ok(None)
+                } else {
+                    Err(Error::TableExists(name.to_string()))
+                };
+            }
+            created = true;
+            Ok(Some(Change::CreateTable {
+                table_id: state.next_id,
+                name: name.to_string(),
+                columns: manifest::columns_of(columns),
+            }))
+        })?;
+        Ok(created)
     }
 
     /// Drops a table. Returns false when it does not exist and `if_exists` is set.
     pub fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
-        let next_id = self.lock_writer();
-        let mut tables = self.read_tables().clone();
-        if tables.remove(name).is_none() {
-            return if if_exists {
-                Ok(false)
-            } else {
-                Err(Error::TableNotFound(name.to_string()))
-            };
-        }
-        self.persist(&tables, &self.read_roles(), &BTreeMap::new(), &[], *next_id)?;
-        *self.tables.write().expect("catalog lock is never poisoned") = tables;
-        Ok(true)
+        let mut dropped = false;
+        self.commit(|state| match state.tables.get(name) {
+            Some(table) => {
+                dropped = true;
+                Ok(Some(Change::DropTable { table_id: table.id }))
+            }
+            None if if_exists => Ok(None),
+            None => Err(Error::TableNotFound(name.to_string())),
+        })?;
+        Ok(dropped)
     }
 
     /// Every role, by name.
@@ -166,33 +263,27 @@ impl Catalog {
         Ok(dropped)
     }
 
-    /// The one write path for roles: changes a copy, makes it durable, installs it.
+    /// The one write path for roles: the whole list after `change`.
     fn change_roles(
         &self,
         change: impl FnOnce(&mut BTreeMap<String, Role>) -> Result<()>,
     ) -> Result<()> {
-        let next_id = self.lock_writer();
-        let mut roles = self.read_roles().clone();
-        change(&mut roles)?;
-        let tables = self.read_tables().clone();
-        self.persist(&tables, &roles, &BTreeMap::new(), &[], *next_id)?;
-        *self.roles.write().expect("role lock is never poisoned") = roles;
-        Ok(())
-    }
-
-    fn read_roles(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Role>> {
-        self.roles.read().expect("role lock is never poisoned")
+        self.commit(|state| {
+            let mut roles = state.roles.clone();
+            change(&mut roles)?;
+            Ok(Some(Change::Roles(roles.into_values().collect())))
+        })
     }
 
     /// Appends rows to `table` as one new segment; all or nothing. Returns the number
     /// of rows appended.
     pub fn append(&self, table: &Table, batches: Vec<RecordBatch>) -> Result<u64> {
-        self.change(table, &[], batches)
+        self.change_rows(table, &[], batches)
     }
 
     /// Deletes the rows with the given row ids. Returns the number deleted.
     pub fn delete(&self, table: &Table, row_ids: &[u64]) -> Result<u64> {
-        self.change(table, row_ids, Vec::new())
+        self.change_rows(table, row_ids, Vec::new())
             .map(|_| row_ids.len() as u64)
     }
 
@@ -203,12 +294,13 @@ impl Catalog {
         row_ids: &[u64],
         new_rows: Vec<RecordBatch>,
     ) -> Result<u64> {
-        self.change(table, row_ids, new_rows)
+        self.change_rows(table, row_ids, new_rows)
             .map(|_| row_ids.len() as u64)
     }
 
-    /// The one write path for rows: removes `delete` row ids, appends `append` rows.
-    fn change(&self, table: &Table, delete: &[u64], append: Vec<RecordBatch>) -> Result<u64> {
+    /// The one write path for rows: deletes `delete` row ids, appends `append`
+    /// rows. Returns the number of rows appended.
+    fn change_rows(&self, table: &Table, delete: &[u64], append: Vec<RecordBatch>) -> Result<u64> {
         let (append, appended) = conform_rows(table, append)?;
         if appended > limits::ROWS_PER_SEGMENT_MAX {
             return Err(Error::LimitExceeded {
@@ -216,71 +308,660 @@ impl Catalog {
                 limit: limits::ROWS_PER_SEGMENT_MAX,
             });
         }
-        let mut next_id = self.lock_writer();
-        let current = self.current_table(table)?;
-        let old = current.snapshot();
-        let mut segments = remove_rows(&old, delete, &mut next_id, table.name())?;
-        if appended > 0 {
-            segments.push(Arc::new(Segment::new(*next_id, append)));
-            *next_id += 1;
-        }
-        let fresh: Vec<&Segment> = segments
-            .iter()
-            .filter(|s| !old.segments.iter().any(|o| o.id == s.id))
-            .map(|s| s.as_ref())
-            .collect();
-        let snapshot = Arc::new(TableSnapshot {
-            schema: table.schema(),
-            segments: segments.clone(),
-        });
-        let tables = self.read_tables().clone();
-        let overrides = BTreeMap::from([(table.name().to_string(), Arc::clone(&snapshot))]);
-        self.persist(&tables, &self.read_roles(), &overrides, &fresh, *next_id)?;
-        *current
-            .current
-            .write()
-            .expect("snapshot lock is never poisoned") = snapshot;
+        let delete = positions_by_segment(table.id, delete);
+        self.commit(|state| {
+            if state.table_by_id(table.id).is_none() {
+                return Err(Error::Conflict(table.name().to_string()));
+            }
+            let append = (appended > 0).then(|| change::Append {
+                table_id: table.id,
+                segment_id: state.next_id,
+                batches: append,
+            });
+            Ok(match (delete.segments.is_empty(), append) {
+                (true, None) => None,
+                (true, Some(append)) => Some(Change::Append(append)),
+                (false, None) => Some(Change::Delete(delete)),
+                (false, Some(append)) => Some(Change::Update { delete, append }),
+            })
+        })?;
         Ok(appended)
     }
 
-    /// The live table object for `table`, which must still be the same table (not
-    /// dropped, not dropped and recreated) since the caller looked it up.
-    fn current_table(&self, table: &Table) -> Result<Arc<Table>> {
-        match self.read_tables().get(table.name()) {
-            Some(t) if t.id == table.id => Ok(Arc::clone(t)),
-            _ => Err(Error::Conflict(table.name().to_string())),
+    /// Flushes every memtable to segment files, writes pending deletion
+    /// vectors and a manifest, and empties the write-ahead log (the
+    /// `CHECKPOINT` statement). Segments are compacted where due.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut writer = self.lock_writer();
+        if writer.wal.as_ref().is_some_and(|w| w.appended_bytes() == 0) {
+            // Nothing was logged since the last checkpoint: nothing to flush.
+            return Ok(());
+        }
+        self.checkpoint_locked(&mut writer, Compaction::WhenDue)
+    }
+
+    /// A checkpoint that also rewrites every segment file of `table` (of every
+    /// table with `None`) holding deleted rows, and merges small ones, so that
+    /// deleted rows are gone from disk (the `VACUUM` statement).
+    pub fn vacuum(&self, table: Option<&str>) -> Result<()> {
+        let mut writer = self.lock_writer();
+        let compaction = match table {
+            Some(name) => {
+                let table = writer
+                    .state
+                    .tables
+                    .get(name)
+                    .ok_or_else(|| Error::TableNotFound(name.to_string()))?;
+                Compaction::All(Some(table.id))
+            }
+            None => Compaction::All(None),
+        };
+        self.checkpoint_locked(&mut writer, compaction)
+    }
+
+    /// When the write-ahead log is synced (docs/format.md § Write-ahead log).
+    pub fn wal_sync(&self) -> WalSync {
+        self.lock_writer().wal_sync
+    }
+
+    /// Changes when the write-ahead log is synced, from the next statement
+    /// on; kept in the manifest (written by a checkpoint now).
+    pub fn set_wal_sync(&self, wal_sync: WalSync) -> Result<()> {
+        let mut writer = self.lock_writer();
+        writer.wal_sync = wal_sync;
+        self.checkpoint_locked(&mut writer, Compaction::WhenDue)
+    }
+
+    /// Makes a change: `build` turns the writer's state into the change to
+    /// make (`None`: nothing to do), which is applied to a copy of the state,
+    /// logged, installed, and published once durable.
+    fn commit(&self, build: impl FnOnce(&State) -> Result<Option<Change>>) -> Result<()> {
+        let mut writer = self.lock_writer();
+        let Some(change) = build(&writer.state)? else {
+            return Ok(());
+        };
+        let (state, effect) = writer.state.apply(&change)?;
+        let lsn = match &mut writer.wal {
+            Some(wal) => {
+                let (kind, payload) = change.encode()?;
+                wal.append(kind, &payload)?
+            }
+            None => 0,
+        };
+        writer.state = state;
+        let wait = lsn > 0 && writer.wal_sync == WalSync::Always;
+        if wait {
+            self.lock_pending().push_back((lsn, effect));
+        } else {
+            self.publish(effect);
+            // `batch`: the background thread syncs every interval, a
+            // statement when a megabyte is waiting.
+            if writer.wal_sync == WalSync::Batch
+                && let Some(wal) = &mut writer.wal
+                && wal.unsynced_bytes() >= BATCH_SYNC_BYTES
+            {
+                wal.sync()?;
+            }
+        }
+        if writer.checkpoint_due() {
+            self.checkpoint_locked(&mut writer, Compaction::WhenDue)?;
+        }
+        drop(writer);
+        if wait {
+            self.sync_through(lsn)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the log is durable up to `lsn`, syncing it if no other
+    /// statement is, and publishes every change that became durable.
+    fn sync_through(&self, lsn: u64) -> Result<()> {
+        let mut durable = self.durable.lock().expect("sync lock is never poisoned");
+        if *durable < lsn {
+            let target = self
+                .lock_writer()
+                .wal
+                .as_ref()
+                .map(Wal::sync_target)
+                .transpose()?
+                .flatten();
+            if let Some((file, last)) = target {
+                if let Err(e) = file.sync_data() {
+                    if let Some(wal) = &mut self.lock_writer().wal {
+                        wal.fail();
+                    }
+                    return Err(Error::io(self.path().unwrap_or(Path::new("")))(e));
+                }
+                *durable = last;
+            }
+        }
+        self.publish_durable(*durable);
+        Ok(())
+    }
+
+    /// Publishes the pending changes with LSNs up to `durable`, in order.
+    fn publish_durable(&self, durable: u64) {
+        let mut pending = self.lock_pending();
+        while pending.front().is_some_and(|(lsn, _)| *lsn <= durable) {
+            let (_, effect) = pending.pop_front().expect("checked above");
+            self.publish(effect);
         }
     }
 
-    /// Makes a catalog state durable: new segment files first, then the manifest.
-    fn persist(
-        &self,
-        tables: &BTreeMap<String, Arc<Table>>,
-        roles: &BTreeMap<String, Role>,
-        overrides: &BTreeMap<String, Arc<TableSnapshot>>,
-        fresh: &[&Segment],
-        next_id: u64,
-    ) -> Result<()> {
+    /// Shows readers all of `state`.
+    fn publish_all(&self, state: &State) {
+        for (table, snapshot) in state.tables.values().zip(state.snapshots_by_table()) {
+            *table
+                .current
+                .write()
+                .expect("snapshot lock is never poisoned") = snapshot;
+        }
+        *self.tables.write().expect("catalog lock is never poisoned") = state.tables.clone();
+        *self.roles.write().expect("role lock is never poisoned") = state.roles.clone();
+    }
+
+    /// Shows readers a change.
+    fn publish(&self, effect: Effect) {
+        match effect {
+            Effect::Tables(tables) => {
+                *self.tables.write().expect("catalog lock is never poisoned") = tables;
+            }
+            Effect::Snapshots(snapshots) => {
+                for (table, snapshot) in snapshots {
+                    *table
+                        .current
+                        .write()
+                        .expect("snapshot lock is never poisoned") = snapshot;
+                }
+            }
+            Effect::Roles(roles) => {
+                *self.roles.write().expect("role lock is never poisoned") = roles;
+            }
+        }
+    }
+
+    /// The checkpoint, under the writer lock.
+    fn checkpoint_locked(&self, writer: &mut Writer, compaction: Compaction) -> Result<()> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        for segment in fresh {
-            if let Some(first) = segment.batches.first() {
-                store.write_segment(segment.id, &first.schema(), &segment.batches)?;
+        let wal = writer.wal.as_mut().expect("a stored catalog has a log");
+        // Everything logged is durable from here, so every pending change can
+        // be shown.
+        wal.sync()?;
+        self.publish_durable(u64::MAX);
+        let mut state = writer.state.clone();
+        let mut changed = Vec::new();
+        for table in state.tables.values() {
+            let snapshot = &state.snapshots[&table.id];
+            let flushed = flush_table(store, table, snapshot, &mut state.next_id, compaction)?;
+            if let Some(flushed) = flushed {
+                changed.push((Arc::clone(table), Arc::new(flushed)));
             }
         }
-        let mut manifest = manifest_of(tables, overrides, next_id);
-        manifest.roles = roles.values().cloned().collect();
+        for (table, snapshot) in &changed {
+            state.snapshots.insert(table.id, Arc::clone(snapshot));
+        }
+        let manifest = state.manifest(wal.next_lsn(), writer.wal_sync);
         store.write_manifest(&manifest)?;
+        // The manifest is the commit point: from here the state is the
+        // flushed one, and the log and superseded files can go.
+        writer.state = state;
+        self.publish(Effect::Snapshots(changed));
+        let wal = writer.wal.as_mut().expect("a stored catalog has a log");
+        wal.reset()?;
         store.remove_unreferenced(&manifest)
     }
 
-    fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Table>>> {
+    fn read_tables(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Table>>> {
         self.tables.read().expect("catalog lock is never poisoned")
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, u64> {
+    fn read_roles(&self) -> RwLockReadGuard<'_, BTreeMap<String, Role>> {
+        self.roles.read().expect("role lock is never poisoned")
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().expect("writer lock is never poisoned")
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, VecDeque<(u64, Effect)>> {
+        self.pending.lock().expect("pending lock is never poisoned")
+    }
+}
+
+/// The state a data directory holds: `manifest`'s, with the log after it
+/// replayed; the log, ready for appends; and what recovery did that the
+/// operator should know.
+fn recover(store: &Store, manifest: &Manifest) -> Result<(State, Wal, Option<String>)> {
+    let mut state = State::from_manifest(store, manifest)?;
+    let wal_dir = store.wal_dir();
+    let (wal, recovered) = Wal::open(&wal_dir, manifest.wal_start_lsn, limits::WAL_FILE_BYTES_MAX)?;
+    for record in &recovered.records {
+        let change = Change::decode(&wal_dir, record)?;
+        let (next, _) = state.apply(&change).map_err(|e| Error::Corrupted {
+            path: wal_dir.clone(),
+            reason: format!("record at LSN {} does not apply: {e}", record.lsn),
+        })?;
+        state = next;
+    }
+    store.remove_unreferenced(manifest)?;
+    let report = recovered.cut.map(|cut| {
+        format!(
+            "write-ahead log {}: cut a torn tail of {} bytes at byte {} (LSN {}), left by an interrupted write",
+            cut.file.display(),
+            cut.tail.bytes,
+            cut.tail.offset,
+            cut.tail.lsn
+        )
+    });
+    Ok((state, wal, report))
+}
+
+impl Drop for Catalog {
+    /// A clean close checkpoints, so the next open has no log to replay. A
+    /// failure is harmless: the log is replayed instead.
+    fn drop(&mut self) {
+        if self.store.is_some() {
+            let _ = self.checkpoint();
+        }
+    }
+}
+
+/// With `wal_sync = batch`, the log is synced this often, and by a statement
+/// that leaves this many bytes unsynced.
+const BATCH_SYNC_INTERVAL: Duration = Duration::from_millis(10);
+const BATCH_SYNC_BYTES: u64 = 1024 * 1024;
+
+/// Syncs the log of `writer` every [`BATCH_SYNC_INTERVAL`] while its
+/// `wal_sync` is `batch`; ends when the catalog is dropped.
+fn start_batch_syncs(writer: &Arc<Mutex<Writer>>) {
+    let writer = Arc::downgrade(writer);
+    let spawned = std::thread::Builder::new()
+        .name("cohortdb-wal-sync".to_string())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(BATCH_SYNC_INTERVAL);
+                let Some(writer) = writer.upgrade() else {
+                    break;
+                };
+                let mut writer = writer.lock().expect("writer lock is never poisoned");
+                if writer.wal_sync == WalSync::Batch
+                    && let Some(wal) = &mut writer.wal
+                    && wal.unsynced_bytes() > 0
+                {
+                    // A failure leaves the log refusing writes; the next
+                    // statement reports it.
+                    let _ = wal.sync();
+                }
+            }
+        });
+    // Without the thread, `batch` syncs only by size and at checkpoints.
+    drop(spawned);
+}
+
+impl Writer {
+    /// Whether the memtables or the log have grown enough for a checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        let Some(wal) = &self.wal else {
+            return false;
+        };
+        let memory: Vec<&Arc<Segment>> = self
+            .state
+            .snapshots
+            .values()
+            .flat_map(|s| s.segments.iter().filter(|s| s.in_memory_only()))
+            .collect();
+        wal.appended_bytes() > limits::WAL_BYTES_MAX
+            || memory.len() > limits::MEMTABLE_SEGMENTS_MAX
+            || memory.iter().map(|s| s.memory_bytes()).sum::<u64>() > limits::MEMTABLE_BYTES_MAX
+    }
+}
+
+/// Which segment files a checkpoint rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compaction {
+    /// Small segments when a table has many, and segments with many deleted
+    /// rows.
+    WhenDue,
+    /// Every segment with deleted rows and every small segment, of one table
+    /// or all.
+    All(Option<u64>),
+}
+
+/// The snapshot of `table` after a checkpoint, or `None` when it has nothing
+/// to flush, write or compact: in-memory segments and the segments
+/// `compaction` picks are rewritten, without their deleted rows, as one new
+/// segment file; deletion vectors not yet on disk are written.
+fn flush_table(
+    store: &Store,
+    table: &Table,
+    snapshot: &TableSnapshot,
+    next_id: &mut u64,
+    compaction: Compaction,
+) -> Result<Option<TableSnapshot>> {
+    let small = |s: &Segment| s.row_count < limits::SEGMENT_ROWS_TARGET / 4;
+    let small_files = snapshot
+        .segments
+        .iter()
+        .filter(|s| !s.in_memory_only() && small(s))
+        .count();
+    let rewrite = |s: &Segment| {
+        if s.in_memory_only() || s.live_rows() == 0 {
+            return true;
+        }
+        match compaction {
+            Compaction::All(which) if which.is_none_or(|id| id == table.id) => {
+                !s.deleted.is_empty() || (small(s) && small_files > 1)
+            }
+            _ => {
+                s.deleted.len() as f64 > s.row_count as f64 * limits::COMPACTION_DELETED_FRACTION
+                    || (small(s) && small_files > limits::SMALL_SEGMENTS_MAX)
+            }
+        }
+    };
+    let dirty = |s: &Segment| !s.deleted.is_empty() && s.deletes_file.is_none();
+    if !snapshot.segments.iter().any(|s| rewrite(s) || dirty(s)) {
+        return Ok(None);
+    }
+    let mut segments = Vec::with_capacity(snapshot.segments.len());
+    let mut merged = Vec::new();
+    for segment in &snapshot.segments {
+        if rewrite(segment) {
+            merged.extend(segment.live_batches()?);
+        } else if dirty(segment) {
+            segments.push(Arc::new(write_deletes(store, segment)?));
+        } else {
+            segments.push(Arc::clone(segment));
+        }
+    }
+    if merged.iter().any(|b| b.num_rows() > 0) {
+        let id = *next_id;
+        *next_id += 1;
+        let file = segment_file::write(
+            &store.segment_path(id),
+            table.id,
+            id,
+            &snapshot.schema,
+            &merged,
+            segment_file::ROW_GROUP_ROWS,
+        )?;
+        let reader = SegmentReader::open(&store.segment_path(id), &file, &snapshot.schema)?;
+        segments.push(Arc::new(Segment::on_disk(
+            Arc::new(reader),
+            RoaringBitmap::new(),
+            None,
+        )));
+    }
+    Ok(Some(TableSnapshot {
+        schema: Arc::clone(&snapshot.schema),
+        segments,
+    }))
+}
+
+/// `segment` with its deletions written to the next generation of its
+/// deletion vector file.
+fn write_deletes(store: &Store, segment: &Segment) -> Result<Segment> {
+    let crate::table::SegmentData::File(reader) = &segment.data else {
+        unreachable!("in-memory segments are flushed, not given deletion vectors")
+    };
+    let generation = segment.deletes_file.as_ref().map_or(0, |d| d.generation) + 1;
+    let path = store.deletes_path(segment.id, generation);
+    let (bytes, crc32c) = deletes::write(&path, segment.id, &segment.deleted)?;
+    Ok(Segment::on_disk(
+        Arc::clone(reader),
+        segment.deleted.as_ref().clone(),
+        Some(manifest::Deletes {
+            generation,
+            rows: segment.deleted.len(),
+            bytes,
+            crc32c,
+        }),
+    ))
+}
+
+impl State {
+    fn empty() -> State {
+        State {
+            next_id: 1,
+            tables: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+            roles: BTreeMap::new(),
+        }
+    }
+
+    /// The state a manifest describes, with its segment files opened and
+    /// deletion vectors read.
+    fn from_manifest(store: &Store, manifest: &Manifest) -> Result<State> {
+        let mut state = State::empty();
+        state.next_id = manifest.next_id;
+        let manifest_path = store.manifest_path();
+        for entry in &manifest.tables {
+            let schema = entry.schema(&manifest_path)?;
+            let mut segments = Vec::with_capacity(entry.segments.len());
+            for s in &entry.segments {
+                let file = SegmentFile {
+                    table_id: entry.id,
+                    segment_id: s.id,
+                    rows: s.rows,
+                    bytes: s.bytes,
+                    crc32c: s.crc32c,
+                };
+                let reader = SegmentReader::open(&store.segment_path(s.id), &file, &schema)?;
+                let deleted = match &s.deletes {
+                    Some(d) => {
+                        deletes::read(&store.deletes_path(s.id, d.generation), s.id, s.rows, d)?
+                    }
+                    None => RoaringBitmap::new(),
+                };
+                segments.push(Arc::new(Segment::on_disk(
+                    Arc::new(reader),
+                    deleted,
+                    s.deletes.clone(),
+                )));
+            }
+            let table = Arc::new(Table::new(
+                entry.id,
+                entry.name.clone(),
+                Arc::clone(&schema),
+                Vec::new(),
+            ));
+            state
+                .snapshots
+                .insert(entry.id, Arc::new(TableSnapshot { schema, segments }));
+            state.tables.insert(entry.name.clone(), table);
+        }
+        state.roles = manifest
+            .roles
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
+        Ok(state)
+    }
+
+    /// The latest snapshot of each table, in the order of `tables`.
+    fn snapshots_by_table(&self) -> Vec<Arc<TableSnapshot>> {
+        self.tables
+            .values()
+            .map(|t| Arc::clone(&self.snapshots[&t.id]))
+            .collect()
+    }
+
+    fn table_by_id(&self, id: u64) -> Option<&Arc<Table>> {
+        self.tables.values().find(|t| t.id == id)
+    }
+
+    /// The state after `change`, and what readers are to be shown of it; an
+    /// error (and no change) when it does not apply.
+    fn apply(&self, change: &Change) -> Result<(State, Effect)> {
+        let mut next = self.clone();
+        let table_of = |id: u64| {
+            self.table_by_id(id)
+                .cloned()
+                .ok_or_else(|| Error::Conflict(format!("table {id}")))
+        };
+        let effect = match change {
+            Change::CreateTable {
+                table_id,
+                name,
+                columns,
+            } => {
+                if self.tables.contains_key(name) {
+                    return Err(Error::TableExists(name.clone()));
+                }
+                let entry = manifest::Table {
+                    id: *table_id,
+                    name: name.clone(),
+                    columns: columns.clone(),
+                    segments: Vec::new(),
+                };
+                let schema = entry.schema(Path::new("CREATE TABLE"))?;
+                let table = Arc::new(Table::new(*table_id, name.clone(), schema, Vec::new()));
+                next.snapshots.insert(*table_id, table.snapshot());
+                next.tables.insert(name.clone(), table);
+                next.next_id = next.next_id.max(table_id + 1);
+                Effect::Tables(next.tables.clone())
+            }
+            Change::DropTable { table_id } => {
+                let table = table_of(*table_id)?;
+                next.tables.remove(table.name());
+                next.snapshots.remove(table_id);
+                Effect::Tables(next.tables.clone())
+            }
+            Change::Append(append) => {
+                let table = table_of(append.table_id)?;
+                let snapshot = next.append(&table, append)?;
+                Effect::Snapshots(vec![(table, snapshot)])
+            }
+            Change::Delete(delete) => {
+                let table = table_of(delete.table_id)?;
+                let snapshot = next.delete(&table, delete)?;
+                Effect::Snapshots(vec![(table, snapshot)])
+            }
+            Change::Update { delete, append } => {
+                let table = table_of(delete.table_id)?;
+                next.delete(&table, delete)?;
+                let snapshot = next.append(&table, append)?;
+                Effect::Snapshots(vec![(table, snapshot)])
+            }
+            Change::Roles(roles) => {
+                next.roles = roles.iter().map(|r| (r.name.clone(), r.clone())).collect();
+                Effect::Roles(next.roles.clone())
+            }
+        };
+        Ok((next, effect))
+    }
+
+    /// Adds `append` to `table` as an in-memory segment.
+    fn append(&mut self, table: &Table, append: &change::Append) -> Result<Arc<TableSnapshot>> {
+        let old = &self.snapshots[&table.id];
+        let batch_schema = append.batches[0].schema();
+        if batch_schema.fields() != old.schema.fields() {
+            return Err(Error::SchemaMismatch {
+                table: table.name().to_string(),
+                reason: "the rows' schema differs from the table's".to_string(),
+            });
+        }
+        if old.segments.iter().any(|s| s.id == append.segment_id) {
+            return Err(Error::Conflict(table.name().to_string()));
+        }
+        let mut segments = old.segments.clone();
+        segments.push(Arc::new(Segment::in_memory(
+            append.segment_id,
+            append.batches.clone(),
+        )));
+        self.next_id = self.next_id.max(append.segment_id + 1);
+        let snapshot = Arc::new(TableSnapshot {
+            schema: Arc::clone(&old.schema),
+            segments,
+        });
+        self.snapshots.insert(table.id, Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+
+    /// Deletes positions from segments of `table`. Positions that are not in
+    /// the table's latest snapshot (its segment was flushed or compacted, or
+    /// the row is already deleted) mean the caller read a stale snapshot: a
+    /// conflict.
+    fn delete(&mut self, table: &Table, delete: &change::Delete) -> Result<Arc<TableSnapshot>> {
+        let old = &self.snapshots[&table.id];
+        let mut segments = old.segments.clone();
+        for (segment_id, positions) in &delete.segments {
+            let conflict = || Error::Conflict(table.name().to_string());
+            let at = segments
+                .iter()
+                .position(|s| s.id == *segment_id)
+                .ok_or_else(conflict)?;
+            let segment = &segments[at];
+            if positions
+                .max()
+                .is_some_and(|p| u64::from(p) >= segment.row_count)
+                || !positions.is_disjoint(&segment.deleted)
+            {
+                return Err(conflict());
+            }
+            segments[at] = Arc::new(segment.with_deleted(positions));
+        }
+        let snapshot = Arc::new(TableSnapshot {
+            schema: Arc::clone(&old.schema),
+            segments,
+        });
+        self.snapshots.insert(table.id, Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+
+    /// The manifest of this state, whose segments must all be files (after a
+    /// flush).
+    fn manifest(&self, wal_start_lsn: u64, wal_sync: WalSync) -> Manifest {
+        let tables = self
+            .tables
+            .values()
+            .map(|table| manifest::Table {
+                id: table.id,
+                name: table.name().to_string(),
+                columns: manifest::columns_of(&table.columns()),
+                segments: self.snapshots[&table.id]
+                    .segments
+                    .iter()
+                    .map(|s| {
+                        let crate::table::SegmentData::File(reader) = &s.data else {
+                            unreachable!("a checkpoint flushes every in-memory segment")
+                        };
+                        let file = reader.file();
+                        manifest::Segment {
+                            id: s.id,
+                            rows: file.rows,
+                            bytes: file.bytes,
+                            crc32c: file.crc32c,
+                            deletes: s.deletes_file.clone(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Manifest {
+            next_id: self.next_id,
+            wal_start_lsn,
+            wal_sync,
+            tables,
+            roles: self.roles.values().cloned().collect(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// Row ids grouped into positions per segment.
+fn positions_by_segment(table_id: u64, row_ids: &[u64]) -> change::Delete {
+    let mut by_segment: BTreeMap<u64, RoaringBitmap> = BTreeMap::new();
+    for &row_id in row_ids {
+        by_segment
+            .entry(row_id >> 32)
+            .or_default()
+            .insert(row_id as u32);
+    }
+    change::Delete {
+        table_id,
+        segments: by_segment.into_iter().collect(),
     }
 }
 
@@ -334,135 +1015,6 @@ fn conform_rows(table: &Table, batches: Vec<RecordBatch>) -> Result<(Vec<RecordB
     Ok((out, rows))
 }
 
-/// The segments of `old` without the rows in `delete`; each touched segment is
-/// rewritten under a new id (the storage issue replaces this by deletion vectors).
-fn remove_rows(
-    old: &TableSnapshot,
-    delete: &[u64],
-    next_id: &mut u64,
-    table: &str,
-) -> Result<Vec<Arc<Segment>>> {
-    let mut by_segment: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
-    for &row_id in delete {
-        by_segment
-            .entry(row_id >> 32)
-            .or_default()
-            .insert(row_id as u32);
-    }
-    let mut segments = Vec::with_capacity(old.segments.len());
-    for segment in &old.segments {
-        let Some(rows) = by_segment.remove(&segment.id) else {
-            segments.push(Arc::clone(segment));
-            continue;
-        };
-        if rows
-            .last()
-            .is_some_and(|&r| u64::from(r) >= segment.row_count)
-        {
-            return Err(Error::Conflict(table.to_string()));
-        }
-        let kept = keep_rows(segment, &rows)?;
-        if kept.iter().any(|b| b.num_rows() > 0) {
-            segments.push(Arc::new(Segment::new(*next_id, kept)));
-            *next_id += 1;
-        }
-    }
-    if !by_segment.is_empty() {
-        // Row ids of a segment that no longer exists: the snapshot the caller read
-        // is stale.
-        return Err(Error::Conflict(table.to_string()));
-    }
-    Ok(segments)
-}
-
-fn keep_rows(segment: &Segment, deleted: &BTreeSet<u32>) -> Result<Vec<RecordBatch>> {
-    let mut out = Vec::with_capacity(segment.batches.len());
-    let mut start = 0u32;
-    for batch in &segment.batches {
-        let end = start + batch.num_rows() as u32;
-        let mask: arrow::array::BooleanArray =
-            (start..end).map(|r| Some(!deleted.contains(&r))).collect();
-        let kept = filter_record_batch(batch, &mask)?;
-        if kept.num_rows() > 0 {
-            out.push(kept);
-        }
-        start = end;
-    }
-    Ok(out)
-}
-
-fn manifest_of(
-    tables: &BTreeMap<String, Arc<Table>>,
-    overrides: &BTreeMap<String, Arc<TableSnapshot>>,
-    next_id: u64,
-) -> Manifest {
-    let mut manifest = Manifest::empty();
-    manifest.next_id = next_id;
-    for (name, table) in tables {
-        let snapshot = overrides
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| table.snapshot());
-        manifest.tables.push(TableEntry {
-            id: table.id,
-            name: name.clone(),
-            columns: table
-                .columns()
-                .into_iter()
-                .map(|c| ColumnEntry {
-                    name: c.name,
-                    column_type: c.column_type.to_string(),
-                    nullable: c.nullable,
-                })
-                .collect(),
-            segments: snapshot
-                .segments
-                .iter()
-                .filter(|s| s.row_count > 0)
-                .map(|s| SegmentEntry {
-                    id: s.id,
-                    rows: s.row_count,
-                })
-                .collect(),
-        });
-    }
-    manifest
-}
-
-fn load_table(store: &Store, entry: &TableEntry) -> Result<Table> {
-    let schema = entry_schema(store.dir(), entry)?;
-    let mut segments = Vec::with_capacity(entry.segments.len());
-    for s in &entry.segments {
-        let batches = store.read_segment(*s, &schema)?;
-        segments.push(Arc::new(Segment::new(s.id, batches)));
-    }
-    Ok(Table::new(entry.id, entry.name.clone(), schema, segments))
-}
-
-/// The schema of a table as the manifest of data directory `dir` records it.
-pub(crate) fn entry_schema(dir: &Path, entry: &TableEntry) -> Result<SchemaRef> {
-    let manifest_path = || dir.join(crate::store::MANIFEST_FILE);
-    let columns = entry
-        .columns
-        .iter()
-        .map(|c| {
-            let column_type =
-                ColumnType::parse(&c.column_type).ok_or_else(|| Error::Corrupted {
-                    path: manifest_path(),
-                    reason: format!(
-                        "unknown column type {:?} in table {:?}",
-                        c.column_type, entry.name
-                    ),
-                })?;
-            Ok(ColumnDef::new(&c.name, column_type, c.nullable))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    types::table_schema(&columns).map_err(|e| Error::Corrupted {
-        path: manifest_path(),
-        reason: format!("table {:?}: {e}", entry.name),
-    })
-}
-
 /// Row ids of a scan's row-id column, for [`Catalog::delete`] and [`Catalog::update`].
 pub fn row_ids(column: &dyn Array) -> Result<Vec<u64>> {
     let ids = column
@@ -479,6 +1031,7 @@ mod tests {
     use arrow::array::{Int64Array, StringArray};
 
     use super::*;
+    use crate::types::ColumnType;
 
     fn columns() -> Vec<ColumnDef> {
         vec![
@@ -548,10 +1101,17 @@ mod tests {
         }
         let catalog = Catalog::open(dir.path()).expect("reopen");
         assert_eq!(ids(&catalog), vec![1, 3, 4]);
-        let files = std::fs::read_dir(dir.path().join("segments"))
-            .expect("segments")
-            .count();
-        assert_eq!(files, 2, "one rewritten segment and one untouched");
+        // The clean close flushed both statements' rows, without the deleted
+        // one, to one segment file and emptied the log.
+        let count = |folder: &str| {
+            std::fs::read_dir(dir.path().join(folder))
+                .expect("folder")
+                .count()
+        };
+        assert_eq!(
+            (count("segments"), count("deletes"), count("wal")),
+            (1, 0, 0)
+        );
     }
 
     #[test]

@@ -1,46 +1,57 @@
-//! `cohortdb check`: verifies a data directory's invariants and reports every
-//! problem it finds rather than stopping at the first, without changing
-//! anything (no lock is taken, no leftover is removed).
-//!
-//! For the format written today (version 1, docs/format.md): the manifest
-//! parses and has a known format; table and column names are valid and
-//! unique; ids are unique and below `next_id`; every segment exists, has the
-//! table's schema and the row count the manifest records. Files no manifest
-//! names are listed as leftovers (an interrupted commit leaves them; the next
-//! open removes them), not as problems.
+//! `cohortdb check`: verifies a data directory's invariants (docs/format.md §
+//! Invariants `cohortdb check` verifies) and reports every problem it finds
+//! rather than stopping at the first, without changing anything: no lock is
+//! taken, no torn log tail is cut, no leftover is removed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::entry_schema;
-use crate::store::{self, SEGMENTS_DIR};
+use crate::change::Change;
+use crate::deletes;
+use crate::manifest;
+use crate::segment_file::{SegmentFile, SegmentReader};
+use crate::store::{self, DELETES_DIR, SEGMENTS_DIR, WAL_DIR};
 use crate::types;
+use crate::upgrade;
+use crate::wal;
 
 /// What a check found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// One line per broken invariant: `<file>: <what>`.
     pub problems: Vec<String>,
+    /// Notes that are not problems: a torn log tail the next open cuts.
+    pub notes: Vec<String>,
     /// Files in the directory that no manifest names.
     pub leftovers: Vec<PathBuf>,
     pub tables: usize,
     pub segments: usize,
+    /// Rows in segment files, deleted ones not counted.
     pub rows: u64,
+    /// Log records after the last checkpoint, which the next open replays.
+    pub wal_records: u64,
 }
 
 /// Checks the data directory `dir`.
 pub fn check(dir: &Path) -> Report {
     let mut report = Report::default();
-    let manifest_path = dir.join(store::MANIFEST_FILE);
-    if !manifest_path.exists() {
-        report.problems.push(format!(
-            "{}: no manifest; not a cohortdb data directory",
-            manifest_path.display()
-        ));
-        return report;
-    }
-    let manifest = match store::read_manifest(dir) {
-        Ok(manifest) => manifest,
+    let manifest_path = dir.join(manifest::FILE_NAME);
+    let manifest = match manifest::read(dir) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) if upgrade::is_v1(dir) => {
+            report.problems.push(format!(
+                "{}: format version 1; open the directory once (cohortdb serve or the embedding API) to convert it",
+                dir.join(upgrade::V1_MANIFEST_FILE).display()
+            ));
+            return report;
+        }
+        Ok(None) => {
+            report.problems.push(format!(
+                "{}: no manifest; not a cohortdb data directory",
+                manifest_path.display()
+            ));
+            return report;
+        }
         Err(e) => {
             report.problems.push(e.to_string());
             return report;
@@ -53,7 +64,6 @@ pub fn check(dir: &Path) -> Report {
     };
     let mut ids = BTreeSet::new();
     let mut names = BTreeSet::new();
-    let mut live = BTreeSet::new();
     let mut checked = Vec::new();
     for table in &manifest.tables {
         if !names.insert(&table.name) {
@@ -80,36 +90,114 @@ pub fn check(dir: &Path) -> Report {
                 problem(format!("id {id} is not below next_id {}", manifest.next_id));
             }
         }
-        match entry_schema(dir, table) {
+        match table.schema(&manifest_path) {
             Ok(schema) => checked.push((table, schema)),
             Err(e) => problem(e.to_string()),
         }
-        live.extend(
-            table
-                .segments
-                .iter()
-                .map(|s| store::segment_path(dir, s.id)),
-        );
     }
     for (table, schema) in checked {
         report.tables += 1;
         for segment in &table.segments {
             report.segments += 1;
-            match store::read_segment(dir, *segment, &schema) {
-                Ok(_) => report.rows += segment.rows,
-                Err(e) => report.problems.push(e.to_string()),
+            let file = SegmentFile {
+                table_id: table.id,
+                segment_id: segment.id,
+                rows: segment.rows,
+                bytes: segment.bytes,
+                crc32c: segment.crc32c,
+            };
+            let path = store::segment_file_path(dir, segment.id);
+            let read = SegmentReader::open(&path, &file, &schema).and_then(|r| r.read_all());
+            if let Err(e) = read {
+                report.problems.push(e.to_string());
             }
+            let deleted = match &segment.deletes {
+                None => 0,
+                Some(d) => {
+                    let path =
+                        deletes::deletes_path(&dir.join(DELETES_DIR), segment.id, d.generation);
+                    match deletes::read(&path, segment.id, segment.rows, d) {
+                        Ok(bitmap) => bitmap.len(),
+                        Err(e) => {
+                            report.problems.push(e.to_string());
+                            0
+                        }
+                    }
+                }
+            };
+            report.rows += segment.rows - deleted;
         }
     }
-    if let Ok(entries) = std::fs::read_dir(dir.join(SEGMENTS_DIR)) {
-        let mut leftovers: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|path| !live.contains(path))
-            .collect();
-        leftovers.sort();
-        report.leftovers = leftovers;
+    check_wal(dir, manifest.wal_start_lsn, &mut report);
+    let live = store::live_files(dir, &manifest);
+    for folder in [SEGMENTS_DIR, DELETES_DIR] {
+        if let Ok(files) = store::files_in(&dir.join(folder)) {
+            report
+                .leftovers
+                .extend(files.into_iter().filter(|path| !live.contains(path)));
+        }
     }
     report
+}
+
+/// Invariant 5: the log from `start_lsn` on is one valid sequence of records
+/// that decode, with at most a torn tail in the last file.
+fn check_wal(dir: &Path, start_lsn: u64, report: &mut Report) {
+    let wal_dir = dir.join(WAL_DIR);
+    let files = match wal::wal_files(&wal_dir) {
+        Ok(files) => files,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return;
+        }
+    };
+    let mut next: Option<u64> = None;
+    for (i, path) in files.iter().enumerate() {
+        let scanned = match std::fs::read(path)
+            .map_err(crate::Error::io(path))
+            .and_then(|bytes| wal::scan_file(path, &bytes))
+        {
+            Ok(scanned) => scanned,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                return;
+            }
+        };
+        if let Some(expected) = next
+            && scanned.first_lsn != expected
+        {
+            report.problems.push(format!(
+                "{}: starts at LSN {} where LSN {expected} was due",
+                path.display(),
+                scanned.first_lsn
+            ));
+        }
+        if let Some(tail) = scanned.torn {
+            if i + 1 < files.len() {
+                report.problems.push(format!(
+                    "{}: record at byte {} (LSN {}) is damaged and later files follow",
+                    path.display(),
+                    tail.offset,
+                    tail.lsn
+                ));
+            } else {
+                report.notes.push(format!(
+                    "{}: a torn tail of {} bytes at byte {} (LSN {}), which the next open cuts",
+                    path.display(),
+                    tail.bytes,
+                    tail.offset,
+                    tail.lsn
+                ));
+            }
+        }
+        for record in scanned.records.iter().filter(|r| r.lsn >= start_lsn) {
+            report.wal_records += 1;
+            if let Err(e) = Change::decode(&wal_dir, record) {
+                report.problems.push(e.to_string());
+            }
+        }
+        next = Some(scanned.first_lsn + scanned.records.len() as u64);
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +206,8 @@ mod tests {
     use crate::Catalog;
     use crate::types::{ColumnDef, ColumnType};
 
+    /// A directory with one table: two flushed segments of ten rows, one row
+    /// deleted from the first (too few for compaction to rewrite it).
     fn directory() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("temp dir");
         let catalog = Catalog::open(dir.path()).expect("open");
@@ -131,13 +221,18 @@ mod tests {
         let table = catalog.table("t").expect("table");
         let batch = arrow::array::RecordBatch::try_new(
             table.schema(),
-            vec![std::sync::Arc::new(arrow::array::Int64Array::from(vec![
-                1, 2, 3,
-            ]))],
+            vec![std::sync::Arc::new(
+                arrow::array::Int64Array::from_iter_values(0..10),
+            )],
         )
         .expect("batch");
         catalog.append(&table, vec![batch.clone()]).expect("append");
+        catalog.checkpoint().expect("checkpoint");
         catalog.append(&table, vec![batch]).expect("append");
+        catalog.checkpoint().expect("checkpoint");
+        let first = table.snapshot().segments[0].id;
+        catalog.delete(&table, &[first << 32 | 1]).expect("delete");
+        catalog.checkpoint().expect("checkpoint");
         dir
     }
 
@@ -146,41 +241,43 @@ mod tests {
         let dir = directory();
         let report = check(dir.path());
         assert_eq!(report.problems, Vec::<String>::new());
-        assert_eq!((report.tables, report.segments, report.rows), (1, 2, 6));
-        assert!(report.leftovers.is_empty());
+        assert_eq!((report.tables, report.segments, report.rows), (1, 2, 19));
+        assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
     }
 
     #[test]
     fn every_problem_is_reported() {
         let dir = directory();
-        let segments: Vec<PathBuf> = std::fs::read_dir(dir.path().join(SEGMENTS_DIR))
-            .expect("segments")
-            .map(|e| e.expect("entry").path())
-            .collect();
+        let segments = store::files_in(&dir.path().join(SEGMENTS_DIR)).expect("segments");
         assert_eq!(segments.len(), 2);
-        std::fs::remove_file(&segments[0]).expect("remove");
-        let bytes = std::fs::read(&segments[1]).expect("read");
-        std::fs::write(&segments[1], &bytes[..bytes.len() / 2]).expect("truncate");
-        std::fs::write(dir.path().join(SEGMENTS_DIR).join("stray.arrow"), b"x").expect("stray");
+        let bytes = std::fs::read(&segments[0]).expect("read");
+        std::fs::write(&segments[0], &bytes[..bytes.len() / 2]).expect("truncate");
+        std::fs::remove_file(&segments[1]).expect("remove");
+        let stray = dir.path().join(SEGMENTS_DIR).join("stray.parquet");
+        std::fs::write(&stray, b"x").expect("stray");
+        let dv = store::files_in(&dir.path().join(DELETES_DIR)).expect("deletes");
+        assert_eq!(dv.len(), 1);
+        let mut bytes = std::fs::read(&dv[0]).expect("read");
+        bytes[20] ^= 1;
+        std::fs::write(&dv[0], &bytes).expect("flip");
         let report = check(dir.path());
-        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
         assert!(
-            report.problems.iter().any(|p| p.contains("No such file")),
+            report.problems[0].contains("bytes where the manifest records"),
             "{:?}",
             report.problems
         );
         assert!(
-            report
-                .problems
-                .iter()
-                .any(|p| p.starts_with("corrupted data in")),
+            report.problems[1].ends_with("checksum mismatch with the manifest's record"),
             "{:?}",
             report.problems
         );
-        assert_eq!(
-            report.leftovers,
-            [dir.path().join(SEGMENTS_DIR).join("stray.arrow")]
+        assert!(
+            report.problems[2].contains("No such file"),
+            "{:?}",
+            report.problems
         );
+        assert_eq!(report.leftovers, [stray]);
     }
 
     #[test]

@@ -1,10 +1,6 @@
 //! Deletion vectors of format version 2 (docs/format.md § Deletion vectors):
 //! the positions deleted from one segment, as a portable roaring bitmap in a
 //! checksummed file.
-//!
-//! Storage work in progress (issue 3): DELETE and UPDATE still rewrite
-//! segments, so outside tests nothing calls this module yet.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +9,7 @@ use roaring::RoaringBitmap;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::framing;
+use crate::manifest;
 
 /// `CDBDV\0\0` and the format version.
 const MAGIC: [u8; 8] = *b"CDBDV\0\0\x02";
@@ -103,6 +100,42 @@ pub(crate) fn write(path: &Path, segment_id: u64, deleted: &RoaringBitmap) -> Re
     let tmp = path.with_extension("dv.tmp");
     durable::write_whole(&tmp, path, &bytes)?;
     Ok((bytes.len() as u64, crc32c::crc32c(&bytes)))
+}
+
+/// Reads the deletion vector file `path` of a segment with `rows` rows,
+/// checking it against what the manifest records of it.
+pub(crate) fn read(
+    path: &Path,
+    segment_id: u64,
+    rows: u64,
+    recorded: &manifest::Deletes,
+) -> Result<RoaringBitmap> {
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let corrupted = |reason: String| Error::Corrupted {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() as u64 != recorded.bytes {
+        return Err(corrupted(format!(
+            "the file has {} bytes where the manifest records {}",
+            bytes.len(),
+            recorded.bytes
+        )));
+    }
+    if crc32c::crc32c(&bytes) != recorded.crc32c {
+        return Err(corrupted(
+            "checksum mismatch with the manifest's record".to_string(),
+        ));
+    }
+    let deleted = decode(path, &bytes, segment_id, rows)?;
+    if deleted.len() != recorded.rows {
+        return Err(corrupted(format!(
+            "{} positions where the manifest records {}",
+            deleted.len(),
+            recorded.rows
+        )));
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

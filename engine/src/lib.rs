@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate does not depend on DataFusion or tokio.
 
 pub mod catalog;
+mod change;
 pub mod check;
 mod deletes;
 pub mod demo;
@@ -27,10 +28,12 @@ pub mod stats;
 mod store;
 pub mod table;
 pub mod types;
+mod upgrade;
 mod wal;
 
 pub use catalog::Catalog;
 pub use error::{Error, Result};
+pub use manifest::WalSync;
 pub use predicate::{CmpOp, Predicate};
 pub use table::{ROW_ID_COLUMN, ScanColumn, ScanSpec, ScanUnit, Table, TableSnapshot};
 pub use types::{ColumnDef, ColumnType};

@@ -25,3 +25,30 @@ pub const COPY_IN_BYTES_MAX: u64 = 1 << 30;
 /// Largest write-ahead log record (one statement's whole change), in bytes: what
 /// the record's 32-bit length field can say.
 pub const WAL_RECORD_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Largest write-ahead log file, in bytes; the next record starts a new file.
+/// (A record larger than this has a file to itself.)
+pub const WAL_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Bytes of write-ahead log since the last checkpoint that trigger one.
+pub const WAL_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// Bytes of rows held in memtables (appended since the last flush) that
+/// trigger a checkpoint, which flushes them to segment files.
+pub const MEMTABLE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// In-memory segments (one per write statement since the last flush) that
+/// trigger a checkpoint: many small statements otherwise make many small scan
+/// units.
+pub const MEMTABLE_SEGMENTS_MAX: usize = 1_024;
+
+/// Rows a compacted segment file aims at; segment files below a quarter of it
+/// are small, and merged by compaction.
+pub const SEGMENT_ROWS_TARGET: u64 = 1_048_576;
+
+/// Small segment files of one table that make a checkpoint compact them.
+pub const SMALL_SEGMENTS_MAX: usize = 8;
+
+/// Fraction of a segment file's rows deleted that makes a checkpoint rewrite
+/// it without them.
+pub const COMPACTION_DELETED_FRACTION: f64 = 0.2;

@@ -1,14 +1,11 @@
 //! The manifest of format version 2 (docs/format.md § Manifest): the live state
 //! of a data directory as JSON behind a checksummed header, replaced atomically.
-//!
-//! Storage work in progress (issue 3): the catalog still writes the version 1
-//! `manifest.json` (store.rs), so outside tests nothing calls this module yet.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use crate::durable;
@@ -16,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::framing;
 use crate::limits;
 use crate::roles::Role;
+use crate::types::{self, ColumnDef, ColumnType};
 
 /// `CDBMANI` and the format version.
 const MAGIC: [u8; 8] = *b"CDBMANI\x02";
@@ -27,7 +25,7 @@ pub(crate) const FILE_NAME: &str = "MANIFEST";
 /// When WAL records are synced (docs/format.md § Write-ahead log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum WalSync {
+pub enum WalSync {
     #[default]
     Always,
     Batch,
@@ -56,6 +54,57 @@ pub(crate) struct Table {
     pub name: String,
     pub columns: Vec<Column>,
     pub segments: Vec<Segment>,
+}
+
+impl Manifest {
+    /// The manifest of a new, empty database.
+    pub(crate) fn empty() -> Manifest {
+        Manifest {
+            next_id: 1,
+            wal_start_lsn: 1,
+            wal_sync: WalSync::default(),
+            tables: Vec::new(),
+            roles: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl Table {
+    /// The table's Arrow schema; `path` names the file that recorded it, for
+    /// errors.
+    pub(crate) fn schema(&self, path: &Path) -> Result<SchemaRef> {
+        let corrupted = |reason: String| Error::Corrupted {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                let column_type = ColumnType::parse(&c.column_type).ok_or_else(|| {
+                    corrupted(format!(
+                        "unknown column type {:?} in table {:?}",
+                        c.column_type, self.name
+                    ))
+                })?;
+                Ok(ColumnDef::new(&c.name, column_type, c.nullable))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        types::table_schema(&columns).map_err(|e| corrupted(format!("table {:?}: {e}", self.name)))
+    }
+}
+
+/// The manifest's columns for table columns `columns`.
+pub(crate) fn columns_of(columns: &[ColumnDef]) -> Vec<Column> {
+    columns
+        .iter()
+        .map(|c| Column {
+            name: c.name.clone(),
+            column_type: c.column_type.to_string(),
+            nullable: c.nullable,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

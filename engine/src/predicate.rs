@@ -60,6 +60,34 @@ impl Predicate {
         }
     }
 
+    /// The same predicate over other column indexes: column `c` becomes `to(c)`.
+    /// Used to evaluate it on a batch holding only some of the table's columns.
+    pub fn remap(&self, to: &impl Fn(usize) -> usize) -> Predicate {
+        match self {
+            Predicate::Compare { column, op, value } => Predicate::Compare {
+                column: to(*column),
+                op: *op,
+                value: ArrayRef::clone(value),
+            },
+            Predicate::InList {
+                column,
+                values,
+                negated,
+            } => Predicate::InList {
+                column: to(*column),
+                values: values.clone(),
+                negated: *negated,
+            },
+            Predicate::IsNull { column, negated } => Predicate::IsNull {
+                column: to(*column),
+                negated: *negated,
+            },
+            Predicate::And(parts) => Predicate::And(parts.iter().map(|p| p.remap(to)).collect()),
+            Predicate::Or(parts) => Predicate::Or(parts.iter().map(|p| p.remap(to)).collect()),
+            Predicate::Not(inner) => Predicate::Not(Box::new(inner.remap(to))),
+        }
+    }
+
     /// Evaluates the predicate on a batch with the table's full schema; NULL means
     /// unknown.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray> {

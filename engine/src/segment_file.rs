@@ -1,21 +1,22 @@
 //! Segment files of format version 2 (docs/format.md § Segment files): Parquet
 //! that other tools read, written with fixed writer properties and cohortdb's
 //! key-value metadata, checked against the manifest's size and CRC-32C.
-//!
-//! Storage work in progress (issue 3): the catalog still writes version 1
-//! segments, so outside tests nothing calls this module yet.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, Scalar};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, Scalar};
 use arrow::compute::kernels::{boolean, cmp};
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use bytes::Bytes;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -151,72 +152,141 @@ pub(crate) fn write(
     })
 }
 
-/// Reads a whole segment, checking it against what the manifest records: its
-/// size and checksum, its `cohortdb.*` metadata, its schema and row count.
-pub(crate) fn read(
-    path: &Path,
-    expected: &SegmentFile,
-    schema: &SchemaRef,
-) -> Result<Vec<RecordBatch>> {
-    let builder = open(path, expected, schema, true)?;
-    let batches = collect(path, builder)?;
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    if rows != expected.rows {
-        return Err(Error::Corrupted {
-            path: path.to_path_buf(),
-            reason: format!(
-                "the file has {rows} rows where the manifest records {}",
-                expected.rows
-            ),
-        });
-    }
-    Ok(batches)
-}
-
-/// What a scan of a segment read.
+/// An open segment file: mapped into memory, its Parquet metadata read once and
+/// checked against the manifest. Row groups are read from it on demand,
+/// projected to the columns a scan needs.
 #[derive(Debug)]
-pub(crate) struct Scan {
-    /// The rows of the row groups read, in the table's full schema; the caller
-    /// applies the predicate to them.
-    pub batches: Vec<RecordBatch>,
-    pub row_groups: usize,
-    pub row_groups_read: usize,
+pub(crate) struct SegmentReader {
+    path: PathBuf,
+    file: SegmentFile,
+    bytes: Bytes,
+    metadata: ArrowReaderMetadata,
+    /// The position of each row group's first row in the segment.
+    starts: Vec<u64>,
 }
 
-/// Reads the row groups of a segment that may hold rows for which `predicate`
-/// is TRUE, skipping those its statistics rule out. The size, metadata and
-/// schema are checked; the checksum, which would mean reading the whole file,
-/// is left to full reads and `cohortdb check`.
-pub(crate) fn scan(
-    path: &Path,
-    expected: &SegmentFile,
-    schema: &SchemaRef,
-    predicate: Option<&Predicate>,
-) -> Result<Scan> {
-    let builder = open(path, expected, schema, false)?;
-    let metadata = builder.metadata();
-    let row_groups = metadata.num_row_groups();
-    let selected: Vec<usize> = match predicate {
-        None => (0..row_groups).collect(),
-        Some(predicate) => {
-            let statistics = Statistics {
-                metadata: metadata.as_ref(),
-                schema: builder.schema().as_ref(),
-                parquet: builder.parquet_schema(),
-            };
-            let may_match = statistics
-                .may_match(predicate)
-                .map_err(|e| corrupted(path, format!("unreadable statistics: {e}")))?;
-            (0..row_groups).filter(|&i| may_match.value(i)).collect()
+impl SegmentReader {
+    /// Maps `path` and checks its size, `cohortdb.*` metadata, schema and row
+    /// count against what the manifest records. The checksum, which means
+    /// reading every byte, is left to [`SegmentReader::read_all`] and `cohortdb
+    /// check`.
+    pub(crate) fn open(
+        path: &Path,
+        expected: &SegmentFile,
+        schema: &SchemaRef,
+    ) -> Result<SegmentReader> {
+        let bytes = mmap::map_file(path)?;
+        if bytes.len() as u64 != expected.bytes {
+            return Err(corrupted(
+                path,
+                format!(
+                    "the file has {} bytes where the manifest records {}",
+                    bytes.len(),
+                    expected.bytes
+                ),
+            ));
         }
-    };
-    let row_groups_read = selected.len();
-    let batches = collect(path, builder.with_row_groups(selected))?;
-    Ok(Scan {
-        batches,
-        row_groups,
-        row_groups_read,
-    })
+        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())
+            .map_err(|e| corrupted(path, format!("not a readable Parquet file: {e}")))?;
+        check_metadata(path, expected, metadata.metadata())?;
+        if metadata.schema().fields() != schema.fields() {
+            return Err(corrupted(
+                path,
+                "the file's schema differs from the table's".to_string(),
+            ));
+        }
+        let mut starts = Vec::with_capacity(metadata.metadata().num_row_groups());
+        let mut rows = 0u64;
+        for group in metadata.metadata().row_groups() {
+            starts.push(rows);
+            rows += group.num_rows() as u64;
+        }
+        if rows != expected.rows {
+            return Err(corrupted(
+                path,
+                format!(
+                    "the file has {rows} rows where the manifest records {}",
+                    expected.rows
+                ),
+            ));
+        }
+        Ok(SegmentReader {
+            path: path.to_path_buf(),
+            file: *expected,
+            bytes,
+            metadata,
+            starts,
+        })
+    }
+
+    /// What the manifest records of this file.
+    pub(crate) fn file(&self) -> &SegmentFile {
+        &self.file
+    }
+
+    pub(crate) fn row_groups(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The position of row group `group`'s first row and its row count.
+    pub(crate) fn row_group_span(&self, group: usize) -> (u64, u64) {
+        let rows = self.metadata.metadata().row_group(group).num_rows() as u64;
+        (self.starts[group], rows)
+    }
+
+    /// Whether each row group may hold a row for which `predicate` is TRUE:
+    /// false only when its statistics prove it holds none.
+    pub(crate) fn may_match(&self, predicate: &Predicate) -> Result<Vec<bool>> {
+        let statistics = Statistics {
+            metadata: self.metadata.metadata(),
+            schema: self.metadata.schema(),
+            parquet: self.metadata.parquet_schema(),
+        };
+        let may_match = statistics
+            .may_match(predicate)
+            .map_err(|e| corrupted(&self.path, format!("unreadable statistics: {e}")))?;
+        Ok((0..may_match.len()).map(|i| may_match.value(i)).collect())
+    }
+
+    /// Row group `group` with only the table columns `columns` (ascending), in
+    /// that order.
+    pub(crate) fn read_row_group(&self, group: usize, columns: &[usize]) -> Result<RecordBatch> {
+        let (_, rows) = self.row_group_span(group);
+        let schema = Arc::new(self.metadata.schema().project(columns)?);
+        if columns.is_empty() {
+            let options = RecordBatchOptions::new().with_row_count(Some(rows as usize));
+            return Ok(RecordBatch::try_new_with_options(schema, vec![], &options)?);
+        }
+        let mask = ProjectionMask::roots(self.metadata.parquet_schema(), columns.iter().copied());
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.bytes.clone(),
+            self.metadata.clone(),
+        )
+        .with_row_groups(vec![group])
+        .with_projection(mask)
+        .with_batch_size(rows.max(1) as usize);
+        let batches = collect(&self.path, builder)?;
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    }
+
+    /// Every row of the segment, after checking the file's checksum.
+    pub(crate) fn read_all(&self) -> Result<Vec<RecordBatch>> {
+        let checksum = crc32c::crc32c(&self.bytes);
+        if checksum != self.file.crc32c {
+            return Err(corrupted(
+                &self.path,
+                format!(
+                    "checksum mismatch (CRC-32C {checksum:#010x}, the manifest records {:#010x})",
+                    self.file.crc32c
+                ),
+            ));
+        }
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.bytes.clone(),
+            self.metadata.clone(),
+        );
+        collect(&self.path, builder)
+    }
 }
 
 fn corrupted(path: &Path, reason: String) -> Error {
@@ -226,41 +296,13 @@ fn corrupted(path: &Path, reason: String) -> Error {
     }
 }
 
-/// Maps a segment and checks it against the manifest (the checksum when
-/// `verify_checksum`), its metadata and schema; returns its reader.
-fn open(
+/// Checks the file's `cohortdb.*` key-value metadata against the manifest.
+fn check_metadata(
     path: &Path,
     expected: &SegmentFile,
-    schema: &SchemaRef,
-    verify_checksum: bool,
-) -> Result<ParquetRecordBatchReaderBuilder<bytes::Bytes>> {
-    let bytes = mmap::map_file(path)?;
-    if bytes.len() as u64 != expected.bytes {
-        return Err(corrupted(
-            path,
-            format!(
-                "the file has {} bytes where the manifest records {}",
-                bytes.len(),
-                expected.bytes
-            ),
-        ));
-    }
-    if verify_checksum {
-        let checksum = crc32c::crc32c(&bytes);
-        if checksum != expected.crc32c {
-            return Err(corrupted(
-                path,
-                format!(
-                    "checksum mismatch (CRC-32C {checksum:#010x}, the manifest records {:#010x})",
-                    expected.crc32c
-                ),
-            ));
-        }
-    }
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| corrupted(path, format!("not a readable Parquet file: {e}")))?;
-    let metadata: Vec<(String, String)> = builder
-        .metadata()
+    metadata: &parquet::file::metadata::ParquetMetaData,
+) -> Result<()> {
+    let pairs: Vec<(String, String)> = metadata
         .file_metadata()
         .key_value_metadata()
         .map(|kv| {
@@ -270,7 +312,7 @@ fn open(
         })
         .unwrap_or_default();
     let value = |key: &str| {
-        metadata
+        pairs
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
@@ -292,18 +334,12 @@ fn open(
             ));
         }
     }
-    if builder.schema().fields() != schema.fields() {
-        return Err(corrupted(
-            path,
-            "the file's schema differs from the table's".to_string(),
-        ));
-    }
-    Ok(builder)
+    Ok(())
 }
 
 fn collect(
     path: &Path,
-    builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+    builder: ParquetRecordBatchReaderBuilder<Bytes>,
 ) -> Result<Vec<RecordBatch>> {
     builder
         .build()
@@ -435,6 +471,40 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
+
+    fn read(path: &Path, file: &SegmentFile, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        SegmentReader::open(path, file, schema)?.read_all()
+    }
+
+    struct Scan {
+        batches: Vec<RecordBatch>,
+        row_groups: usize,
+        row_groups_read: usize,
+    }
+
+    /// The row groups a scan with `predicate` reads, with every column.
+    fn scan(
+        path: &Path,
+        file: &SegmentFile,
+        schema: &SchemaRef,
+        predicate: Option<&Predicate>,
+    ) -> Result<Scan> {
+        let reader = SegmentReader::open(path, file, schema)?;
+        let selected = match predicate {
+            Some(p) => reader.may_match(p)?,
+            None => vec![true; reader.row_groups()],
+        };
+        let columns: Vec<usize> = (0..schema.fields().len()).collect();
+        let mut batches = Vec::new();
+        for (group, _) in selected.iter().enumerate().filter(|(_, s)| **s) {
+            batches.push(reader.read_row_group(group, &columns)?);
+        }
+        Ok(Scan {
+            row_groups: reader.row_groups(),
+            row_groups_read: batches.len(),
+            batches,
+        })
+    }
 
     fn batch(from: i64, rows: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

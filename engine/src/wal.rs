@@ -5,14 +5,11 @@
 //! The codec works on byte buffers, so every case (a tail cut at any byte, a
 //! flipped bit anywhere) is tested without files; [`Wal`] keeps the files of a
 //! data directory's `wal/` folder: recovery on open, appends, syncs, rotation.
-//!
-//! Storage work in progress (issue 3): the catalog does not write through the
-//! log yet, so outside tests nothing calls this module.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
@@ -35,7 +32,6 @@ pub(crate) enum RecordKind {
     Delete = 4,
     Update = 5,
     Roles = 6,
-    Checkpoint = 7,
 }
 
 impl RecordKind {
@@ -47,7 +43,6 @@ impl RecordKind {
             4 => RecordKind::Delete,
             5 => RecordKind::Update,
             6 => RecordKind::Roles,
-            7 => RecordKind::Checkpoint,
             _ => return None,
         })
     }
@@ -241,7 +236,11 @@ pub(crate) struct Wal {
     dir: PathBuf,
     file_bytes_max: u64,
     /// The file being appended to and its size.
-    current: Option<(File, u64)>,
+    current: Option<(Arc<File>, u64)>,
+    /// Bytes appended since the log was opened or last reset.
+    appended: u64,
+    /// Bytes appended since the last sync.
+    unsynced: u64,
     next_lsn: u64,
     /// Set when a write or sync failed: the log accepts nothing more until the
     /// database is reopened (a failed sync may have dropped pages it could not
@@ -333,7 +332,7 @@ impl Wal {
                     .append(true)
                     .open(&path)
                     .map_err(Error::io(&path))?;
-                Some((file, size))
+                Some((Arc::new(file), size))
             }
             _ => None,
         };
@@ -341,6 +340,8 @@ impl Wal {
             dir: dir.to_path_buf(),
             file_bytes_max,
             current,
+            appended: records.iter().map(|r| r.payload.len() as u64).sum(),
+            unsynced: 0,
             next_lsn,
             failed: false,
         };
@@ -367,11 +368,13 @@ impl Wal {
             self.start_file(lsn)?;
         }
         let (file, size) = self.current.as_mut().expect("a file was started");
-        if let Err(e) = file.write_all(&bytes) {
+        if let Err(e) = file.as_ref().write_all(&bytes) {
             self.failed = true;
             return Err(Error::io(&file_path(&self.dir, lsn))(e));
         }
         *size += bytes.len() as u64;
+        self.appended += bytes.len() as u64;
+        self.unsynced += bytes.len() as u64;
         self.next_lsn += 1;
         Ok(lsn)
     }
@@ -385,22 +388,45 @@ impl Wal {
             self.failed = true;
             return Err(Error::io(&self.dir)(e));
         }
+        self.unsynced = 0;
         Ok(())
     }
 
-    /// Removes the files whose records all come before `lsn` (a checkpoint
-    /// has made them unnecessary).
-    pub(crate) fn remove_before(&mut self, lsn: u64) -> Result<()> {
-        let files = wal_files(&self.dir)?;
-        let firsts: Vec<u64> = files.iter().filter_map(|p| first_lsn_of(p)).collect();
-        for (i, path) in files.iter().enumerate() {
-            // A file ends where the next begins; the last one is never removed.
-            let Some(&next_first) = firsts.get(i + 1) else {
-                break;
-            };
-            if next_first <= lsn {
-                fs::remove_file(path).map_err(Error::io(path))?;
-            }
+    /// Bytes appended since the last sync made by [`Wal::sync`].
+    pub(crate) fn unsynced_bytes(&self) -> u64 {
+        self.unsynced
+    }
+
+    /// What a sync outside the writer's lock needs: the file being appended
+    /// to (every earlier file was synced when it was closed) and the LSN of
+    /// the last record appended to it. `None` when nothing was appended.
+    pub(crate) fn sync_target(&self) -> Result<Option<(Arc<File>, u64)>> {
+        self.check_usable()?;
+        Ok(self
+            .current
+            .as_ref()
+            .map(|(file, _)| (Arc::clone(file), self.next_lsn - 1)))
+    }
+
+    /// Records that a sync made outside the writer's lock failed: the log
+    /// accepts nothing more.
+    pub(crate) fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    /// Bytes of records appended since the log was opened or last reset.
+    pub(crate) fn appended_bytes(&self) -> u64 {
+        self.appended
+    }
+
+    /// Removes every file, after a checkpoint has made all records appended so
+    /// far unnecessary; the next record starts a new file.
+    pub(crate) fn reset(&mut self) -> Result<()> {
+        self.sync()?;
+        self.current = None;
+        self.appended = 0;
+        for path in wal_files(&self.dir)? {
+            fs::remove_file(&path).map_err(Error::io(&path))?;
         }
         sync_dir(&self.dir)
     }
@@ -435,7 +461,7 @@ impl Wal {
             return Err(Error::io(&self.dir)(e));
         }
         sync_dir(&self.dir)?;
-        self.current = Some((file, HEADER_BYTES as u64));
+        self.current = Some((Arc::new(file), HEADER_BYTES as u64));
         Ok(())
     }
 
@@ -466,7 +492,7 @@ fn first_lsn_of(path: &Path) -> Option<u64> {
 }
 
 /// The log's files in LSN order.
-fn wal_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn wal_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .map_err(Error::io(dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -676,18 +702,22 @@ mod tests {
             [3, 4, 5, 6]
         );
         assert_eq!(wal.next_lsn(), 7);
-        assert_eq!(wal.append(RecordKind::Checkpoint, b"x").expect("append"), 7);
+        assert_eq!(wal.append(RecordKind::Roles, b"x").expect("append"), 7);
         wal.sync().expect("sync");
-        // Files wholly before LSN 5 go; the record at 5 stays readable.
-        wal.remove_before(5).expect("remove");
+        // A reset (after a checkpoint) removes every file; the log goes on at
+        // the next LSN in a new file.
+        wal.reset().expect("reset");
+        assert!(wal_files(&wal_dir).expect("files").is_empty());
+        assert_eq!(wal.append(RecordKind::Roles, b"y").expect("append"), 8);
+        wal.sync().expect("sync");
         drop(wal);
-        let (_, recovered) = Wal::open(&wal_dir, 5, 100).expect("reopen");
+        let (_, recovered) = Wal::open(&wal_dir, 8, 100).expect("reopen");
         assert_eq!(
             payloads(&recovered)
                 .iter()
                 .map(|(l, _)| *l)
                 .collect::<Vec<_>>(),
-            [5, 6, 7]
+            [8]
         );
     }
 

@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::TryStreamExt;
 
-use crate::error::{Error, Position, Result};
+use crate::error::{Error, Position, Result, TransactionError};
 use crate::names::{self, position_of};
 use crate::pg_catalog::types::bytea_input;
 use crate::session::{Session, count_stream, empty_stream};
@@ -192,6 +192,40 @@ pub(crate) fn drop_tables(
         session.catalog().drop_table(&table, if_exists)?;
     }
     Ok(empty_stream())
+}
+
+/// `VACUUM [FULL] [table]`: rewrites the segment files holding deleted rows,
+/// of one table or all, so that those rows are gone from disk, and merges
+/// small segment files. Like PostgreSQL's, it cannot run in a transaction
+/// block.
+pub(crate) fn vacuum(session: &Session, vacuum: ast::VacuumStatement) -> Result<()> {
+    let ast::VacuumStatement {
+        full: _,
+        sort_only,
+        delete_only,
+        reindex,
+        recluster,
+        table_name,
+        threshold,
+        boost,
+    } = vacuum;
+    if sort_only || delete_only || reindex || recluster || threshold.is_some() || boost {
+        return Err(Error::unsupported(
+            "VACUUM options other than FULL and a table name",
+            None,
+        ));
+    }
+    if session.lock().block.is_some() {
+        return Err(Error::Transaction(TransactionError::InsideBlock {
+            statement: "VACUUM",
+        }));
+    }
+    let table = match &table_name {
+        Some(name) => Some(crate::session::resolve_table(session, name)?),
+        None => None,
+    };
+    session.catalog().vacuum(table.as_ref().map(|t| t.name()))?;
+    Ok(())
 }
 
 fn column_def(column: &ast::ColumnDef) -> Result<ColumnDef> {

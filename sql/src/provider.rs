@@ -166,10 +166,11 @@ impl TableProvider for EngineTable {
         let snapshot = self.table.snapshot();
         let spec = ScanSpec::with_columns(&snapshot, scan_columns, self.predicate(filters))
             .map_err(to_datafusion)?;
+        let units = spec.units(&snapshot).map_err(to_datafusion)?;
         Ok(Arc::new(EngineScanExec::new(
             self.table.name().to_string(),
             spec,
-            snapshot.units(),
+            units,
             state.config().target_partitions(),
             limit,
         )))

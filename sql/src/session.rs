@@ -20,7 +20,8 @@ use datafusion::sql::sqlparser::ast::{
     CloseCursor, CopyTarget, DiscardObject, ObjectType, Query, Set, Statement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::cancel::{self, CancelHandle};
@@ -135,7 +136,7 @@ impl Session {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("session state lock")
     }
 
@@ -387,6 +388,21 @@ impl Session {
                 }
                 Ok(empty_stream())
             }
+            statement if is_checkpoint(&statement) => {
+                if !self.lock().superuser() {
+                    return Err(Error::PermissionDenied {
+                        message:
+                            "must be superuser or have privileges of pg_checkpoint to do CHECKPOINT"
+                                .into(),
+                    });
+                }
+                self.catalog.checkpoint()?;
+                Ok(empty_stream())
+            }
+            Statement::Vacuum(vacuum) => {
+                ddl::vacuum(self, vacuum)?;
+                Ok(empty_stream())
+            }
             Statement::Declare { mut stmts } if stmts.len() == 1 => {
                 let in_block = self.lock().block.is_some();
                 cursor::declare(self, stmts.remove(0), in_block).await?;
@@ -592,10 +608,17 @@ fn statements_end_at_copy_from_stdin(sql: &str) -> Result<()> {
 }
 
 fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
-    Parser::new(&PostgreSqlDialect {})
-        .with_recursion_limit(PARSER_RECURSION_MAX)
-        .try_with_sql(sql)
-        .and_then(|mut parser| parser.parse_statements())
+    let dialect = PostgreSqlDialect {};
+    Tokenizer::new(&dialect, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .map_err(ParserError::from)
+        .and_then(|tokens| {
+            Parser::new(&dialect)
+                .with_recursion_limit(PARSER_RECURSION_MAX)
+                .with_tokens_with_locations(checkpoint_as_pragma(tokens))
+                .parse_statements()
+        })
         .map_err(|e| match Error::from(e) {
             // The parser gives no location for an unexpected end of input: it is
             // just past the last character.
@@ -608,6 +631,42 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
             },
             other => other,
         })
+}
+
+/// Whether `statement` is `CHECKPOINT` (see [`checkpoint_as_pragma`]).
+fn is_checkpoint(statement: &Statement) -> bool {
+    matches!(statement, Statement::Pragma { name, value: None, is_eq: false }
+        if name.to_string().eq_ignore_ascii_case("checkpoint"))
+}
+
+/// PostgreSQL's `CHECKPOINT` statement, which the SQL parser does not know,
+/// reaches it as `PRAGMA checkpoint` (at the same position), the form the
+/// session runs as a checkpoint.
+fn checkpoint_as_pragma(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let mut out = Vec::with_capacity(tokens.len() + 2);
+    for (i, token) in tokens.iter().enumerate() {
+        let is_checkpoint = matches!(&token.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("checkpoint"));
+        let before = tokens[..i].iter().rev().find(|t| significant(t));
+        let after = tokens[i + 1..].iter().find(|t| significant(t));
+        let alone = before.is_none_or(|t| t.token == Token::SemiColon)
+            && after.is_none_or(|t| matches!(t.token, Token::SemiColon | Token::EOF));
+        if is_checkpoint && alone {
+            for word in [
+                Token::make_keyword("PRAGMA"),
+                Token::make_word("checkpoint", None),
+            ] {
+                out.push(TokenWithSpan::new(word, token.span));
+                out.push(TokenWithSpan::new(
+                    Token::Whitespace(Whitespace::Space),
+                    token.span,
+                ));
+            }
+        } else {
+            out.push(token.clone());
+        }
+    }
+    out
 }
 
 fn end_of(sql: &str) -> Position {
@@ -689,6 +748,8 @@ impl ParsedStatement {
             Statement::Commit { .. } => "COMMIT".into(),
             Statement::Rollback { .. } => "ROLLBACK".into(),
             Statement::Discard { object_type } => format!("DISCARD {object_type}"),
+            statement if is_checkpoint(statement) => "CHECKPOINT".into(),
+            Statement::Vacuum(_) => "VACUUM".into(),
             Statement::Declare { .. } => "DECLARE CURSOR".into(),
             Statement::Close {
                 cursor: CloseCursor::All,

@@ -176,7 +176,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sql { data, script } => {
                 let db = match data {
-                    Some(dir) => Database::open(dir).map_err(|e| e.to_string())?,
+                    Some(dir) => open(&dir)?,
                     None => Database::open_in_memory(),
                 };
                 run_script_or_shell(&db, &script).await
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
                 delimiter,
             ),
             Command::Serve { data, server } => {
-                let db = Database::open(&data).map_err(|e| e.to_string())?;
+                let db = open(&data)?;
                 serve(&db, &server, Auth::Scram).await
             }
             Command::Passwd { data, user } => passwd(&data, &user),
@@ -238,6 +238,9 @@ fn check(data: &std::path::Path) -> CliResult {
     for problem in &report.problems {
         println!("{problem}");
     }
+    for note in &report.notes {
+        println!("{note}");
+    }
     for leftover in &report.leftovers {
         println!(
             "{}: leftover of an interrupted write (removed at the next open)",
@@ -246,8 +249,8 @@ fn check(data: &std::path::Path) -> CliResult {
     }
     if report.problems.is_empty() {
         println!(
-            "ok: {} tables, {} segments, {} rows",
-            report.tables, report.segments, report.rows
+            "ok: {} tables, {} segments, {} rows, {} log records to replay",
+            report.tables, report.segments, report.rows, report.wal_records
         );
         Ok(())
     } else {
@@ -257,6 +260,16 @@ fn check(data: &std::path::Path) -> CliResult {
             data.display()
         ))
     }
+}
+
+/// Opens a data directory, telling the operator on standard error what
+/// recovery did.
+fn open(dir: &Path) -> Result<Database, String> {
+    let db = Database::open(dir).map_err(|e| e.to_string())?;
+    if let Some(report) = db.recovery_report() {
+        eprintln!("recovery: {report}");
+    }
+    Ok(db)
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -310,7 +323,7 @@ fn import(
     })?;
     let delimiter = u8::try_from(delimiter)
         .map_err(|_| "the delimiter must be a one-byte character".to_string())?;
-    let db = Database::open(data).map_err(|e| e.to_string())?;
+    let db = open(data)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -362,7 +375,7 @@ fn passwd(data: &Path, user: &str) -> CliResult {
     if password.is_empty() {
         return Err("the password is empty".into());
     }
-    let db = Database::open(data).map_err(|e| e.to_string())?;
+    let db = open(data)?;
     db.set_password(user, &password)
         .map_err(|e| e.to_string())?;
     eprintln!("password set for {user}");
@@ -419,7 +432,7 @@ async fn serve(db: &Database, server: &ServerArgs, default_auth: Auth) -> Result
 }
 
 fn open_demo(dir: &Path, config: &DemoConfig) -> Result<Database, String> {
-    let db = Database::open(dir).map_err(|e| e.to_string())?;
+    let db = open(dir)?;
     let names = db.table_names();
     let present = ["users", "items", "events"]
         .iter()

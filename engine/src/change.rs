@@ -1,0 +1,255 @@
+//! The changes the catalog makes, and their write-ahead log records
+//! (docs/format.md § Write-ahead log): every write statement is one [`Change`],
+//! encoded as one record before it is applied, and decoded and applied again
+//! when the log is replayed.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest;
+use crate::roles::Role;
+use crate::wal::{Record, RecordKind};
+
+/// One statement's change.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    CreateTable {
+        table_id: u64,
+        name: String,
+        columns: Vec<manifest::Column>,
+    },
+    DropTable {
+        table_id: u64,
+    },
+    Append(Append),
+    Delete(Delete),
+    Update {
+        delete: Delete,
+        append: Append,
+    },
+    /// The whole role list after the change.
+    Roles(Vec<Role>),
+}
+
+/// Rows appended to a table as a new in-memory segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Append {
+    pub table_id: u64,
+    pub segment_id: u64,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Positions deleted from segments of a table.
+#[derive(Debug, Clone)]
+pub(crate) struct Delete {
+    pub table_id: u64,
+    pub segments: Vec<(u64, RoaringBitmap)>,
+}
+
+/// The JSON part of a `CreateTable` record.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableJson {
+    name: String,
+    columns: Vec<manifest::Column>,
+}
+
+impl Change {
+    /// The record kind and payload.
+    pub(crate) fn encode(&self) -> Result<(RecordKind, Vec<u8>)> {
+        let mut out = Vec::new();
+        let kind = match self {
+            Change::CreateTable {
+                table_id,
+                name,
+                columns,
+            } => {
+                out.extend_from_slice(&table_id.to_le_bytes());
+                let json = TableJson {
+                    name: name.clone(),
+                    columns: columns.clone(),
+                };
+                serde_json::to_writer(&mut out, &json).expect("a table serializes");
+                RecordKind::CreateTable
+            }
+            Change::DropTable { table_id } => {
+                out.extend_from_slice(&table_id.to_le_bytes());
+                RecordKind::DropTable
+            }
+            Change::Append(append) => {
+                encode_append(append, &mut out)?;
+                RecordKind::Append
+            }
+            Change::Delete(delete) => {
+                encode_delete(delete, &mut out);
+                RecordKind::Delete
+            }
+            Change::Update { delete, append } => {
+                encode_delete(delete, &mut out);
+                encode_append(append, &mut out)?;
+                RecordKind::Update
+            }
+            Change::Roles(roles) => {
+                serde_json::to_writer(&mut out, roles).expect("roles serialize");
+                RecordKind::Roles
+            }
+        };
+        Ok((kind, out))
+    }
+
+    /// Reads a record of the log in `dir` back into a change.
+    pub(crate) fn decode(dir: &Path, record: &Record) -> Result<Change> {
+        let corrupted = |reason: String| Error::Corrupted {
+            path: dir.to_path_buf(),
+            reason: format!("record at LSN {}: {reason}", record.lsn),
+        };
+        let mut reader = Reader {
+            bytes: &record.payload,
+            at: 0,
+        };
+        let change = (|| -> std::result::Result<Change, String> {
+            Ok(match record.kind {
+                RecordKind::CreateTable => {
+                    let table_id = reader.u64()?;
+                    let json: TableJson =
+                        serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?;
+                    Change::CreateTable {
+                        table_id,
+                        name: json.name,
+                        columns: json.columns,
+                    }
+                }
+                RecordKind::DropTable => Change::DropTable {
+                    table_id: reader.u64()?,
+                },
+                RecordKind::Append => Change::Append(decode_append(&mut reader)?),
+                RecordKind::Delete => Change::Delete(decode_delete(&mut reader)?),
+                RecordKind::Update => {
+                    let delete = decode_delete(&mut reader)?;
+                    let append = decode_append(&mut reader)?;
+                    if delete.table_id != append.table_id {
+                        return Err("an update names two tables".to_string());
+                    }
+                    Change::Update { delete, append }
+                }
+                RecordKind::Roles => {
+                    Change::Roles(serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?)
+                }
+            })
+        })()
+        .map_err(corrupted)?;
+        Ok(change)
+    }
+}
+
+fn encode_append(append: &Append, out: &mut Vec<u8>) -> Result<()> {
+    out.extend_from_slice(&append.table_id.to_le_bytes());
+    out.extend_from_slice(&append.segment_id.to_le_bytes());
+    let schema = append
+        .batches
+        .first()
+        .map(RecordBatch::schema)
+        .expect("an append holds rows");
+    let mut writer = StreamWriter::try_new(&mut *out, &schema)?;
+    for batch in &append.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+fn encode_delete(delete: &Delete, out: &mut Vec<u8>) {
+    out.extend_from_slice(&delete.table_id.to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(delete.segments.len())
+            .expect("segment ids are 32-bit")
+            .to_le_bytes(),
+    );
+    for (segment_id, positions) in &delete.segments {
+        out.extend_from_slice(&segment_id.to_le_bytes());
+        let bytes = u32::try_from(positions.serialized_size())
+            .expect("a bitmap of u32 positions serializes in under 4 GiB");
+        out.extend_from_slice(&bytes.to_le_bytes());
+        positions
+            .serialize_into(&mut *out)
+            .expect("writing to a Vec does not fail");
+    }
+}
+
+fn decode_append(reader: &mut Reader) -> std::result::Result<Append, String> {
+    let table_id = reader.u64()?;
+    let segment_id = reader.u64()?;
+    let mut cursor = Cursor::new(reader.rest());
+    let stream = StreamReader::try_new(&mut cursor, None).map_err(|e| e.to_string())?;
+    let batches = stream
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    reader.at += cursor.position() as usize;
+    if batches.is_empty() {
+        return Err("an append without rows".to_string());
+    }
+    Ok(Append {
+        table_id,
+        segment_id,
+        batches,
+    })
+}
+
+fn decode_delete(reader: &mut Reader) -> std::result::Result<Delete, String> {
+    let table_id = reader.u64()?;
+    let count = reader.u32()?;
+    let mut segments = Vec::new();
+    for _ in 0..count {
+        let segment_id = reader.u64()?;
+        let bytes = reader.u32()? as usize;
+        let bitmap = reader.take(bytes)?;
+        let positions = RoaringBitmap::deserialize_from(bitmap)
+            .map_err(|e| format!("not a portable roaring bitmap: {e}"))?;
+        segments.push((segment_id, positions));
+    }
+    Ok(Delete { table_id, segments })
+}
+
+/// Reads a payload front to back.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| format!("the payload ends at byte {}", self.bytes.len()))?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        let rest = &self.bytes[self.at..];
+        self.at = self.bytes.len();
+        rest
+    }
+}
