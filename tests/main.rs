@@ -7,6 +7,7 @@
 mod api;
 mod cli;
 mod clients;
+mod crash;
 mod differential;
 /// The throw-away PostgreSQL server the benchmarks use as a peer (they read
 /// fields the tests do not).
@@ -25,6 +26,7 @@ fn main() {
     trials.extend(cli::trials());
     trials.extend(wire::trials());
     trials.extend(clients::trials());
+    trials.extend(crash::trials());
     trials.extend(differential::trials());
     libtest_mimic::run(&args, trials).exit();
 }

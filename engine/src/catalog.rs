@@ -660,7 +660,7 @@ fn flush_table(
             }
         }
     };
-    let dirty = |s: &Segment| !s.deleted.is_empty() && s.deletes_file.is_none();
+    let dirty = |s: &Segment| !s.deletes_written;
     if !snapshot.segments.iter().any(|s| rewrite(s) || dirty(s)) {
         return Ok(None);
     }
@@ -705,6 +705,8 @@ fn write_deletes(store: &Store, segment: &Segment) -> Result<Segment> {
     let crate::table::SegmentData::File(reader) = &segment.data else {
         unreachable!("in-memory segments are flushed, not given deletion vectors")
     };
+    // A new generation, never the live file rewritten: a crash before the
+    // manifest naming the new one leaves the old one intact.
     let generation = segment.deletes_file.as_ref().map_or(0, |d| d.generation) + 1;
     let path = store.deletes_path(segment.id, generation);
     let (bytes, crc32c) = deletes::write(&path, segment.id, &segment.deleted)?;

@@ -35,9 +35,12 @@ pub struct Segment {
     pub(crate) data: SegmentData,
     /// Positions deleted from the segment (empty when none).
     pub(crate) deleted: Arc<RoaringBitmap>,
-    /// The deletion vector file that holds exactly `deleted`, once one is
-    /// written; `None` while the latest deletes are only in the WAL.
+    /// The segment's latest deletion vector file, if one was written.
     pub(crate) deletes_file: Option<manifest::Deletes>,
+    /// Whether `deletes_file` holds exactly `deleted` (false while the
+    /// latest deletes are only in the WAL; the next checkpoint writes the
+    /// next generation).
+    pub(crate) deletes_written: bool,
 }
 
 /// Where a segment's rows are.
@@ -59,6 +62,7 @@ impl Segment {
             data: SegmentData::Memory(batches.into()),
             deleted: Arc::new(RoaringBitmap::new()),
             deletes_file: None,
+            deletes_written: true,
         }
     }
 
@@ -74,6 +78,7 @@ impl Segment {
             data: SegmentData::File(reader),
             deleted: Arc::new(deleted),
             deletes_file,
+            deletes_written: true,
         }
     }
 
@@ -84,7 +89,8 @@ impl Segment {
             row_count: self.row_count,
             data: self.data.clone(),
             deleted: Arc::new(self.deleted.as_ref() | more),
-            deletes_file: None,
+            deletes_file: self.deletes_file.clone(),
+            deletes_written: more.is_subset(&self.deleted),
         }
     }
 
