@@ -24,6 +24,10 @@ pub fn trials() -> Vec<Trial> {
         trial("clients::asyncpg_pool", asyncpg_pool),
         trial("clients::node_pg", node_pg),
         trial("clients::jdbc", jdbc),
+        trial(
+            "clients::segment_files_read_by_pyarrow_and_duckdb",
+            segment_files_read_by_pyarrow_and_duckdb,
+        ),
     ]
 }
 
@@ -79,6 +83,75 @@ fn jdbc() -> Result<(), Failed> {
             .arg(port.to_string());
         command
     })
+}
+
+/// Segment files are standard Parquet: pyarrow and DuckDB read every type back
+/// with the values cohortdb stored, and see the cohortdb metadata. They also show
+/// what is physically on disk: a deleted row stays in its file (the deletion
+/// vector is cohortdb's) until VACUUM rewrites the file without it.
+fn segment_files_read_by_pyarrow_and_duckdb() -> Result<(), Failed> {
+    let python = python()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let db = Database::open(&data)?;
+    block_on(async {
+        let session = db.session();
+        for sql in [
+            "CREATE TABLE t (id BIGINT NOT NULL, name TEXT, spend DECIMAL(12,2), score DOUBLE PRECISION, \
+             ok BOOLEAN, day DATE, at TIMESTAMP, at_tz TIMESTAMPTZ, small SMALLINT, n INTEGER, r REAL, raw BYTEA)",
+            "INSERT INTO t VALUES \
+             (1, 'beijing', 100.50, 0.25, true, DATE '2026-01-31', TIMESTAMP '2026-01-01 10:00:00', \
+              TIMESTAMPTZ '2026-01-01 10:00:00+00', -3, 7, 1.5, '\\x0102'), \
+             (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), \
+             (3, 'erase-me-7f3a', 0.00, -1e-7, false, DATE '1999-12-31', TIMESTAMP '2026-03-15 23:59:59.5', \
+              TIMESTAMPTZ '2026-03-15 23:59:59.5+00', 32767, -2147483648, -0.5, '')",
+            // Enough rows that one deleted stays below the fraction that makes a
+            // checkpoint compact the file.
+            "INSERT INTO t (id) SELECT x FROM generate_series(10, 19) g(x)",
+            "CHECKPOINT",
+            "DELETE FROM t WHERE id = 3",
+            "CHECKPOINT",
+        ] {
+            session.execute(sql).await?;
+        }
+        Ok(())
+    })?;
+    let read = |expected: &str| -> Result<(), Failed> {
+        let output = Command::new(&python)
+            .arg(script("segment_files.py"))
+            .arg(&data)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)).into());
+        }
+        assert_eq!(stdout, expected);
+        Ok(())
+    };
+    let schema = "schema: id int64 not null, name string, spend decimal128(12, 2), score double, \
+                  ok bool, day date32[day], at timestamp[us], at_tz timestamp[us, tz=UTC], \
+                  small int16, n int32, r float, raw binary\n";
+    let row1 = "1|beijing|100.50|0.25|True|2026-01-31|2026-01-01 10:00:00|2026-01-01 10:00:00+00:00|-3|7|1.5|b'\\x01\\x02'\n";
+    let row2 = "2|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL\n";
+    let row3 = "3|erase-me-7f3a|0.00|-1e-07|False|1999-12-31|2026-03-15 23:59:59.500000|2026-03-15 23:59:59.500000+00:00|32767|-2147483648|-0.5|b''\n";
+    let more: String = (10..20)
+        .map(|id| format!("{id}|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL\n"))
+        .collect();
+    // The deleted row is still in the file, marked deleted by a deletion vector.
+    read(&format!(
+        "0000000000000004.parquet pyarrow_rows=13 duckdb_rows=13 cohortdb.format_version=2 \
+         cohortdb.row_count=13 cohortdb.segment_id=4 cohortdb.table_id=1\n{schema}{row1}{row2}{row3}{more}"
+    ))?;
+    block_on(async {
+        db.session().execute("VACUUM t").await?;
+        Ok(())
+    })?;
+    // VACUUM rewrote the file without it.
+    read(&format!(
+        "0000000000000005.parquet pyarrow_rows=12 duckdb_rows=12 cohortdb.format_version=2 \
+         cohortdb.row_count=12 cohortdb.segment_id=5 cohortdb.table_id=1\n{schema}{row1}{row2}{more}"
+    ))?;
+    Ok(())
 }
 
 /// Where scripts/install-clients.sh installs the clients.
