@@ -153,10 +153,22 @@ fn check_wal(dir: &Path, start_lsn: u64, report: &mut Report) {
     };
     let mut next: Option<u64> = None;
     for (i, path) in files.iter().enumerate() {
-        let scanned = match std::fs::read(path)
-            .map_err(crate::Error::io(path))
-            .and_then(|bytes| wal::scan_file(path, &bytes))
-        {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.problems.push(crate::Error::io(path)(e).to_string());
+                return;
+            }
+        };
+        if i + 1 == files.len() && bytes.len() < wal::HEADER_BYTES {
+            report.notes.push(format!(
+                "{}: a log file whose creation was interrupted ({} bytes), which the next open removes",
+                path.display(),
+                bytes.len()
+            ));
+            break;
+        }
+        let scanned = match wal::scan_file(path, &bytes) {
             Ok(scanned) => scanned,
             Err(e) => {
                 report.problems.push(e.to_string());

@@ -9,6 +9,7 @@ use roaring::RoaringBitmap;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::framing;
+use crate::io::Storage;
 use crate::manifest;
 
 /// `CDBDV\0\0` and the format version.
@@ -95,10 +96,15 @@ pub(crate) fn decode(
 /// Writes a deletion vector file: to a temporary name, synced, renamed into
 /// place, the directory synced. Returns the file's size and CRC-32C for the
 /// manifest.
-pub(crate) fn write(path: &Path, segment_id: u64, deleted: &RoaringBitmap) -> Result<(u64, u32)> {
+pub(crate) fn write(
+    storage: &dyn Storage,
+    path: &Path,
+    segment_id: u64,
+    deleted: &RoaringBitmap,
+) -> Result<(u64, u32)> {
     let bytes = encode(segment_id, deleted);
     let tmp = path.with_extension("dv.tmp");
-    durable::write_whole(&tmp, path, &bytes)?;
+    durable::write_whole(storage, &tmp, path, &bytes)?;
     Ok((bytes.len() as u64, crc32c::crc32c(&bytes)))
 }
 
@@ -190,7 +196,7 @@ mod tests {
         let path = deletes_path(dir.path(), 0x10, 3);
         assert!(path.ends_with("0000000000000010-3.dv"));
         let deleted: RoaringBitmap = (0..1000u32).step_by(3).collect();
-        let (bytes, crc) = write(&path, 0x10, &deleted).expect("written");
+        let (bytes, crc) = write(&crate::io::Os, &path, 0x10, &deleted).expect("written");
         let on_disk = fs::read(&path).expect("read");
         assert_eq!(on_disk.len() as u64, bytes);
         assert_eq!(crc32c::crc32c(&on_disk), crc);

@@ -18,6 +18,7 @@ pub mod error;
 pub mod export;
 mod framing;
 pub mod import;
+pub mod io;
 pub mod limits;
 mod manifest;
 mod mmap;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::framing;
+use crate::io::Storage;
 use crate::limits;
 use crate::roles::Role;
 use crate::types::{self, ColumnDef, ColumnType};
@@ -197,10 +198,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>> {
 
 /// Replaces `MANIFEST` in `dir` atomically: written to `MANIFEST.tmp`, synced,
 /// renamed over the old one, the directory synced.
-pub(crate) fn write(dir: &Path, manifest: &Manifest) -> Result<()> {
+pub(crate) fn write(storage: &dyn Storage, dir: &Path, manifest: &Manifest) -> Result<()> {
     let bytes = encode(manifest);
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    durable::write_whole(&tmp, &dir.join(FILE_NAME), &bytes)
+    durable::write_whole(storage, &tmp, &dir.join(FILE_NAME), &bytes)
 }
 
 #[cfg(test)]
@@ -253,7 +254,7 @@ mod tests {
     fn manifests_read_back_as_written() {
         let dir = tempfile::tempdir().expect("temp dir");
         assert_eq!(read(dir.path()).expect("no manifest"), None);
-        write(dir.path(), &sample()).expect("written");
+        write(&crate::io::Os, dir.path(), &sample()).expect("written");
         assert_eq!(read(dir.path()).expect("read"), Some(sample()));
         assert!(!dir.path().join("MANIFEST.tmp").exists());
         let bytes = fs::read(dir.path().join(FILE_NAME)).expect("file");

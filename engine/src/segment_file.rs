@@ -2,7 +2,7 @@
 //! that other tools read, written with fixed writer properties and cohortdb's
 //! key-value metadata, checked against the manifest's size and CRC-32C.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 
 use crate::durable;
 use crate::error::{Error, Result};
+use crate::io::Storage;
 use crate::mmap;
 use crate::predicate::{CmpOp, Predicate};
 
@@ -80,23 +81,26 @@ fn writer_properties(
         .build()
 }
 
-/// Counts and checksums what passes through to the file.
-struct Checksummed {
+/// Counts and checksums what passes through to the file, written through the
+/// storage.
+struct Checksummed<'a> {
+    storage: &'a dyn Storage,
+    path: &'a Path,
     file: File,
     bytes: u64,
     crc32c: u32,
 }
 
-impl Write for Checksummed {
+impl Write for Checksummed<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.file.write(buf)?;
-        self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..written]);
-        self.bytes += written as u64;
-        Ok(written)
+        self.storage.write(&self.file, self.path, buf)?;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, buf);
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 
@@ -105,6 +109,7 @@ impl Write for Checksummed {
 /// what the manifest records of it. Nothing is left under either name when it
 /// fails.
 pub(crate) fn write(
+    storage: &dyn Storage,
     path: &Path,
     table_id: u64,
     segment_id: u64,
@@ -115,8 +120,10 @@ pub(crate) fn write(
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let tmp = path.with_extension("parquet.tmp");
     let written = (|| -> Result<Checksummed> {
-        let file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        let file = storage.create(&tmp).map_err(Error::io(&tmp))?;
         let sink = Checksummed {
+            storage,
+            path: &tmp,
             file,
             bytes: 0,
             crc32c: 0,
@@ -132,17 +139,17 @@ pub(crate) fn write(
             writer.write(batch).map_err(parquet_error)?;
         }
         let sink = writer.into_inner().map_err(parquet_error)?;
-        sink.file.sync_all().map_err(Error::io(&tmp))?;
+        storage.sync(&sink.file, &tmp).map_err(Error::io(&tmp))?;
         Ok(sink)
     })();
     let sink = match written {
         Ok(sink) => sink,
         Err(e) => {
-            let _ = fs::remove_file(&tmp);
+            let _ = storage.remove(&tmp);
             return Err(e);
         }
     };
-    durable::install(&tmp, path)?;
+    durable::install(storage, &tmp, path)?;
     Ok(SegmentFile {
         table_id,
         segment_id,
@@ -463,6 +470,7 @@ impl Statistics<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::sync::Arc;
 
     use arrow::array::{
@@ -542,7 +550,7 @@ mod tests {
         assert!(path.ends_with("000000000000002a.parquet"));
         let batches = [batch(0, 1000), batch(1000, 2500)];
         let schema = batches[0].schema();
-        let file = write(&path, 7, 0x2a, &schema, &batches, 1024).expect("written");
+        let file = write(&crate::io::Os, &path, 7, 0x2a, &schema, &batches, 1024).expect("written");
         assert_eq!(file.rows, 3500);
         assert_eq!(file.bytes, fs::metadata(&path).expect("exists").len());
         assert_eq!(file.crc32c, crc32c::crc32c(&fs::read(&path).expect("read")));
@@ -580,7 +588,7 @@ mod tests {
         // user_id 0..3500 in row groups of 1024: [0, 1023], [1024, 2047], ...
         let batches = [batch(0, 1000), batch(1000, 2500)];
         let schema = batches[0].schema();
-        let file = write(&path, 1, 1, &schema, &batches, 1024).expect("written");
+        let file = write(&crate::io::Os, &path, 1, 1, &schema, &batches, 1024).expect("written");
         let id = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
         let compare = |op, v| Predicate::Compare {
             column: 0,
@@ -656,7 +664,16 @@ mod tests {
         let path = segment_path(dir.path(), 3);
         let batches = [batch(0, 100)];
         let schema = batches[0].schema();
-        let file = write(&path, 1, 3, &schema, &batches, ROW_GROUP_ROWS).expect("written");
+        let file = write(
+            &crate::io::Os,
+            &path,
+            1,
+            3,
+            &schema,
+            &batches,
+            ROW_GROUP_ROWS,
+        )
+        .expect("written");
         let reason = |expected: SegmentFile| {
             read(&path, &expected, &schema)
                 .expect_err("corrupted")

@@ -9,10 +9,12 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::deletes;
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
+use crate::io::Storage;
 use crate::manifest::{self, Manifest};
 use crate::segment_file;
 use crate::upgrade;
@@ -25,13 +27,14 @@ pub(crate) const TAGS_DIR: &str = "tags";
 #[derive(Debug)]
 pub(crate) struct Store {
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     _lock: File,
 }
 
 impl Store {
     /// Opens (creating if needed) a data directory, takes its lock and reads
     /// its manifest.
-    pub fn open(dir: &Path) -> Result<(Store, Manifest)> {
+    pub fn open(dir: &Path, storage: Arc<dyn Storage>) -> Result<(Store, Manifest)> {
         for folder in [SEGMENTS_DIR, DELETES_DIR, WAL_DIR, TAGS_DIR] {
             let path = dir.join(folder);
             fs::create_dir_all(&path).map_err(Error::io(&path))?;
@@ -50,19 +53,21 @@ impl Store {
         }
         let store = Store {
             dir: dir.to_path_buf(),
+            storage,
             _lock: lock,
         };
+        let storage = store.storage.as_ref();
         let manifest = match manifest::read(dir)? {
             Some(manifest) => {
                 if upgrade::is_v1(dir) {
-                    upgrade::remove_v1(dir)?;
+                    upgrade::remove_v1(storage, dir)?;
                 }
                 manifest
             }
-            None if upgrade::is_v1(dir) => upgrade::upgrade(dir)?,
+            None if upgrade::is_v1(dir) => upgrade::upgrade(storage, dir)?,
             None => {
                 let manifest = Manifest::empty();
-                manifest::write(dir, &manifest)?;
+                manifest::write(storage, dir, &manifest)?;
                 manifest
             }
         };
@@ -71,6 +76,10 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     pub fn wal_dir(&self) -> PathBuf {
@@ -91,7 +100,7 @@ impl Store {
 
     /// Replaces the manifest atomically.
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        manifest::write(&self.dir, manifest)
+        manifest::write(self.storage.as_ref(), &self.dir, manifest)
     }
 
     /// Removes segment and deletion vector files the manifest does not name,
@@ -102,10 +111,10 @@ impl Store {
             let dir = self.dir.join(folder);
             for path in files_in(&dir)? {
                 if !live.contains(&path) {
-                    let _ = fs::remove_file(&path);
+                    let _ = self.storage.remove(&path);
                 }
             }
-            sync_dir(&dir)?;
+            sync_dir(self.storage.as_ref(), &dir)?;
         }
         Ok(())
     }

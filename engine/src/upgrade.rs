@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
+use crate::io::Storage;
 use crate::limits;
 use crate::manifest::{self, Manifest};
 use crate::roles::Role;
@@ -54,7 +55,7 @@ pub(crate) fn is_v1(dir: &Path) -> bool {
 
 /// Converts the version 1 directory `dir` (whose lock the caller holds) and
 /// returns its version 2 manifest, already written.
-pub(crate) fn upgrade(dir: &Path) -> Result<Manifest> {
+pub(crate) fn upgrade(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
     let v1 = read_v1_manifest(dir)?;
     let manifest_path = dir.join(V1_MANIFEST_FILE);
     let mut tables = Vec::with_capacity(v1.tables.len());
@@ -73,6 +74,7 @@ pub(crate) fn upgrade(dir: &Path) -> Result<Manifest> {
             }
             let path = segment_file::segment_path(&dir.join(SEGMENTS_DIR), segment.id);
             let file = segment_file::write(
+                storage,
                 &path,
                 entry.id,
                 segment.id,
@@ -98,25 +100,25 @@ pub(crate) fn upgrade(dir: &Path) -> Result<Manifest> {
         roles: v1.roles,
         tags: Vec::new(),
     };
-    manifest::write(dir, &manifest)?;
-    remove_v1(dir)?;
+    manifest::write(storage, dir, &manifest)?;
+    remove_v1(storage, dir)?;
     Ok(manifest)
 }
 
 /// Removes what is left of version 1 once a version 2 manifest exists (a crash
 /// after the conversion wrote it leaves them).
-pub(crate) fn remove_v1(dir: &Path) -> Result<()> {
+pub(crate) fn remove_v1(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let segments = dir.join(SEGMENTS_DIR);
     for entry in fs::read_dir(&segments).map_err(Error::io(&segments))? {
         let path = entry.map_err(Error::io(&segments))?.path();
         if path.extension().is_some_and(|e| e == "arrow") {
-            fs::remove_file(&path).map_err(Error::io(&path))?;
+            storage.remove(&path).map_err(Error::io(&path))?;
         }
     }
-    sync_dir(&segments)?;
+    sync_dir(storage, &segments)?;
     let manifest = dir.join(V1_MANIFEST_FILE);
-    fs::remove_file(&manifest).map_err(Error::io(&manifest))?;
-    sync_dir(dir)
+    storage.remove(&manifest).map_err(Error::io(&manifest))?;
+    sync_dir(storage, dir)
 }
 
 fn read_v1_manifest(dir: &Path) -> Result<V1Manifest> {

@@ -7,13 +7,13 @@
 //! data directory's `wal/` folder: recovery on open, appends, syncs, rotation.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use crate::framing;
+use crate::io::Storage;
 use crate::limits;
 
 /// `CDBWAL\0` and the format version.
@@ -222,6 +222,15 @@ fn later_record(bytes: &[u8], from: usize, expected: u64) -> Option<usize> {
     })
 }
 
+/// What a sync outside the writer's lock needs (see [`Wal::sync_target`]).
+pub(crate) struct SyncTarget {
+    pub storage: Arc<dyn Storage>,
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    /// The LSN the sync makes durable, with every one before it.
+    pub last_lsn: u64,
+}
+
 /// What recovery cut from the end of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cut {
@@ -233,10 +242,11 @@ pub(crate) struct Cut {
 /// appended to, and the next LSN.
 #[derive(Debug)]
 pub(crate) struct Wal {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     file_bytes_max: u64,
-    /// The file being appended to and its size.
-    current: Option<(Arc<File>, u64)>,
+    /// The file being appended to, its path and its size.
+    current: Option<(Arc<File>, PathBuf, u64)>,
     /// Bytes appended since the log was opened or last reset.
     appended: u64,
     /// Bytes appended since the last sync.
@@ -262,6 +272,7 @@ impl Wal {
     /// file (truncating and syncing it) and returns the records from
     /// `start_lsn` on. A log with no records continues at `start_lsn`.
     pub(crate) fn open(
+        storage: Arc<dyn Storage>,
         dir: &Path,
         start_lsn: u64,
         file_bytes_max: u64,
@@ -274,6 +285,22 @@ impl Wal {
         let mut last: Option<(PathBuf, u64)> = None;
         for (i, path) in files.iter().enumerate() {
             let bytes = fs::read(path).map_err(Error::io(path))?;
+            if i + 1 == files.len() && bytes.len() < HEADER_BYTES {
+                // A crash (or failed write) while the last file was being
+                // created: its header never became durable, so no record
+                // can be in it.
+                storage.remove(path).map_err(Error::io(path))?;
+                sync_dir(storage.as_ref(), dir)?;
+                cut = Some(Cut {
+                    file: path.clone(),
+                    tail: TornTail {
+                        offset: 0,
+                        bytes: bytes.len() as u64,
+                        lsn: first_lsn_of(path).unwrap_or(0),
+                    },
+                });
+                break;
+            }
             let scanned = scan_file(path, &bytes)?;
             if let Some(expected) = next_lsn
                 && scanned.first_lsn != expected
@@ -319,9 +346,9 @@ impl Wal {
         // the old files go so the LSN sequence stays unbroken.
         if next_lsn.is_some_and(|next| next < start_lsn) {
             for path in &files {
-                fs::remove_file(path).map_err(Error::io(path))?;
+                storage.remove(path).map_err(Error::io(path))?;
             }
-            sync_dir(dir)?;
+            sync_dir(storage.as_ref(), dir)?;
             last = None;
             cut = None;
         }
@@ -332,11 +359,12 @@ impl Wal {
                     .append(true)
                     .open(&path)
                     .map_err(Error::io(&path))?;
-                Some((Arc::new(file), size))
+                Some((Arc::new(file), path, size))
             }
             _ => None,
         };
         let wal = Wal {
+            storage,
             dir: dir.to_path_buf(),
             file_bytes_max,
             current,
@@ -363,14 +391,14 @@ impl Wal {
         let full = self
             .current
             .as_ref()
-            .is_some_and(|(_, size)| size + bytes.len() as u64 > self.file_bytes_max);
+            .is_some_and(|(_, _, size)| size + bytes.len() as u64 > self.file_bytes_max);
         if full || self.current.is_none() {
             self.start_file(lsn)?;
         }
-        let (file, size) = self.current.as_mut().expect("a file was started");
-        if let Err(e) = file.as_ref().write_all(&bytes) {
+        let (file, path, size) = self.current.as_mut().expect("a file was started");
+        if let Err(e) = self.storage.write(file, path, &bytes) {
             self.failed = true;
-            return Err(Error::io(&file_path(&self.dir, lsn))(e));
+            return Err(Error::io(path.as_path())(e));
         }
         *size += bytes.len() as u64;
         self.appended += bytes.len() as u64;
@@ -382,11 +410,11 @@ impl Wal {
     /// Makes every appended record durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
         self.check_usable()?;
-        if let Some((file, _)) = &self.current
-            && let Err(e) = file.sync_data()
+        if let Some((file, path, _)) = &self.current
+            && let Err(e) = self.storage.sync(file, path)
         {
             self.failed = true;
-            return Err(Error::io(&self.dir)(e));
+            return Err(Error::io(path.as_path())(e));
         }
         self.unsynced = 0;
         Ok(())
@@ -400,12 +428,14 @@ impl Wal {
     /// What a sync outside the writer's lock needs: the file being appended
     /// to (every earlier file was synced when it was closed) and the LSN of
     /// the last record appended to it. `None` when nothing was appended.
-    pub(crate) fn sync_target(&self) -> Result<Option<(Arc<File>, u64)>> {
+    pub(crate) fn sync_target(&self) -> Result<Option<SyncTarget>> {
         self.check_usable()?;
-        Ok(self
-            .current
-            .as_ref()
-            .map(|(file, _)| (Arc::clone(file), self.next_lsn - 1)))
+        Ok(self.current.as_ref().map(|(file, path, _)| SyncTarget {
+            storage: Arc::clone(&self.storage),
+            file: Arc::clone(file),
+            path: path.clone(),
+            last_lsn: self.next_lsn - 1,
+        }))
     }
 
     /// Records that a sync made outside the writer's lock failed: the log
@@ -426,9 +456,9 @@ impl Wal {
         self.current = None;
         self.appended = 0;
         for path in wal_files(&self.dir)? {
-            fs::remove_file(&path).map_err(Error::io(&path))?;
+            self.storage.remove(&path).map_err(Error::io(&path))?;
         }
-        sync_dir(&self.dir)
+        sync_dir(self.storage.as_ref(), &self.dir)
     }
 
     fn start_file(&mut self, first_lsn: u64) -> Result<()> {
@@ -437,12 +467,10 @@ impl Wal {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let started = (|| -> std::io::Result<File> {
-            let mut file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
-            file.write_all(&encode_header(first_lsn, created))?;
-            file.sync_all()?;
+            let file = self.storage.create_new(&path)?;
+            self.storage
+                .write(&file, &path, &encode_header(first_lsn, created))?;
+            self.storage.sync(&file, &path)?;
             Ok(file)
         })();
         let file = match started {
@@ -454,14 +482,17 @@ impl Wal {
         };
         // The previous file's records must be durable before the new file
         // can be found by recovery after them.
-        if let Some((previous, _)) = &self.current
-            && let Err(e) = previous.sync_data()
+        if let Some((previous, previous_path, _)) = &self.current
+            && let Err(e) = self.storage.sync(previous, previous_path)
         {
             self.failed = true;
-            return Err(Error::io(&self.dir)(e));
+            return Err(Error::io(previous_path.as_path())(e));
         }
-        sync_dir(&self.dir)?;
-        self.current = Some((Arc::new(file), HEADER_BYTES as u64));
+        if let Err(e) = sync_dir(self.storage.as_ref(), &self.dir) {
+            self.failed = true;
+            return Err(e);
+        }
+        self.current = Some((Arc::new(file), path, HEADER_BYTES as u64));
         Ok(())
     }
 
@@ -512,6 +543,10 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    fn os() -> Arc<dyn Storage> {
+        Arc::new(crate::io::Os)
+    }
+
     use super::*;
 
     fn file(first_lsn: u64, payloads: &[&[u8]]) -> Vec<u8> {
@@ -678,7 +713,7 @@ mod tests {
     fn the_log_reopens_across_files_and_continues() {
         let dir = tempfile::tempdir().expect("temp dir");
         let wal_dir = dir.path().join("wal");
-        let (mut wal, recovered) = Wal::open(&wal_dir, 1, 100).expect("new log");
+        let (mut wal, recovered) = Wal::open(os(), &wal_dir, 1, 100).expect("new log");
         assert!(recovered.records.is_empty());
         for i in 1..=6u64 {
             let payload = format!("statement {i} with some bytes");
@@ -692,7 +727,7 @@ mod tests {
         drop(wal);
         // Small files: each holds one or two records, so the log spans several.
         assert!(wal_files(&wal_dir).expect("files").len() >= 3);
-        let (mut wal, recovered) = Wal::open(&wal_dir, 3, 100).expect("reopen");
+        let (mut wal, recovered) = Wal::open(os(), &wal_dir, 3, 100).expect("reopen");
         assert_eq!(recovered.cut, None);
         assert_eq!(
             payloads(&recovered)
@@ -711,7 +746,7 @@ mod tests {
         assert_eq!(wal.append(RecordKind::Roles, b"y").expect("append"), 8);
         wal.sync().expect("sync");
         drop(wal);
-        let (_, recovered) = Wal::open(&wal_dir, 8, 100).expect("reopen");
+        let (_, recovered) = Wal::open(os(), &wal_dir, 8, 100).expect("reopen");
         assert_eq!(
             payloads(&recovered)
                 .iter()
@@ -725,12 +760,12 @@ mod tests {
     fn a_log_that_ends_before_the_start_restarts_there() {
         let dir = tempfile::tempdir().expect("temp dir");
         let wal_dir = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&wal_dir, 1, 1 << 20).expect("new log");
+        let (mut wal, _) = Wal::open(os(), &wal_dir, 1, 1 << 20).expect("new log");
         wal.append(RecordKind::Append, b"covered by the manifest")
             .expect("append");
         wal.sync().expect("sync");
         drop(wal);
-        let (mut wal, recovered) = Wal::open(&wal_dir, 10, 1 << 20).expect("reopen");
+        let (mut wal, recovered) = Wal::open(os(), &wal_dir, 10, 1 << 20).expect("reopen");
         assert!(recovered.records.is_empty());
         assert_eq!(
             wal.append(RecordKind::Append, b"after").expect("append"),
@@ -742,7 +777,7 @@ mod tests {
             wal_files(&wal_dir).expect("files"),
             [file_path(&wal_dir, 10)]
         );
-        let (_, recovered) = Wal::open(&wal_dir, 10, 1 << 20).expect("reopen");
+        let (_, recovered) = Wal::open(os(), &wal_dir, 10, 1 << 20).expect("reopen");
         assert_eq!(payloads(&recovered), [(10, "after".to_string())]);
     }
 
@@ -750,7 +785,7 @@ mod tests {
     fn a_torn_tail_is_cut_and_the_log_continues_after_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let wal_dir = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&wal_dir, 1, 1 << 20).expect("new log");
+        let (mut wal, _) = Wal::open(os(), &wal_dir, 1, 1 << 20).expect("new log");
         wal.append(RecordKind::Append, b"acknowledged")
             .expect("append");
         wal.sync().expect("sync");
@@ -764,7 +799,7 @@ mod tests {
             .open(&path)
             .and_then(|f| f.set_len(length - 5))
             .expect("cut");
-        let (mut wal, recovered) = Wal::open(&wal_dir, 1, 1 << 20).expect("recovers");
+        let (mut wal, recovered) = Wal::open(os(), &wal_dir, 1, 1 << 20).expect("recovers");
         assert_eq!(payloads(&recovered), [(1, "acknowledged".to_string())]);
         let cut = recovered.cut.expect("a cut");
         assert_eq!(cut.tail.lsn, 2);
@@ -776,7 +811,7 @@ mod tests {
         assert_eq!(wal.append(RecordKind::Append, b"next").expect("append"), 2);
         wal.sync().expect("sync");
         drop(wal);
-        let (_, recovered) = Wal::open(&wal_dir, 1, 1 << 20).expect("reopen");
+        let (_, recovered) = Wal::open(os(), &wal_dir, 1, 1 << 20).expect("reopen");
         assert_eq!(
             payloads(&recovered),
             [(1, "acknowledged".to_string()), (2, "next".to_string())]
@@ -787,7 +822,7 @@ mod tests {
     fn damage_in_an_earlier_file_or_a_missing_file_stops_the_open() {
         let dir = tempfile::tempdir().expect("temp dir");
         let wal_dir = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&wal_dir, 1, 80).expect("new log");
+        let (mut wal, _) = Wal::open(os(), &wal_dir, 1, 80).expect("new log");
         for i in 0..6 {
             wal.append(RecordKind::Append, format!("record number {i}").as_bytes())
                 .expect("append");
@@ -799,12 +834,12 @@ mod tests {
         // A torn record in a file that later files follow is corruption.
         let first = fs::read(&files[0]).expect("read");
         fs::write(&files[0], &first[..first.len() - 3]).expect("write");
-        let error = Wal::open(&wal_dir, 1, 80).expect_err("damaged middle file");
+        let error = Wal::open(os(), &wal_dir, 1, 80).expect_err("damaged middle file");
         assert!(error.to_string().contains("later files follow"), "{error}");
         fs::write(&files[0], &first).expect("restore");
         // A missing file breaks the LSN sequence.
         fs::remove_file(&files[1]).expect("remove");
-        let error = Wal::open(&wal_dir, 1, 80).expect_err("gap");
+        let error = Wal::open(os(), &wal_dir, 1, 80).expect_err("gap");
         assert!(
             error.to_string().contains("was due (a file is missing"),
             "{error}"
