@@ -22,6 +22,14 @@ impl DataFiles {
         };
         self.dir.join(format!("{table}.{ext}"))
     }
+
+    /// Rows of `table` (0 for a table not in the dataset).
+    pub fn rows(&self, table: &str) -> u64 {
+        self.tables
+            .iter()
+            .find(|(t, _)| t == table)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 /// Writes the dataset for (users, seed) unless it is already there. The files live

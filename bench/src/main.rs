@@ -10,9 +10,12 @@
 mod check;
 mod data;
 mod experiment;
+mod load;
+mod memory;
 mod peers;
 mod postgres;
 mod report;
+mod scan;
 mod suites;
 mod wire;
 
@@ -46,6 +49,15 @@ struct Cli {
     /// Directory for the JSON results.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
+    /// load-child only: the data directory to load into.
+    #[arg(long, hide = true)]
+    child_data: Option<PathBuf>,
+    /// load-child only: the demo table to load.
+    #[arg(long, hide = true, default_value = "events")]
+    child_table: String,
+    /// load-child only: the input file format.
+    #[arg(long, hide = true, default_value = "parquet", value_parser = ["csv", "parquet"])]
+    child_format: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,6 +71,12 @@ pub enum Suite {
     /// Round trips over the PostgreSQL protocol: SELECT 1 and a point lookup, 1
     /// and 8 connections, simple and extended protocol (cohortdb and PostgreSQL).
     Wire,
+    /// Full scans, selective filters, a point lookup and LIMIT over events.
+    Scan,
+    /// The load suite's memory probe: one COPY and CHECKPOINT into --child-data
+    /// in this process, whose peak resident memory it prints as JSON.
+    #[value(hide = true)]
+    LoadChild,
 }
 
 fn main() {
@@ -75,7 +93,10 @@ fn main() {
         let (results, scale) = match cli.suite {
             Suite::Load => {
                 let files = data::prepare(cli.users, cli.seed)?;
-                (suites::load(&files, cli.runs, &cli.peers).await?, cli.users)
+                (
+                    load::load(&files, cli.users, cli.seed, cli.runs, &cli.peers).await?,
+                    cli.users,
+                )
             }
             Suite::Analytics => {
                 let files = data::prepare(cli.users, cli.seed)?;
@@ -83,6 +104,21 @@ fn main() {
                     suites::analytics(&files, cli.runs, &cli.peers).await?,
                     cli.users,
                 )
+            }
+            Suite::Scan => {
+                let files = data::prepare(cli.users, cli.seed)?;
+                (
+                    scan::scan(&files, cli.users, cli.runs, &cli.peers).await?,
+                    cli.users,
+                )
+            }
+            Suite::LoadChild => {
+                let files = data::prepare(cli.users, cli.seed)?;
+                let dir = cli
+                    .child_data
+                    .as_deref()
+                    .ok_or("load-child needs --child-data")?;
+                return memory::child(&files, &cli.child_table, &cli.child_format, dir).await;
             }
             Suite::Wire => (
                 wire::wire(cli.runs, &cli.peers).await?,

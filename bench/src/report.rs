@@ -33,6 +33,8 @@ pub fn write(
         Suite::Analytics => "analytics",
         Suite::Experiment => "experiment",
         Suite::Wire => "wire",
+        Suite::Scan => "scan",
+        Suite::LoadChild => "load-child",
     };
     // Only the peers that ran in this suite get columns.
     let peers: Vec<Peer> = peers
@@ -56,7 +58,7 @@ pub fn write(
                 .iter()
                 .map(|(engine, s)| (engine.clone(), json!({"seconds": s, "median": median(s)})))
                 .collect();
-            json!({"name": w.name, "rows": w.rows, "engines": engines})
+            json!({"name": w.name, "rows": w.rows, "bytes": w.bytes, "engines": engines})
         })
         .collect();
     let report = json!({
@@ -70,6 +72,7 @@ pub fn write(
             "peers": result.versions,
         },
         "workloads": workloads,
+        "details": result.details,
     });
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let scale = match suite {
@@ -99,6 +102,7 @@ fn markdown(suite: Suite, peers: &[Peer], result: &SuiteResult) -> String {
     }
     if matches!(suite, Suite::Load) {
         header.push("cohortdb rows/s".to_string());
+        header.push("cohortdb MB/s".to_string());
     }
     let mut out = format!(
         "| {} |\n|{}\n",
@@ -125,7 +129,15 @@ fn markdown(suite: Suite, peers: &[Peer], result: &SuiteResult) -> String {
             });
         }
         if matches!(suite, Suite::Load) {
-            cells.push(format!("{:.0}", w.rows as f64 / ours));
+            // Rates of a load: rows and input-file megabytes (10^6 bytes) per
+            // second; a CHECKPOINT reads no input, so it has none.
+            match w.bytes {
+                Some(bytes) => {
+                    cells.push(format!("{:.0}", w.rows as f64 / ours));
+                    cells.push(format!("{:.1}", bytes as f64 / 1e6 / ours));
+                }
+                None => cells.extend(["–".to_string(), "–".to_string()]),
+            }
         }
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }

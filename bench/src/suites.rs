@@ -18,17 +18,19 @@ pub struct Workload {
     pub name: String,
     /// Rows the workload handles (rows loaded, or rows in the scanned tables).
     pub rows: u64,
+    /// Bytes of the input file, for a load (rates are reported when set).
+    pub bytes: Option<u64>,
     pub seconds: BTreeMap<String, Vec<f64>>,
 }
 
 /// A peer's connection details and version, for a suite's run.
-struct PeerSetup {
-    peer: Peer,
+pub struct PeerSetup {
+    pub peer: Peer,
     job: serde_json::Value,
     _server: Option<Postgres>,
 }
 
-fn setup_peers(
+pub fn setup_peers(
     peers: &[Peer],
     dir: &std::path::Path,
 ) -> Result<(Vec<PeerSetup>, BTreeMap<String, String>), String> {
@@ -66,7 +68,7 @@ pub fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-fn create_table_sql(table: &str) -> String {
+pub fn create_table_sql(table: &str) -> String {
     let (_, columns) = demo::tables()
         .into_iter()
         .find(|(n, _)| *n == table)
@@ -85,7 +87,12 @@ fn create_table_sql(table: &str) -> String {
     format!("CREATE TABLE {table} ({})", columns.join(", "))
 }
 
-fn copy_sql(peer: Option<Peer>, table: &str, path: &std::path::Path, format: FileFormat) -> String {
+pub fn copy_sql(
+    peer: Option<Peer>,
+    table: &str,
+    path: &std::path::Path,
+    format: FileFormat,
+) -> String {
     let path = path.display();
     match (peer, format) {
         (Some(Peer::Duckdb), FileFormat::Csv) => {
@@ -101,7 +108,7 @@ fn copy_sql(peer: Option<Peer>, table: &str, path: &std::path::Path, format: Fil
     }
 }
 
-async fn cohortdb_run(
+pub async fn cohortdb_run(
     session: &cohortdb::Session,
     sql: &str,
 ) -> Result<(f64, Vec<RecordBatch>), String> {
@@ -118,93 +125,12 @@ pub struct SuiteResult {
     pub versions: BTreeMap<String, String>,
     /// Markdown shown after the table (the wire suite's rates and latencies).
     pub notes: String,
+    /// Figures beyond timings for the JSON report (the load suite's memory
+    /// probe), or null.
+    pub details: serde_json::Value,
 }
 
-/// CSV and Parquet ingest of each demo table into a fresh table, on disk.
-pub async fn load(files: &DataFiles, runs: usize, peers: &[Peer]) -> Result<SuiteResult, String> {
-    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (setups, versions) = setup_peers(peers, work.path())?;
-    let mut workloads = Vec::new();
-    for (table, rows) in &files.tables {
-        for format in [FileFormat::Csv, FileFormat::Parquet] {
-            let path = files.path(table, format);
-            let name = format!(
-                "load {table} ({})",
-                if format == FileFormat::Csv {
-                    "csv"
-                } else {
-                    "parquet"
-                }
-            );
-            let mut seconds = BTreeMap::new();
-            let mut ours = Vec::new();
-            for run in 0..runs {
-                let dir = work
-                    .path()
-                    .join(format!("cohortdb-{table}-{format:?}-{run}"));
-                let db = Database::open(&dir).map_err(|e| e.to_string())?;
-                let session = db.session();
-                session
-                    .execute(&create_table_sql(table))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (s, _) = cohortdb_run(&session, &copy_sql(None, table, &path, format)).await?;
-                let (_, count) =
-                    cohortdb_run(&session, &format!("SELECT count(*) FROM {table}")).await?;
-                expect_rows(&name, "cohortdb", &check::normalise(&count), *rows)?;
-                ours.push(s);
-                drop(session);
-                drop(db);
-                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
-            }
-            seconds.insert("cohortdb".to_string(), ours);
-            for setup in &setups {
-                if setup.peer == Peer::Postgres && format == FileFormat::Parquet {
-                    continue; // PostgreSQL has no Parquet reader.
-                }
-                let steps = vec![
-                    Step {
-                        name: name.clone(),
-                        before: vec![
-                            format!("DROP TABLE IF EXISTS {table}"),
-                            create_table_sql(table),
-                        ],
-                        sql: vec![copy_sql(Some(setup.peer), table, &path, format)],
-                        runs,
-                        check: false,
-                    },
-                    Step {
-                        name: "count".into(),
-                        before: vec![],
-                        sql: vec![format!("SELECT count(*) FROM {table}")],
-                        runs: 1,
-                        check: true,
-                    },
-                ];
-                let results = run_peer(setup, steps)?;
-                expect_rows(
-                    &name,
-                    setup.peer.name(),
-                    results[1].rows.as_ref().expect("checked step"),
-                    *rows,
-                )?;
-                seconds.insert(setup.peer.name().to_string(), results[0].seconds.clone());
-            }
-            workloads.push(Workload {
-                name,
-                rows: *rows,
-                seconds,
-            });
-        }
-    }
-    Ok(SuiteResult {
-        workloads,
-        versions,
-        notes: String::new(),
-    })
-}
-
-fn expect_rows(workload: &str, engine: &str, count: &Rows, rows: u64) -> Result<(), String> {
+pub fn expect_rows(workload: &str, engine: &str, count: &Rows, rows: u64) -> Result<(), String> {
     let expected = vec![vec![format!("{:.4}", rows as f64)]];
     match check::difference(&expected, count) {
         None => Ok(()),
@@ -212,7 +138,7 @@ fn expect_rows(workload: &str, engine: &str, count: &Rows, rows: u64) -> Result<
     }
 }
 
-fn run_peer(setup: &PeerSetup, steps: Vec<Step>) -> Result<Vec<peers::StepResult>, String> {
+pub fn run_peer(setup: &PeerSetup, steps: Vec<Step>) -> Result<Vec<peers::StepResult>, String> {
     let mut job = setup.job.clone();
     job["steps"] = serde_json::to_value(steps).map_err(|e| e.to_string())?;
     peers::run_job(&job)
@@ -266,95 +192,164 @@ pub const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The analytics queries over the demo tables, loaded once into each engine.
-pub async fn analytics(
-    files: &DataFiles,
+/// A query run on every engine, and how the engines' answers are compared.
+pub struct Query {
+    pub name: String,
+    pub sql: String,
+    pub check: Check,
+}
+
+/// How a peer's answer is compared with cohortdb's.
+pub enum Check {
+    /// The same rows in the same order (the query has a total order).
+    Same,
+    /// Exactly `rows` rows, each passing `valid`: for a LIMIT without ORDER BY,
+    /// where any matching rows are a right answer.
+    Each {
+        rows: usize,
+        valid: fn(&[String]) -> bool,
+    },
+}
+
+impl Check {
+    /// What is wrong with `actual`, if anything.
+    fn difference(&self, expected: &Rows, actual: &Rows) -> Option<String> {
+        match self {
+            Check::Same => check::difference(expected, actual),
+            Check::Each { rows, valid } => {
+                if actual.len() != *rows {
+                    return Some(format!("{} rows, expected {rows}", actual.len()));
+                }
+                actual
+                    .iter()
+                    .position(|row| !valid(row))
+                    .map(|i| format!("row {i} does not match the filter: {:?}", actual[i]))
+            }
+        }
+    }
+}
+
+/// The tables a comparison loads into every engine (from Parquet; PostgreSQL
+/// from CSV), and the statements each engine runs after loading (`None`:
+/// cohortdb), untimed.
+pub struct Dataset<'a> {
+    pub files: &'a DataFiles,
+    pub tables: Vec<String>,
+    pub after_load: fn(Option<Peer>) -> Vec<String>,
+}
+
+impl Dataset<'_> {
+    fn load_sql(&self, peer: Option<Peer>) -> Vec<String> {
+        let format = if peer == Some(Peer::Postgres) {
+            FileFormat::Csv
+        } else {
+            FileFormat::Parquet
+        };
+        let mut sql = Vec::new();
+        for table in &self.tables {
+            if peer.is_some() {
+                sql.push(format!("DROP TABLE IF EXISTS {table}"));
+            }
+            sql.push(create_table_sql(table));
+            sql.push(copy_sql(
+                peer,
+                table,
+                &self.files.path(table, format),
+                format,
+            ));
+        }
+        sql.extend((self.after_load)(peer));
+        sql
+    }
+
+    fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| self.files.rows(t)).sum()
+    }
+}
+
+/// Runs each query `runs` times on cohortdb and on every peer, each engine
+/// holding the dataset, and checks the peers' answers against cohortdb's.
+/// With `explain`, the notes list cohortdb's scans of each query (units left
+/// after pruning).
+pub async fn compare(
+    dataset: &Dataset<'_>,
+    queries: &[Query],
     runs: usize,
     peers: &[Peer],
+    explain: bool,
 ) -> Result<SuiteResult, String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (setups, versions) = setup_peers(peers, work.path())?;
     eprintln!("loading cohortdb");
     let db = Database::open(work.path().join("cohortdb")).map_err(|e| e.to_string())?;
     let session = db.session();
-    for (table, _) in &files.tables {
-        session
-            .execute(&create_table_sql(table))
-            .await
-            .map_err(|e| e.to_string())?;
-        session
-            .execute(&copy_sql(
-                None,
-                table,
-                &files.path(table, FileFormat::Parquet),
-                FileFormat::Parquet,
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
+    for sql in dataset.load_sql(None) {
+        cohortdb_run(&session, &sql).await?;
     }
-    let total_rows: u64 = files.tables.iter().map(|(_, n)| n).sum();
     let mut workloads = Vec::new();
     let mut answers = Vec::new();
-    for (name, sql) in QUERIES {
+    let mut notes = String::new();
+    if explain {
+        notes.push_str(
+            "cohortdb's scans and the filters left above them (`EXPLAIN`; `batches` = \
+             row groups left after pruning):\n\n| workload | plan |\n|---|---|\n",
+        );
+    }
+    for query in queries {
+        if explain {
+            let plan = explain_scans(&session, &query.sql).await?;
+            notes.push_str(&format!("| {} | `{plan}` |\n", query.name));
+        }
         let mut ours = Vec::new();
         let mut rows = Vec::new();
         for _ in 0..runs {
-            let (s, batches) = cohortdb_run(&session, sql).await?;
+            let (s, batches) = cohortdb_run(&session, &query.sql).await?;
             ours.push(s);
             rows = check::normalise(&batches);
         }
+        // A LIMIT without ORDER BY has no one answer to compare with: cohortdb's
+        // rows are checked against the filter as the peers' are.
+        if let Check::Each { .. } = query.check
+            && let Some(d) = query.check.difference(&rows, &rows)
+        {
+            return Err(format!(
+                "\"{}\": cohortdb's answer is wrong: {d}",
+                query.name
+            ));
+        }
         answers.push(rows);
-        let mut seconds = BTreeMap::new();
-        seconds.insert("cohortdb".to_string(), ours);
         workloads.push(Workload {
-            name: name.to_string(),
-            rows: total_rows,
-            seconds,
+            name: query.name.clone(),
+            rows: dataset.rows(),
+            bytes: None,
+            seconds: BTreeMap::from([("cohortdb".to_string(), ours)]),
         });
     }
     for setup in &setups {
         eprintln!("loading {}", setup.peer.name());
-        let mut steps = Vec::new();
-        let mut load = Vec::new();
-        for (table, _) in &files.tables {
-            load.push(format!("DROP TABLE IF EXISTS {table}"));
-            load.push(create_table_sql(table));
-            let format = if setup.peer == Peer::Postgres {
-                FileFormat::Csv
-            } else {
-                FileFormat::Parquet
-            };
-            load.push(copy_sql(
-                Some(setup.peer),
-                table,
-                &files.path(table, format),
-                format,
-            ));
-        }
-        if setup.peer == Peer::Postgres {
-            load.push("ANALYZE".to_string());
-        }
-        steps.push(Step {
+        let mut steps = vec![Step {
             name: "load".into(),
             before: vec![],
-            sql: load,
+            sql: dataset.load_sql(Some(setup.peer)),
             runs: 1,
             check: false,
-        });
-        for (name, sql) in QUERIES {
-            steps.push(Step {
-                name: name.to_string(),
-                before: vec![],
-                sql: vec![sql.to_string()],
-                runs,
-                check: true,
-            });
-        }
+        }];
+        steps.extend(queries.iter().map(|query| Step {
+            name: query.name.clone(),
+            before: vec![],
+            sql: vec![query.sql.clone()],
+            runs,
+            check: true,
+        }));
         let results = run_peer(setup, steps)?;
-        for ((workload, expected), result) in workloads.iter_mut().zip(&answers).zip(&results[1..])
+        for (((workload, query), expected), result) in workloads
+            .iter_mut()
+            .zip(queries)
+            .zip(&answers)
+            .zip(&results[1..])
         {
             let actual = result.rows.as_ref().expect("checked step");
-            if let Some(d) = check::difference(expected, actual) {
+            if let Some(d) = query.check.difference(expected, actual) {
                 return Err(format!(
                     "\"{}\": {} differs from cohortdb: {d}",
                     workload.name,
@@ -369,8 +364,47 @@ pub async fn analytics(
     Ok(SuiteResult {
         workloads,
         versions,
-        notes: String::new(),
+        notes,
+        details: serde_json::Value::Null,
     })
+}
+
+/// The scan and filter lines of cohortdb's physical plan for `sql`, joined
+/// by "; " (a filter there is one the scan could not take).
+async fn explain_scans(session: &cohortdb::Session, sql: &str) -> Result<String, String> {
+    let (_, batches) = cohortdb_run(session, &format!("EXPLAIN {sql}")).await?;
+    let scans: Vec<String> = check::normalise(&batches)
+        .iter()
+        .flat_map(|row| row.iter().flat_map(|cell| cell.lines()))
+        .filter(|line| line.contains("EngineScanExec") || line.contains("FilterExec"))
+        .map(|line| line.trim().to_string())
+        .collect();
+    Ok(scans.join("; "))
+}
+
+/// The analytics queries over the demo tables, loaded once into each engine.
+pub async fn analytics(
+    files: &DataFiles,
+    runs: usize,
+    peers: &[Peer],
+) -> Result<SuiteResult, String> {
+    let dataset = Dataset {
+        files,
+        tables: files.tables.iter().map(|(t, _)| t.clone()).collect(),
+        after_load: |peer| match peer {
+            Some(Peer::Postgres) => vec!["ANALYZE".to_string()],
+            _ => vec![],
+        },
+    };
+    let queries: Vec<Query> = QUERIES
+        .iter()
+        .map(|(name, sql)| Query {
+            name: name.to_string(),
+            sql: sql.to_string(),
+            check: Check::Same,
+        })
+        .collect();
+    compare(&dataset, &queries, runs, peers, false).await
 }
 
 /// The experiment report over an exposures table, on cohortdb and on DuckDB
@@ -406,6 +440,7 @@ pub async fn experiment(
     let mut workload = Workload {
         name: "3-variation report (Welch, abs. lift)".into(),
         rows: exposures,
+        bytes: None,
         seconds: BTreeMap::from([("cohortdb".to_string(), ours)]),
     };
     for setup in &setups {
@@ -444,5 +479,6 @@ pub async fn experiment(
         workloads: vec![workload],
         versions,
         notes: String::new(),
+        details: serde_json::Value::Null,
     })
 }

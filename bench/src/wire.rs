@@ -108,6 +108,7 @@ pub async fn wire(runs: usize, peers: &[Peer]) -> Result<SuiteResult, String> {
                 workloads.push(Workload {
                     name,
                     rows: QUERIES as u64,
+                    bytes: None,
                     seconds,
                 });
             }
@@ -118,6 +119,7 @@ pub async fn wire(runs: usize, peers: &[Peer]) -> Result<SuiteResult, String> {
         workloads,
         versions,
         notes: latencies,
+        details: serde_json::Value::Null,
     })
 }
 
