@@ -53,6 +53,12 @@ pub struct Catalog {
     recovery: Option<String>,
     /// Cleared by [`Catalog::close_without_checkpoint`].
     checkpoint_on_drop: std::sync::atomic::AtomicBool,
+    /// Ids of segment files being written by large appends, not yet named by
+    /// any change: checkpoints leave their files alone.
+    reserved: Mutex<std::collections::BTreeSet<u64>>,
+    /// Bytes an [`Appender`] holds in memory before it writes a segment file
+    /// (`limits::APPEND_MEMORY_BYTES_MAX`; smaller in tests).
+    append_memory_max: std::sync::atomic::AtomicU64,
 }
 
 /// The writer's view: every change made, durable or not.
@@ -154,6 +160,8 @@ impl Catalog {
             pending: Mutex::new(VecDeque::new()),
             recovery,
             checkpoint_on_drop: std::sync::atomic::AtomicBool::new(true),
+            reserved: Mutex::new(std::collections::BTreeSet::new()),
+            append_memory_max: std::sync::atomic::AtomicU64::new(limits::APPEND_MEMORY_BYTES_MAX),
         };
         catalog.publish_all(&catalog.lock_writer().state);
         if stored {
@@ -390,7 +398,7 @@ impl Catalog {
         let Some(change) = build(&writer.state)? else {
             return Ok(());
         };
-        let (state, effect) = writer.state.apply(&change)?;
+        let (state, effect) = writer.state.apply(&change, self.store.as_ref())?;
         let lsn = match &mut writer.wal {
             Some(wal) => {
                 let (kind, payload) = change.encode()?;
@@ -520,7 +528,12 @@ impl Catalog {
         self.publish(Effect::Snapshots(changed));
         let wal = writer.wal.as_mut().expect("a stored catalog has a log");
         wal.reset()?;
-        store.remove_unreferenced(&manifest)
+        let mut live = writer.state.live_files(store);
+        for id in self.lock_reserved().iter() {
+            live.insert(store.segment_path(*id));
+            live.insert(store.segment_path(*id).with_extension("parquet.tmp"));
+        }
+        store.remove_unreferenced(&live)
     }
 
     fn read_tables(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Table>>> {
@@ -533,6 +546,33 @@ impl Catalog {
 
     fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().expect("writer lock is never poisoned")
+    }
+
+    fn lock_reserved(&self) -> MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.reserved
+            .lock()
+            .expect("reserved lock is never poisoned")
+    }
+
+    /// A segment id for a file a large append writes before its change.
+    fn reserve_id(&self) -> u64 {
+        let mut writer = self.lock_writer();
+        let id = writer.state.next_id;
+        writer.state.next_id += 1;
+        self.lock_reserved().insert(id);
+        id
+    }
+
+    /// Starts appending rows to `table` batch by batch (see [`Appender`]).
+    pub fn appender<'a>(&'a self, table: &'a Table) -> Appender<'a> {
+        Appender {
+            catalog: self,
+            table,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            rows: 0,
+            file: None,
+        }
     }
 
     fn lock_pending(&self) -> MutexGuard<'_, VecDeque<(u64, Effect)>> {
@@ -554,13 +594,15 @@ fn recover(store: &Store, manifest: &Manifest) -> Result<(State, Wal, Option<Str
     )?;
     for record in &recovered.records {
         let change = Change::decode(&wal_dir, record)?;
-        let (next, _) = state.apply(&change).map_err(|e| Error::Corrupted {
-            path: wal_dir.clone(),
-            reason: format!("record at LSN {} does not apply: {e}", record.lsn),
-        })?;
+        let (next, _) = state
+            .apply(&change, Some(store))
+            .map_err(|e| Error::Corrupted {
+                path: wal_dir.clone(),
+                reason: format!("record at LSN {} does not apply: {e}", record.lsn),
+            })?;
         state = next;
     }
-    store.remove_unreferenced(manifest)?;
+    store.remove_unreferenced(&state.live_files(store))?;
     let report = recovered.cut.map(|cut| {
         format!(
             "write-ahead log {}: cut a torn tail of {} bytes at byte {} (LSN {}), left by an interrupted write",
@@ -574,6 +616,13 @@ fn recover(store: &Store, manifest: &Manifest) -> Result<(State, Wal, Option<Str
 }
 
 impl Catalog {
+    /// Sets how many bytes of rows one append holds in memory before it
+    /// writes them to a segment file of its own (tests make it small).
+    pub fn set_append_memory_max(&self, bytes: u64) {
+        self.append_memory_max
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes the close (when the last reference goes) leave the log as it is,
     /// as a crash would, instead of checkpointing: for tests of recovery.
     pub fn close_without_checkpoint(&self) {
@@ -591,6 +640,132 @@ impl Drop for Catalog {
             .load(std::sync::atomic::Ordering::Relaxed);
         if self.store.is_some() && checkpoint {
             let _ = self.checkpoint();
+        }
+    }
+}
+
+/// Rows appended to a table batch by batch, committed as one statement: all
+/// or nothing. Rows are held in memory up to `APPEND_MEMORY_BYTES_MAX`; a
+/// larger append streams them into a segment file instead (holding one row
+/// group at a time) and logs only the file's name, size and checksum, so
+/// loading a large file needs little memory and writes its rows once.
+/// Dropped without [`Appender::commit`], it leaves nothing behind.
+pub struct Appender<'a> {
+    catalog: &'a Catalog,
+    table: &'a Table,
+    pending: Vec<RecordBatch>,
+    pending_bytes: u64,
+    rows: u64,
+    file: Option<(u64, segment_file::SegmentWriter)>,
+}
+
+impl Appender<'_> {
+    /// Adds rows, checked against the table's columns.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        let (batches, rows) = conform_rows(self.table, vec![batch])?;
+        self.rows += rows;
+        if self.rows > limits::ROWS_PER_SEGMENT_MAX {
+            return Err(Error::LimitExceeded {
+                what: "rows in one statement",
+                limit: limits::ROWS_PER_SEGMENT_MAX,
+            });
+        }
+        if let Some((_, writer)) = &mut self.file {
+            return batches.iter().try_for_each(|b| writer.write(b));
+        }
+        self.pending_bytes += batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum::<u64>();
+        self.pending.extend(batches);
+        let memory_max = self
+            .catalog
+            .append_memory_max
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if self.pending_bytes > memory_max {
+            self.start_file()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the rows held so far into a new segment file, which takes the
+    /// rest as they come (on disk only; in memory everything stays pending).
+    fn start_file(&mut self) -> Result<()> {
+        let Some(store) = &self.catalog.store else {
+            return Ok(());
+        };
+        let id = self.catalog.reserve_id();
+        let started = segment_file::SegmentWriter::create(
+            Arc::clone(store.storage()),
+            &store.segment_path(id),
+            self.table.id,
+            id,
+            &self.table.schema(),
+            segment_file::ROW_GROUP_ROWS,
+        );
+        let mut writer = match started {
+            Ok(writer) => writer,
+            Err(e) => {
+                self.catalog.lock_reserved().remove(&id);
+                return Err(e);
+            }
+        };
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        for batch in &pending {
+            if let Err(e) = writer.write(batch) {
+                // Dropping the writer removes its file.
+                self.catalog.lock_reserved().remove(&id);
+                return Err(e);
+            }
+        }
+        self.file = Some((id, writer));
+        Ok(())
+    }
+
+    /// Makes the rows part of the table in one change; returns how many.
+    pub fn commit(mut self) -> Result<u64> {
+        let rows = self.rows;
+        match self.file.take() {
+            None => {
+                let pending = std::mem::take(&mut self.pending);
+                self.catalog.append(self.table, pending)?;
+            }
+            Some((id, writer)) => {
+                let file = match writer.finish() {
+                    Ok(file) => file,
+                    Err(e) => {
+                        self.catalog.lock_reserved().remove(&id);
+                        return Err(e);
+                    }
+                };
+                let table = self.table;
+                let committed = self.catalog.commit(|state| {
+                    if state.table_by_id(table.id).is_none() {
+                        return Err(Error::Conflict(table.name().to_string()));
+                    }
+                    Ok(Some(Change::AppendFiles {
+                        table_id: table.id,
+                        segments: vec![file],
+                    }))
+                });
+                self.catalog.lock_reserved().remove(&id);
+                // On failure the file stays: the record naming it may have
+                // reached the log (a failed sync). If it did not, the file is
+                // a leftover the next checkpoint or open removes.
+                committed?;
+            }
+        }
+        Ok(rows)
+    }
+}
+
+impl Drop for Appender<'_> {
+    /// Not committed: the segment file being written (removed by its writer)
+    /// is no longer reserved.
+    fn drop(&mut self) {
+        if let Some((id, _)) = self.file.take() {
+            self.catalog.lock_reserved().remove(&id);
         }
     }
 }
@@ -706,7 +881,7 @@ fn flush_table(
         let id = *next_id;
         *next_id += 1;
         let file = segment_file::write(
-            store.storage().as_ref(),
+            store.storage(),
             &store.segment_path(id),
             table.id,
             id,
@@ -814,6 +989,23 @@ impl State {
         Ok(state)
     }
 
+    /// The segment and deletion vector files this state names.
+    fn live_files(&self, store: &Store) -> std::collections::BTreeSet<std::path::PathBuf> {
+        let mut live = std::collections::BTreeSet::new();
+        for snapshot in self.snapshots.values() {
+            for segment in &snapshot.segments {
+                if segment.in_memory_only() {
+                    continue;
+                }
+                live.insert(store.segment_path(segment.id));
+                if let Some(d) = &segment.deletes_file {
+                    live.insert(store.deletes_path(segment.id, d.generation));
+                }
+            }
+        }
+        live
+    }
+
     /// The latest snapshot of each table, in the order of `tables`.
     fn snapshots_by_table(&self) -> Vec<Arc<TableSnapshot>> {
         self.tables
@@ -828,7 +1020,7 @@ impl State {
 
     /// The state after `change`, and what readers are to be shown of it; an
     /// error (and no change) when it does not apply.
-    fn apply(&self, change: &Change) -> Result<(State, Effect)> {
+    fn apply(&self, change: &Change, store: Option<&Store>) -> Result<(State, Effect)> {
         let mut next = self.clone();
         let table_of = |id: u64| {
             self.table_by_id(id)
@@ -882,6 +1074,34 @@ impl State {
             Change::Roles(roles) => {
                 next.roles = roles.iter().map(|r| (r.name.clone(), r.clone())).collect();
                 Effect::Roles(next.roles.clone())
+            }
+            Change::AppendFiles { table_id, segments } => {
+                let table = table_of(*table_id)?;
+                let store = store.ok_or_else(|| Error::Conflict(table.name().to_string()))?;
+                let old = &next.snapshots[table_id];
+                let mut all = old.segments.clone();
+                for file in segments {
+                    if all.iter().any(|s| s.id == file.segment_id) {
+                        return Err(Error::Conflict(table.name().to_string()));
+                    }
+                    let reader = SegmentReader::open(
+                        &store.segment_path(file.segment_id),
+                        file,
+                        &old.schema,
+                    )?;
+                    all.push(Arc::new(Segment::on_disk(
+                        Arc::new(reader),
+                        RoaringBitmap::new(),
+                        None,
+                    )));
+                    next.next_id = next.next_id.max(file.segment_id + 1);
+                }
+                let snapshot = Arc::new(TableSnapshot {
+                    schema: Arc::clone(&old.schema),
+                    segments: all,
+                });
+                next.snapshots.insert(*table_id, Arc::clone(&snapshot));
+                Effect::Snapshots(vec![(table, snapshot)])
             }
         };
         Ok((next, effect))
@@ -1333,6 +1553,7 @@ mod tests {
             let storage = Arc::new(Faulty::default());
             let open = || Catalog::open_with(dir.path(), Arc::clone(&storage) as Arc<dyn Storage>);
             let mut catalog = open().expect("open");
+            catalog.set_append_memory_max(1024);
             catalog
                 .create_table("t", &columns(), false)
                 .expect("create");
@@ -1352,9 +1573,21 @@ mod tests {
                     step.added = (next_id..next_id + n).collect();
                     next_id += n;
                     let names = vec![Some("x"); n as usize];
-                    catalog
-                        .append(&t, vec![rows(&t, &step.added, &names)])
-                        .map(|_| ())
+                    let batch = rows(&t, &step.added, &names);
+                    if rng.below(2) == 0 {
+                        catalog.append(&t, vec![batch]).map(|_| ())
+                    } else {
+                        // In pieces, through a segment file of its own
+                        // (the memory limit is tiny here).
+                        let mut appender = catalog.appender(&t);
+                        let mut pieces = (0..batch.num_rows())
+                            .step_by(64)
+                            .map(|at| batch.slice(at, 64.min(batch.num_rows() - at)));
+                        pieces
+                            .try_for_each(|piece| appender.push(piece))
+                            .and_then(|()| appender.commit())
+                            .map(|_| ())
+                    }
                 } else if roll < 80 {
                     let modulus = 2 + rng.below(5) as i64;
                     let snapshot = t.snapshot();
@@ -1417,6 +1650,7 @@ mod tests {
                         let report = crate::check::check(dir.path());
                         assert_eq!(report.problems, Vec::<String>::new(), "{context}");
                         catalog = open().expect("reopen");
+                        catalog.set_append_memory_max(1024);
                         let found = ids_set(&catalog);
                         if found != model {
                             assert_eq!(
@@ -1441,6 +1675,74 @@ mod tests {
             failures > 50,
             "only {failures} statements failed: the faults miss"
         );
+    }
+
+    /// An append past the memory limit streams into a segment file of its own
+    /// and logs only the file; the log replays it; a failure part way leaves
+    /// no file and no row.
+    #[test]
+    fn large_appends_stream_into_a_segment_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count = |folder: &str| {
+            crate::store::files_in(&dir.path().join(folder))
+                .expect("files")
+                .len()
+        };
+        {
+            let catalog = Catalog::open(dir.path()).expect("open");
+            catalog.set_append_memory_max(4096);
+            catalog
+                .create_table("t", &columns(), false)
+                .expect("create");
+            let t = catalog.table("t").expect("table");
+            let mut appender = catalog.appender(&t);
+            for start in (0..10_000).step_by(500) {
+                let ids: Vec<i64> = (start..start + 500).collect();
+                appender
+                    .push(rows(&t, &ids, &vec![Some("x"); 500]))
+                    .expect("push");
+            }
+            // The rows are in a file (not yet visible) before the commit.
+            assert_eq!(count("segments"), 1);
+            assert!(ids(&catalog).is_empty());
+            assert_eq!(appender.commit().expect("commit"), 10_000);
+            assert_eq!(ids(&catalog).len(), 10_000);
+            // A failure part way (a NULL id) leaves nothing: no file, no row.
+            let mut appender = catalog.appender(&t);
+            for start in (20_000..22_000).step_by(500) {
+                let ids: Vec<i64> = (start..start + 500).collect();
+                appender
+                    .push(rows(&t, &ids, &vec![None; 500]))
+                    .expect("push");
+            }
+            assert_eq!(count("segments"), 2);
+            let loose = Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, true),
+                arrow::datatypes::Field::new("name", arrow::datatypes::DataType::Utf8, true),
+            ]));
+            let bad = RecordBatch::try_new(
+                loose,
+                vec![
+                    Arc::new(Int64Array::from(vec![None::<i64>])),
+                    Arc::new(StringArray::from(vec![Some("b")])),
+                ],
+            )
+            .expect("batch");
+            assert!(matches!(
+                appender.push(bad),
+                Err(Error::NotNullViolation { .. })
+            ));
+            drop(appender);
+            assert_eq!(count("segments"), 1);
+            assert_eq!(ids(&catalog).len(), 10_000);
+            catalog.close_without_checkpoint();
+        }
+        let report = crate::check::check(dir.path());
+        assert_eq!(report.problems, Vec::<String>::new());
+        assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+        assert_eq!(report.wal_records, 2, "the table and the file");
+        let catalog = Catalog::open(dir.path()).expect("reopen");
+        assert_eq!(ids(&catalog), (0..10_000).collect::<Vec<i64>>());
     }
 
     #[test]

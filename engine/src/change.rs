@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::manifest;
 use crate::roles::Role;
+use crate::segment_file::SegmentFile;
 use crate::wal::{Record, RecordKind};
 
 /// One statement's change.
@@ -36,6 +37,12 @@ pub(crate) enum Change {
     },
     /// The whole role list after the change.
     Roles(Vec<Role>),
+    /// Segment files a large append wrote before its record (docs/format.md §
+    /// Large appends).
+    AppendFiles {
+        table_id: u64,
+        segments: Vec<SegmentFile>,
+    },
 }
 
 /// Rows appended to a table as a new in-memory segment.
@@ -100,6 +107,21 @@ impl Change {
                 serde_json::to_writer(&mut out, roles).expect("roles serialize");
                 RecordKind::Roles
             }
+            Change::AppendFiles { table_id, segments } => {
+                out.extend_from_slice(&table_id.to_le_bytes());
+                out.extend_from_slice(
+                    &u32::try_from(segments.len())
+                        .expect("a statement writes few segment files")
+                        .to_le_bytes(),
+                );
+                for file in segments {
+                    out.extend_from_slice(&file.segment_id.to_le_bytes());
+                    out.extend_from_slice(&file.rows.to_le_bytes());
+                    out.extend_from_slice(&file.bytes.to_le_bytes());
+                    out.extend_from_slice(&file.crc32c.to_le_bytes());
+                }
+                RecordKind::AppendFiles
+            }
         };
         Ok((kind, out))
     }
@@ -141,6 +163,21 @@ impl Change {
                 }
                 RecordKind::Roles => {
                     Change::Roles(serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?)
+                }
+                RecordKind::AppendFiles => {
+                    let table_id = reader.u64()?;
+                    let count = reader.u32()?;
+                    let mut segments = Vec::new();
+                    for _ in 0..count {
+                        segments.push(SegmentFile {
+                            table_id,
+                            segment_id: reader.u64()?,
+                            rows: reader.u64()?,
+                            bytes: reader.u64()?,
+                            crc32c: reader.u32()?,
+                        });
+                    }
+                    Change::AppendFiles { table_id, segments }
                 }
             })
         })()

@@ -128,8 +128,8 @@ pub fn check(dir: &Path) -> Report {
             report.rows += segment.rows - deleted;
         }
     }
-    check_wal(dir, manifest.wal_start_lsn, &mut report);
-    let live = store::live_files(dir, &manifest);
+    let mut live = store::live_files(dir, &manifest);
+    check_wal(dir, manifest.wal_start_lsn, &mut live, &mut report);
     for folder in [SEGMENTS_DIR, DELETES_DIR] {
         if let Ok(files) = store::files_in(&dir.join(folder)) {
             report
@@ -142,7 +142,12 @@ pub fn check(dir: &Path) -> Report {
 
 /// Invariant 5: the log from `start_lsn` on is one valid sequence of records
 /// that decode, with at most a torn tail in the last file.
-fn check_wal(dir: &Path, start_lsn: u64, report: &mut Report) {
+fn check_wal(
+    dir: &Path,
+    start_lsn: u64,
+    live: &mut BTreeSet<std::path::PathBuf>,
+    report: &mut Report,
+) {
     let wal_dir = dir.join(WAL_DIR);
     let files = match wal::wal_files(&wal_dir) {
         Ok(files) => files,
@@ -204,12 +209,43 @@ fn check_wal(dir: &Path, start_lsn: u64, report: &mut Report) {
         }
         for record in scanned.records.iter().filter(|r| r.lsn >= start_lsn) {
             report.wal_records += 1;
-            if let Err(e) = Change::decode(&wal_dir, record) {
-                report.problems.push(e.to_string());
+            match Change::decode(&wal_dir, record) {
+                Ok(Change::AppendFiles { segments, .. }) => {
+                    // Files a large append wrote before its record: live, and
+                    // as the record describes them.
+                    for file in segments {
+                        let path = store::segment_file_path(dir, file.segment_id);
+                        if let Err(problem) = check_file(&path, file.bytes, file.crc32c) {
+                            report.problems.push(format!(
+                                "{}: {problem} (named by the log record at LSN {})",
+                                path.display(),
+                                record.lsn
+                            ));
+                        }
+                        live.insert(path);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => report.problems.push(e.to_string()),
             }
         }
         next = Some(scanned.first_lsn + scanned.records.len() as u64);
     }
+}
+
+/// Whether the file at `path` has `bytes` bytes and CRC-32C `crc32c`.
+fn check_file(path: &Path, bytes: u64, crc32c: u32) -> Result<(), String> {
+    let content = std::fs::read(path).map_err(|e| e.to_string())?;
+    if content.len() as u64 != bytes {
+        return Err(format!(
+            "the file has {} bytes where {bytes} are recorded",
+            content.len()
+        ));
+    }
+    if crc32c::crc32c(&content) != crc32c {
+        return Err("checksum mismatch".to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

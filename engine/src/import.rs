@@ -69,8 +69,9 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
-/// Imports a whole file into `table` in one commit: all rows or none. Returns the
-/// number of rows imported.
+/// Imports a whole file into `table` in one commit: all rows or none. The rows
+/// stream from the file into the table's storage (a large file is not held in
+/// memory). Returns the number of rows imported.
 pub fn import_file(
     catalog: &Catalog,
     table: &Table,
@@ -79,8 +80,11 @@ pub fn import_file(
     csv: &CsvOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<u64> {
-    let batches = read_file(path, format, csv, &table.schema(), progress)?;
-    catalog.append(table, batches)
+    let mut appender = catalog.appender(table);
+    stream_file(path, format, csv, &table.schema(), progress, &mut |batch| {
+        appender.push(batch)
+    })?;
+    appender.commit()
 }
 
 /// Reads a whole file into batches of `schema`.
@@ -91,11 +95,31 @@ pub fn read_file(
     schema: &SchemaRef,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    stream_file(path, format, csv, schema, progress, &mut |batch| {
+        out.push(batch);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A sink for batches as a file is read.
+type Sink<'a> = &'a mut dyn FnMut(RecordBatch) -> Result<()>;
+
+/// Reads a file batch by batch into `sink`.
+fn stream_file(
+    path: &Path,
+    format: FileFormat,
+    csv: &CsvOptions,
+    schema: &SchemaRef,
+    progress: &mut dyn FnMut(Progress),
+    sink: Sink,
+) -> Result<()> {
     let file = File::open(path).map_err(Error::io(path))?;
     let bytes_total = file.metadata().map_err(Error::io(path))?.len();
     match format {
-        FileFormat::Csv => read_csv(path, file, bytes_total, csv, schema, progress),
-        FileFormat::Parquet => read_parquet(path, file, bytes_total, schema, progress),
+        FileFormat::Csv => read_csv(path, file, bytes_total, csv, schema, progress, sink),
+        FileFormat::Parquet => read_parquet(path, file, bytes_total, schema, progress, sink),
     }
 }
 
@@ -132,6 +156,7 @@ pub fn read_copy_data(
                 Some(at) if at == 0 || data[at - 1] == b'\n' => &data[..at],
                 _ => data,
             };
+            let mut out = Vec::new();
             read_csv(
                 source,
                 data,
@@ -139,7 +164,12 @@ pub fn read_copy_data(
                 options,
                 schema,
                 &mut |_| {},
-            )
+                &mut |batch| {
+                    out.push(batch);
+                    Ok(())
+                },
+            )?;
+            Ok(out)
         }
     }
 }
@@ -158,7 +188,8 @@ fn read_csv(
     options: &CsvOptions,
     schema: &SchemaRef,
     progress: &mut dyn FnMut(Progress),
-) -> Result<Vec<RecordBatch>> {
+    sink: Sink,
+) -> Result<()> {
     // arrow's CSV reader has no binary type; BYTEA columns are read as text in
     // PostgreSQL's hex form (\x0a0b) and decoded afterwards.
     let schema = &nullable(schema);
@@ -180,7 +211,6 @@ fn read_csv(
         .with_batch_size(limits::IMPORT_BATCH_ROWS)
         .with_truncated_rows(false)
         .build(counter)?;
-    let mut out = Vec::new();
     let mut state = Progress {
         bytes_total,
         ..Progress::default()
@@ -192,9 +222,9 @@ fn read_csv(
         state.rows += batch.num_rows() as u64;
         state.bytes_done = bytes.load(std::sync::atomic::Ordering::Relaxed);
         progress(state);
-        out.push(batch);
+        sink(batch)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The schema with every column nullable: files are read as they are and NOT NULL
@@ -308,7 +338,8 @@ fn read_parquet(
     bytes_total: u64,
     schema: &SchemaRef,
     progress: &mut dyn FnMut(Progress),
-) -> Result<Vec<RecordBatch>> {
+    sink: Sink,
+) -> Result<()> {
     let schema = &nullable(schema);
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| bad_input(path, e.to_string()))?;
@@ -323,7 +354,6 @@ fn read_parquet(
         safe: false,
         ..CastOptions::default()
     };
-    let mut out = Vec::new();
     let mut state = Progress {
         bytes_total,
         ..Progress::default()
@@ -348,9 +378,9 @@ fn read_parquet(
         state.rows += batch.num_rows() as u64;
         state.bytes_done = bytes_total * state.rows / rows_total;
         progress(state);
-        out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
+        sink(RecordBatch::try_new(Arc::clone(schema), columns)?)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Which file column feeds each table column: by name when every table column has

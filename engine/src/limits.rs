@@ -52,3 +52,7 @@ pub const SMALL_SEGMENTS_MAX: usize = 8;
 /// Fraction of a segment file's rows deleted that makes a checkpoint rewrite
 /// it without them.
 pub const COMPACTION_DELETED_FRACTION: f64 = 0.2;
+
+/// Bytes of rows one statement holds in memory before it streams the rest
+/// into a segment file of its own (a large COPY or INSERT ... SELECT).
+pub const APPEND_MEMORY_BYTES_MAX: u64 = 64 * 1024 * 1024;

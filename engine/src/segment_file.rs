@@ -53,17 +53,11 @@ pub(crate) fn segment_path(segments_dir: &Path, segment_id: u64) -> PathBuf {
 }
 
 /// The writer properties every segment is written with.
-fn writer_properties(
-    table_id: u64,
-    segment_id: u64,
-    rows: u64,
-    row_group_rows: usize,
-) -> WriterProperties {
+fn writer_properties(table_id: u64, segment_id: u64, row_group_rows: usize) -> WriterProperties {
     let metadata = [
         (FORMAT_VERSION_KEY, "2".to_string()),
         (TABLE_ID_KEY, table_id.to_string()),
         (SEGMENT_ID_KEY, segment_id.to_string()),
-        (ROW_COUNT_KEY, rows.to_string()),
     ]
     .into_iter()
     .map(|(key, value)| KeyValue::new(key.to_string(), value))
@@ -83,17 +77,17 @@ fn writer_properties(
 
 /// Counts and checksums what passes through to the file, written through the
 /// storage.
-struct Checksummed<'a> {
-    storage: &'a dyn Storage,
-    path: &'a Path,
+struct Checksummed {
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
     file: File,
     bytes: u64,
     crc32c: u32,
 }
 
-impl Write for Checksummed<'_> {
+impl Write for Checksummed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.storage.write(&self.file, self.path, buf)?;
+        self.storage.write(&self.file, &self.path, buf)?;
         self.crc32c = crc32c::crc32c_append(self.crc32c, buf);
         self.bytes += buf.len() as u64;
         Ok(buf.len())
@@ -104,12 +98,104 @@ impl Write for Checksummed<'_> {
     }
 }
 
-/// Writes `batches` as segment `segment_id` of table `table_id` at `path`:
-/// to `<path>.tmp`, synced, renamed into place, the directory synced. Returns
-/// what the manifest records of it. Nothing is left under either name when it
-/// fails.
+/// Writes one segment file batch by batch (holding at most a row group in
+/// memory): to `<path>.tmp`, then, at [`SegmentWriter::finish`], synced,
+/// renamed into place and the directory synced. Dropped unfinished, it removes
+/// what it wrote.
+pub(crate) struct SegmentWriter {
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    tmp: PathBuf,
+    table_id: u64,
+    segment_id: u64,
+    rows: u64,
+    writer: Option<ArrowWriter<Checksummed>>,
+}
+
+impl SegmentWriter {
+    pub(crate) fn create(
+        storage: Arc<dyn Storage>,
+        path: &Path,
+        table_id: u64,
+        segment_id: u64,
+        schema: &SchemaRef,
+        row_group_rows: usize,
+    ) -> Result<SegmentWriter> {
+        let tmp = path.with_extension("parquet.tmp");
+        let file = storage.create(&tmp).map_err(Error::io(&tmp))?;
+        let sink = Checksummed {
+            storage: Arc::clone(&storage),
+            path: tmp.clone(),
+            file,
+            bytes: 0,
+            crc32c: 0,
+        };
+        let mut segment = SegmentWriter {
+            storage,
+            path: path.to_path_buf(),
+            tmp,
+            table_id,
+            segment_id,
+            rows: 0,
+            writer: None,
+        };
+        let properties = writer_properties(table_id, segment_id, row_group_rows);
+        let writer = ArrowWriter::try_new(sink, SchemaRef::clone(schema), Some(properties))
+            .map_err(|e| segment.parquet_error(e))?;
+        segment.writer = Some(writer);
+        Ok(segment)
+    }
+
+    fn parquet_error(&self, e: parquet::errors::ParquetError) -> Error {
+        Error::Io {
+            path: self.tmp.clone(),
+            source: io::Error::other(e),
+        }
+    }
+
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let writer = self.writer.as_mut().expect("written until finished");
+        let written = writer.write(batch);
+        written.map_err(|e| self.parquet_error(e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Completes the file and moves it into place; returns what the manifest
+    /// records of it.
+    pub(crate) fn finish(mut self) -> Result<SegmentFile> {
+        let mut writer = self.writer.take().expect("finished once");
+        writer.append_key_value_metadata(KeyValue::new(
+            ROW_COUNT_KEY.to_string(),
+            self.rows.to_string(),
+        ));
+        let sink = writer.into_inner().map_err(|e| self.parquet_error(e))?;
+        self.storage
+            .sync(&sink.file, &self.tmp)
+            .map_err(Error::io(&self.tmp))?;
+        durable::install(self.storage.as_ref(), &self.tmp, &self.path)?;
+        Ok(SegmentFile {
+            table_id: self.table_id,
+            segment_id: self.segment_id,
+            rows: self.rows,
+            bytes: sink.bytes,
+            crc32c: sink.crc32c,
+        })
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        // Unfinished or failed: nothing may stay under either name. (After a
+        // successful finish the temporary name no longer exists.)
+        let _ = self.storage.remove(&self.tmp);
+    }
+}
+
+/// Writes `batches` as segment `segment_id` of table `table_id` at `path`
+/// (see [`SegmentWriter`]). Nothing is left under either name when it fails.
 pub(crate) fn write(
-    storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     path: &Path,
     table_id: u64,
     segment_id: u64,
@@ -117,46 +203,18 @@ pub(crate) fn write(
     batches: &[RecordBatch],
     row_group_rows: usize,
 ) -> Result<SegmentFile> {
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let tmp = path.with_extension("parquet.tmp");
-    let written = (|| -> Result<Checksummed> {
-        let file = storage.create(&tmp).map_err(Error::io(&tmp))?;
-        let sink = Checksummed {
-            storage,
-            path: &tmp,
-            file,
-            bytes: 0,
-            crc32c: 0,
-        };
-        let properties = writer_properties(table_id, segment_id, rows, row_group_rows);
-        let parquet_error = |e: parquet::errors::ParquetError| Error::Io {
-            path: tmp.clone(),
-            source: io::Error::other(e),
-        };
-        let mut writer = ArrowWriter::try_new(sink, SchemaRef::clone(schema), Some(properties))
-            .map_err(parquet_error)?;
-        for batch in batches {
-            writer.write(batch).map_err(parquet_error)?;
-        }
-        let sink = writer.into_inner().map_err(parquet_error)?;
-        storage.sync(&sink.file, &tmp).map_err(Error::io(&tmp))?;
-        Ok(sink)
-    })();
-    let sink = match written {
-        Ok(sink) => sink,
-        Err(e) => {
-            let _ = storage.remove(&tmp);
-            return Err(e);
-        }
-    };
-    durable::install(storage, &tmp, path)?;
-    Ok(SegmentFile {
+    let mut writer = SegmentWriter::create(
+        Arc::clone(storage),
+        path,
         table_id,
         segment_id,
-        rows,
-        bytes: sink.bytes,
-        crc32c: sink.crc32c,
-    })
+        schema,
+        row_group_rows,
+    )?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()
 }
 
 /// An open segment file: mapped into memory, its Parquet metadata read once and
@@ -480,6 +538,10 @@ mod tests {
 
     use super::*;
 
+    fn os() -> Arc<dyn Storage> {
+        Arc::new(crate::io::Os)
+    }
+
     fn read(path: &Path, file: &SegmentFile, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
         SegmentReader::open(path, file, schema)?.read_all()
     }
@@ -550,7 +612,7 @@ mod tests {
         assert!(path.ends_with("000000000000002a.parquet"));
         let batches = [batch(0, 1000), batch(1000, 2500)];
         let schema = batches[0].schema();
-        let file = write(&crate::io::Os, &path, 7, 0x2a, &schema, &batches, 1024).expect("written");
+        let file = write(&os(), &path, 7, 0x2a, &schema, &batches, 1024).expect("written");
         assert_eq!(file.rows, 3500);
         assert_eq!(file.bytes, fs::metadata(&path).expect("exists").len());
         assert_eq!(file.crc32c, crc32c::crc32c(&fs::read(&path).expect("read")));
@@ -588,7 +650,7 @@ mod tests {
         // user_id 0..3500 in row groups of 1024: [0, 1023], [1024, 2047], ...
         let batches = [batch(0, 1000), batch(1000, 2500)];
         let schema = batches[0].schema();
-        let file = write(&crate::io::Os, &path, 1, 1, &schema, &batches, 1024).expect("written");
+        let file = write(&os(), &path, 1, 1, &schema, &batches, 1024).expect("written");
         let id = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
         let compare = |op, v| Predicate::Compare {
             column: 0,
@@ -664,16 +726,7 @@ mod tests {
         let path = segment_path(dir.path(), 3);
         let batches = [batch(0, 100)];
         let schema = batches[0].schema();
-        let file = write(
-            &crate::io::Os,
-            &path,
-            1,
-            3,
-            &schema,
-            &batches,
-            ROW_GROUP_ROWS,
-        )
-        .expect("written");
+        let file = write(&os(), &path, 1, 3, &schema, &batches, ROW_GROUP_ROWS).expect("written");
         let reason = |expected: SegmentFile| {
             read(&path, &expected, &schema)
                 .expect_err("corrupted")

@@ -56,18 +56,18 @@ impl Store {
             storage,
             _lock: lock,
         };
-        let storage = store.storage.as_ref();
+        let storage = &store.storage;
         let manifest = match manifest::read(dir)? {
             Some(manifest) => {
                 if upgrade::is_v1(dir) {
-                    upgrade::remove_v1(storage, dir)?;
+                    upgrade::remove_v1(storage.as_ref(), dir)?;
                 }
                 manifest
             }
             None if upgrade::is_v1(dir) => upgrade::upgrade(storage, dir)?,
             None => {
                 let manifest = Manifest::empty();
-                manifest::write(storage, dir, &manifest)?;
+                manifest::write(storage.as_ref(), dir, &manifest)?;
                 manifest
             }
         };
@@ -103,10 +103,9 @@ impl Store {
         manifest::write(self.storage.as_ref(), &self.dir, manifest)
     }
 
-    /// Removes segment and deletion vector files the manifest does not name,
-    /// and temporary files: leftovers of interrupted or superseded writes.
-    pub fn remove_unreferenced(&self, manifest: &Manifest) -> Result<()> {
-        let live = live_files(&self.dir, manifest);
+    /// Removes the files of `segments/` and `deletes/` not in `live`:
+    /// leftovers of interrupted or superseded writes.
+    pub fn remove_unreferenced(&self, live: &BTreeSet<PathBuf>) -> Result<()> {
         for folder in [SEGMENTS_DIR, DELETES_DIR] {
             let dir = self.dir.join(folder);
             for path in files_in(&dir)? {

@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -55,7 +56,7 @@ pub(crate) fn is_v1(dir: &Path) -> bool {
 
 /// Converts the version 1 directory `dir` (whose lock the caller holds) and
 /// returns its version 2 manifest, already written.
-pub(crate) fn upgrade(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
+pub(crate) fn upgrade(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Manifest> {
     let v1 = read_v1_manifest(dir)?;
     let manifest_path = dir.join(V1_MANIFEST_FILE);
     let mut tables = Vec::with_capacity(v1.tables.len());
@@ -100,8 +101,8 @@ pub(crate) fn upgrade(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
         roles: v1.roles,
         tags: Vec::new(),
     };
-    manifest::write(storage, dir, &manifest)?;
-    remove_v1(storage, dir)?;
+    manifest::write(storage.as_ref(), dir, &manifest)?;
+    remove_v1(storage.as_ref(), dir)?;
     Ok(manifest)
 }
 

@@ -32,6 +32,7 @@ pub(crate) enum RecordKind {
     Delete = 4,
     Update = 5,
     Roles = 6,
+    AppendFiles = 7,
 }
 
 impl RecordKind {
@@ -43,6 +44,7 @@ impl RecordKind {
             4 => RecordKind::Delete,
             5 => RecordKind::Update,
             6 => RecordKind::Roles,
+            7 => RecordKind::AppendFiles,
             _ => return None,
         })
     }

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use cohortdb_engine::{Catalog, Predicate, ScanColumn, ScanSpec, Table};
@@ -227,14 +228,34 @@ impl DataSink for EngineSink {
         mut data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
-        let mut batches = Vec::new();
-        while let Some(batch) = data.next().await {
-            batches.push(batch?);
-        }
-        commit(&self.catalog, &self.table, move |catalog, table| {
-            catalog.append(table, batches)
-        })
-        .await
+        // The rows stream to a blocking task that appends them (a large
+        // INSERT ... SELECT goes to a segment file as it comes, not through
+        // memory); the channel's bound holds the query back when it is ahead.
+        // `None` marks the end: without it (the query failed) nothing commits.
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Option<RecordBatch>>(2);
+        let appending = commit(&self.catalog, &self.table, move |catalog, table| {
+            let mut appender = catalog.appender(table);
+            loop {
+                match receiver.blocking_recv() {
+                    Some(Some(batch)) => appender.push(batch)?,
+                    Some(None) => return appender.commit(),
+                    None => return Ok(0),
+                }
+            }
+        });
+        let feeding = async move {
+            while let Some(batch) = data.next().await {
+                if sender.send(Some(batch?)).await.is_err() {
+                    // The appender stopped on an error, which it reports.
+                    return Ok(());
+                }
+            }
+            let _ = sender.send(None).await;
+            Ok::<(), DataFusionError>(())
+        };
+        let (fed, appended) = futures::join!(feeding, appending);
+        fed?;
+        appended
     }
 }
 
