@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use cohortdb_engine::Catalog;
 pub use cohortdb_engine::WalSync;
+use cohortdb_engine::catalog::Compactor;
 use cohortdb_engine::import;
 pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProgress};
 
@@ -39,6 +40,9 @@ pub use cohortdb_sql::{
 /// A database: one data directory (or memory), shared by all its sessions.
 #[derive(Clone)]
 pub struct Database {
+    /// Compacts in the background; declared first so that it stops (its
+    /// thread joined) before the catalog is released.
+    _compactor: Option<Arc<Compactor>>,
     catalog: Arc<Catalog>,
     query_memory: usize,
 }
@@ -47,9 +51,10 @@ impl Database {
     /// Opens the database in directory `path`, creating it if it does not exist.
     /// Only one process may have a directory open at a time.
     pub fn open(path: impl AsRef<Path>) -> Result<Database> {
-        let catalog = Catalog::open(path.as_ref())?;
+        let catalog = Arc::new(Catalog::open(path.as_ref())?);
         Ok(Database {
-            catalog: Arc::new(catalog),
+            _compactor: Some(Arc::new(catalog.start_compactor())),
+            catalog,
             query_memory: QUERY_MEMORY_DEFAULT,
         })
     }
@@ -57,6 +62,7 @@ impl Database {
     /// A database that lives in memory and is gone when dropped.
     pub fn open_in_memory() -> Database {
         Database {
+            _compactor: None,
             catalog: Arc::new(Catalog::in_memory()),
             query_memory: QUERY_MEMORY_DEFAULT,
         }

@@ -355,7 +355,7 @@ impl Catalog {
             // Nothing was logged since the last checkpoint: nothing to flush.
             return Ok(());
         }
-        self.checkpoint_locked(&mut writer, Compaction::WhenDue)
+        self.checkpoint_locked(&mut writer, Compaction::DEFAULT)
     }
 
     /// A checkpoint that also rewrites every segment file of `table` (of every
@@ -387,7 +387,7 @@ impl Catalog {
     pub fn set_wal_sync(&self, wal_sync: WalSync) -> Result<()> {
         let mut writer = self.lock_writer();
         writer.wal_sync = wal_sync;
-        self.checkpoint_locked(&mut writer, Compaction::WhenDue)
+        self.checkpoint_locked(&mut writer, Compaction::DEFAULT)
     }
 
     /// Makes a change: `build` turns the writer's state into the change to
@@ -422,7 +422,7 @@ impl Catalog {
             }
         }
         if writer.checkpoint_due() {
-            self.checkpoint_locked(&mut writer, Compaction::WhenDue)?;
+            self.checkpoint_locked(&mut writer, Compaction::DEFAULT)?;
         }
         drop(writer);
         if wait {
@@ -510,9 +510,20 @@ impl Catalog {
         self.publish_durable(u64::MAX);
         let mut state = writer.state.clone();
         let mut changed = Vec::new();
+        let mut budget = match compaction {
+            Compaction::WhenDue { budget } => budget,
+            Compaction::All(_) => u64::MAX,
+        };
         for table in state.tables.values() {
             let snapshot = &state.snapshots[&table.id];
-            let flushed = flush_table(store, table, snapshot, &mut state.next_id, compaction)?;
+            let flushed = flush_table(
+                store,
+                table,
+                snapshot,
+                &mut state.next_id,
+                compaction,
+                &mut budget,
+            )?;
             if let Some(flushed) = flushed {
                 changed.push((Arc::clone(table), Arc::new(flushed)));
             }
@@ -770,6 +781,83 @@ impl Drop for Appender<'_> {
     }
 }
 
+/// Compacts a catalog in the background: every
+/// `limits::COMPACTION_INTERVAL_MS` it checkpoints if some segment file is due
+/// for compaction (too many deleted rows, too many small files), rewriting at
+/// most `limits::COMPACTION_BYTES_PER_CHECKPOINT_MAX` bytes of files per run.
+/// Dropping it stops the thread and waits for it.
+#[derive(Debug)]
+pub struct Compactor {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Catalog {
+    /// Starts compacting this catalog in the background.
+    pub fn start_compactor(self: &Arc<Self>) -> Compactor {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let catalog = Arc::downgrade(self);
+        let signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("cohortdb-compactor".to_string())
+            .spawn(move || {
+                let (stopped, wake) = &*signal;
+                let interval = Duration::from_millis(limits::COMPACTION_INTERVAL_MS);
+                let mut guard = stopped.lock().expect("compactor lock");
+                loop {
+                    guard = wake
+                        .wait_timeout(guard, interval)
+                        .expect("compactor lock")
+                        .0;
+                    if *guard {
+                        break;
+                    }
+                    let Some(catalog) = catalog.upgrade() else {
+                        break;
+                    };
+                    // A failure (a full disk) is retried at the next interval;
+                    // the statements that need the disk report it.
+                    let _ = catalog.compact_if_due();
+                }
+            })
+            .ok();
+        Compactor { stop, thread }
+    }
+
+    /// Checkpoints when a segment file is due for compaction; returns whether
+    /// it did.
+    pub fn compact_if_due(&self) -> Result<bool> {
+        if self.store.is_none() {
+            return Ok(false);
+        }
+        let mut writer = self.lock_writer();
+        let mut budget = limits::COMPACTION_BYTES_PER_CHECKPOINT_MAX;
+        let state = &writer.state;
+        let due = state.tables.values().any(|table| {
+            let snapshot = &state.snapshots[&table.id];
+            picks(table, snapshot, Compaction::DEFAULT, &mut budget)
+                .iter()
+                .zip(&snapshot.segments)
+                .any(|(picked, segment)| *picked && !segment.in_memory_only())
+        });
+        if due {
+            self.checkpoint_locked(&mut writer, Compaction::DEFAULT)?;
+        }
+        Ok(due)
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().expect("compactor lock") = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// With `wal_sync = batch`, the log is synced this often, and by a statement
 /// that leaves this many bytes unsynced.
 const BATCH_SYNC_INTERVAL: Duration = Duration::from_millis(10);
@@ -824,71 +912,119 @@ impl Writer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compaction {
     /// Small segments when a table has many, and segments with many deleted
-    /// rows.
-    WhenDue,
+    /// rows, while the bytes of files rewritten stay within the budget.
+    WhenDue { budget: u64 },
     /// Every segment with deleted rows and every small segment, of one table
     /// or all.
     All(Option<u64>),
 }
 
-/// The snapshot of `table` after a checkpoint, or `None` when it has nothing
-/// to flush, write or compact: in-memory segments and the segments
-/// `compaction` picks are rewritten, without their deleted rows, as one new
-/// segment file; deletion vectors not yet on disk are written.
-fn flush_table(
-    store: &Store,
+impl Compaction {
+    /// What a checkpoint compacts when nobody asked for more.
+    const DEFAULT: Compaction = Compaction::WhenDue {
+        budget: limits::COMPACTION_BYTES_PER_CHECKPOINT_MAX,
+    };
+}
+
+/// Which segments of `snapshot` a checkpoint rewrites: every in-memory one
+/// and every one without live rows, and the files `compaction` picks,
+/// charged to `budget`.
+fn picks(
     table: &Table,
     snapshot: &TableSnapshot,
-    next_id: &mut u64,
     compaction: Compaction,
-) -> Result<Option<TableSnapshot>> {
+    budget: &mut u64,
+) -> Vec<bool> {
     let small = |s: &Segment| s.row_count < limits::SEGMENT_ROWS_TARGET / 4;
     let small_files = snapshot
         .segments
         .iter()
         .filter(|s| !s.in_memory_only() && small(s))
         .count();
-    let rewrite = |s: &Segment| {
-        if s.in_memory_only() || s.live_rows() == 0 {
-            return true;
-        }
-        match compaction {
-            Compaction::All(which) if which.is_none_or(|id| id == table.id) => {
-                !s.deleted.is_empty() || (small(s) && small_files > 1)
-            }
-            _ => {
-                s.deleted.len() as f64 > s.row_count as f64 * limits::COMPACTION_DELETED_FRACTION
-                    || (small(s) && small_files > limits::SMALL_SEGMENTS_MAX)
-            }
-        }
+    let file_bytes = |s: &Segment| match &s.data {
+        crate::table::SegmentData::File(reader) => reader.file().bytes,
+        crate::table::SegmentData::Memory(_) => 0,
     };
+    snapshot
+        .segments
+        .iter()
+        .map(|s| {
+            if s.in_memory_only() || s.live_rows() == 0 {
+                return true;
+            }
+            match compaction {
+                Compaction::All(which) if which.is_none_or(|id| id == table.id) => {
+                    !s.deleted.is_empty() || (small(s) && small_files > 1)
+                }
+                _ => {
+                    let due = s.deleted.len() as f64
+                        > s.row_count as f64 * limits::COMPACTION_DELETED_FRACTION
+                        || (small(s) && small_files > limits::SMALL_SEGMENTS_MAX);
+                    let affordable = file_bytes(s) <= *budget;
+                    if due && affordable {
+                        *budget -= file_bytes(s);
+                    }
+                    due && affordable
+                }
+            }
+        })
+        .collect()
+}
+
+/// The snapshot of `table` after a checkpoint, or `None` when it has nothing
+/// to flush, write or compact: the segments [`picks`] chooses are rewritten,
+/// without their deleted rows, as one new segment file (one segment read at
+/// a time); deletion vectors not yet on disk are written.
+fn flush_table(
+    store: &Store,
+    table: &Table,
+    snapshot: &TableSnapshot,
+    next_id: &mut u64,
+    compaction: Compaction,
+    budget: &mut u64,
+) -> Result<Option<TableSnapshot>> {
+    let rewrite = picks(table, snapshot, compaction, budget);
     let dirty = |s: &Segment| !s.deletes_written;
-    if !snapshot.segments.iter().any(|s| rewrite(s) || dirty(s)) {
+    if !snapshot
+        .segments
+        .iter()
+        .zip(&rewrite)
+        .any(|(s, r)| *r || dirty(s))
+    {
         return Ok(None);
     }
     let mut segments = Vec::with_capacity(snapshot.segments.len());
-    let mut merged = Vec::new();
-    for segment in &snapshot.segments {
-        if rewrite(segment) {
-            merged.extend(segment.live_batches()?);
+    let mut writer: Option<(u64, segment_file::SegmentWriter)> = None;
+    for (segment, rewrite) in snapshot.segments.iter().zip(rewrite) {
+        if rewrite {
+            for batch in segment.live_batches()? {
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                if writer.is_none() {
+                    let id = *next_id;
+                    *next_id += 1;
+                    let created = segment_file::SegmentWriter::create(
+                        Arc::clone(store.storage()),
+                        &store.segment_path(id),
+                        table.id,
+                        id,
+                        &snapshot.schema,
+                        segment_file::ROW_GROUP_ROWS,
+                    )?;
+                    writer = Some((id, created));
+                }
+                let (_, w) = writer.as_mut().expect("created above");
+                w.write(&batch)?;
+            }
         } else if dirty(segment) {
             segments.push(Arc::new(write_deletes(store, segment)?));
         } else {
             segments.push(Arc::clone(segment));
         }
     }
-    if merged.iter().any(|b| b.num_rows() > 0) {
-        let id = *next_id;
-        *next_id += 1;
-        let file = segment_file::write(
-            store.storage(),
-            &store.segment_path(id),
-            table.id,
-            id,
-            &snapshot.schema,
-            &merged,
-            segment_file::ROW_GROUP_ROWS,
-        )?;
+    if let Some((id, writer)) = writer {
+        let file = writer.finish()?;
         let reader = SegmentReader::open(&store.segment_path(id), &file, &snapshot.schema)?;
         segments.push(Arc::new(Segment::on_disk(
             Arc::new(reader),
@@ -1743,6 +1879,46 @@ mod tests {
         assert_eq!(report.wal_records, 2, "the table and the file");
         let catalog = Catalog::open(dir.path()).expect("reopen");
         assert_eq!(ids(&catalog), (0..10_000).collect::<Vec<i64>>());
+    }
+
+    /// Compaction runs when due (here: more small files than the limit) and
+    /// only then; the background compactor does it on its own.
+    #[test]
+    fn compaction_runs_when_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Arc::new(Catalog::open(dir.path()).expect("open"));
+        catalog
+            .create_table("t", &columns(), false)
+            .expect("create");
+        let t = catalog.table("t").expect("table");
+        let files = || {
+            crate::store::files_in(&dir.path().join("segments"))
+                .expect("files")
+                .len()
+        };
+        for i in 0..=limits::SMALL_SEGMENTS_MAX as i64 {
+            catalog
+                .append(&t, vec![rows(&t, &[i], &[None])])
+                .expect("append");
+            // A checkpoint compacts only what is due, so these files stay.
+            catalog.checkpoint().expect("checkpoint");
+        }
+        assert_eq!(files(), limits::SMALL_SEGMENTS_MAX + 1);
+        let compactor = catalog.start_compactor();
+        let started = std::time::Instant::now();
+        while files() > 1 && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(files(), 1, "the compactor merged the small files");
+        assert!(
+            !catalog.compact_if_due().expect("checks"),
+            "nothing left to do"
+        );
+        drop(compactor);
+        assert_eq!(
+            ids(&catalog),
+            (0..=limits::SMALL_SEGMENTS_MAX as i64).collect::<Vec<_>>()
+        );
     }
 
     #[test]

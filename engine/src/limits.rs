@@ -56,3 +56,11 @@ pub const COMPACTION_DELETED_FRACTION: f64 = 0.2;
 /// Bytes of rows one statement holds in memory before it streams the rest
 /// into a segment file of its own (a large COPY or INSERT ... SELECT).
 pub const APPEND_MEMORY_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Bytes of segment files one checkpoint rewrites at most when compacting on
+/// its own (VACUUM has no limit): what bounds the pause a background
+/// compaction makes writers wait.
+pub const COMPACTION_BYTES_PER_CHECKPOINT_MAX: u64 = 64 * 1024 * 1024;
+
+/// How often the background compactor looks for work.
+pub const COMPACTION_INTERVAL_MS: u64 = 1_000;
