@@ -1921,6 +1921,30 @@ mod tests {
         );
     }
 
+    /// `wal_sync` is kept in the manifest; with `batch` a statement is
+    /// visible at once and durable after the next sync.
+    #[test]
+    fn wal_sync_is_kept_and_batch_publishes_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let catalog = Catalog::open(dir.path()).expect("open");
+            assert_eq!(catalog.wal_sync(), WalSync::Always);
+            catalog.set_wal_sync(WalSync::Batch).expect("set");
+            catalog
+                .create_table("t", &columns(), false)
+                .expect("create");
+            let t = catalog.table("t").expect("table");
+            catalog
+                .append(&t, vec![rows(&t, &[7], &[None])])
+                .expect("append");
+            assert_eq!(ids(&catalog), vec![7]);
+            catalog.close_without_checkpoint();
+        }
+        let catalog = Catalog::open(dir.path()).expect("reopen");
+        assert_eq!(catalog.wal_sync(), WalSync::Batch);
+        assert_eq!(ids(&catalog), vec![7], "a process exit loses nothing");
+    }
+
     #[test]
     fn failed_append_changes_nothing() {
         let catalog = Catalog::in_memory();

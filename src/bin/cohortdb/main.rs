@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use cohortdb::{Auth, CsvOptions, Database, DemoConfig, FileFormat, ServerOptions, Tls};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -67,6 +67,11 @@ enum Command {
         /// Data directory (created if missing).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// When the write-ahead log is synced: always (a statement returns once
+        /// durable), batch (every 10 ms) or off (by the OS); kept in the data
+        /// directory for later starts. See docs/format.md for what each risks.
+        #[arg(long, value_name = "MODE")]
+        wal_sync: Option<WalSyncArg>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -97,6 +102,23 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WalSyncArg {
+    Always,
+    Batch,
+    Off,
+}
+
+impl From<WalSyncArg> for cohortdb::WalSync {
+    fn from(mode: WalSyncArg) -> cohortdb::WalSync {
+        match mode {
+            WalSyncArg::Always => cohortdb::WalSync::Always,
+            WalSyncArg::Batch => cohortdb::WalSync::Batch,
+            WalSyncArg::Off => cohortdb::WalSync::Off,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -196,8 +218,15 @@ fn main() -> ExitCode {
                 !no_header,
                 delimiter,
             ),
-            Command::Serve { data, server } => {
+            Command::Serve {
+                data,
+                wal_sync,
+                server,
+            } => {
                 let db = open(&data)?;
+                if let Some(mode) = wal_sync {
+                    db.set_wal_sync(mode.into()).map_err(|e| e.to_string())?;
+                }
                 serve(&db, &server, Auth::Scram).await
             }
             Command::Passwd { data, user } => passwd(&data, &user),
