@@ -1517,8 +1517,9 @@ mod tests {
     /// A catalog in `dir` with table t: a checkpointed segment file of ids
     /// 0..100 with 10 deleted (a deletion vector), then three appends of one
     /// row each (ids 100, 101, 102) only in the log; closed as a crash would.
-    fn crashed(dir: &Path) {
-        let catalog = Catalog::open(dir).expect("open");
+    fn crashed() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(dir.path()).expect("open");
         catalog
             .create_table("t", &columns(), false)
             .expect("create");
@@ -1539,6 +1540,8 @@ mod tests {
                 .expect("append");
         }
         catalog.close_without_checkpoint();
+        drop(catalog);
+        dir
     }
 
     fn only_file(dir: &Path) -> std::path::PathBuf {
@@ -1559,8 +1562,7 @@ mod tests {
 
     #[test]
     fn a_crash_replays_the_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        crashed(dir.path());
+        let dir = crashed();
         let catalog = Catalog::open(dir.path()).expect("reopen");
         assert_eq!(catalog.recovery_report(), None);
         let expected: Vec<i64> = (10..103).collect();
@@ -1569,8 +1571,7 @@ mod tests {
 
     #[test]
     fn a_torn_log_tail_is_cut_and_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        crashed(dir.path());
+        let dir = crashed();
         let wal = only_file(&dir.path().join("wal"));
         let bytes = std::fs::read(&wal).expect("read");
         std::fs::write(&wal, &bytes[..bytes.len() - 5]).expect("truncate");
@@ -1585,8 +1586,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_followed_by_good_ones_stops_the_open() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        crashed(dir.path());
+        let dir = crashed();
         let wal = only_file(&dir.path().join("wal"));
         let (_, recovered) = Wal::open(
             Arc::new(crate::io::Os),
@@ -1612,8 +1612,7 @@ mod tests {
 
     #[test]
     fn a_damaged_manifest_stops_the_open() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        crashed(dir.path());
+        let dir = crashed();
         flip(&dir.path().join("MANIFEST"), 40);
         assert!(open_error(dir.path()).ends_with("the document fails its checksum"));
         flip(&dir.path().join("MANIFEST"), 40);
@@ -1624,8 +1623,7 @@ mod tests {
 
     #[test]
     fn damaged_segment_files_and_deletion_vectors_are_errors_not_panics() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        crashed(dir.path());
+        let dir = crashed();
         // The deletion vector fails its checksum at open.
         let dv = only_file(&dir.path().join("deletes"));
         flip(&dv, 30);
