@@ -62,6 +62,9 @@ pub enum Error {
     #[error("corrupted data in {path}: {reason}")]
     Corrupted { path: PathBuf, reason: String },
 
+    #[error("invalid audience expression at character {position}: {message}")]
+    InvalidAudience { position: usize, message: String },
+
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }

@@ -265,6 +265,7 @@ impl Error {
                 EngineError::Locked(_) => "55006",
                 EngineError::Io { .. } => "58030",
                 EngineError::Corrupted { .. } => "XX001",
+                EngineError::InvalidAudience { .. } => "42601",
                 EngineError::Arrow(_) => "XX000",
             },
         }
