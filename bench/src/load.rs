@@ -111,18 +111,18 @@ pub async fn load(
             work.path(),
         )?);
     }
-    let flushed: Vec<String> = segments_after_copy
+    let written: Vec<String> = segments_after_copy
         .iter()
         .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
         .map(|(name, n)| format!("{name}: {n}"))
         .collect();
     let notes = format!(
-        "Segment files a cohortdb COPY left before the CHECKPOINT (flushed inside the \
-         statement because the memtable passed its limit): {}.\n\n{}",
-        if flushed.is_empty() {
+        "Segment files in cohortdb's directory after the COPY, before the CHECKPOINT \
+         (rows the COPY itself wrote as Parquet; the CHECKPOINT flushes the rest): {}.\n\n{}",
+        if written.is_empty() {
             "none".to_string()
         } else {
-            flushed.join(", ")
+            written.join(", ")
         },
         memory::markdown(&probes)
     );
@@ -140,8 +140,8 @@ pub async fn load(
 
 /// Loads `input` into a fresh cohortdb directory `runs` times: COPY, a row
 /// count check, CHECKPOINT. Also returns how many segment files the COPY
-/// alone left (a COPY that fills the memtable past its limit flushes inside
-/// the statement, leaving the CHECKPOINT little to do).
+/// alone left (a large COPY writes its rows to Parquet itself, leaving the
+/// CHECKPOINT little to do).
 async fn cohortdb_loads(
     work: &Path,
     input: &Input<'_>,
