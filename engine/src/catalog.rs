@@ -673,7 +673,7 @@ pub struct Appender<'a> {
     pending: Vec<RecordBatch>,
     pending_bytes: u64,
     rows: u64,
-    file: Option<(u64, segment_file::SegmentWriter)>,
+    file: Option<(u64, segment_file::BackgroundWriter)>,
 }
 
 impl Appender<'_> {
@@ -688,7 +688,7 @@ impl Appender<'_> {
             });
         }
         if let Some((_, writer)) = &mut self.file {
-            return batches.iter().try_for_each(|b| writer.write(b));
+            return batches.into_iter().try_for_each(|b| writer.write(b));
         }
         self.pending_bytes += batches
             .iter()
@@ -720,7 +720,7 @@ impl Appender<'_> {
             &self.table.schema(),
             segment_file::ROW_GROUP_ROWS,
         );
-        let mut writer = match started {
+        let mut writer = match started.and_then(segment_file::BackgroundWriter::start) {
             Ok(writer) => writer,
             Err(e) => {
                 self.catalog.lock_reserved().remove(&id);
@@ -729,7 +729,7 @@ impl Appender<'_> {
         };
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        for batch in &pending {
+        for batch in pending {
             if let Err(e) = writer.write(batch) {
                 // Dropping the writer removes its file.
                 self.catalog.lock_reserved().remove(&id);

@@ -192,6 +192,89 @@ impl Drop for SegmentWriter {
     }
 }
 
+/// A [`SegmentWriter`] on a thread of its own, fed through a short queue, so
+/// that encoding and compressing a segment overlaps with producing its rows
+/// (parsing a CSV file, running a query).
+pub(crate) struct BackgroundWriter {
+    sender: Option<std::sync::mpsc::SyncSender<Option<RecordBatch>>>,
+    thread: Option<std::thread::JoinHandle<Result<SegmentFile>>>,
+}
+
+impl BackgroundWriter {
+    /// Batches the queue holds before `write` waits for the writer.
+    const QUEUE: usize = 4;
+
+    pub(crate) fn start(writer: SegmentWriter) -> Result<BackgroundWriter> {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<RecordBatch>>(Self::QUEUE);
+        let path = writer.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("cohortdb-segment-writer".to_string())
+            .spawn(move || {
+                let mut writer = writer;
+                loop {
+                    match receiver.recv() {
+                        Ok(Some(batch)) => writer.write(&batch)?,
+                        Ok(None) => return writer.finish(),
+                        // Dropped unfinished: the writer's drop removes the file.
+                        Err(_) => {
+                            return Err(Error::Io {
+                                path: writer.tmp.clone(),
+                                source: io::Error::other("the append was abandoned"),
+                            });
+                        }
+                    }
+                }
+            })
+            .map_err(Error::io(path))?;
+        Ok(BackgroundWriter {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let sender = self.sender.as_ref().expect("written until finished");
+        if sender.send(Some(batch)).is_err() {
+            // The writer stopped on an error: that is the one to report.
+            return Err(self.join().err().unwrap_or_else(|| Error::Io {
+                path: std::path::PathBuf::new(),
+                source: io::Error::other("the segment writer stopped"),
+            }));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<SegmentFile> {
+        if let Some(sender) = self.sender.take() {
+            // If the writer already stopped, joining reports why.
+            let _ = sender.send(None);
+        }
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<SegmentFile> {
+        self.sender = None;
+        let thread = self.thread.take().expect("joined once");
+        thread.join().unwrap_or_else(|_| {
+            Err(Error::Io {
+                path: std::path::PathBuf::new(),
+                source: io::Error::other("the segment writer panicked"),
+            })
+        })
+    }
+}
+
+impl Drop for BackgroundWriter {
+    /// Unfinished: the queue closes without the end marker, and the thread
+    /// removes what it wrote before this returns.
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Writes `batches` as segment `segment_id` of table `table_id` at `path`
 /// (see [`SegmentWriter`]). Nothing is left under either name when it fails.
 pub(crate) fn write(
