@@ -23,6 +23,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+/// See the workspace Cargo.toml: the allocator scans and loads want.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cohortdb-bench",

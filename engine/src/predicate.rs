@@ -150,8 +150,11 @@ fn fold(
     combine: Combine,
     identity: bool,
 ) -> Result<BooleanArray> {
-    let mut acc = BooleanArray::from(vec![identity; batch.num_rows()]);
-    for part in parts {
+    let Some((first, rest)) = parts.split_first() else {
+        return Ok(BooleanArray::from(vec![identity; batch.num_rows()]));
+    };
+    let mut acc = first.evaluate(batch)?;
+    for part in rest {
         acc = combine(&acc, &part.evaluate(batch)?)?;
     }
     Ok(acc)

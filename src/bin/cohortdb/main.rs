@@ -15,6 +15,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cohortdb::{Auth, CsvOptions, Database, DemoConfig, FileFormat, ServerOptions, Tls};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// See the workspace Cargo.toml: the allocator scans and loads want.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cohortdb",
