@@ -55,7 +55,7 @@ pub const COMPACTION_DELETED_FRACTION: f64 = 0.2;
 
 /// Bytes of rows one statement holds in memory before it streams the rest
 /// into a segment file of its own (a large COPY or INSERT ... SELECT).
-pub const APPEND_MEMORY_BYTES_MAX: u64 = 64 * 1024 * 1024;
+pub const APPEND_MEMORY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// Bytes of segment files one checkpoint rewrites at most when compacting on
 /// its own (VACUUM has no limit): what bounds the pause a background
