@@ -148,14 +148,44 @@ pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<Sendable
         return Err(Error::unsupported(*what, position));
     }
     let target = target(session, &from[0])?;
-    let query = row_query(&target, Vec::new(), delete.selection)?;
-    let batches = collect(session, query).await?;
-    let ids = all_row_ids(&batches)?;
-    let count = commit(session.catalog(), &target.table, move |catalog, table| {
-        catalog.delete(table, &ids)
+    let count = retrying_conflicts(|| async {
+        let query = row_query(&target, Vec::new(), delete.selection.clone())?;
+        let batches = collect(session, query).await?;
+        let ids = all_row_ids(&batches)?;
+        Ok(
+            commit(session.catalog(), &target.table, move |catalog, table| {
+                catalog.delete(table, &ids)
+            })
+            .await?,
+        )
     })
     .await?;
     Ok(count_stream(count))
+}
+
+/// Times a DELETE or UPDATE is run again when the rows it read were replaced
+/// before it wrote (by a checkpoint, a compaction or another statement).
+const CONFLICT_ATTEMPTS: usize = 4;
+
+/// Runs `statement` (which reads rows, then writes by row id) again while it
+/// fails because the rows it read were replaced meanwhile (SQLSTATE 40001):
+/// each run reads the table afresh. After the last attempt the conflict is
+/// the statement's error.
+async fn retrying_conflicts<F, Fut>(statement: F) -> Result<u64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let mut attempt = 1;
+    loop {
+        match statement().await {
+            Err(Error::Engine {
+                source: EngineError::Conflict(_),
+                ..
+            }) if attempt < CONFLICT_ATTEMPTS => attempt += 1,
+            result => return result,
+        }
+    }
 }
 
 pub(crate) async fn update(session: &Session, update: Update) -> Result<SendableRecordBatchStream> {
@@ -206,19 +236,24 @@ pub(crate) async fn update(session: &Session, update: Update) -> Result<Sendable
         }
         values[index] = Some(assignment.value);
     }
-    let query = row_query(&target, values, update.selection)?;
-    let batches = collect(session, query).await?;
-    let ids = all_row_ids(&batches)?;
-    let rows: Vec<RecordBatch> = batches
-        .iter()
-        .map(|b| b.project(&(1..b.num_columns()).collect::<Vec<_>>()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::Execution {
-            message: e.to_string(),
-        })?;
-    let rows = cast_batches(&schema, rows)?;
-    let count = commit(session.catalog(), &target.table, move |catalog, table| {
-        catalog.update(table, &ids, rows)
+    let count = retrying_conflicts(|| async {
+        let query = row_query(&target, values.clone(), update.selection.clone())?;
+        let batches = collect(session, query).await?;
+        let ids = all_row_ids(&batches)?;
+        let rows: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| b.project(&(1..b.num_columns()).collect::<Vec<_>>()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Execution {
+                message: e.to_string(),
+            })?;
+        let rows = cast_batches(&schema, rows)?;
+        Ok(
+            commit(session.catalog(), &target.table, move |catalog, table| {
+                catalog.update(table, &ids, rows)
+            })
+            .await?,
+        )
     })
     .await?;
     Ok(count_stream(count))
