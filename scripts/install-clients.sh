@@ -6,13 +6,14 @@
 #
 # Where things go (tests/clients.rs looks in the same places):
 #   $HOME/.cache/cohortdb/clients-venv   Python venv: psycopg 3, SQLAlchemy 2, asyncpg;
-#                                        pyarrow and DuckDB, which read segment files
+#                                        pyarrow and DuckDB, which read segment files;
+#                                        pyroaring, which reads deletion vectors
 #   $HOME/.cache/cohortdb/clients-node   npm prefix: node_modules/pg
 #   /usr/share/java/postgresql.jar       pgjdbc, Debian's libpostgresql-jdbc-java
 #
 # Pins are loose (a major version) so a fresh machine gets current releases. Last
 # installed and tested with: psycopg 3.3.9 (psycopg-binary 3.3.9), SQLAlchemy
-# 2.1.9, asyncpg 0.32.0, pyarrow 26.0.1, duckdb 2.0.1, pg 8.23.1 (npm), libpostgresql-jdbc-java
+# 2.1.9, asyncpg 0.32.0, pyarrow 26.0.1, duckdb 2.0.1, pyroaring 1.2.0, pg 8.23.1 (npm), libpostgresql-jdbc-java
 # 42.5.5-0+deb12u1 (Debian 12), on Python 3.11, Node 20 and OpenJDK 17.
 set -euo pipefail
 
@@ -21,7 +22,7 @@ venv="$cache/clients-venv"
 node_prefix="$cache/clients-node"
 jdbc_jar=/usr/share/java/postgresql.jar
 
-python_requirements=("psycopg[binary]>=3.2,<4" "sqlalchemy>=2,<3" "asyncpg>=0.29,<1" "pyarrow>=15" "duckdb>=1")
+python_requirements=("psycopg[binary]>=3.2,<4" "sqlalchemy>=2,<3" "asyncpg>=0.29,<1" "pyarrow>=15" "duckdb>=1" "pyroaring>=1")
 npm_requirement="pg@^8"
 
 sudo=""
@@ -32,7 +33,7 @@ sudo=""
 python_stamp="$venv/.cohortdb-requirements"
 if [ ! -x "$venv/bin/python" ] ||
     [ "$(cat "$python_stamp" 2>/dev/null)" != "${python_requirements[*]}" ] ||
-    ! "$venv/bin/python" -c "import psycopg, sqlalchemy, asyncpg, pyarrow, duckdb" 2>/dev/null; then
+    ! "$venv/bin/python" -c "import psycopg, sqlalchemy, asyncpg, pyarrow, duckdb, pyroaring" 2>/dev/null; then
     echo "installing the Python clients into $venv"
     mkdir -p "$cache"
     # --clear: a venv whose interpreter went away (a Python upgrade) is rebuilt.

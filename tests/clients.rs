@@ -88,7 +88,8 @@ fn jdbc() -> Result<(), Failed> {
 /// Segment files are standard Parquet: pyarrow and DuckDB read every type back
 /// with the values cohortdb stored, and see the cohortdb metadata. They also show
 /// what is physically on disk: a deleted row stays in its file (the deletion
-/// vector is cohortdb's) until VACUUM rewrites the file without it.
+/// vector is cohortdb's, a portable roaring bitmap pyroaring reads) until VACUUM
+/// rewrites the file without it.
 fn segment_files_read_by_pyarrow_and_duckdb() -> Result<(), Failed> {
     let python = python()?;
     let dir = tempfile::tempdir()?;
@@ -137,10 +138,12 @@ fn segment_files_read_by_pyarrow_and_duckdb() -> Result<(), Failed> {
     let more: String = (10..20)
         .map(|id| format!("{id}|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL|NULL\n"))
         .collect();
-    // The deleted row is still in the file, marked deleted by a deletion vector.
+    // The deleted row is still in the file, marked deleted by a deletion
+    // vector, whose bitmap pyroaring reads: position 2 (id 3, the third row).
     read(&format!(
         "0000000000000004.parquet pyarrow_rows=13 duckdb_rows=13 cohortdb.format_version=2 \
-         cohortdb.row_count=13 cohortdb.segment_id=4 cohortdb.table_id=1\n{schema}{row1}{row2}{row3}{more}"
+         cohortdb.row_count=13 cohortdb.segment_id=4 cohortdb.table_id=1\n{schema}{row1}{row2}{row3}{more}\
+         0000000000000004-1.dv: [2]\n"
     ))?;
     block_on(async {
         db.session().execute("VACUUM t").await?;

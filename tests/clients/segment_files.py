@@ -1,5 +1,6 @@
 """Reads a cohortdb data directory's segment files with pyarrow and with DuckDB,
-as any Parquet tool would, and prints what they hold.
+as any Parquet tool would, and its deletion vectors with pyroaring, and prints what
+they hold.
 
 Usage: segment_files.py DATA_DIR
 
@@ -7,15 +8,20 @@ Prints, for each segments/*.parquet file: its name, the row count pyarrow reads 
 the one DuckDB reads, and its cohortdb.* metadata; then the Arrow schema of the
 first file; then every row of every file (deleted rows included: deletion vectors
 are cohortdb's, other tools do not apply them), read by DuckDB, ordered by the
-first column. Exits non-zero when pyarrow and DuckDB disagree.
+first column; then, for each deletes/*.dv file, the deleted positions its portable
+roaring bitmap holds as pyroaring reads it (bytes 28 .. end - 4, docs/format.md).
+Exits non-zero when pyarrow and DuckDB disagree.
 """
 
 import glob
 import os
 import sys
 
+import struct
+
 import duckdb
 import pyarrow.parquet as pq
+from pyroaring import BitMap
 
 
 def main() -> int:
@@ -46,6 +52,12 @@ def main() -> int:
         return 1
     for row in rows:
         print("|".join("NULL" if v is None else str(v) for v in row))
+    for path in sorted(glob.glob(os.path.join(data, "deletes", "*.dv"))):
+        with open(path, "rb") as f:
+            content = f.read()
+        (bitmap_bytes,) = struct.unpack_from("<I", content, 24)
+        positions = BitMap.deserialize(content[28 : 28 + bitmap_bytes])
+        print(f"{os.path.basename(path)}: {list(positions)}")
     return 0
 
 
