@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::Int64Array;
 use cohortdb::Database;
+use cohortdb_engine::demo::Rng;
 use libtest_mimic::{Failed, Trial};
 
 pub fn trials() -> Vec<Trial> {
@@ -106,23 +107,6 @@ impl Op {
     }
 }
 
-/// splitmix64: small, seeded, good enough to pick operations and delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn sigkill_loses_no_acknowledged_statement() -> Result<(), Failed> {
     let seed = match std::env::var("COHORTDB_CRASH_SEED") {
         Ok(seed) => seed
@@ -154,7 +138,7 @@ fn run(seed: u64, kills: usize) -> Result<(), String> {
         })
         .map_err(|e| format!("{e:?}"))?;
     }
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut model = Model::new();
     let mut ids: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut next_stmt = 1i64;

@@ -584,6 +584,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::demo::Rng;
 
     fn tag(name: &str) -> Audience {
         Audience::Term(Term::Tag(name.to_string()))
@@ -741,7 +742,7 @@ mod tests {
 
     impl Users {
         fn generate(seed: u64, n: usize) -> Users {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let rows = (0..n)
                 .map(|_| {
                     let tags = ["vip", "opted_out", "app", "web"]
@@ -921,18 +922,6 @@ mod tests {
         }
     }
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % n
-        }
-    }
-
     /// A random expression as text, up to `depth` levels of nesting.
     fn random_text(rng: &mut Rng, depth: u32) -> String {
         let leaf = |rng: &mut Rng| -> String {
@@ -987,7 +976,7 @@ mod tests {
         for seed in 0..20u64 {
             let users = Users::generate(seed, 500);
             let bitmaps = Bitmaps::build(&users);
-            let mut rng = Rng(seed ^ 0xA5A5);
+            let mut rng = Rng::new(seed ^ 0xA5A5);
             for _ in 0..100 {
                 let text = random_text(&mut rng, 3);
                 let audience = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));

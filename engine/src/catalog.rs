@@ -1431,6 +1431,7 @@ mod tests {
 
     use super::row_ids as row_ids_of;
     use super::*;
+    use crate::demo::Rng;
     use crate::types::ColumnType;
 
     fn columns() -> Vec<ColumnDef> {
@@ -1650,19 +1651,6 @@ mod tests {
         assert!(!crate::check::check(dir.path()).problems.is_empty());
     }
 
-    /// splitmix64, for the random tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % n
-        }
-    }
-
     /// One write to the table, as the model sees it: ids removed, ids added.
     #[derive(Debug, Default, Clone)]
     struct Step {
@@ -1688,7 +1676,7 @@ mod tests {
         let faults = [Fault::Fail, Fault::ShortWrite, Fault::DiskFull];
         let mut failures = 0;
         for seed in 0..12u64 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let dir = tempfile::tempdir().expect("tempdir");
             let storage = Arc::new(Faulty::default());
             let open = || Catalog::open_with(dir.path(), Arc::clone(&storage) as Arc<dyn Storage>);
