@@ -26,6 +26,7 @@
 //! over any [`TagSource`] with roaring bitmaps, ordering each AND chain by
 //! cardinality and counting without building the final set where it can.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use roaring::RoaringBitmap;
@@ -95,12 +96,13 @@ pub enum Window {
 }
 
 /// Where the sets of users behind terms come from (the tag store; a test
-/// model in tests).
+/// model in tests). Sets are borrowed where the source holds them, so a term
+/// costs no copy.
 pub trait TagSource {
     /// Every user there is (what NOT is relative to).
-    fn universe(&self) -> Result<RoaringBitmap>;
+    fn universe(&self) -> Result<Cow<'_, RoaringBitmap>>;
     /// The users of a term, in a window when given.
-    fn term(&self, term: &Term, window: Option<&Window>) -> Result<RoaringBitmap>;
+    fn term(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>>;
     /// How many users a term has, to order AND chains; the default builds the
     /// set.
     fn term_len(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
@@ -110,76 +112,103 @@ pub trait TagSource {
 
 /// The users of `audience`.
 pub fn evaluate(audience: &Audience, source: &dyn TagSource) -> Result<RoaringBitmap> {
+    Ok(eval(audience, source)?.into_owned())
+}
+
+fn eval<'a>(audience: &Audience, source: &'a dyn TagSource) -> Result<Cow<'a, RoaringBitmap>> {
     match audience {
         Audience::Term(term) => source.term(term, None),
         Audience::During(term, window) => source.term(term, Some(window)),
         Audience::Not(inner) => {
-            let mut all = source.universe()?;
-            all -= evaluate(inner, source)?;
-            Ok(all)
+            let mut all = source.universe()?.into_owned();
+            all -= eval(inner, source)?.as_ref();
+            Ok(Cow::Owned(all))
         }
         Audience::And(parts) => {
-            // Positive parts smallest first, so every intersection is as small
-            // as it can be; negated parts are subtracted at the end.
-            let (negated, positive): (Vec<&Audience>, Vec<&Audience>) =
-                parts.iter().partition(|p| matches!(p, Audience::Not(_)));
-            let mut sized = positive
-                .into_iter()
-                .map(|p| Ok((estimate(p, source)?, p)))
-                .collect::<Result<Vec<_>>>()?;
-            sized.sort_by_key(|(size, _)| *size);
-            let mut result = match sized.first() {
-                Some((_, first)) => evaluate(first, source)?,
-                None => source.universe()?,
-            };
-            for (_, part) in sized.iter().skip(1) {
+            let (mut result, negated, last) = and_parts(parts, source)?;
+            if let Some(last) = last {
                 if result.is_empty() {
-                    return Ok(result);
+                    return Ok(Cow::Owned(result));
                 }
-                result &= evaluate(part, source)?;
+                result &= eval(last, source)?.as_ref();
             }
             for part in negated {
-                if let Audience::Not(inner) = part {
-                    result -= evaluate(inner, source)?;
-                }
+                result -= eval(part, source)?.as_ref();
             }
-            Ok(result)
+            Ok(Cow::Owned(result))
         }
         Audience::Or(parts) => {
             let mut result = RoaringBitmap::new();
             for part in parts {
-                result |= evaluate(part, source)?;
+                result |= eval(part, source)?.as_ref();
             }
-            Ok(result)
+            Ok(Cow::Owned(result))
         }
     }
 }
 
-/// How many users `audience` has. An AND of two sets and a NOT are counted
-/// without building the resulting set.
+/// An AND chain taken apart for evaluation: the intersection of its positive
+/// parts but the largest (smallest first, so every intersection is as small
+/// as it can be; the universe when there are none), the insides of its
+/// negated parts, and the largest positive part, left for the caller to
+/// intersect or count against.
+fn and_parts<'p>(
+    parts: &'p [Audience],
+    source: &dyn TagSource,
+) -> Result<(RoaringBitmap, Vec<&'p Audience>, Option<&'p Audience>)> {
+    let mut negated = Vec::new();
+    let mut sized = Vec::new();
+    for part in parts {
+        match part {
+            Audience::Not(inner) => negated.push(inner.as_ref()),
+            _ => sized.push((estimate(part, source)?, part)),
+        }
+    }
+    sized.sort_by_key(|(size, _)| *size);
+    let last = if sized.len() >= 2 { sized.pop().map(|(_, p)| p) } else { None };
+    let mut parts = sized.into_iter().map(|(_, p)| p);
+    let mut result = match parts.next() {
+        Some(first) => eval(first, source)?.into_owned(),
+        None => source.universe()?.into_owned(),
+    };
+    for part in parts {
+        if result.is_empty() {
+            break;
+        }
+        result &= eval(part, source)?.as_ref();
+    }
+    Ok((result, negated, last))
+}
+
+/// How many users `audience` has. The last step of an AND chain (an
+/// intersection or a NOT) and a NOT are counted without building the
+/// resulting set.
 pub fn count(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
     match audience {
         Audience::Term(term) => source.term_len(term, None),
         Audience::During(term, window) => source.term_len(term, Some(window)),
-        Audience::Not(inner) => Ok(source.universe()?.len() - count_within(inner, source)?),
-        Audience::And(parts) if parts.len() == 2 => {
-            let (a, b) = (&parts[0], &parts[1]);
-            match (a, b) {
-                (Audience::Not(n), other) | (other, Audience::Not(n)) => {
-                    let other = evaluate(other, source)?;
-                    Ok(other.len() - other.intersection_len(&evaluate(n, source)?))
-                }
-                _ => Ok(evaluate(a, source)?.intersection_len(&evaluate(b, source)?)),
-            }
+        Audience::Not(inner) => {
+            let universe = source.universe()?;
+            Ok(universe.len() - eval(inner, source)?.intersection_len(&universe))
         }
-        other => Ok(evaluate(other, source)?.len()),
+        Audience::And(parts) => {
+            let (mut result, mut negated, last) = and_parts(parts, source)?;
+            if let Some(last) = last {
+                if negated.is_empty() {
+                    return Ok(result.intersection_len(eval(last, source)?.as_ref()));
+                }
+                result &= eval(last, source)?.as_ref();
+            }
+            let Some(final_not) = negated.pop() else {
+                return Ok(result.len());
+            };
+            for part in negated {
+                result -= eval(part, source)?.as_ref();
+            }
+            Ok(result.len() - result.intersection_len(eval(final_not, source)?.as_ref()))
+        }
+        other => Ok(eval(other, source)?.len()),
     }
-}
-
-/// The size of `audience` intersected with the universe (terms may name
-/// users the universe no longer has, e.g. a stale tag).
-fn count_within(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
-    Ok(evaluate(audience, source)?.intersection_len(&source.universe()?))
 }
 
 /// A cheap size for ordering AND chains: exact for terms, an upper bound for
@@ -872,11 +901,17 @@ mod tests {
     }
 
     impl TagSource for Bitmaps {
-        fn universe(&self) -> Result<RoaringBitmap> {
-            Ok(self.universe.clone())
+        fn universe(&self) -> Result<Cow<'_, RoaringBitmap>> {
+            Ok(Cow::Borrowed(&self.universe))
         }
 
-        fn term(&self, term: &Term, window: Option<&Window>) -> Result<RoaringBitmap> {
+        fn term(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>> {
+            self.owned_term(term, window).map(Cow::Owned)
+        }
+    }
+
+    impl Bitmaps {
+        fn owned_term(&self, term: &Term, window: Option<&Window>) -> Result<RoaringBitmap> {
             let empty = RoaringBitmap::new();
             let number = |v: &Value| v.0.parse::<f64>().expect("number");
             if let Some(window) = window {

@@ -65,6 +65,15 @@ pub enum Error {
     #[error("invalid audience expression at character {position}: {message}")]
     InvalidAudience { position: usize, message: String },
 
+    #[error("user key: {0}")]
+    UserKey(String),
+
+    #[error("{0}")]
+    UnknownTag(String),
+
+    #[error("tag \"{0}\" already exists")]
+    TagExists(String),
+
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }

@@ -29,8 +29,10 @@ mod segment_file;
 pub mod stats;
 mod store;
 pub mod table;
+pub mod tags;
 pub mod types;
 mod upgrade;
+pub mod users;
 mod wal;
 
 pub use catalog::Catalog;
