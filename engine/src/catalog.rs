@@ -32,6 +32,8 @@ use crate::roles::Role;
 use crate::segment_file::{self, SegmentFile, SegmentReader};
 use crate::store::Store;
 use crate::table::{Segment, Table, TableSnapshot};
+use crate::tag_changes;
+use crate::tags::{self, Bits, StoredTag, TableTags, Tags};
 use crate::types::{self, ColumnDef};
 use crate::wal::Wal;
 
@@ -41,6 +43,8 @@ pub struct Catalog {
     /// What readers see: the tables and roles as of the last published change.
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     roles: RwLock<BTreeMap<String, Role>>,
+    /// The tag store as of the last published change.
+    tags: RwLock<Arc<Tags>>,
     writer: Arc<Mutex<Writer>>,
     /// The highest LSN known durable; held while syncing, so that one sync
     /// serves every statement waiting on it.
@@ -77,6 +81,10 @@ struct State {
     /// The latest snapshot of each table, by table id.
     snapshots: BTreeMap<u64, Arc<TableSnapshot>>,
     roles: BTreeMap<String, Role>,
+    /// The user-key dictionary, tag indexes and stored tags.
+    tags: Tags,
+    /// The dictionary files written so far (ordinals in order).
+    user_chunks: Vec<crate::users::Chunk>,
 }
 
 /// What readers are shown of one change.
@@ -85,6 +93,8 @@ enum Effect {
     Tables(BTreeMap<String, Arc<Table>>),
     Snapshots(Vec<(Arc<Table>, Arc<TableSnapshot>)>),
     Roles(BTreeMap<String, Role>),
+    Tags(Arc<Tags>),
+    Both(Box<Effect>, Box<Effect>),
 }
 
 impl Catalog {
@@ -153,6 +163,7 @@ impl Catalog {
             store,
             tables: RwLock::new(state.tables.clone()),
             roles: RwLock::new(state.roles.clone()),
+            tags: RwLock::new(Arc::new(state.tags.clone())),
             writer: Arc::new(Mutex::new(Writer {
                 state,
                 wal,
@@ -233,6 +244,109 @@ impl Catalog {
             }
             None if if_exists => Ok(None),
             None => Err(Error::TableNotFound(name.to_string())),
+        })?;
+        Ok(dropped)
+    }
+
+    /// The tag store as of now: what audience expressions are evaluated
+    /// over.
+    pub fn tags(&self) -> Arc<Tags> {
+        Arc::clone(&self.tags.read().expect("tag lock is never poisoned"))
+    }
+
+    /// `CREATE TAG INDEX ON table (columns) [TIME time BY DAY]`: every
+    /// distinct value of each column becomes a tag (`column=value`), by day
+    /// too with a time column; kept current as the table changes.
+    pub fn create_tag_index(&self, table: &str, columns: &[String], time: Option<&str>) -> Result<()> {
+        self.commit(|state| {
+            let table = state
+                .tables
+                .get(table)
+                .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
+            Ok(Some(Change::CreateTagIndex(change::TagIndexJson {
+                table_id: table.id,
+                columns: columns.to_vec(),
+                time: time.map(str::to_string),
+            })))
+        })
+    }
+
+    /// `DROP TAG INDEX ON table [(columns)]`: every column when `columns` is
+    /// empty.
+    pub fn drop_tag_index(&self, table: &str, columns: &[String]) -> Result<()> {
+        self.commit(|state| {
+            let table = state
+                .tables
+                .get(table)
+                .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
+            Ok(Some(Change::DropTagIndex(change::TagIndexJson {
+                table_id: table.id,
+                columns: columns.to_vec(),
+                time: None,
+            })))
+        })
+    }
+
+    /// Creates (or with `replace`, replaces) the stored tag or segment
+    /// `name` holding `users`.
+    pub fn put_tag(
+        &self,
+        name: &str,
+        source: tags::TagSourceKind,
+        definition: &str,
+        users: tags::TagUsers,
+        replace: bool,
+        refreshed_micros: i64,
+    ) -> Result<()> {
+        types::check_name(name)?;
+        self.commit(|state| {
+            if let Some(existing) = state.tags.stored.get(name) {
+                if !replace {
+                    return Err(Error::TagExists(name.to_string()));
+                }
+                if existing.source.is_segment() != source.is_segment() {
+                    return Err(Error::UnknownTag(format!(
+                        "\"{name}\" is a {}, not a {}",
+                        existing.source.as_str(),
+                        source.as_str()
+                    )));
+                }
+            }
+            Ok(Some(Change::PutTag(change::PutTag {
+                meta: change::PutTagJson {
+                    id: state.next_id,
+                    name: name.to_string(),
+                    source,
+                    definition: definition.to_string(),
+                    refreshed_micros,
+                    replace,
+                },
+                users,
+            })))
+        })
+    }
+
+    /// Drops a stored tag (`segment` false) or segment. Returns false when it
+    /// does not exist and `if_exists` is set.
+    pub fn drop_tag(&self, name: &str, if_exists: bool, segment: bool) -> Result<bool> {
+        let mut dropped = false;
+        self.commit(|state| match state.tags.stored.get(name) {
+            Some(tag) if tag.source.is_segment() != segment => Err(Error::UnknownTag(format!(
+                "\"{name}\" is a {}; drop it with DROP {}",
+                tag.source.as_str(),
+                if segment { "TAG" } else { "SEGMENT" }
+            ))),
+            Some(_) => {
+                dropped = true;
+                Ok(Some(Change::DropTag {
+                    name: name.to_string(),
+                }))
+            }
+            None if if_exists => Ok(None),
+            None => Err(Error::UnknownTag(format!(
+                "{} \"{name}\" does not exist",
+                if segment { "segment" } else { "tag" }
+            ))),
         })?;
         Ok(dropped)
     }
@@ -401,12 +515,18 @@ impl Catalog {
             return Ok(());
         };
         let (state, effect) = writer.state.apply(&change, self.store.as_ref())?;
-        let lsn = match &mut writer.wal {
-            Some(wal) => {
-                let (kind, payload) = change.encode()?;
-                wal.append(kind, &payload)?
+        let logged = match &mut writer.wal {
+            Some(wal) => change
+                .encode()
+                .and_then(|(kind, payload)| wal.append(kind, &payload)),
+            None => Ok(0),
+        };
+        let lsn = match logged {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                writer.state.tags.forget_unlogged_users();
+                return Err(e);
             }
-            None => 0,
         };
         writer.state = state;
         let wait = lsn > 0 && writer.wal_sync == WalSync::Always;
@@ -482,6 +602,7 @@ impl Catalog {
         }
         *self.tables.write().expect("catalog lock is never poisoned") = state.tables.clone();
         *self.roles.write().expect("role lock is never poisoned") = state.roles.clone();
+        *self.tags.write().expect("tag lock is never poisoned") = Arc::new(state.tags.clone());
     }
 
     /// Shows readers a change.
@@ -500,6 +621,13 @@ impl Catalog {
             }
             Effect::Roles(roles) => {
                 *self.roles.write().expect("role lock is never poisoned") = roles;
+            }
+            Effect::Tags(tags) => {
+                *self.tags.write().expect("tag lock is never poisoned") = tags;
+            }
+            Effect::Both(first, second) => {
+                self.publish(*first);
+                self.publish(*second);
             }
         }
     }
@@ -537,6 +665,7 @@ impl Catalog {
         for (table, snapshot) in &changed {
             state.snapshots.insert(table.id, Arc::clone(snapshot));
         }
+        state.write_tag_files(store)?;
         let manifest = state.manifest(wal.next_lsn(), writer.wal_sync);
         store.write_manifest(&manifest)?;
         // The manifest is the commit point: from here the state is the
@@ -1079,6 +1208,8 @@ impl State {
             tables: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             roles: BTreeMap::new(),
+            tags: Tags::default(),
+            user_chunks: Vec::new(),
         }
     }
 
@@ -1116,6 +1247,7 @@ impl State {
                 entry.id,
                 entry.name.clone(),
                 Arc::clone(&schema),
+                entry.columns.iter().position(|c| c.user_key),
                 Vec::new(),
             ));
             state
@@ -1128,6 +1260,7 @@ impl State {
             .iter()
             .map(|r| (r.name.clone(), r.clone()))
             .collect();
+        state.load_tags(store, manifest)?;
         Ok(state)
     }
 
@@ -1145,7 +1278,181 @@ impl State {
                 }
             }
         }
+        let tags_dir = store.tags_dir();
+        for index in self.tags.tables.values() {
+            if let Some(file) = &index.file {
+                live.insert(tags::tag_path(&tags_dir, index.table_id, file.generation));
+            }
+        }
+        for tag in self.tags.stored.values() {
+            if let Some(file) = &tag.file {
+                live.insert(tags::tag_path(&tags_dir, tag.id, file.generation));
+            }
+        }
+        for chunk in &self.user_chunks {
+            live.insert(crate::users::chunk_path(&store.users_dir(), chunk.first));
+        }
         live
+    }
+
+    /// Writes what the tag store holds that no file has yet: the ordinals
+    /// assigned since the last checkpoint (a new dictionary file), and a new
+    /// file for each tag index and stored tag that changed.
+    fn write_tag_files(&mut self, store: &Store) -> Result<()> {
+        let storage = store.storage().as_ref();
+        if let Some(dictionary) = &self.tags.dictionary {
+            let written: u32 = self.user_chunks.iter().map(|c| c.count).sum();
+            if self.tags.users > written {
+                let chunk = crate::users::write_chunk(
+                    storage,
+                    &store.users_dir(),
+                    dictionary,
+                    written,
+                    self.tags.users - written,
+                )?;
+                self.user_chunks.push(chunk);
+            }
+        }
+        let tags_dir = store.tags_dir();
+        for index in self.tags.tables.values_mut() {
+            if !index.dirty {
+                continue;
+            }
+            let generation = index.file.as_ref().map_or(1, |f| f.generation + 1);
+            let file = tags::write_file(
+                storage,
+                &tags_dir,
+                index.table_id,
+                generation,
+                &index.file_entries(),
+            )?;
+            let index = Arc::make_mut(index);
+            index.file = Some(file);
+            index.dirty = false;
+        }
+        for tag in self.tags.stored.values_mut() {
+            if !tag.dirty {
+                continue;
+            }
+            let file = if tag.bits.is_empty() {
+                None
+            } else {
+                Some(tags::write_file(
+                    storage,
+                    &tags_dir,
+                    tag.id,
+                    1,
+                    &[(None, None, None, &tag.bits)],
+                )?)
+            };
+            let tag = Arc::make_mut(tag);
+            tag.file = file;
+            tag.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// The tag store of a manifest: the dictionary read, every tag index and
+    /// stored tag opened (their bitmaps read when first used).
+    fn load_tags(&mut self, store: &Store, manifest: &Manifest) -> Result<()> {
+        let manifest_path = store.manifest_path();
+        let corrupted = |reason: String| Error::Corrupted {
+            path: manifest_path.clone(),
+            reason,
+        };
+        if let Some(users) = &manifest.users {
+            let dictionary = Arc::new(crate::users::Dictionary::new(users.key_type));
+            for chunk in &users.chunks {
+                crate::users::load_chunk(&store.users_dir(), &dictionary, chunk)?;
+            }
+            self.tags.users = dictionary.len();
+            self.tags.dictionary = Some(dictionary);
+            self.user_chunks = users.chunks.clone();
+        }
+        for table in self.tables.values() {
+            if let Some(at) = table.user_key() {
+                if self.tags.dictionary.is_none() {
+                    return Err(corrupted(format!(
+                        "table \"{}\" has a user key but there is no dictionary",
+                        table.name()
+                    )));
+                }
+                self.tags.tables.insert(table.id, Arc::new(TableTags::new(table.id, table.name(), at)));
+            }
+        }
+        let tags_dir = store.tags_dir();
+        for entry in &manifest.tag_indexes {
+            let table = self
+                .table_by_id(entry.table_id)
+                .ok_or_else(|| corrupted(format!("a tag index of unknown table {}", entry.table_id)))?;
+            let mut index = self
+                .tags
+                .tables
+                .get(&entry.table_id)
+                .ok_or_else(|| corrupted(format!("table \"{}\" has a tag index but no user key", table.name())))?
+                .as_ref()
+                .clone();
+            let schema = table.schema();
+            let position = |name: &str| {
+                schema
+                    .index_of(name)
+                    .map_err(|_| corrupted(format!("tag index column \"{name}\" is not in table \"{}\"", table.name())))
+            };
+            for name in &entry.columns {
+                let at = position(name)?;
+                index.columns.push(tags::ColumnTags {
+                    column: at,
+                    name: name.clone(),
+                    column_type: crate::types::ColumnType::from_arrow(schema.field(at).data_type())?,
+                    values: Arc::new(BTreeMap::new()),
+                });
+            }
+            if let Some(time) = &entry.time {
+                index.time = Some((position(time)?, time.clone()));
+            }
+            let path = tags::tag_path(&tags_dir, entry.table_id, entry.file.generation);
+            index.load(&path, tags::open_file(&path, entry.table_id, &entry.file, false)?)?;
+            index.file = Some(entry.file.clone());
+            self.tags.tables.insert(entry.table_id, Arc::new(index));
+        }
+        for entry in &manifest.tags {
+            let bits = match &entry.file {
+                Some(file) => {
+                    let path = tags::tag_path(&tags_dir, entry.id, file.generation);
+                    let mut entries = tags::open_file(&path, entry.id, file, false)?;
+                    if entries.len() != 1 {
+                        return Err(Error::Corrupted {
+                            path,
+                            reason: "a stored tag's file holds one bitmap".to_string(),
+                        });
+                    }
+                    entries.pop().expect("one entry").1
+                }
+                None => Bits::default(),
+            };
+            if bits.len() != entry.users {
+                return Err(corrupted(format!(
+                    "tag \"{}\" has {} users in its file and {} in the manifest",
+                    entry.name,
+                    bits.len(),
+                    entry.users
+                )));
+            }
+            self.tags.stored.insert(
+                entry.name.clone(),
+                Arc::new(StoredTag {
+                    id: entry.id,
+                    name: entry.name.clone(),
+                    source: entry.source,
+                    definition: entry.definition.clone(),
+                    bits,
+                    refreshed_micros: entry.refreshed_micros,
+                    file: entry.file.clone(),
+                    dirty: false,
+                }),
+            );
+        }
+        Ok(())
     }
 
     /// The latest snapshot of each table, in the order of `tables`.
@@ -1163,7 +1470,24 @@ impl State {
     /// The state after `change`, and what readers are to be shown of it; an
     /// error (and no change) when it does not apply.
     fn apply(&self, change: &Change, store: Option<&Store>) -> Result<(State, Effect)> {
+        match self.apply_change(change, store) {
+            Ok((next, effect, false)) => Ok((next, effect)),
+            Ok((next, effect, true)) => {
+                let tags = Effect::Tags(Arc::new(next.tags.clone()));
+                Ok((next, Effect::Both(Box::new(effect), Box::new(tags))))
+            }
+            Err(e) => {
+                // Ordinals the change assigned are not anyone's.
+                self.tags.forget_unlogged_users();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`State::apply`], and whether the tag store changed.
+    fn apply_change(&self, change: &Change, store: Option<&Store>) -> Result<(State, Effect, bool)> {
         let mut next = self.clone();
+        let mut tags_changed = false;
         let table_of = |id: u64| {
             self.table_by_id(id)
                 .cloned()
@@ -1185,7 +1509,19 @@ impl State {
                     segments: Vec::new(),
                 };
                 let schema = entry.schema(Path::new("CREATE TABLE"))?;
-                let table = Arc::new(Table::new(*table_id, name.clone(), schema, Vec::new()));
+                let user_key = columns.iter().position(|c| c.user_key);
+                let table = Arc::new(Table::new(
+                    *table_id,
+                    name.clone(),
+                    Arc::clone(&schema),
+                    user_key,
+                    Vec::new(),
+                ));
+                if let Some(at) = user_key {
+                    let column_type = crate::types::ColumnType::from_arrow(schema.field(at).data_type())?;
+                    tag_changes::table_created(&mut next.tags, &table, at, column_type)?;
+                    tags_changed = true;
+                }
                 next.snapshots.insert(*table_id, table.snapshot());
                 next.tables.insert(name.clone(), table);
                 next.next_id = next.next_id.max(table_id + 1);
@@ -1195,22 +1531,42 @@ impl State {
                 let table = table_of(*table_id)?;
                 next.tables.remove(table.name());
                 next.snapshots.remove(table_id);
+                tags_changed = next.tags.tables.remove(table_id).is_some();
                 Effect::Tables(next.tables.clone())
             }
             Change::Append(append) => {
                 let table = table_of(append.table_id)?;
                 let snapshot = next.append(&table, append)?;
+                tags_changed = next.tags.tables.contains_key(&table.id);
+                tag_changes::rows_added(&mut next.tags, table.id, &append.batches)?;
                 Effect::Snapshots(vec![(table, snapshot)])
             }
             Change::Delete(delete) => {
                 let table = table_of(delete.table_id)?;
                 let snapshot = next.delete(&table, delete)?;
+                tags_changed = next.tags.tables.contains_key(&table.id);
+                tag_changes::rows_deleted(
+                    &mut next.tags,
+                    table.id,
+                    &self.snapshots[&table.id],
+                    &snapshot,
+                    &delete.segments,
+                )?;
                 Effect::Snapshots(vec![(table, snapshot)])
             }
             Change::Update { delete, append } => {
                 let table = table_of(delete.table_id)?;
-                next.delete(&table, delete)?;
+                let deleted = next.delete(&table, delete)?;
+                tags_changed = next.tags.tables.contains_key(&table.id);
+                tag_changes::rows_deleted(
+                    &mut next.tags,
+                    table.id,
+                    &self.snapshots[&table.id],
+                    &deleted,
+                    &delete.segments,
+                )?;
                 let snapshot = next.append(&table, append)?;
+                tag_changes::rows_added(&mut next.tags, table.id, &append.batches)?;
                 Effect::Snapshots(vec![(table, snapshot)])
             }
             Change::Roles(roles) => {
@@ -1220,7 +1576,7 @@ impl State {
             Change::AppendFiles { table_id, segments } => {
                 let table = table_of(*table_id)?;
                 let store = store.ok_or_else(|| Error::Conflict(table.name().to_string()))?;
-                let old = &next.snapshots[table_id];
+                let old = Arc::clone(&next.snapshots[table_id]);
                 let mut all = old.segments.clone();
                 for file in segments {
                     if all.iter().any(|s| s.id == file.segment_id) {
@@ -1238,15 +1594,45 @@ impl State {
                     )));
                     next.next_id = next.next_id.max(file.segment_id + 1);
                 }
+                let added = all[old.segments.len()..].to_vec();
                 let snapshot = Arc::new(TableSnapshot {
                     schema: Arc::clone(&old.schema),
                     segments: all,
                 });
                 next.snapshots.insert(*table_id, Arc::clone(&snapshot));
+                tags_changed = next.tags.tables.contains_key(table_id);
+                tag_changes::segments_added(&mut next.tags, *table_id, &snapshot, &added)?;
                 Effect::Snapshots(vec![(table, snapshot)])
             }
+            Change::CreateTagIndex(index) => {
+                let table = table_of(index.table_id)?;
+                tag_changes::index_columns(
+                    &mut next.tags,
+                    &table,
+                    &self.snapshots[&table.id],
+                    &index.columns,
+                    index.time.as_deref(),
+                )?;
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
+            Change::DropTagIndex(index) => {
+                let table = table_of(index.table_id)?;
+                tag_changes::unindex_columns(&mut next.tags, &table, &index.columns)?;
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
+            Change::PutTag(put) => {
+                tag_changes::put_tag(&mut next.tags, put)?;
+                next.next_id = next.next_id.max(put.meta.id + 1);
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
+            Change::DropTag { name } => {
+                if next.tags.stored.remove(name).is_none() {
+                    return Err(Error::UnknownTag(format!("tag \"{name}\" does not exist")));
+                }
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
         };
-        Ok((next, effect))
+        Ok((next, effect, tags_changed))
     }
 
     /// Adds `append` to `table` as an in-memory segment.
@@ -1342,7 +1728,35 @@ impl State {
             wal_sync,
             tables,
             roles: self.roles.values().cloned().collect(),
-            tags: Vec::new(),
+            users: self.tags.dictionary.as_ref().map(|d| manifest::Users {
+                key_type: d.key_type(),
+                chunks: self.user_chunks.clone(),
+            }),
+            tag_indexes: self
+                .tags
+                .tables
+                .values()
+                .map(|index| manifest::TagIndex {
+                    table_id: index.table_id,
+                    columns: index.columns.iter().map(|c| c.name.clone()).collect(),
+                    time: index.time.as_ref().map(|(_, name)| name.clone()),
+                    file: index.file.clone().expect("a checkpoint writes every tag index"),
+                })
+                .collect(),
+            tags: self
+                .tags
+                .stored
+                .values()
+                .map(|tag| manifest::StoredTag {
+                    id: tag.id,
+                    name: tag.name.clone(),
+                    source: tag.source,
+                    definition: tag.definition.clone(),
+                    refreshed_micros: tag.refreshed_micros,
+                    users: tag.bits.len(),
+                    file: tag.file.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -43,7 +43,46 @@ pub(crate) enum Change {
         table_id: u64,
         segments: Vec<SegmentFile>,
     },
+    /// `CREATE TAG INDEX ON table (columns) [TIME column BY DAY]`.
+    CreateTagIndex(TagIndexJson),
+    /// `DROP TAG INDEX ON table [(columns)]` (every column when none).
+    DropTagIndex(TagIndexJson),
+    /// A stored tag or segment created or replaced.
+    PutTag(PutTag),
+    /// `DROP TAG` / `DROP SEGMENT`.
+    DropTag { name: String },
 }
+
+/// The payload of tag index records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TagIndexJson {
+    pub table_id: u64,
+    pub columns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+}
+
+/// A stored tag's users and what it is.
+#[derive(Debug, Clone)]
+pub(crate) struct PutTag {
+    pub meta: PutTagJson,
+    pub users: TagUsers,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutTagJson {
+    pub id: u64,
+    pub name: String,
+    pub source: crate::tags::TagSourceKind,
+    pub definition: String,
+    pub refreshed_micros: i64,
+    /// Whether it replaces a tag of the same name (REFRESH, OR REPLACE).
+    pub replace: bool,
+}
+
+pub(crate) use crate::tags::TagUsers;
 
 /// Rows appended to a table as a new in-memory segment.
 #[derive(Debug, Clone)]
@@ -122,6 +161,43 @@ impl Change {
                 }
                 RecordKind::AppendFiles
             }
+            Change::CreateTagIndex(json) => {
+                serde_json::to_writer(&mut out, json).expect("a tag index serializes");
+                RecordKind::CreateTagIndex
+            }
+            Change::DropTagIndex(json) => {
+                serde_json::to_writer(&mut out, json).expect("a tag index serializes");
+                RecordKind::DropTagIndex
+            }
+            Change::PutTag(put) => {
+                let json = serde_json::to_vec(&put.meta).expect("a tag serializes");
+                out.extend_from_slice(
+                    &u32::try_from(json.len())
+                        .expect("a tag's description is small")
+                        .to_le_bytes(),
+                );
+                out.extend_from_slice(&json);
+                match &put.users {
+                    TagUsers::Ids(ids) => {
+                        out.push(0);
+                        let batch = RecordBatch::try_from_iter([("id", std::sync::Arc::clone(ids))])?;
+                        let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+                        writer.write(&batch)?;
+                        writer.finish()?;
+                    }
+                    TagUsers::Ordinals(users) => {
+                        out.push(1);
+                        users
+                            .serialize_into(&mut out)
+                            .expect("writing to a Vec does not fail");
+                    }
+                }
+                RecordKind::PutTag
+            }
+            Change::DropTag { name } => {
+                out.extend_from_slice(name.as_bytes());
+                RecordKind::DropTag
+            }
         };
         Ok((kind, out))
     }
@@ -179,6 +255,43 @@ impl Change {
                     }
                     Change::AppendFiles { table_id, segments }
                 }
+                RecordKind::CreateTagIndex => Change::CreateTagIndex(
+                    serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
+                ),
+                RecordKind::DropTagIndex => Change::DropTagIndex(
+                    serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
+                ),
+                RecordKind::PutTag => {
+                    let json_bytes = reader.u32()? as usize;
+                    let meta: PutTagJson = serde_json::from_slice(reader.take(json_bytes)?)
+                        .map_err(|e| e.to_string())?;
+                    let form = reader.take(1)?[0];
+                    let users = match form {
+                        0 => {
+                            let mut cursor = Cursor::new(reader.rest());
+                            let batches = StreamReader::try_new(&mut cursor, None)
+                                .map_err(|e| e.to_string())?
+                                .collect::<std::result::Result<Vec<_>, _>>()
+                                .map_err(|e| e.to_string())?;
+                            let [batch] = batches.as_slice() else {
+                                return Err("a tag's ids are one batch".to_string());
+                            };
+                            if batch.num_columns() != 1 {
+                                return Err("a tag's ids are one column".to_string());
+                            }
+                            TagUsers::Ids(std::sync::Arc::clone(batch.column(0)))
+                        }
+                        1 => TagUsers::Ordinals(
+                            RoaringBitmap::deserialize_from(reader.rest())
+                                .map_err(|e| format!("not a portable roaring bitmap: {e}"))?,
+                        ),
+                        other => return Err(format!("unknown form {other} of a tag's users")),
+                    };
+                    Change::PutTag(PutTag { meta, users })
+                }
+                RecordKind::DropTag => Change::DropTag {
+                    name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
+                },
             })
         })()
         .map_err(corrupted)?;

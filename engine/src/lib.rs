@@ -29,6 +29,7 @@ mod segment_file;
 pub mod stats;
 mod store;
 pub mod table;
+mod tag_changes;
 pub mod tags;
 pub mod types;
 mod upgrade;

@@ -43,9 +43,45 @@ pub(crate) struct Manifest {
     pub tables: Vec<Table>,
     #[serde(default)]
     pub roles: Vec<Role>,
-    /// Reserved for the tags issue.
+    /// The user-key dictionary, once a table has a user key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Users>,
+    /// Every table's tag index.
     #[serde(default)]
-    pub tags: Vec<serde_json::Value>,
+    pub tag_indexes: Vec<TagIndex>,
+    /// Stored tags and segments.
+    #[serde(default)]
+    pub tags: Vec<StoredTag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Users {
+    pub key_type: crate::users::UserKeyType,
+    pub chunks: Vec<crate::users::Chunk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TagIndex {
+    pub table_id: u64,
+    pub columns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    pub file: crate::tags::TagFile,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredTag {
+    pub id: u64,
+    pub name: String,
+    pub source: crate::tags::TagSourceKind,
+    pub definition: String,
+    pub refreshed_micros: i64,
+    pub users: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<crate::tags::TagFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +102,8 @@ impl Manifest {
             wal_sync: WalSync::default(),
             tables: Vec::new(),
             roles: Vec::new(),
+            users: None,
+            tag_indexes: Vec::new(),
             tags: Vec::new(),
         }
     }
@@ -89,7 +127,10 @@ impl Table {
                         c.column_type, self.name
                     ))
                 })?;
-                Ok(ColumnDef::new(&c.name, column_type, c.nullable))
+                Ok(ColumnDef {
+                    user_key: c.user_key,
+                    ..ColumnDef::new(&c.name, column_type, c.nullable)
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         types::table_schema(&columns).map_err(|e| corrupted(format!("table {:?}: {e}", self.name)))
@@ -104,6 +145,7 @@ pub(crate) fn columns_of(columns: &[ColumnDef]) -> Vec<Column> {
             name: c.name.clone(),
             column_type: c.column_type.to_string(),
             nullable: c.nullable,
+            user_key: c.user_key,
         })
         .collect()
 }
@@ -115,6 +157,9 @@ pub(crate) struct Column {
     #[serde(rename = "type")]
     pub column_type: String,
     pub nullable: bool,
+    /// Whether the column holds the table's user ids (`USER KEY`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_key: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +267,7 @@ mod tests {
                     name: "user_id".to_string(),
                     column_type: "BIGINT".to_string(),
                     nullable: false,
+                    user_key: false,
                 }],
                 segments: vec![
                     Segment {
@@ -246,6 +292,8 @@ mod tests {
                 ],
             }],
             roles: Vec::new(),
+            users: None,
+            tag_indexes: Vec::new(),
             tags: Vec::new(),
         }
     }

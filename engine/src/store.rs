@@ -23,6 +23,7 @@ pub(crate) const SEGMENTS_DIR: &str = "segments";
 pub(crate) const DELETES_DIR: &str = "deletes";
 pub(crate) const WAL_DIR: &str = "wal";
 pub(crate) const TAGS_DIR: &str = "tags";
+pub(crate) const USERS_DIR: &str = "users";
 
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -35,7 +36,7 @@ impl Store {
     /// Opens (creating if needed) a data directory, takes its lock and reads
     /// its manifest.
     pub fn open(dir: &Path, storage: Arc<dyn Storage>) -> Result<(Store, Manifest)> {
-        for folder in [SEGMENTS_DIR, DELETES_DIR, WAL_DIR, TAGS_DIR] {
+        for folder in [SEGMENTS_DIR, DELETES_DIR, WAL_DIR, TAGS_DIR, USERS_DIR] {
             let path = dir.join(folder);
             fs::create_dir_all(&path).map_err(Error::io(&path))?;
         }
@@ -98,15 +99,23 @@ impl Store {
         deletes::deletes_path(&self.dir.join(DELETES_DIR), segment_id, generation)
     }
 
+    pub fn tags_dir(&self) -> PathBuf {
+        self.dir.join(TAGS_DIR)
+    }
+
+    pub fn users_dir(&self) -> PathBuf {
+        self.dir.join(USERS_DIR)
+    }
+
     /// Replaces the manifest atomically.
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         manifest::write(self.storage.as_ref(), &self.dir, manifest)
     }
 
-    /// Removes the files of `segments/` and `deletes/` not in `live`:
-    /// leftovers of interrupted or superseded writes.
+    /// Removes the files of `segments/`, `deletes/`, `tags/` and `users/`
+    /// not in `live`: leftovers of interrupted or superseded writes.
     pub fn remove_unreferenced(&self, live: &BTreeSet<PathBuf>) -> Result<()> {
-        for folder in [SEGMENTS_DIR, DELETES_DIR] {
+        for folder in [SEGMENTS_DIR, DELETES_DIR, TAGS_DIR, USERS_DIR] {
             let dir = self.dir.join(folder);
             for path in files_in(&dir)? {
                 if !live.contains(&path) {
@@ -124,10 +133,22 @@ pub(crate) fn segment_file_path(dir: &Path, id: u64) -> PathBuf {
     segment_file::segment_path(&dir.join(SEGMENTS_DIR), id)
 }
 
-/// The segment and deletion vector files `manifest` names in the data
-/// directory `dir`.
+/// The segment, deletion vector, tag and user key files `manifest` names in
+/// the data directory `dir`.
 pub(crate) fn live_files(dir: &Path, manifest: &Manifest) -> BTreeSet<PathBuf> {
     let mut live = BTreeSet::new();
+    let tags_dir = dir.join(TAGS_DIR);
+    for index in &manifest.tag_indexes {
+        live.insert(crate::tags::tag_path(&tags_dir, index.table_id, index.file.generation));
+    }
+    for tag in &manifest.tags {
+        if let Some(file) = &tag.file {
+            live.insert(crate::tags::tag_path(&tags_dir, tag.id, file.generation));
+        }
+    }
+    for chunk in manifest.users.iter().flat_map(|u| &u.chunks) {
+        live.insert(crate::users::chunk_path(&dir.join(USERS_DIR), chunk.first));
+    }
     for table in &manifest.tables {
         for segment in &table.segments {
             live.insert(segment_file_path(dir, segment.id));

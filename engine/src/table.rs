@@ -420,6 +420,8 @@ pub struct Table {
     pub(crate) id: u64,
     name: String,
     schema: SchemaRef,
+    /// The position of the `USER KEY` column, if the table has one.
+    user_key: Option<usize>,
     pub(crate) current: RwLock<Arc<TableSnapshot>>,
 }
 
@@ -428,6 +430,7 @@ impl Table {
         id: u64,
         name: String,
         schema: SchemaRef,
+        user_key: Option<usize>,
         segments: Vec<Arc<Segment>>,
     ) -> Table {
         let snapshot = TableSnapshot {
@@ -438,6 +441,7 @@ impl Table {
             id,
             name,
             schema,
+            user_key,
             current: RwLock::new(Arc::new(snapshot)),
         }
     }
@@ -456,7 +460,17 @@ impl Table {
     }
 
     pub fn columns(&self) -> Vec<ColumnDef> {
-        types::columns_of(&self.schema).expect("table schemas are built from column definitions")
+        let mut columns = types::columns_of(&self.schema)
+            .expect("table schemas are built from column definitions");
+        if let Some(at) = self.user_key {
+            columns[at].user_key = true;
+        }
+        columns
+    }
+
+    /// The position of the `USER KEY` column, if the table has one.
+    pub fn user_key(&self) -> Option<usize> {
+        self.user_key
     }
 
     /// The snapshot a reader should use from now on.

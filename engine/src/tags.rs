@@ -594,6 +594,14 @@ impl TagSourceKind {
     }
 }
 
+/// Who a stored tag holds: external user ids (ids not seen before get
+/// ordinals) or ordinals (a bitmap value).
+#[derive(Debug, Clone)]
+pub enum TagUsers {
+    Ids(ArrayRef),
+    Ordinals(RoaringBitmap),
+}
+
 /// A tag or segment by name.
 #[derive(Debug, Clone)]
 pub struct StoredTag {
@@ -702,6 +710,14 @@ impl Tags {
     /// The ordinal of each id of `ids` (`None` for NULL and unknown users).
     pub fn ordinals(&self, ids: &dyn Array) -> Result<Vec<Option<u32>>> {
         self.dictionary()?.lookup(ids, self.users)
+    }
+
+    /// Forgets ordinals the dictionary assigned beyond this state's (those of
+    /// a change that failed).
+    pub(crate) fn forget_unlogged_users(&self) {
+        if let Some(dictionary) = &self.dictionary {
+            dictionary.truncate(self.users);
+        }
     }
 
     pub fn dictionary(&self) -> Result<&Arc<Dictionary>> {
@@ -912,6 +928,10 @@ pub(crate) fn tag_path(tags_dir: &Path, owner: u64, generation: u64) -> PathBuf 
     tags_dir.join(format!("{owner:016x}-{generation}.tags"))
 }
 
+/// A bitmap to write in a tag file: its column, value and day (see
+/// [`DirectoryEntry`]).
+pub(crate) type FileEntry<'a> = (Option<String>, Option<Key>, Option<i32>, &'a Bits);
+
 /// One bitmap of a tag file, as its directory describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -935,7 +955,7 @@ pub(crate) struct DirectoryEntry {
 pub(crate) fn encode_file(
     owner: u64,
     generation: u64,
-    entries: &[(Option<String>, Option<Key>, Option<i32>, &Bits)],
+    entries: &[FileEntry<'_>],
 ) -> Result<Vec<u8>> {
     let mut bitmaps = Vec::new();
     let mut directory = Vec::with_capacity(entries.len());
@@ -989,7 +1009,7 @@ pub(crate) fn write_file(
     tags_dir: &Path,
     owner: u64,
     generation: u64,
-    entries: &[(Option<String>, Option<Key>, Option<i32>, &Bits)],
+    entries: &[FileEntry<'_>],
 ) -> Result<TagFile> {
     let bytes = encode_file(owner, generation, entries)?;
     let path = tag_path(tags_dir, owner, generation);
@@ -1071,7 +1091,7 @@ pub(crate) fn open_file(
 
 impl TableTags {
     /// The entries of this index's file.
-    pub(crate) fn file_entries(&self) -> Vec<(Option<String>, Option<Key>, Option<i32>, &Bits)> {
+    pub(crate) fn file_entries(&self) -> Vec<FileEntry<'_>> {
         let mut entries = vec![(None, None, None, &self.present)];
         for column in &self.columns {
             for (key, entry) in column.values.iter() {

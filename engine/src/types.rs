@@ -131,6 +131,9 @@ pub struct ColumnDef {
     pub name: String,
     pub column_type: ColumnType,
     pub nullable: bool,
+    /// Whether the column holds the table's user ids (`USER KEY`: at most one
+    /// column, NOT NULL, SMALLINT/INTEGER/BIGINT or TEXT).
+    pub user_key: bool,
 }
 
 impl ColumnDef {
@@ -139,6 +142,16 @@ impl ColumnDef {
             name: name.into(),
             column_type,
             nullable,
+            user_key: false,
+        }
+    }
+
+    /// The same column declared as the user key.
+    pub fn user_key(self) -> ColumnDef {
+        ColumnDef {
+            user_key: true,
+            nullable: false,
+            ..self
         }
     }
 }
@@ -176,8 +189,17 @@ pub fn table_schema(columns: &[ColumnDef]) -> Result<SchemaRef> {
             limit: limits::COLUMNS_PER_TABLE_MAX as u64,
         });
     }
+    if columns.iter().filter(|c| c.user_key).count() > 1 {
+        return Err(Error::UserKey("a table has at most one USER KEY column".to_string()));
+    }
     let mut fields = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
+        if column.user_key && crate::users::UserKeyType::of(column.column_type).is_none() {
+            return Err(Error::UserKey(format!(
+                "a user key is SMALLINT, INTEGER, BIGINT or TEXT, not {}",
+                column.column_type
+            )));
+        }
         check_name(&column.name)?;
         if columns[..i].iter().any(|c| c.name == column.name) {
             return Err(Error::DuplicateColumn {

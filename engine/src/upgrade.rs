@@ -99,6 +99,8 @@ pub(crate) fn upgrade(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Manifest
         wal_sync: manifest::WalSync::default(),
         tables,
         roles: v1.roles,
+        users: None,
+        tag_indexes: Vec::new(),
         tags: Vec::new(),
     };
     manifest::write(storage.as_ref(), dir, &manifest)?;

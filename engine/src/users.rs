@@ -374,6 +374,91 @@ pub(crate) struct Chunk {
     pub crc32c: u32,
 }
 
+/// `CDBKEYS` and the format version.
+const CHUNK_MAGIC: [u8; 8] = *b"CDBKEYS\x02";
+/// Bytes before the ids.
+const CHUNK_HEADER_BYTES: usize = 32;
+
+/// `users/<first ordinal as 10 digits>.keys`.
+pub(crate) fn chunk_path(users_dir: &Path, first: u32) -> std::path::PathBuf {
+    users_dir.join(format!("{first:010}.keys"))
+}
+
+/// Writes the dictionary file of ordinals `first..first + count` whole and
+/// returns the manifest's record of it.
+pub(crate) fn write_chunk(
+    storage: &dyn crate::io::Storage,
+    users_dir: &Path,
+    dictionary: &Dictionary,
+    first: u32,
+    count: u32,
+) -> Result<Chunk> {
+    let ids = dictionary.chunk(first, count);
+    let batch = arrow::array::RecordBatch::try_from_iter([("id", ids)])?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&CHUNK_MAGIC);
+    out.extend_from_slice(&u64::from(first).to_le_bytes());
+    out.extend_from_slice(&u64::from(count).to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    {
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())?;
+        writer.write(&batch)?;
+        writer.finish()?;
+    }
+    let ipc_bytes = (out.len() - CHUNK_HEADER_BYTES) as u64;
+    out[24..32].copy_from_slice(&ipc_bytes.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    let path = chunk_path(users_dir, first);
+    crate::durable::write_whole(storage, &path.with_extension("keys.tmp"), &path, &out)?;
+    Ok(Chunk {
+        first,
+        count,
+        bytes: out.len() as u64,
+        crc32c: crc32c::crc32c(&out),
+    })
+}
+
+/// Reads the dictionary file the manifest records as `chunk` into
+/// `dictionary`.
+pub(crate) fn load_chunk(users_dir: &Path, dictionary: &Dictionary, chunk: &Chunk) -> Result<()> {
+    let path = chunk_path(users_dir, chunk.first);
+    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+    let corrupted = |reason: String| Error::Corrupted {
+        path: path.clone(),
+        reason,
+    };
+    if bytes.len() as u64 != chunk.bytes || crc32c::crc32c(&bytes) != chunk.crc32c {
+        return Err(corrupted(
+            "the file does not match the manifest's size and checksum".to_string(),
+        ));
+    }
+    crate::framing::header(&path, &bytes, &CHUNK_MAGIC, CHUNK_HEADER_BYTES + 4, "user key file")?;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if u64_at(8) != u64::from(chunk.first) || u64_at(16) != u64::from(chunk.count) {
+        return Err(corrupted("the header does not match the manifest".to_string()));
+    }
+    let body = &bytes[CHUNK_HEADER_BYTES..bytes.len() - 4];
+    let batches = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .and_then(|r| r.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| corrupted(format!("the ids do not decode: {e}")))?;
+    let mut loaded = 0u64;
+    for batch in &batches {
+        if batch.num_columns() != 1 {
+            return Err(corrupted("the ids are not one column".to_string()));
+        }
+        dictionary.load_chunk(&path, chunk.first + loaded as u32, batch.column(0).as_ref())?;
+        loaded += batch.num_rows() as u64;
+    }
+    if loaded != u64::from(chunk.count) {
+        return Err(corrupted(format!(
+            "{loaded} ids where the manifest records {}",
+            chunk.count
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,10 @@ pub(crate) enum RecordKind {
     Update = 5,
     Roles = 6,
     AppendFiles = 7,
+    CreateTagIndex = 8,
+    DropTagIndex = 9,
+    PutTag = 10,
+    DropTag = 11,
 }
 
 impl RecordKind {
@@ -45,6 +49,10 @@ impl RecordKind {
             5 => RecordKind::Update,
             6 => RecordKind::Roles,
             7 => RecordKind::AppendFiles,
+            8 => RecordKind::CreateTagIndex,
+            9 => RecordKind::DropTagIndex,
+            10 => RecordKind::PutTag,
+            11 => RecordKind::DropTag,
             _ => return None,
         })
     }
