@@ -266,6 +266,9 @@ impl Error {
                 EngineError::Io { .. } => "58030",
                 EngineError::Corrupted { .. } => "XX001",
                 EngineError::InvalidAudience { .. } => "42601",
+                EngineError::UserKey(_) => "22023",
+                EngineError::UnknownTag(_) => "42704",
+                EngineError::TagExists(_) => "42710",
                 EngineError::Arrow(_) => "XX000",
             },
         }

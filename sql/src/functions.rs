@@ -4,6 +4,7 @@
 //! these wrap it for SQL (argument coercion, NULL handling, result structs).
 
 mod ab_assign;
+mod audience;
 mod experiment_report;
 mod experiment_stats;
 mod metric_moments;
@@ -23,7 +24,11 @@ use crate::state::State;
 /// Registers every function on a session; the settings functions read and write
 /// that session's `state`. Returns the names of cohortdb's own functions (not
 /// those PostgreSQL has too), which the catalog lists in `public`.
-pub(crate) fn register(ctx: &SessionContext, state: &Arc<Mutex<State>>) -> Vec<String> {
+pub(crate) fn register(
+    ctx: &SessionContext,
+    state: &Arc<Mutex<State>>,
+    catalog: &Arc<cohortdb_engine::Catalog>,
+) -> Vec<String> {
     let mut own: Vec<ScalarUDF> = experiment_stats::all();
     own.extend(experiment_stats::comoment_tests());
     own.push(ScalarUDF::from(ab_assign::AbAssignFunc::new()));
@@ -45,6 +50,7 @@ pub(crate) fn register(ctx: &SessionContext, state: &Arc<Mutex<State>>) -> Vec<S
     let mut names: Vec<String> = own.iter().map(|f| f.name().to_string()).collect();
     names.extend(aggregates.iter().map(|f| f.name().to_string()));
     names.push("experiment_report".to_string());
+    names.extend(audience::register(ctx, catalog));
     for udf in own.into_iter().chain(postgres) {
         ctx.register_udf(udf);
     }
@@ -59,6 +65,23 @@ pub(crate) fn register(ctx: &SessionContext, state: &Arc<Mutex<State>>) -> Vec<S
     let var_samp = datafusion::functions_aggregate::variance::var_samp_udaf();
     ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
     names
+}
+
+/// The value of a constant argument of a table function (a literal, a cast,
+/// any expression without columns).
+pub(crate) fn constant(
+    session: &dyn datafusion::catalog::Session,
+    expr: &datafusion::logical_expr::Expr,
+) -> datafusion::common::Result<datafusion::common::ScalarValue> {
+    use arrow::array::{RecordBatch, RecordBatchOptions};
+    let physical =
+        session.create_physical_expr(expr.clone(), &datafusion::common::DFSchema::empty())?;
+    let one_row = RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    datafusion::common::ScalarValue::try_from_array(&physical.evaluate(&one_row)?.into_array(1)?, 0)
 }
 
 /// The list type list arguments are coerced to: `DOUBLE[]`.

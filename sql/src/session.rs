@@ -102,7 +102,7 @@ impl Session {
             )
             .expect("a fresh catalog provider accepts a schema");
         let state = Arc::new(Mutex::new(State::default()));
-        let own = crate::functions::register(&ctx, &state);
+        let own = crate::functions::register(&ctx, &state, &catalog);
         let pg_catalog = Arc::new(PgCatalogSchema::new(
             Arc::clone(&catalog),
             Arc::clone(&state),

@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{DFSchema, Result, ScalarValue, internal_err, plan_err};
+use datafusion::common::{Result, ScalarValue, internal_err, plan_err};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableType, col};
 use datafusion::physical_plan::ExecutionPlan;
@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+use super::constant;
 use crate::names;
 
 /// Sample-ratio mismatch is flagged below this p-value (GrowthBook's default).
@@ -96,17 +97,6 @@ fn report_schema() -> SchemaRef {
         Field::new("srm_flag", DataType::Boolean, true),
         Field::new("error", DataType::Utf8, true),
     ]))
-}
-
-/// Evaluates a constant argument.
-fn constant(session: &dyn Session, expr: &Expr) -> Result<ScalarValue> {
-    let physical = session.create_physical_expr(expr.clone(), &DFSchema::empty())?;
-    let one_row = RecordBatch::try_new_with_options(
-        Arc::new(Schema::empty()),
-        vec![],
-        &RecordBatchOptions::new().with_row_count(Some(1)),
-    )?;
-    ScalarValue::try_from_array(&physical.evaluate(&one_row)?.into_array(1)?, 0)
 }
 
 fn text_argument(session: &dyn Session, expr: &Expr, argument: &str) -> Result<String> {

@@ -1,0 +1,91 @@
+//! `audience_count(expr)`: how many users an audience expression selects,
+//! counted from tag bitmaps (the last intersection or NOT of the expression
+//! is counted without building the set).
+//!
+//! ```sql
+//! SELECT audience_count('gender=f AND city IN (beijing, shanghai) AND NOT opted_out');
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::Int64Builder;
+use arrow::datatypes::DataType;
+use cohortdb_engine::Catalog;
+use datafusion::common::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use super::{text_at, today};
+use crate::error::to_datafusion;
+
+#[derive(Debug)]
+pub(crate) struct AudienceCountFunc {
+    catalog: Arc<Catalog>,
+    signature: Signature,
+}
+
+impl AudienceCountFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        AudienceCountFunc {
+            catalog: Arc::clone(catalog),
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
+        }
+    }
+}
+
+impl PartialEq for AudienceCountFunc {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+impl Eq for AudienceCountFunc {}
+impl std::hash::Hash for AudienceCountFunc {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl ScalarUDFImpl for AudienceCountFunc {
+    fn name(&self) -> &str {
+        "audience_count"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let tags = self.catalog.tags();
+        let today = today();
+        let mut out = Int64Builder::with_capacity(args.number_rows);
+        let mut last: Option<(String, i64)> = None;
+        for row in 0..args.number_rows {
+            match text_at(&args.args[0], row, "audience_count", "the audience")? {
+                None => out.append_null(),
+                Some(text) => {
+                    let count = match &last {
+                        Some((seen, count)) if *seen == text => *count,
+                        _ => {
+                            let count = tags.count(&text, today).map_err(to_datafusion)? as i64;
+                            last = Some((text, count));
+                            count
+                        }
+                    };
+                    out.append_value(count);
+                }
+            }
+        }
+        let array = out.finish();
+        Ok(match &args.args[0] {
+            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::try_from_array(&array, 0)?,
+            ),
+            ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(array)),
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! `tag_bitmap(expr)`: the users of a tag, segment or any audience expression
+//! as a bitmap value (BYTEA: a portable roaring bitmap of user ordinals), for
+//! the `bitmap_*` functions, for saving with `CREATE TAG ... FROM BITMAP`, and
+//! for export to other roaring libraries.
+//!
+//! ```sql
+//! SELECT bitmap_count(tag_bitmap('vip'));
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::BinaryBuilder;
+use arrow::datatypes::DataType;
+use cohortdb_engine::Catalog;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use super::{bitmap_bytes, text_at, today};
+use crate::error::to_datafusion;
+
+#[derive(Debug)]
+pub(crate) struct TagBitmapFunc {
+    catalog: Arc<Catalog>,
+    signature: Signature,
+}
+
+impl TagBitmapFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        TagBitmapFunc {
+            catalog: Arc::clone(catalog),
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
+        }
+    }
+}
+
+impl PartialEq for TagBitmapFunc {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+impl Eq for TagBitmapFunc {}
+impl std::hash::Hash for TagBitmapFunc {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl ScalarUDFImpl for TagBitmapFunc {
+    fn name(&self) -> &str {
+        "tag_bitmap"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let tags = self.catalog.tags();
+        let today = today();
+        let mut out = BinaryBuilder::new();
+        for row in 0..args.number_rows {
+            match text_at(&args.args[0], row, "tag_bitmap", "the tag")? {
+                None => out.append_null(),
+                Some(text) => {
+                    let users = tags.evaluate(&text, today).map_err(to_datafusion)?;
+                    out.append_value(bitmap_bytes(&users));
+                }
+            }
+        }
+        let array = out.finish();
+        Ok(match &args.args[0] {
+            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?),
+            ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(array)),
+        })
+    }
+}
