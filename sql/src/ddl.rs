@@ -235,10 +235,12 @@ fn column_def(column: &ast::ColumnDef) -> Result<ColumnDef> {
         other => other,
     })?;
     let mut nullable = true;
+    let mut user_key = false;
     for option in &column.options {
         match &option.option {
             ColumnOption::Null => nullable = true,
             ColumnOption::NotNull => nullable = false,
+            ColumnOption::Comment(c) if c == crate::tag_ddl::USER_KEY_COMMENT => user_key = true,
             other => {
                 return Err(Error::unsupported(
                     format!("column option {other}"),
@@ -247,11 +249,8 @@ fn column_def(column: &ast::ColumnDef) -> Result<ColumnDef> {
             }
         }
     }
-    Ok(ColumnDef::new(
-        names::normalize(&column.name),
-        column_type,
-        nullable,
-    ))
+    let column = ColumnDef::new(names::normalize(&column.name), column_type, nullable);
+    Ok(if user_key { column.user_key() } else { column })
 }
 
 /// The column type a SQL type name declares.

@@ -21,6 +21,8 @@ use datafusion::prelude::SessionContext;
 
 use crate::state::State;
 
+pub(crate) use audience::today;
+
 /// Registers every function on a session; the settings functions read and write
 /// that session's `state`. Returns the names of cohortdb's own functions (not
 /// those PostgreSQL has too), which the catalog lists in `public`.

@@ -26,6 +26,7 @@ mod scan;
 mod session;
 mod settings;
 mod state;
+mod tag_ddl;
 mod transaction;
 
 pub use cancel::CancelHandle;

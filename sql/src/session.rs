@@ -388,6 +388,10 @@ impl Session {
                 }
                 Ok(empty_stream())
             }
+            statement if crate::tag_ddl::carried(&statement).is_some() => {
+                let tag = crate::tag_ddl::carried(&statement).expect("checked in the guard");
+                crate::tag_ddl::run(self, tag).await
+            }
             statement if is_checkpoint(&statement) => {
                 if !self.lock().superuser() {
                     return Err(Error::PermissionDenied {
@@ -614,9 +618,13 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
         .tokenize_with_location()
         .map_err(ParserError::from)
         .and_then(|tokens| {
+            let tokens = checkpoint_as_pragma(crate::tag_ddl::user_key_as_comment(tokens));
+            if let Some(statements) = crate::tag_ddl::split(&tokens)? {
+                return Ok(statements);
+            }
             Parser::new(&dialect)
                 .with_recursion_limit(PARSER_RECURSION_MAX)
-                .with_tokens_with_locations(checkpoint_as_pragma(tokens))
+                .with_tokens_with_locations(tokens)
                 .parse_statements()
         })
         .map_err(|e| match Error::from(e) {
@@ -749,6 +757,7 @@ impl ParsedStatement {
             Statement::Rollback { .. } => "ROLLBACK".into(),
             Statement::Discard { object_type } => format!("DISCARD {object_type}"),
             statement if is_checkpoint(statement) => "CHECKPOINT".into(),
+            statement if let Some(tag) = crate::tag_ddl::carried(statement) => tag.command().into(),
             Statement::Vacuum(_) => "VACUUM".into(),
             Statement::Declare { .. } => "DECLARE CURSOR".into(),
             Statement::Close {

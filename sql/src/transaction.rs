@@ -48,7 +48,7 @@ pub(crate) fn write_command(statement: &Statement) -> Option<String> {
         Statement::CreateView(_) => "CREATE VIEW",
         Statement::CreateRole(_) => "CREATE ROLE",
         Statement::AlterRole { .. } => "ALTER ROLE",
-        _ => return None,
+        statement => return crate::tag_ddl::carried(statement).map(|t| t.command().to_string()),
     };
     Some(command.to_string())
 }

@@ -1,0 +1,528 @@
+//! The statements that define tags and segments, which the SQL parser does
+//! not know:
+//!
+//! ```text
+//! CREATE TAG INDEX ON table ( column [, ...] ) [ TIME column [ BY DAY ] ]
+//! DROP TAG INDEX ON table [ ( column [, ...] ) ]
+//! CREATE [ OR REPLACE ] TAG name AS query
+//! CREATE [ OR REPLACE ] TAG name AS AUDIENCE 'expr'
+//! CREATE [ OR REPLACE ] TAG name FROM BITMAP expr
+//! CREATE [ OR REPLACE ] SEGMENT name AS 'expr' [ FROZEN ]
+//! REFRESH { TAG | SEGMENT } name
+//! DROP { TAG | SEGMENT } [ IF EXISTS ] name
+//! ```
+//!
+//! They are recognised in the token stream ([`split`]), checked with the SQL
+//! parser's own building blocks (so errors carry positions), and travel to
+//! [`run`] as `PRAGMA __cohortdb_tags = '<statement text>'`, the same way
+//! `CHECKPOINT` travels as a PRAGMA. So is `USER KEY` in a column definition,
+//! which reaches the parser as a column comment ([`user_key_as_comment`]).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use cohortdb_engine::tags::{TagSourceKind, TagUsers};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, ObjectName, ObjectNamePart, Query, Statement, Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Whitespace};
+use futures::TryStreamExt;
+
+use crate::error::{Error, Result};
+use crate::names;
+use crate::session::{Session, empty_stream};
+
+/// The PRAGMA name tag statements travel under.
+const PRAGMA: &str = "__cohortdb_tags";
+/// The column comment `USER KEY` becomes.
+pub(crate) const USER_KEY_COMMENT: &str = "__cohortdb_user_key";
+
+/// A tag or segment statement.
+#[derive(Debug, Clone)]
+pub(crate) enum TagStatement {
+    CreateIndex {
+        table: String,
+        columns: Vec<String>,
+        time: Option<String>,
+    },
+    DropIndex {
+        table: String,
+        columns: Vec<String>,
+    },
+    Create {
+        name: String,
+        or_replace: bool,
+        definition: Definition,
+    },
+    Refresh {
+        name: String,
+        segment: bool,
+    },
+    Drop {
+        name: String,
+        if_exists: bool,
+        segment: bool,
+    },
+}
+
+/// What a tag or segment is made of.
+#[derive(Debug, Clone)]
+pub(crate) enum Definition {
+    Query(Box<Query>),
+    Audience(String),
+    Bitmap(Expr),
+    Segment { expr: String, frozen: bool },
+}
+
+impl TagStatement {
+    /// The command tag PostgreSQL-style clients are told.
+    pub(crate) fn command(&self) -> &'static str {
+        match self {
+            TagStatement::CreateIndex { .. } => "CREATE TAG INDEX",
+            TagStatement::DropIndex { .. } => "DROP TAG INDEX",
+            TagStatement::Create {
+                definition: Definition::Segment { .. },
+                ..
+            } => "CREATE SEGMENT",
+            TagStatement::Create { .. } => "CREATE TAG",
+            TagStatement::Refresh { segment: true, .. } => "REFRESH SEGMENT",
+            TagStatement::Refresh { .. } => "REFRESH TAG",
+            TagStatement::Drop { segment: true, .. } => "DROP SEGMENT",
+            TagStatement::Drop { .. } => "DROP TAG",
+        }
+    }
+}
+
+/// The tag statement a parsed statement carries, if it is one.
+pub(crate) fn carried(statement: &Statement) -> Option<TagStatement> {
+    let Statement::Pragma {
+        name,
+        value: Some(value),
+        is_eq: true,
+    } = statement
+    else {
+        return None;
+    };
+    if name.to_string() != PRAGMA {
+        return None;
+    }
+    let Value::SingleQuotedString(text) = &value.value else {
+        return None;
+    };
+    let tokens = tokenize(text).ok()?;
+    parse(tokens).ok()
+}
+
+fn tokenize(sql: &str) -> std::result::Result<Vec<TokenWithSpan>, ParserError> {
+    datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .map_err(ParserError::from)
+}
+
+fn significant(token: &TokenWithSpan) -> bool {
+    !matches!(token.token, Token::Whitespace(_))
+}
+
+fn is_word(token: &TokenWithSpan, word: &str) -> bool {
+    matches!(&token.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+/// Whether the tokens of one statement start a tag statement.
+fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
+    let words: Vec<&TokenWithSpan> = tokens.iter().filter(|t| significant(t)).take(4).collect();
+    let at = |i: usize, w: &str| words.get(i).is_some_and(|t| is_word(t, w));
+    let object = |i: usize| at(i, "tag") || at(i, "segment");
+    (at(0, "create") && (object(1) || (at(1, "or") && at(2, "replace") && object(3))))
+        || (at(0, "drop") && object(1))
+        || (at(0, "refresh") && object(1))
+}
+
+/// The statements of a token stream, tag statements replaced by the PRAGMA
+/// that carries them; `None` when there are no tag statements (the caller
+/// parses the stream as it is).
+pub(crate) fn split(tokens: &[TokenWithSpan]) -> std::result::Result<Option<Vec<Statement>>, ParserError> {
+    let mut groups: Vec<&[TokenWithSpan]> = Vec::new();
+    let mut start = 0;
+    for (i, token) in tokens.iter().enumerate() {
+        if token.token == Token::SemiColon {
+            groups.push(&tokens[start..i]);
+            start = i + 1;
+        }
+    }
+    groups.push(&tokens[start..]);
+    if !groups.iter().any(|g| starts_tag_statement(g)) {
+        return Ok(None);
+    }
+    let mut statements = Vec::new();
+    for group in groups {
+        let group: Vec<TokenWithSpan> = group
+            .iter()
+            .filter(|t| t.token != Token::EOF)
+            .cloned()
+            .collect();
+        if !group.iter().any(significant) {
+            continue;
+        }
+        if starts_tag_statement(&group) {
+            parse(group.clone())?;
+            let text: String = group.iter().map(|t| t.token.to_string()).collect();
+            statements.push(Statement::Pragma {
+                name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(PRAGMA))]),
+                value: Some(Value::SingleQuotedString(text.trim().to_string()).into()),
+                is_eq: true,
+            });
+        } else {
+            statements.extend(
+                Parser::new(&PostgreSqlDialect {})
+                    .with_tokens_with_locations(group)
+                    .parse_statements()?,
+            );
+        }
+    }
+    Ok(Some(statements))
+}
+
+/// `USER KEY` in the column list of a CREATE TABLE, as the column comment
+/// [`USER_KEY_COMMENT`] (the SQL parser has no such column option).
+pub(crate) fn user_key_as_comment(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let first = tokens.iter().find(|t| significant(t));
+    if !first.is_some_and(|t| is_word(t, "create")) {
+        return tokens;
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let next = tokens[i + 1..].iter().position(significant).map(|p| i + 1 + p);
+        if is_word(&tokens[i], "user")
+            && let Some(next) = next
+            && is_word(&tokens[next], "key")
+        {
+            let span = tokens[i].span;
+            out.push(TokenWithSpan::new(Token::make_keyword("COMMENT"), span));
+            out.push(TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span));
+            out.push(TokenWithSpan::new(
+                Token::SingleQuotedString(USER_KEY_COMMENT.to_string()),
+                span,
+            ));
+            i = next + 1;
+            continue;
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    out
+}
+
+/// Parses one tag statement.
+fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, ParserError> {
+    let mut p = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
+    let statement = if p.parse_keyword(Keyword::CREATE) {
+        let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+        if word(&mut p, "tag") {
+            if word(&mut p, "index") {
+                if or_replace {
+                    return p.expected("INDEX without OR REPLACE", p.peek_token());
+                }
+                p.expect_keyword(Keyword::ON)?;
+                let table = p.parse_object_name(false)?;
+                let columns = column_list(&mut p)?;
+                let time = if word(&mut p, "time") {
+                    let time = p.parse_identifier()?;
+                    if p.parse_keyword(Keyword::BY) && !word(&mut p, "day") {
+                        return p.expected("DAY (tags are bucketed by day)", p.peek_token());
+                    }
+                    Some(names::normalize(&time))
+                } else {
+                    None
+                };
+                TagStatement::CreateIndex {
+                    table: object_name(&table)?,
+                    columns,
+                    time,
+                }
+            } else {
+                let name = names::normalize(&p.parse_identifier()?);
+                let definition = if p.parse_keyword(Keyword::AS) {
+                    if word(&mut p, "audience") {
+                        Definition::Audience(p.parse_literal_string()?)
+                    } else {
+                        Definition::Query(p.parse_query()?)
+                    }
+                } else if p.parse_keyword(Keyword::FROM) {
+                    if !word(&mut p, "bitmap") {
+                        return p.expected("BITMAP", p.peek_token());
+                    }
+                    Definition::Bitmap(p.parse_expr()?)
+                } else {
+                    return p.expected("AS or FROM BITMAP", p.peek_token());
+                };
+                TagStatement::Create {
+                    name,
+                    or_replace,
+                    definition,
+                }
+            }
+        } else if word(&mut p, "segment") {
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_keyword(Keyword::AS)?;
+            let expr = p.parse_literal_string()?;
+            let frozen = word(&mut p, "frozen");
+            TagStatement::Create {
+                name,
+                or_replace,
+                definition: Definition::Segment { expr, frozen },
+            }
+        } else {
+            return p.expected("TAG or SEGMENT", p.peek_token());
+        }
+    } else if p.parse_keyword(Keyword::DROP) {
+        let segment = if word(&mut p, "tag") {
+            if word(&mut p, "index") {
+                p.expect_keyword(Keyword::ON)?;
+                let table = p.parse_object_name(false)?;
+                let columns = if p.peek_token().token == Token::LParen {
+                    column_list(&mut p)?
+                } else {
+                    Vec::new()
+                };
+                p.expect_token(&Token::EOF)?;
+                return Ok(TagStatement::DropIndex {
+                    table: object_name(&table)?,
+                    columns,
+                });
+            }
+            false
+        } else if word(&mut p, "segment") {
+            true
+        } else {
+            return p.expected("TAG or SEGMENT", p.peek_token());
+        };
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        TagStatement::Drop {
+            name: names::normalize(&p.parse_identifier()?),
+            if_exists,
+            segment,
+        }
+    } else if word(&mut p, "refresh") {
+        let segment = if word(&mut p, "tag") {
+            false
+        } else if word(&mut p, "segment") {
+            true
+        } else {
+            return p.expected("TAG or SEGMENT", p.peek_token());
+        };
+        TagStatement::Refresh {
+            name: names::normalize(&p.parse_identifier()?),
+            segment,
+        }
+    } else {
+        return p.expected("CREATE, DROP or REFRESH", p.peek_token());
+    };
+    p.expect_token(&Token::EOF)?;
+    Ok(statement)
+}
+
+/// Consumes the word `w` if it comes next.
+fn word(p: &mut Parser, w: &str) -> bool {
+    if is_word(&p.peek_token(), w) {
+        p.next_token();
+        true
+    } else {
+        false
+    }
+}
+
+fn column_list(p: &mut Parser) -> std::result::Result<Vec<String>, ParserError> {
+    p.expect_token(&Token::LParen)?;
+    let columns = p.parse_comma_separated(|p| p.parse_identifier())?;
+    p.expect_token(&Token::RParen)?;
+    Ok(columns.iter().map(names::normalize).collect())
+}
+
+fn object_name(name: &ObjectName) -> std::result::Result<String, ParserError> {
+    names::table_name(name).map_err(|e| ParserError::ParserError(e.to_string()))
+}
+
+/// Microseconds since 1970 UTC: when a tag's users were computed.
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Runs a tag statement.
+pub(crate) async fn run(
+    session: &Session,
+    statement: TagStatement,
+) -> Result<SendableRecordBatchStream> {
+    let catalog = session.catalog();
+    match statement {
+        TagStatement::CreateIndex {
+            table,
+            columns,
+            time,
+        } => catalog.create_tag_index(&table, &columns, time.as_deref())?,
+        TagStatement::DropIndex { table, columns } => catalog.drop_tag_index(&table, &columns)?,
+        TagStatement::Create {
+            name,
+            or_replace,
+            definition,
+        } => create(session, &name, or_replace, definition).await?,
+        TagStatement::Refresh { name, segment } => {
+            let tags = catalog.tags();
+            let Some(tag) = tags.stored.get(&name) else {
+                return Err(Error::from(cohortdb_engine::Error::UnknownTag(format!(
+                    "{} \"{name}\" does not exist",
+                    if segment { "segment" } else { "tag" }
+                ))));
+            };
+            if tag.source.is_segment() != segment {
+                return Err(Error::from(cohortdb_engine::Error::UnknownTag(format!(
+                    "\"{name}\" is a {}, not a {}",
+                    tag.source.as_str(),
+                    if segment { "segment" } else { "tag" }
+                ))));
+            }
+            let definition = match tag.source {
+                TagSourceKind::Query => {
+                    Definition::Query(Box::new(crate::session::parse_query(&tag.definition)?))
+                }
+                TagSourceKind::Audience => Definition::Audience(tag.definition.clone()),
+                TagSourceKind::Frozen => Definition::Segment {
+                    expr: tag.definition.clone(),
+                    frozen: true,
+                },
+                // Evaluated whenever used: always fresh.
+                TagSourceKind::Segment => return Ok(empty_stream()),
+                TagSourceKind::Bitmap => {
+                    return Err(Error::Plan {
+                        message: format!(
+                            "tag \"{name}\" was made from a bitmap; there is nothing to refresh it from"
+                        ),
+                        position: None,
+                    });
+                }
+            };
+            create(session, &name, true, definition).await?;
+        }
+        TagStatement::Drop {
+            name,
+            if_exists,
+            segment,
+        } => {
+            catalog.drop_tag(&name, if_exists, segment)?;
+        }
+    }
+    Ok(empty_stream())
+}
+
+/// CREATE TAG / CREATE SEGMENT (and REFRESH, which replaces).
+async fn create(session: &Session, name: &str, replace: bool, definition: Definition) -> Result<()> {
+    let catalog = session.catalog();
+    let today = crate::functions::today();
+    let (source, text, users) = match definition {
+        Definition::Query(query) => {
+            let text = query.to_string();
+            let ids = query_ids(session, *query).await?;
+            (TagSourceKind::Query, text, TagUsers::Ids(ids))
+        }
+        Definition::Audience(expr) => {
+            let users = catalog.tags().evaluate(&expr, today)?;
+            (TagSourceKind::Audience, expr, TagUsers::Ordinals(users))
+        }
+        Definition::Bitmap(expr) => {
+            let text = expr.to_string();
+            let bytes = bitmap_value(session, expr).await?;
+            let users = roaring::RoaringBitmap::deserialize_from(&bytes[..]).map_err(|e| Error::Plan {
+                message: format!("CREATE TAG ... FROM BITMAP: the value is not a portable roaring bitmap ({e})"),
+                position: None,
+            })?;
+            (TagSourceKind::Bitmap, text, TagUsers::Ordinals(users))
+        }
+        Definition::Segment { expr, frozen } => {
+            // Evaluated now either way, so a bad expression fails here.
+            let users = catalog.tags().evaluate(&expr, today)?;
+            if frozen {
+                (TagSourceKind::Frozen, expr, TagUsers::Ordinals(users))
+            } else {
+                (
+                    TagSourceKind::Segment,
+                    expr,
+                    TagUsers::Ordinals(roaring::RoaringBitmap::new()),
+                )
+            }
+        }
+    };
+    catalog.put_tag(name, source, &text, users, replace, now_micros())?;
+    Ok(())
+}
+
+/// The user ids a rule tag's query returns: its one column, as the
+/// dictionary's id type, NULLs left out.
+async fn query_ids(session: &Session, query: Query) -> Result<ArrayRef> {
+    let plan = session.plan_query(query).await?;
+    if plan.schema().fields().len() != 1 {
+        return Err(Error::Plan {
+            message: format!(
+                "the query of a tag returns one column of user ids, not {}",
+                plan.schema().fields().len()
+            ),
+            position: None,
+        });
+    }
+    let key_type = session.catalog().tags().dictionary()?.key_type().data_type();
+    let batches: Vec<RecordBatch> = session.stream_plan(plan).await?.try_collect().await?;
+    let mut parts = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let column = batch.column(0);
+        let cast = arrow::compute::cast(column, &key_type).map_err(|e| Error::Plan {
+            message: format!(
+                "the query of a tag returns user ids ({key_type}), not {}: {e}",
+                column.data_type()
+            ),
+            position: None,
+        })?;
+        let valid = arrow::compute::is_not_null(&cast).map_err(arrow_error)?;
+        parts.push(arrow::compute::filter(&cast, &valid).map_err(arrow_error)?);
+    }
+    if parts.is_empty() {
+        return Ok(arrow::array::new_empty_array(&key_type));
+    }
+    arrow::compute::concat(&parts.iter().map(AsRef::as_ref).collect::<Vec<&dyn Array>>())
+        .map_err(arrow_error)
+}
+
+fn arrow_error(e: arrow::error::ArrowError) -> Error {
+    Error::from(cohortdb_engine::Error::Arrow(e))
+}
+
+/// The value of a bitmap expression (`SELECT expr`).
+async fn bitmap_value(session: &Session, expr: Expr) -> Result<Vec<u8>> {
+    let query = crate::session::parse_query(&format!("SELECT {expr}"))?;
+    let plan = session.plan_query(query).await?;
+    let batches: Vec<RecordBatch> = session.stream_plan(plan).await?.try_collect().await?;
+    let column = batches.iter().find(|b| b.num_rows() > 0).map(|b| Arc::clone(b.column(0)));
+    match column {
+        Some(column) if column.data_type() == &DataType::Binary && !column.is_null(0) => {
+            Ok(column.as_binary::<i32>().value(0).to_vec())
+        }
+        Some(column) if column.data_type() != &DataType::Binary => Err(Error::Plan {
+            message: format!(
+                "CREATE TAG ... FROM BITMAP takes a bitmap (BYTEA), not {}",
+                column.data_type()
+            ),
+            position: None,
+        }),
+        _ => Err(Error::Plan {
+            message: "CREATE TAG ... FROM BITMAP: the bitmap is NULL".to_string(),
+            position: None,
+        }),
+    }
+}
