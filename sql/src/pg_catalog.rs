@@ -58,6 +58,7 @@ pub(crate) struct Snapshot {
     pub roles: Vec<RoleRow>,
     pub functions: Arc<Vec<FunctionRow>>,
     pub settings: Vec<(String, String, String)>,
+    pub tags: Arc<cohortdb_engine::tags::Tags>,
 }
 
 /// A table as the catalog shows it.
@@ -257,6 +258,20 @@ const RELATIONS: &[CatalogRelation] = &[
                   max_val text, enumvals text[], boot_val text, reset_val text, \
                   sourcefile text, sourceline int4, pending_restart bool",
         rows: Some(settings_rows),
+    },
+    CatalogRelation {
+        name: "cohortdb_tags",
+        oid: 0,
+        columns: "name text, source text, table_name text, users int8, bytes int8, \
+                  last_refreshed timestamptz, definition text",
+        rows: Some(tag_rows),
+    },
+    CatalogRelation {
+        name: "cohortdb_segments",
+        oid: 0,
+        columns: "name text, frozen bool, users int8, bytes int8, last_refreshed timestamptz, \
+                  definition text",
+        rows: Some(segment_rows),
     },
     CatalogRelation {
         name: "pg_tablespace",
@@ -549,6 +564,7 @@ impl PgCatalogSchema {
             roles: role_rows(&self.catalog),
             functions: Arc::clone(&self.functions),
             settings,
+            tags: self.catalog.tags(),
         }
     }
 }
@@ -1070,6 +1086,102 @@ fn tables_rows(s: &Snapshot) -> Vec<Row> {
             ]
         })
         .collect()
+}
+
+/// `cohortdb_tags`: every column tag (`column=value`, by table) and every
+/// stored tag, with its users and the bytes of its bitmaps (a time-bucketed
+/// value's days included).
+fn tag_rows(s: &Snapshot) -> Vec<Row> {
+    let bytes = |bits: &cohortdb_engine::tags::Bits| {
+        bits.get()
+            .map_or(ScalarValue::Null, |b| ScalarValue::Int64(Some(b.serialized_size() as i64)))
+    };
+    let mut rows = Vec::new();
+    for index in s.tags.tables.values() {
+        for column in &index.columns {
+            for (key, entry) in column.values.iter() {
+                let all = bytes(&entry.all);
+                let days: i64 = entry
+                    .days
+                    .values()
+                    .filter_map(|b| b.get().ok().map(|b| b.serialized_size() as i64))
+                    .sum();
+                let total = match all {
+                    ScalarValue::Int64(Some(n)) => ScalarValue::Int64(Some(n + days)),
+                    other => other,
+                };
+                rows.push(vec![
+                    text(format!("{}={}", column.name, quote_tag_value(&key.to_string()))),
+                    text(if index.time.is_some() { "column by day" } else { "column" }),
+                    text(&index.table_name),
+                    ScalarValue::Int64(Some(entry.all.len() as i64)),
+                    total,
+                    NULL,
+                    NULL,
+                ]);
+            }
+        }
+    }
+    for tag in s.tags.stored.values().filter(|t| !t.source.is_segment()) {
+        rows.push(vec![
+            text(&tag.name),
+            text(tag.source.as_str()),
+            NULL,
+            ScalarValue::Int64(Some(tag.bits.len() as i64)),
+            bytes(&tag.bits),
+            refreshed(tag.refreshed_micros),
+            text(&tag.definition),
+        ]);
+    }
+    rows
+}
+
+/// `cohortdb_segments`: every segment; a dynamic one's users are counted now.
+fn segment_rows(s: &Snapshot) -> Vec<Row> {
+    let today = crate::functions::today();
+    s.tags
+        .stored
+        .values()
+        .filter(|t| t.source.is_segment())
+        .map(|tag| {
+            let frozen = tag.source == cohortdb_engine::tags::TagSourceKind::Frozen;
+            let (users, bytes) = if frozen {
+                (
+                    ScalarValue::Int64(Some(tag.bits.len() as i64)),
+                    tag.bits.get().map_or(NULL, |b| ScalarValue::Int64(Some(b.serialized_size() as i64))),
+                )
+            } else {
+                let users = s.tags.count(&tag.definition, today).ok().map(|n| n as i64);
+                (ScalarValue::Int64(users), NULL)
+            };
+            vec![
+                text(&tag.name),
+                flag(frozen),
+                users,
+                bytes,
+                refreshed(tag.refreshed_micros),
+                text(&tag.definition),
+            ]
+        })
+        .collect()
+}
+
+fn refreshed(micros: i64) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
+}
+
+/// A column value as an audience expression writes it: bare when it is a
+/// word, single-quoted otherwise.
+fn quote_tag_value(value: &str) -> String {
+    let word = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@'));
+    if word {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
 }
 
 /// The name of the role that owns every object.
