@@ -165,7 +165,11 @@ fn and_parts<'p>(
         }
     }
     sized.sort_by_key(|(size, _)| *size);
-    let last = if sized.len() >= 2 { sized.pop().map(|(_, p)| p) } else { None };
+    let last = if sized.len() >= 2 {
+        sized.pop().map(|(_, p)| p)
+    } else {
+        None
+    };
     let mut parts = sized.into_iter().map(|(_, p)| p);
     let mut result = match parts.next() {
         Some(first) => eval(first, source)?.into_owned(),

@@ -257,7 +257,12 @@ impl Catalog {
     /// `CREATE TAG INDEX ON table (columns) [TIME time BY DAY]`: every
     /// distinct value of each column becomes a tag (`column=value`), by day
     /// too with a time column; kept current as the table changes.
-    pub fn create_tag_index(&self, table: &str, columns: &[String], time: Option<&str>) -> Result<()> {
+    pub fn create_tag_index(
+        &self,
+        table: &str,
+        columns: &[String],
+        time: Option<&str>,
+    ) -> Result<()> {
         self.commit(|state| {
             let table = state
                 .tables
@@ -1377,33 +1382,46 @@ impl State {
                         table.name()
                     )));
                 }
-                self.tags.tables.insert(table.id, Arc::new(TableTags::new(table.id, table.name(), at)));
+                self.tags.tables.insert(
+                    table.id,
+                    Arc::new(TableTags::new(table.id, table.name(), at)),
+                );
             }
         }
         let tags_dir = store.tags_dir();
         for entry in &manifest.tag_indexes {
-            let table = self
-                .table_by_id(entry.table_id)
-                .ok_or_else(|| corrupted(format!("a tag index of unknown table {}", entry.table_id)))?;
+            let table = self.table_by_id(entry.table_id).ok_or_else(|| {
+                corrupted(format!("a tag index of unknown table {}", entry.table_id))
+            })?;
             let mut index = self
                 .tags
                 .tables
                 .get(&entry.table_id)
-                .ok_or_else(|| corrupted(format!("table \"{}\" has a tag index but no user key", table.name())))?
+                .ok_or_else(|| {
+                    corrupted(format!(
+                        "table \"{}\" has a tag index but no user key",
+                        table.name()
+                    ))
+                })?
                 .as_ref()
                 .clone();
             let schema = table.schema();
             let position = |name: &str| {
-                schema
-                    .index_of(name)
-                    .map_err(|_| corrupted(format!("tag index column \"{name}\" is not in table \"{}\"", table.name())))
+                schema.index_of(name).map_err(|_| {
+                    corrupted(format!(
+                        "tag index column \"{name}\" is not in table \"{}\"",
+                        table.name()
+                    ))
+                })
             };
             for name in &entry.columns {
                 let at = position(name)?;
                 index.columns.push(tags::ColumnTags {
                     column: at,
                     name: name.clone(),
-                    column_type: crate::types::ColumnType::from_arrow(schema.field(at).data_type())?,
+                    column_type: crate::types::ColumnType::from_arrow(
+                        schema.field(at).data_type(),
+                    )?,
                     values: Arc::new(BTreeMap::new()),
                 });
             }
@@ -1411,7 +1429,10 @@ impl State {
                 index.time = Some((position(time)?, time.clone()));
             }
             let path = tags::tag_path(&tags_dir, entry.table_id, entry.file.generation);
-            index.load(&path, tags::open_file(&path, entry.table_id, &entry.file, false)?)?;
+            index.load(
+                &path,
+                tags::open_file(&path, entry.table_id, &entry.file, false)?,
+            )?;
             index.file = Some(entry.file.clone());
             self.tags.tables.insert(entry.table_id, Arc::new(index));
         }
@@ -1485,7 +1506,11 @@ impl State {
     }
 
     /// [`State::apply`], and whether the tag store changed.
-    fn apply_change(&self, change: &Change, store: Option<&Store>) -> Result<(State, Effect, bool)> {
+    fn apply_change(
+        &self,
+        change: &Change,
+        store: Option<&Store>,
+    ) -> Result<(State, Effect, bool)> {
         let mut next = self.clone();
         let mut tags_changed = false;
         let table_of = |id: u64| {
@@ -1518,7 +1543,8 @@ impl State {
                     Vec::new(),
                 ));
                 if let Some(at) = user_key {
-                    let column_type = crate::types::ColumnType::from_arrow(schema.field(at).data_type())?;
+                    let column_type =
+                        crate::types::ColumnType::from_arrow(schema.field(at).data_type())?;
                     tag_changes::table_created(&mut next.tags, &table, at, column_type)?;
                     tags_changed = true;
                 }
@@ -1740,7 +1766,10 @@ impl State {
                     table_id: index.table_id,
                     columns: index.columns.iter().map(|c| c.name.clone()).collect(),
                     time: index.time.as_ref().map(|(_, name)| name.clone()),
-                    file: index.file.clone().expect("a checkpoint writes every tag index"),
+                    file: index
+                        .file
+                        .clone()
+                        .expect("a checkpoint writes every tag index"),
                 })
                 .collect(),
             tags: self

@@ -50,7 +50,9 @@ pub(crate) enum Change {
     /// A stored tag or segment created or replaced.
     PutTag(PutTag),
     /// `DROP TAG` / `DROP SEGMENT`.
-    DropTag { name: String },
+    DropTag {
+        name: String,
+    },
 }
 
 /// The payload of tag index records.
@@ -180,7 +182,8 @@ impl Change {
                 match &put.users {
                     TagUsers::Ids(ids) => {
                         out.push(0);
-                        let batch = RecordBatch::try_from_iter([("id", std::sync::Arc::clone(ids))])?;
+                        let batch =
+                            RecordBatch::try_from_iter([("id", std::sync::Arc::clone(ids))])?;
                         let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
                         writer.write(&batch)?;
                         writer.finish()?;

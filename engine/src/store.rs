@@ -139,7 +139,11 @@ pub(crate) fn live_files(dir: &Path, manifest: &Manifest) -> BTreeSet<PathBuf> {
     let mut live = BTreeSet::new();
     let tags_dir = dir.join(TAGS_DIR);
     for index in &manifest.tag_indexes {
-        live.insert(crate::tags::tag_path(&tags_dir, index.table_id, index.file.generation));
+        live.insert(crate::tags::tag_path(
+            &tags_dir,
+            index.table_id,
+            index.file.generation,
+        ));
     }
     for tag in &manifest.tags {
         if let Some(file) = &tag.file {

@@ -155,7 +155,9 @@ pub(crate) fn rows_deleted(
         let id_values = dictionary.ids(distinct.iter().copied());
         Predicate::InList {
             column: index.user_column,
-            values: (0..id_values.len()).map(|i| id_values.slice(i, 1)).collect(),
+            values: (0..id_values.len())
+                .map(|i| id_values.slice(i, 1))
+                .collect(),
             negated: false,
         }
     });
@@ -171,7 +173,11 @@ pub(crate) fn rows_deleted(
             .map(|o| Some(o.is_some_and(|o| users.contains(o))))
             .collect();
         let kept = filter_record_batch(&batch, &keep)?;
-        let kept_ordinals: Vec<u32> = ordinals.into_iter().flatten().filter(|o| users.contains(*o)).collect();
+        let kept_ordinals: Vec<u32> = ordinals
+            .into_iter()
+            .flatten()
+            .filter(|o| users.contains(*o))
+            .collect();
         left.push((kept_ordinals, kept));
     }
     let rows: Vec<IndexedRows<'_>> = left
@@ -318,12 +324,17 @@ pub(crate) fn unindex_columns(tags: &mut Tags, table: &Table, columns: &[String]
 /// Every position's value of one column of a segment, deleted rows included.
 fn raw_column(segment: &Segment, column: usize) -> Result<ArrayRef> {
     let parts: Vec<ArrayRef> = match &segment.data {
-        SegmentData::Memory(batches) => batches.iter().map(|b| Arc::clone(b.column(column))).collect(),
+        SegmentData::Memory(batches) => batches
+            .iter()
+            .map(|b| Arc::clone(b.column(column)))
+            .collect(),
         SegmentData::File(reader) => (0..reader.row_groups())
             .map(|g| Ok(Arc::clone(reader.read_row_group(g, &[column])?.column(0))))
             .collect::<Result<_>>()?,
     };
-    Ok(concat(&parts.iter().map(AsRef::as_ref).collect::<Vec<&dyn Array>>())?)
+    Ok(concat(
+        &parts.iter().map(AsRef::as_ref).collect::<Vec<&dyn Array>>(),
+    )?)
 }
 
 /// The live rows of `snapshot` with table columns `columns` (ascending), that
@@ -447,8 +458,18 @@ mod tests {
         for unit in spec.units(&snapshot).expect("units") {
             let batch = spec.apply(&unit).expect("rows");
             let n = batch.num_columns();
-            row_ids.extend(batch.column(n - 1).as_primitive::<arrow::datatypes::UInt64Type>().values().iter());
-            batches.push(batch.project(&(0..n - 1).collect::<Vec<_>>()).expect("project"));
+            row_ids.extend(
+                batch
+                    .column(n - 1)
+                    .as_primitive::<arrow::datatypes::UInt64Type>()
+                    .values()
+                    .iter(),
+            );
+            batches.push(
+                batch
+                    .project(&(0..n - 1).collect::<Vec<_>>())
+                    .expect("project"),
+            );
         }
         (batches, row_ids)
     }
@@ -489,7 +510,11 @@ mod tests {
             }
             universe |= &present;
             let index = &tags.tables[&table.id()];
-            assert_eq!(index.present.get().expect("present"), &present, "{name} users");
+            assert_eq!(
+                index.present.get().expect("present"),
+                &present,
+                "{name} users"
+            );
             let got: BTreeMap<String, RoaringBitmap> = index.columns[0]
                 .values
                 .iter()
@@ -540,7 +565,9 @@ mod tests {
                 false,
             )
             .expect("events");
-        catalog.create_tag_index("users", &["city".to_string()], None).expect("index");
+        catalog
+            .create_tag_index("users", &["city".to_string()], None)
+            .expect("index");
         catalog
             .create_tag_index("events", &["kind".to_string()], Some("ts"))
             .expect("index");
@@ -550,7 +577,9 @@ mod tests {
             match rng.below(10) {
                 0..=2 => {
                     let n = 1 + rng.below(8) as usize;
-                    catalog.append(&users, vec![users_rows(&mut rng, &users, n)]).expect("append");
+                    catalog
+                        .append(&users, vec![users_rows(&mut rng, &users, n)])
+                        .expect("append");
                 }
                 3..=4 => {
                     // Half the time as a large append does it: the rows in a
@@ -560,24 +589,34 @@ mod tests {
                     let mut appender = catalog.appender(&events);
                     for _ in 0..1 + rng.below(3) {
                         let n = 1 + rng.below(20) as usize;
-                        appender.push(events_rows(&mut rng, &events, n)).expect("push");
+                        appender
+                            .push(events_rows(&mut rng, &events, n))
+                            .expect("push");
                     }
                     appender.commit().expect("append");
                 }
                 5..=6 => {
                     let table = if rng.below(2) == 0 { &users } else { &events };
                     let (_, row_ids) = rows_of(table);
-                    let chosen: BTreeSet<u64> =
-                        row_ids.iter().copied().filter(|_| rng.below(4) == 0).collect();
+                    let chosen: BTreeSet<u64> = row_ids
+                        .iter()
+                        .copied()
+                        .filter(|_| rng.below(4) == 0)
+                        .collect();
                     let chosen: Vec<u64> = chosen.into_iter().collect();
                     catalog.delete(table, &chosen).expect("delete");
                 }
                 7 => {
                     let (_, row_ids) = rows_of(&users);
-                    let chosen: Vec<u64> =
-                        row_ids.iter().copied().filter(|_| rng.below(3) == 0).collect();
+                    let chosen: Vec<u64> = row_ids
+                        .iter()
+                        .copied()
+                        .filter(|_| rng.below(3) == 0)
+                        .collect();
                     let new_rows = users_rows(&mut rng, &users, chosen.len());
-                    catalog.update(&users, &chosen, vec![new_rows]).expect("update");
+                    catalog
+                        .update(&users, &chosen, vec![new_rows])
+                        .expect("update");
                 }
                 8 => catalog.checkpoint().expect("checkpoint"),
                 _ => {

@@ -193,7 +193,9 @@ impl From<OrderedFloat> for String {
 impl TryFrom<String> for OrderedFloat {
     type Error = String;
     fn try_from(text: String) -> std::result::Result<Self, String> {
-        text.parse().map(OrderedFloat).map_err(|e| format!("{text:?}: {e}"))
+        text.parse()
+            .map(OrderedFloat)
+            .map_err(|e| format!("{text:?}: {e}"))
     }
 }
 
@@ -331,9 +333,7 @@ fn row_keys(column: &dyn Array) -> Result<(Vec<Key>, Vec<Option<u32>>)> {
             Key::Text(v.to_string())
         }),
         other => {
-            return Err(Error::UnsupportedType(format!(
-                "{other} in a tag index"
-            )));
+            return Err(Error::UnsupportedType(format!("{other} in a tag index")));
         }
     })
 }
@@ -533,7 +533,10 @@ impl TableTags {
     /// Where each table column is in a batch of [`TableTags::read_columns`].
     fn positions_in_batch(&self) -> impl Fn(usize) -> usize + use<> {
         let read = self.read_columns();
-        move |column| read.binary_search(&column).expect("indexed columns are read")
+        move |column| {
+            read.binary_search(&column)
+                .expect("indexed columns are read")
+        }
     }
 
     /// Bytes the index's bitmaps take serialized.
@@ -644,7 +647,7 @@ pub struct Tags {
 impl Tags {
     /// The tag index with column `name` (`table.column` or a column name only
     /// one index has).
-    fn column(&self, name: &str) -> Result<(&TableTags, &ColumnTags)> {
+    pub fn column(&self, name: &str) -> Result<(&TableTags, &ColumnTags)> {
         let (table, column) = match name.rsplit_once('.') {
             Some((table, column)) => (Some(table), column),
             None => (None, name),
@@ -1043,7 +1046,9 @@ pub(crate) fn open_file(
         )));
     }
     if verify && crc32c::crc32c(&bytes) != recorded.crc32c {
-        return Err(corrupted("checksum mismatch with the manifest's record".to_string()));
+        return Err(corrupted(
+            "checksum mismatch with the manifest's record".to_string(),
+        ));
     }
     let header = framing::header(path, &bytes, &MAGIC, HEADER_BYTES, "tag file")?;
     let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
@@ -1061,16 +1066,23 @@ pub(crate) fn open_file(
         .ok_or_else(|| corrupted("the directory runs past the end of the file".to_string()))?;
     let crc = u32::from_le_bytes(header[32..36].try_into().expect("4 bytes"));
     if crc32c::crc32c(json) != crc {
-        return Err(corrupted("the directory's checksum does not match".to_string()));
+        return Err(corrupted(
+            "the directory's checksum does not match".to_string(),
+        ));
     }
     let directory: Vec<DirectoryEntry> = serde_json::from_slice(json)
         .map_err(|e| corrupted(format!("the directory does not parse: {e}")))?;
     let shared_path = Arc::new(path.to_path_buf());
     let mut out = Vec::with_capacity(directory.len());
     for entry in directory {
-        let end = entry.offset.checked_add(entry.bytes).filter(|&e| e <= bytes.len() as u64);
+        let end = entry
+            .offset
+            .checked_add(entry.bytes)
+            .filter(|&e| e <= bytes.len() as u64);
         let Some(end) = end else {
-            return Err(corrupted("a bitmap runs past the end of the file".to_string()));
+            return Err(corrupted(
+                "a bitmap runs past the end of the file".to_string(),
+            ));
         };
         let bits = Bits {
             len: entry.users,
@@ -1095,9 +1107,19 @@ impl TableTags {
         let mut entries = vec![(None, None, None, &self.present)];
         for column in &self.columns {
             for (key, entry) in column.values.iter() {
-                entries.push((Some(column.name.clone()), Some(key.clone()), None, &entry.all));
+                entries.push((
+                    Some(column.name.clone()),
+                    Some(key.clone()),
+                    None,
+                    &entry.all,
+                ));
                 for (day, bits) in entry.days.iter() {
-                    entries.push((Some(column.name.clone()), Some(key.clone()), Some(*day), bits));
+                    entries.push((
+                        Some(column.name.clone()),
+                        Some(key.clone()),
+                        Some(*day),
+                        bits,
+                    ));
                 }
             }
         }
@@ -1197,7 +1219,11 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![
             Field::new("user", DataType::Int64, false),
             Field::new("city", DataType::Utf8, true),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
         ]));
         RecordBatch::try_new(
             schema,
@@ -1205,7 +1231,9 @@ mod tests {
                 Arc::new(Int64Array::from(users.to_vec())),
                 Arc::new(StringArray::from(cities.to_vec())),
                 Arc::new(TimestampMicrosecondArray::from(
-                    days.iter().map(|d| d * 86_400_000_000 + 5).collect::<Vec<_>>(),
+                    days.iter()
+                        .map(|d| d * 86_400_000_000 + 5)
+                        .collect::<Vec<_>>(),
                 )),
             ],
         )
@@ -1217,8 +1245,15 @@ mod tests {
         let mut tags = index();
         let batch = rows(&[0, 1, 2, 1], &["bj", "sh", "bj", "bj"], &[10, 10, 11, 12]);
         let ordinals = [0, 1, 2, 1];
-        tags.add(&IndexedRows { ordinals: &ordinals, batch: &batch }, true, &[0])
-            .expect("added");
+        tags.add(
+            &IndexedRows {
+                ordinals: &ordinals,
+                batch: &batch,
+            },
+            true,
+            &[0],
+        )
+        .expect("added");
         let values = &tags.columns[0].values;
         let bj = &values[&Key::Text("bj".to_string())];
         assert_eq!(bj.all.get().expect("loaded"), &bitmap(&[0, 1, 2]));
@@ -1228,7 +1263,10 @@ mod tests {
         let left_batch = rows(&[1], &["sh"], &[10]);
         tags.recompute(
             &bitmap(&[1]),
-            &[IndexedRows { ordinals: &[1], batch: &left_batch }],
+            &[IndexedRows {
+                ordinals: &[1],
+                batch: &left_batch,
+            }],
         )
         .expect("recomputed");
         let values = &tags.columns[0].values;
@@ -1245,17 +1283,25 @@ mod tests {
     fn tag_files_round_trip_and_load_lazily() {
         let mut tags = index();
         let batch = rows(&[0, 1, 2], &["bj", "sh", "bj"], &[10, 10, 11]);
-        tags.add(&IndexedRows { ordinals: &[0, 1, 2], batch: &batch }, true, &[0])
-            .expect("added");
+        tags.add(
+            &IndexedRows {
+                ordinals: &[0, 1, 2],
+                batch: &batch,
+            },
+            true,
+            &[0],
+        )
+        .expect("added");
         let dir = tempfile::tempdir().expect("temp dir");
-        let file = write_file(&crate::io::Os, dir.path(), 1, 3, &tags.file_entries())
-            .expect("written");
+        let file =
+            write_file(&crate::io::Os, dir.path(), 1, 3, &tags.file_entries()).expect("written");
         let path = tag_path(dir.path(), 1, 3);
         assert!(path.ends_with("0000000000000001-3.tags"));
         let entries = open_file(&path, 1, &file, true).expect("opened");
         assert_eq!(entries.len(), 1 + 2 + 3);
         let mut loaded = index();
-        loaded.load(&path, open_file(&path, 1, &file, false).expect("opened"))
+        loaded
+            .load(&path, open_file(&path, 1, &file, false).expect("opened"))
             .expect("loaded");
         assert!(!loaded.all_loaded(), "bitmaps wait in the file until used");
         let bj = &loaded.columns[0].values[&Key::Text("bj".to_string())];
@@ -1278,15 +1324,25 @@ mod tests {
         let reopened = open_file(&path, 1, &file, false).expect("directory intact");
         assert!(reopened[1].1.get().is_err());
         assert!(open_file(&path, 1, &file, true).is_err());
-        assert!(open_file(&path, 2, &file, false).is_err(), "another owner's file");
+        assert!(
+            open_file(&path, 2, &file, false).is_err(),
+            "another owner's file"
+        );
     }
 
     #[test]
     fn audiences_evaluate_over_tags() {
         let mut tags = index();
         let batch = rows(&[0, 1, 2, 3], &["bj", "sh", "bj", "gz"], &[10, 10, 11, 20]);
-        tags.add(&IndexedRows { ordinals: &[0, 1, 2, 3], batch: &batch }, true, &[0])
-            .expect("added");
+        tags.add(
+            &IndexedRows {
+                ordinals: &[0, 1, 2, 3],
+                batch: &batch,
+            },
+            true,
+            &[0],
+        )
+        .expect("added");
         let mut all = Tags {
             dictionary: None,
             users: 4,
@@ -1326,7 +1382,10 @@ mod tests {
         assert_eq!(eval("city=bj").expect("ok"), vec![0, 2]);
         assert_eq!(eval("events.city IN (sh, gz)").expect("ok"), vec![1, 3]);
         assert_eq!(eval("city=bj DURING LAST 10 DAYS").expect("ok"), vec![2]);
-        assert_eq!(eval("city=bj DURING LAST 9 DAYS").expect("ok"), Vec::<u32>::new());
+        assert_eq!(
+            eval("city=bj DURING LAST 9 DAYS").expect("ok"),
+            Vec::<u32>::new()
+        );
         assert_eq!(
             eval("city=bj DURING BETWEEN '1970-01-11' AND '1970-01-12'").expect("ok"),
             vec![0, 2]

@@ -190,7 +190,9 @@ pub fn table_schema(columns: &[ColumnDef]) -> Result<SchemaRef> {
         });
     }
     if columns.iter().filter(|c| c.user_key).count() > 1 {
-        return Err(Error::UserKey("a table has at most one USER KEY column".to_string()));
+        return Err(Error::UserKey(
+            "a table has at most one USER KEY column".to_string(),
+        ));
     }
     let mut fields = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {

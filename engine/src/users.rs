@@ -19,8 +19,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type};
-use hashbrown::HashTable;
 use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -40,7 +40,9 @@ impl UserKeyType {
     /// The key type of a column of type `column_type`, if it can be a user key.
     pub fn of(column_type: ColumnType) -> Option<UserKeyType> {
         match column_type {
-            ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt => Some(UserKeyType::BigInt),
+            ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt => {
+                Some(UserKeyType::BigInt)
+            }
             ColumnType::Text => Some(UserKeyType::Text),
             _ => None,
         }
@@ -83,7 +85,10 @@ struct Inner {
 enum Keys {
     Int(Vec<i64>),
     /// Id `i` is `bytes[ends[i-1]..ends[i]]`.
-    Text { bytes: Vec<u8>, ends: Vec<u64> },
+    Text {
+        bytes: Vec<u8>,
+        ends: Vec<u64>,
+    },
 }
 
 /// An id borrowed from a column or from the dictionary.
@@ -141,9 +146,7 @@ impl Inner {
 
     fn find(&self, id: Id<'_>) -> Option<u32> {
         let hash = self.hash(id);
-        self.table
-            .find(hash, |&o| self.keys.get(o) == id)
-            .copied()
+        self.table.find(hash, |&o| self.keys.get(o) == id).copied()
     }
 
     fn find_or_insert(&mut self, id: Id<'_>) -> Result<u32> {
@@ -208,19 +211,25 @@ impl Dictionary {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner.read().expect("dictionary lock is never poisoned")
+        self.inner
+            .read()
+            .expect("dictionary lock is never poisoned")
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().expect("dictionary lock is never poisoned")
+        self.inner
+            .write()
+            .expect("dictionary lock is never poisoned")
     }
 
     fn column<'a>(&self, ids: &'a dyn Array) -> Result<Column<'a>> {
-        let mismatch = || Error::UserKey(format!(
-            "user ids of type {} given to a dictionary of {} ids",
-            ids.data_type(),
-            self.key_type
-        ));
+        let mismatch = || {
+            Error::UserKey(format!(
+                "user ids of type {} given to a dictionary of {} ids",
+                ids.data_type(),
+                self.key_type
+            ))
+        };
         Ok(match (self.key_type, ids.data_type()) {
             (UserKeyType::BigInt, DataType::Int64) => {
                 Column::Int(ids.as_primitive::<Int64Type>().iter().collect())
@@ -433,10 +442,18 @@ pub(crate) fn load_chunk(users_dir: &Path, dictionary: &Dictionary, chunk: &Chun
             "the file does not match the manifest's size and checksum".to_string(),
         ));
     }
-    crate::framing::header(&path, &bytes, &CHUNK_MAGIC, CHUNK_HEADER_BYTES + 4, "user key file")?;
+    crate::framing::header(
+        &path,
+        &bytes,
+        &CHUNK_MAGIC,
+        CHUNK_HEADER_BYTES + 4,
+        "user key file",
+    )?;
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     if u64_at(8) != u64::from(chunk.first) || u64_at(16) != u64::from(chunk.count) {
-        return Err(corrupted("the header does not match the manifest".to_string()));
+        return Err(corrupted(
+            "the header does not match the manifest".to_string(),
+        ));
     }
     let body = &bytes[CHUNK_HEADER_BYTES..bytes.len() - 4];
     let batches = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
@@ -486,7 +503,10 @@ mod tests {
         dict.truncate(2);
         assert_eq!(dict.len(), 2);
         assert_eq!(dict.lookup_text("7", 10), None);
-        assert_eq!(dict.assign(&Int64Array::from(vec![8])).expect("ok"), vec![2]);
+        assert_eq!(
+            dict.assign(&Int64Array::from(vec![8])).expect("ok"),
+            vec![2]
+        );
     }
 
     #[test]
@@ -496,7 +516,11 @@ mod tests {
         assert_eq!(dict.assign(&ids).expect("assigned"), vec![0, 1, 2, 0]);
         assert_eq!(dict.lookup_text("bob", 3), Some(2));
         let back = dict.ids([2, 1, 0]);
-        let back: Vec<&str> = back.as_string::<i32>().iter().map(|v| v.expect("id")).collect();
+        let back: Vec<&str> = back
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.expect("id"))
+            .collect();
         assert_eq!(back, vec!["bob", "", "ann"]);
         let nulls = StringArray::from(vec![Some("x"), None]);
         assert_eq!(
@@ -523,12 +547,18 @@ mod tests {
         let gap = dict
             .load_chunk(path, 3, &Int64Array::from(vec![30]))
             .expect_err("gap");
-        assert!(gap.to_string().contains("starts at ordinal 3, the dictionary has 2"));
+        assert!(
+            gap.to_string()
+                .contains("starts at ordinal 3, the dictionary has 2")
+        );
         let repeat = dict
             .load_chunk(path, 2, &Int64Array::from(vec![30, 10]))
             .expect_err("repeat");
         assert!(repeat.to_string().contains("an id appears twice"));
         let chunk = dict.chunk(0, 2);
-        assert_eq!(chunk.as_primitive::<Int64Type>().values().to_vec(), vec![10, 20]);
+        assert_eq!(
+            chunk.as_primitive::<Int64Type>().values().to_vec(),
+            vec![10, 20]
+        );
     }
 }

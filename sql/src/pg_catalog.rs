@@ -1093,8 +1093,9 @@ fn tables_rows(s: &Snapshot) -> Vec<Row> {
 /// value's days included).
 fn tag_rows(s: &Snapshot) -> Vec<Row> {
     let bytes = |bits: &cohortdb_engine::tags::Bits| {
-        bits.get()
-            .map_or(ScalarValue::Null, |b| ScalarValue::Int64(Some(b.serialized_size() as i64)))
+        bits.get().map_or(ScalarValue::Null, |b| {
+            ScalarValue::Int64(Some(b.serialized_size() as i64))
+        })
     };
     let mut rows = Vec::new();
     for index in s.tags.tables.values() {
@@ -1111,8 +1112,16 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
                     other => other,
                 };
                 rows.push(vec![
-                    text(format!("{}={}", column.name, quote_tag_value(&key.to_string()))),
-                    text(if index.time.is_some() { "column by day" } else { "column" }),
+                    text(format!(
+                        "{}={}",
+                        column.name,
+                        quote_tag_value(&key.to_string())
+                    )),
+                    text(if index.time.is_some() {
+                        "column by day"
+                    } else {
+                        "column"
+                    }),
                     text(&index.table_name),
                     ScalarValue::Int64(Some(entry.all.len() as i64)),
                     total,
@@ -1148,7 +1157,9 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
             let (users, bytes) = if frozen {
                 (
                     ScalarValue::Int64(Some(tag.bits.len() as i64)),
-                    tag.bits.get().map_or(NULL, |b| ScalarValue::Int64(Some(b.serialized_size() as i64))),
+                    tag.bits.get().map_or(NULL, |b| {
+                        ScalarValue::Int64(Some(b.serialized_size() as i64))
+                    }),
                 )
             } else {
                 let users = s.tags.count(&tag.definition, today).ok().map(|n| n as i64);

@@ -76,7 +76,7 @@ pub(crate) enum TagStatement {
 pub(crate) enum Definition {
     Query(Box<Query>),
     Audience(String),
-    Bitmap(Expr),
+    Bitmap(Box<Expr>),
     Segment { expr: String, frozen: bool },
 }
 
@@ -147,7 +147,9 @@ fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
 /// The statements of a token stream, tag statements replaced by the PRAGMA
 /// that carries them; `None` when there are no tag statements (the caller
 /// parses the stream as it is).
-pub(crate) fn split(tokens: &[TokenWithSpan]) -> std::result::Result<Option<Vec<Statement>>, ParserError> {
+pub(crate) fn split(
+    tokens: &[TokenWithSpan],
+) -> std::result::Result<Option<Vec<Statement>>, ParserError> {
     let mut groups: Vec<&[TokenWithSpan]> = Vec::new();
     let mut start = 0;
     for (i, token) in tokens.iter().enumerate() {
@@ -199,14 +201,20 @@ pub(crate) fn user_key_as_comment(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSp
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
-        let next = tokens[i + 1..].iter().position(significant).map(|p| i + 1 + p);
+        let next = tokens[i + 1..]
+            .iter()
+            .position(significant)
+            .map(|p| i + 1 + p);
         if is_word(&tokens[i], "user")
             && let Some(next) = next
             && is_word(&tokens[next], "key")
         {
             let span = tokens[i].span;
             out.push(TokenWithSpan::new(Token::make_keyword("COMMENT"), span));
-            out.push(TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span));
+            out.push(TokenWithSpan::new(
+                Token::Whitespace(Whitespace::Space),
+                span,
+            ));
             out.push(TokenWithSpan::new(
                 Token::SingleQuotedString(USER_KEY_COMMENT.to_string()),
                 span,
@@ -259,7 +267,7 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
                     if !word(&mut p, "bitmap") {
                         return p.expected("BITMAP", p.peek_token());
                     }
-                    Definition::Bitmap(p.parse_expr()?)
+                    Definition::Bitmap(Box::new(p.parse_expr()?))
                 } else {
                     return p.expected("AS or FROM BITMAP", p.peek_token());
                 };
@@ -424,7 +432,12 @@ pub(crate) async fn run(
 }
 
 /// CREATE TAG / CREATE SEGMENT (and REFRESH, which replaces).
-async fn create(session: &Session, name: &str, replace: bool, definition: Definition) -> Result<()> {
+async fn create(
+    session: &Session,
+    name: &str,
+    replace: bool,
+    definition: Definition,
+) -> Result<()> {
     let catalog = session.catalog();
     let today = crate::functions::today();
     let (source, text, users) = match definition {
@@ -439,7 +452,7 @@ async fn create(session: &Session, name: &str, replace: bool, definition: Defini
         }
         Definition::Bitmap(expr) => {
             let text = expr.to_string();
-            let bytes = bitmap_value(session, expr).await?;
+            let bytes = bitmap_value(session, *expr).await?;
             let users = roaring::RoaringBitmap::deserialize_from(&bytes[..]).map_err(|e| Error::Plan {
                 message: format!("CREATE TAG ... FROM BITMAP: the value is not a portable roaring bitmap ({e})"),
                 position: None,
@@ -477,7 +490,12 @@ async fn query_ids(session: &Session, query: Query) -> Result<ArrayRef> {
             position: None,
         });
     }
-    let key_type = session.catalog().tags().dictionary()?.key_type().data_type();
+    let key_type = session
+        .catalog()
+        .tags()
+        .dictionary()?
+        .key_type()
+        .data_type();
     let batches: Vec<RecordBatch> = session.stream_plan(plan).await?.try_collect().await?;
     let mut parts = Vec::with_capacity(batches.len());
     for batch in batches {
@@ -508,7 +526,10 @@ async fn bitmap_value(session: &Session, expr: Expr) -> Result<Vec<u8>> {
     let query = crate::session::parse_query(&format!("SELECT {expr}"))?;
     let plan = session.plan_query(query).await?;
     let batches: Vec<RecordBatch> = session.stream_plan(plan).await?.try_collect().await?;
-    let column = batches.iter().find(|b| b.num_rows() > 0).map(|b| Arc::clone(b.column(0)));
+    let column = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| Arc::clone(b.column(0)));
     match column {
         Some(column) if column.data_type() == &DataType::Binary && !column.is_null(0) => {
             Ok(column.as_binary::<i32>().value(0).to_vec())

@@ -6,9 +6,23 @@
 //! ordinals, the format Java, Go, C and Python roaring libraries read).
 
 mod audience_count;
+mod audience_overlap;
+mod audience_profile;
+mod audience_sample;
 mod audience_table;
+mod bitmap_agg;
+mod bitmap_contains;
+mod bitmap_count;
+mod bitmap_from_base64;
+mod bitmap_intersect;
+mod bitmap_set_count;
+mod bitmap_set_op;
+mod bitmap_to_array;
+mod bitmap_to_base64;
+mod bitmap_union;
 mod in_audience;
 mod tag_bitmap;
+mod unnest_bitmap;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,20 +37,62 @@ use roaring::RoaringBitmap;
 
 /// Registers the audience functions on a session; returns their names.
 pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<String> {
-    let scalars = [
+    let mut scalars = vec![
         ScalarUDF::from(audience_count::AudienceCountFunc::new(catalog)),
         ScalarUDF::from(in_audience::InAudienceFunc::new(catalog)),
         ScalarUDF::from(tag_bitmap::TagBitmapFunc::new(catalog)),
+        ScalarUDF::from(bitmap_count::BitmapCountFunc::new()),
+        ScalarUDF::from(bitmap_contains::BitmapContainsFunc::new(catalog)),
+        ScalarUDF::from(bitmap_to_array::BitmapToArrayFunc::new(catalog)),
+        ScalarUDF::from(bitmap_to_base64::BitmapToBase64Func::new()),
+        ScalarUDF::from(bitmap_from_base64::BitmapFromBase64Func::new()),
     ];
-    let mut names: Vec<String> = scalars.iter().map(|f| f.name().to_string()).collect();
+    for op in bitmap_set_op::SetOp::ALL {
+        scalars.push(ScalarUDF::from(bitmap_set_op::BitmapSetOpFunc::new(op)));
+        scalars.push(ScalarUDF::from(bitmap_set_count::BitmapSetCountFunc::new(
+            op,
+        )));
+    }
+    let aggregates = [
+        datafusion::logical_expr::AggregateUDF::from(bitmap_agg::BitmapAggUdaf::new(catalog)),
+        datafusion::logical_expr::AggregateUDF::from(bitmap_union::BitmapUnionUdaf::union()),
+        datafusion::logical_expr::AggregateUDF::from(bitmap_union::BitmapUnionUdaf::union_count()),
+        datafusion::logical_expr::AggregateUDF::from(bitmap_intersect::BitmapIntersectUdaf::new()),
+    ];
+    let mut names: Vec<String> = Vec::new();
     for udf in scalars {
+        names.push(udf.name().to_string());
+        names.extend(udf.aliases().iter().cloned());
         ctx.register_udf(udf);
+    }
+    for udaf in aggregates {
+        names.push(udaf.name().to_string());
+        names.extend(udaf.aliases().iter().cloned());
+        ctx.register_udaf(udaf);
     }
     ctx.register_udtf(
         "audience",
         Arc::new(audience_table::AudienceFunc::new(catalog)),
     );
     names.push("audience".to_string());
+    ctx.register_udtf(
+        "audience_profile",
+        Arc::new(audience_profile::AudienceProfileFunc::new(catalog)),
+    );
+    ctx.register_udtf(
+        "audience_overlap",
+        Arc::new(audience_overlap::AudienceOverlapFunc::new(catalog)),
+    );
+    ctx.register_udtf(
+        "audience_sample",
+        Arc::new(audience_sample::AudienceSampleFunc::new(catalog)),
+    );
+    names.extend(["audience_profile", "audience_overlap", "audience_sample"].map(String::from));
+    ctx.register_udtf(
+        "unnest_bitmap",
+        Arc::new(unnest_bitmap::UnnestBitmapFunc::new(catalog)),
+    );
+    names.push("unnest_bitmap".to_string());
     names
 }
 
@@ -89,7 +145,153 @@ pub(crate) fn bitmap_bytes(bitmap: &RoaringBitmap) -> Vec<u8> {
 
 /// The bitmap a BYTEA value holds.
 pub(crate) fn bitmap_from_bytes(bytes: &[u8], function: &str) -> Result<RoaringBitmap> {
-    RoaringBitmap::deserialize_from(bytes).or_else(|e| {
-        exec_err!("{function}: the value is not a portable roaring bitmap ({e})")
-    })
+    RoaringBitmap::deserialize_from(bytes)
+        .or_else(|e| exec_err!("{function}: the value is not a portable roaring bitmap ({e})"))
+}
+
+/// A bitmap argument of a scalar function: a constant is decoded once, a
+/// column row by row.
+pub(crate) enum BitmapArg<'a> {
+    Constant(Option<RoaringBitmap>),
+    Column(&'a arrow::array::BinaryArray),
+}
+
+impl<'a> BitmapArg<'a> {
+    /// Argument `value` of `function`, coerced to BYTEA by its signature.
+    pub(crate) fn new(value: &'a ColumnarValue, function: &str) -> Result<BitmapArg<'a>> {
+        match value {
+            ColumnarValue::Scalar(
+                ScalarValue::Binary(bytes)
+                | ScalarValue::LargeBinary(bytes)
+                | ScalarValue::BinaryView(bytes),
+            ) => Ok(BitmapArg::Constant(
+                bytes
+                    .as_deref()
+                    .map(|bytes| bitmap_from_bytes(bytes, function))
+                    .transpose()?,
+            )),
+            ColumnarValue::Scalar(ScalarValue::Null) => Ok(BitmapArg::Constant(None)),
+            ColumnarValue::Array(array) if *array.data_type() == DataType::Binary => {
+                Ok(BitmapArg::Column(array.as_binary::<i32>()))
+            }
+            other => exec_err!(
+                "{function}: a bitmap must be BYTEA, got {}",
+                other.data_type()
+            ),
+        }
+    }
+
+    /// The bitmap of row `row`: `None` for NULL.
+    pub(crate) fn at(
+        &self,
+        row: usize,
+        function: &str,
+    ) -> Result<Option<std::borrow::Cow<'_, RoaringBitmap>>> {
+        use std::borrow::Cow;
+        match self {
+            BitmapArg::Constant(bitmap) => Ok(bitmap.as_ref().map(Cow::Borrowed)),
+            BitmapArg::Column(array) if array.is_null(row) => Ok(None),
+            BitmapArg::Column(array) => Ok(Some(Cow::Owned(bitmap_from_bytes(
+                array.value(row),
+                function,
+            )?))),
+        }
+    }
+}
+
+/// The types bitmap arguments are coerced to: BYTEA.
+pub(crate) fn coerce_bitmaps(function: &str, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+    arg_types
+        .iter()
+        .map(|t| match t {
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null => {
+                Ok(DataType::Binary)
+            }
+            other => {
+                datafusion::common::plan_err!("{function}: a bitmap must be BYTEA, got {other}")
+            }
+        })
+        .collect()
+}
+
+/// The type a user id argument is coerced to: BIGINT for integers, TEXT for
+/// text (the two kinds of user key).
+pub(crate) fn coerce_user_id(function: &str, id: &DataType) -> Result<DataType> {
+    match id {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Ok(DataType::Int64),
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => Ok(DataType::Int64),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            Ok(DataType::Utf8)
+        }
+        other => datafusion::common::plan_err!(
+            "{function}: user_id must be an integer or text, got {other}"
+        ),
+    }
+}
+
+/// The ordinal of each id of `ids` (`None` for NULL and unknown ids). A
+/// column of NULLs needs no dictionary, so it has no user key type to match.
+pub(crate) fn ordinals_of(
+    tags: &cohortdb_engine::tags::Tags,
+    ids: &dyn Array,
+) -> Result<Vec<Option<u32>>> {
+    if ids.logical_null_count() == ids.len() {
+        return Ok(vec![None; ids.len()]);
+    }
+    tags.ordinals(ids).map_err(crate::error::to_datafusion)
+}
+
+/// How many rows a scalar function of `args` computes: one when every
+/// argument is a constant (the result is then a constant too).
+pub(crate) fn result_rows(args: &[ColumnarValue], number_rows: usize) -> usize {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        1
+    } else {
+        number_rows
+    }
+}
+
+/// The result `array` of a scalar function of `args`, computed for
+/// [`result_rows`] rows.
+pub(crate) fn result_value(
+    args: &[ColumnarValue],
+    array: arrow::array::ArrayRef,
+) -> Result<ColumnarValue> {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// A table of external user ids, one column `user_id`, for the table
+/// functions that list users.
+pub(crate) fn user_ids_table(
+    ids: arrow::array::ArrayRef,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::{Field, Schema};
+    /// Ids per batch of the table.
+    const BATCH_ROWS: usize = 65_536;
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "user_id",
+        ids.data_type().clone(),
+        false,
+    )]));
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < ids.len() {
+        let rows = BATCH_ROWS.min(ids.len() - start);
+        batches.push(RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![ids.slice(start, rows)],
+        )?);
+        start += rows;
+    }
+    Ok(Arc::new(datafusion::catalog::MemTable::try_new(
+        schema,
+        vec![batches],
+    )?))
 }

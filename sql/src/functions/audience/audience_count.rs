@@ -82,9 +82,9 @@ impl ScalarUDFImpl for AudienceCountFunc {
         }
         let array = out.finish();
         Ok(match &args.args[0] {
-            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::try_from_array(&array, 0)?,
-            ),
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+            }
             ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(array)),
         })
     }

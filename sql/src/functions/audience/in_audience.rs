@@ -89,9 +89,14 @@ impl ScalarUDFImpl for InAudienceFunc {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
                 DataType::Utf8
             }
-            other => return plan_err!("in_audience: user_id must be an integer or text, got {other}"),
+            other => {
+                return plan_err!("in_audience: user_id must be an integer or text, got {other}");
+            }
         };
-        if !matches!(expr, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null) {
+        if !matches!(
+            expr,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+        ) {
             return plan_err!("in_audience: the audience must be text, got {expr}");
         }
         Ok(vec![id, DataType::Utf8])

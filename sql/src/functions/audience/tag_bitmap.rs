@@ -75,7 +75,9 @@ impl ScalarUDFImpl for TagBitmapFunc {
         }
         let array = out.finish();
         Ok(match &args.args[0] {
-            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?),
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+            }
             ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(array)),
         })
     }

@@ -1,0 +1,92 @@
+//! `audience_overlap(expr1, expr2 [, ...])`: the pairwise overlaps of two or
+//! more audiences: one row per pair with each audience's users, the users in
+//! both, and the Jaccard index (both / either).
+//!
+//! ```sql
+//! SELECT * FROM audience_overlap('vip', 'city=beijing', 'event_type=purchase DURING LAST 30 DAYS');
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use cohortdb_engine::Catalog;
+use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, plan_err};
+
+use super::audience_table::constant_text;
+use super::today;
+use crate::error::to_datafusion;
+
+/// At most this many audiences (the pairs grow as their square).
+const AUDIENCES_MAX: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct AudienceOverlapFunc {
+    catalog: Arc<Catalog>,
+}
+
+impl AudienceOverlapFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        AudienceOverlapFunc {
+            catalog: Arc::clone(catalog),
+        }
+    }
+}
+
+impl TableFunctionImpl for AudienceOverlapFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if !(2..=AUDIENCES_MAX).contains(&exprs.len()) {
+            return plan_err!(
+                "audience_overlap(expr1, expr2 [, ...]) takes 2 to {AUDIENCES_MAX} audiences, got {}",
+                exprs.len()
+            );
+        }
+        let tags = self.catalog.tags();
+        let today = today();
+        let mut audiences = Vec::with_capacity(exprs.len());
+        for expr in exprs {
+            let text = constant_text(args.session(), expr, "audience_overlap", "an audience")?;
+            let users = tags.evaluate(&text, today).map_err(to_datafusion)?;
+            audiences.push((text, users));
+        }
+        let mut rows = Vec::new();
+        for (i, (a, a_users)) in audiences.iter().enumerate() {
+            for (b, b_users) in &audiences[i + 1..] {
+                let both = a_users.intersection_len(b_users);
+                let either = a_users.len() + b_users.len() - both;
+                let jaccard = (either > 0).then(|| both as f64 / either as f64);
+                rows.push((a, b, a_users.len(), b_users.len(), both, jaccard));
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.1.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.2 as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.3 as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.4 as i64),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.5))),
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, false),
+            Field::new("b", DataType::Utf8, false),
+            Field::new("a_users", DataType::Int64, false),
+            Field::new("b_users", DataType::Int64, false),
+            Field::new("both_users", DataType::Int64, false),
+            Field::new("jaccard", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}

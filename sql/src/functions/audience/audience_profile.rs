@@ -1,0 +1,93 @@
+//! `audience_profile(expr, dimension)`: how an audience spreads over the
+//! values of an indexed column, against the whole population: one row per
+//! value with the audience's users having it, their share of the audience,
+//! the population's users having it, and the TGI (target group index: the
+//! audience's share over the population's, × 100; above 100, the value is
+//! over-represented in the audience). Every figure is a bitmap cardinality.
+//!
+//! ```sql
+//! SELECT * FROM audience_profile('event_type=purchase DURING LAST 30 DAYS', 'city')
+//! ORDER BY tgi DESC LIMIT 10;
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use cohortdb_engine::Catalog;
+use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, plan_err};
+
+use super::audience_table::constant_text;
+use super::today;
+use crate::error::to_datafusion;
+
+#[derive(Debug)]
+pub(crate) struct AudienceProfileFunc {
+    catalog: Arc<Catalog>,
+}
+
+impl AudienceProfileFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        AudienceProfileFunc {
+            catalog: Arc::clone(catalog),
+        }
+    }
+}
+
+impl TableFunctionImpl for AudienceProfileFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let [expr, dimension] = args.exprs() else {
+            return plan_err!("audience_profile(expr, dimension) takes two arguments");
+        };
+        let text = constant_text(args.session(), expr, "audience_profile", "the audience")?;
+        let dimension = constant_text(
+            args.session(),
+            dimension,
+            "audience_profile",
+            "the dimension",
+        )?;
+        let tags = self.catalog.tags();
+        let audience = tags.evaluate(&text, today()).map_err(to_datafusion)?;
+        let universe = tags.universe().map_err(to_datafusion)?;
+        let (_, column) = tags.column(&dimension).map_err(to_datafusion)?;
+        let mut rows: Vec<(String, u64, u64)> = Vec::with_capacity(column.values.len());
+        for (key, entry) in column.values.iter() {
+            let users = entry.all.get().map_err(to_datafusion)?;
+            rows.push((
+                key.to_string(),
+                audience.intersection_len(users),
+                users.intersection_len(&universe),
+            ));
+        }
+        // Most users first; values in order among equals.
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+        let (size, population) = (audience.len() as f64, universe.len() as f64);
+        let share = |n: u64| (size > 0.0).then(|| n as f64 / size);
+        let tgi = |n: u64, p: u64| {
+            (size > 0.0 && p > 0).then(|| 100.0 * (n as f64 / size) / (p as f64 / population))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.1 as i64),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| share(r.1)))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.2 as i64),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| tgi(r.1, r.2)))),
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("value", DataType::Utf8, false),
+            Field::new("users", DataType::Int64, false),
+            Field::new("share", DataType::Float64, true),
+            Field::new("population", DataType::Int64, false),
+            Field::new("tgi", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}

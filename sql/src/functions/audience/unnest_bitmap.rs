@@ -1,0 +1,70 @@
+//! `unnest_bitmap(bitmap)`: the users of a bitmap value as a table of
+//! external user ids (one column, `user_id`), in ordinal order, like
+//! `audience(expr)` for a bitmap. The argument is a constant expression
+//! (evaluated once, when the statement is planned); NULL gives no rows.
+//!
+//! ```sql
+//! SELECT u.* FROM unnest_bitmap(bitmap_from_base64('OjAAAAEAAAAAAAIAEAAAAAEAAgADAA=='))
+//! JOIN users u USING (user_id);
+//! ```
+
+use std::sync::Arc;
+
+use cohortdb_engine::Catalog;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use roaring::RoaringBitmap;
+
+use super::{bitmap_from_bytes, user_ids_table};
+use crate::error::to_datafusion;
+
+const NAME: &str = "unnest_bitmap";
+
+pub(crate) struct UnnestBitmapFunc {
+    catalog: Arc<Catalog>,
+}
+
+/// Without the catalog, which plans and errors would otherwise print whole.
+impl std::fmt::Debug for UnnestBitmapFunc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnnestBitmapFunc").finish_non_exhaustive()
+    }
+}
+
+impl UnnestBitmapFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        UnnestBitmapFunc {
+            catalog: Arc::clone(catalog),
+        }
+    }
+}
+
+impl TableFunctionImpl for UnnestBitmapFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let [expr] = args.exprs() else {
+            return plan_err!("{NAME}(bitmap) takes one argument");
+        };
+        let bitmap = match crate::functions::constant(args.session(), expr)? {
+            ScalarValue::Binary(bytes)
+            | ScalarValue::LargeBinary(bytes)
+            | ScalarValue::BinaryView(bytes) => bytes,
+            ScalarValue::Null => None,
+            other => {
+                return plan_err!(
+                    "{NAME}: the bitmap must be a BYTEA constant, got {}",
+                    other.data_type()
+                );
+            }
+        };
+        let bitmap = match bitmap {
+            Some(bytes) => bitmap_from_bytes(&bytes, NAME)?,
+            None => RoaringBitmap::new(),
+        };
+        let ids = self
+            .catalog
+            .tags()
+            .user_ids(&bitmap)
+            .map_err(to_datafusion)?;
+        user_ids_table(ids)
+    }
+}
