@@ -41,6 +41,11 @@ pub enum Predicate {
         column: usize,
         negated: bool,
     },
+    /// The column holds user ids; rows of the users of an audience.
+    InAudience {
+        column: usize,
+        filter: std::sync::Arc<crate::tags::UserFilter>,
+    },
     And(Vec<Predicate>),
     Or(Vec<Predicate>),
     Not(Box<Predicate>),
@@ -52,7 +57,8 @@ impl Predicate {
         match self {
             Predicate::Compare { column, .. }
             | Predicate::InList { column, .. }
-            | Predicate::IsNull { column, .. } => out.push(*column),
+            | Predicate::IsNull { column, .. }
+            | Predicate::InAudience { column, .. } => out.push(*column),
             Predicate::And(parts) | Predicate::Or(parts) => {
                 parts.iter().for_each(|p| p.columns(out))
             }
@@ -81,6 +87,10 @@ impl Predicate {
             Predicate::IsNull { column, negated } => Predicate::IsNull {
                 column: to(*column),
                 negated: *negated,
+            },
+            Predicate::InAudience { column, filter } => Predicate::InAudience {
+                column: to(*column),
+                filter: std::sync::Arc::clone(filter),
             },
             Predicate::And(parts) => Predicate::And(parts.iter().map(|p| p.remap(to)).collect()),
             Predicate::Or(parts) => Predicate::Or(parts.iter().map(|p| p.remap(to)).collect()),
@@ -115,6 +125,9 @@ impl Predicate {
                 } else {
                     is_null(array)?
                 }
+            }
+            Predicate::InAudience { column, filter } => {
+                filter.matches(batch.column(*column).as_ref())?
             }
             Predicate::And(parts) => fold(parts, batch, boolean::and_kleene, true)?,
             Predicate::Or(parts) => fold(parts, batch, boolean::or_kleene, false)?,

@@ -589,6 +589,22 @@ impl Statistics<'_> {
                     })
                     .collect()
             }
+            Predicate::InAudience { column, filter } => match filter.bounds() {
+                Some((low, high)) => self.may_match(&Predicate::And(vec![
+                    Predicate::Compare {
+                        column: *column,
+                        op: CmpOp::GtEq,
+                        value: ArrayRef::clone(low),
+                    },
+                    Predicate::Compare {
+                        column: *column,
+                        op: CmpOp::LtEq,
+                        value: ArrayRef::clone(high),
+                    },
+                ]))?,
+                None if filter.is_empty() => BooleanArray::from(vec![false; groups]),
+                None => all(),
+            },
             Predicate::And(parts) => {
                 let mut all_parts = all();
                 for part in parts {

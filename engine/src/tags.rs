@@ -733,6 +733,66 @@ impl Tags {
     }
 }
 
+/// The users of an audience as a filter on a column of user ids: what
+/// `in_audience(user_id, expr)` becomes when it is pushed into a scan. Row
+/// groups whose ids all fall outside the audience's smallest and largest id
+/// are skipped; each row read costs a dictionary lookup and a bitmap probe.
+#[derive(Debug)]
+pub struct UserFilter {
+    tags: Arc<Tags>,
+    users: RoaringBitmap,
+    /// The audience's smallest and largest id, as the column's type.
+    bounds: Option<(ArrayRef, ArrayRef)>,
+}
+
+impl UserFilter {
+    /// A filter keeping the rows of `users`, for a column of `column_type`.
+    pub fn new(
+        tags: Arc<Tags>,
+        users: RoaringBitmap,
+        column_type: &DataType,
+    ) -> Result<UserFilter> {
+        let dictionary = tags.dictionary()?;
+        let bounds = dictionary
+            .id_bounds(users.iter().filter(|&o| o < tags.users))
+            .and_then(|(low, high)| {
+                let low = arrow::compute::cast(&low, column_type).ok()?;
+                let high = arrow::compute::cast(&high, column_type).ok()?;
+                (low.null_count() == 0 && high.null_count() == 0).then_some((low, high))
+            });
+        Ok(UserFilter {
+            tags,
+            users,
+            bounds,
+        })
+    }
+
+    /// Whether each id of `ids` is one of the users (NULL for a NULL id).
+    pub fn matches(&self, ids: &dyn Array) -> Result<arrow::array::BooleanArray> {
+        let ids = match ids.data_type() {
+            DataType::Int16 | DataType::Int32 => arrow::compute::cast(ids, &DataType::Int64)?,
+            _ => arrow::array::make_array(ids.to_data()),
+        };
+        let ordinals = self.tags.ordinals(ids.as_ref())?;
+        Ok(ordinals
+            .iter()
+            .enumerate()
+            .map(|(row, o)| (!ids.is_null(row)).then(|| o.is_some_and(|o| self.users.contains(o))))
+            .collect())
+    }
+
+    /// Whether the audience has no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The audience's smallest and largest id, when it has users (and they
+    /// are values of the column's type).
+    pub fn bounds(&self) -> Option<&(ArrayRef, ArrayRef)> {
+        self.bounds.as_ref()
+    }
+}
+
 /// A [`Tags`] view that answers the terms of an audience expression.
 pub struct TagSet<'a> {
     tags: &'a Tags,

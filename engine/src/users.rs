@@ -330,6 +330,46 @@ impl Dictionary {
         }
     }
 
+    /// The smallest and the largest id of `ordinals` (which must be
+    /// assigned), as one-element arrays of the key type; `None` when empty.
+    pub fn id_bounds(
+        &self,
+        ordinals: impl IntoIterator<Item = u32>,
+    ) -> Option<(ArrayRef, ArrayRef)> {
+        let inner = self.read();
+        let mut ordinals = ordinals.into_iter();
+        let first = inner.keys.get(ordinals.next()?);
+        let (mut low, mut high) = (first, first);
+        for o in ordinals {
+            let id = inner.keys.get(o);
+            let less = match (id, low) {
+                (Id::Int(a), Id::Int(b)) => a < b,
+                (Id::Text(a), Id::Text(b)) => a < b,
+                _ => false,
+            };
+            let more = match (id, high) {
+                (Id::Int(a), Id::Int(b)) => a > b,
+                (Id::Text(a), Id::Text(b)) => a > b,
+                _ => false,
+            };
+            if less {
+                low = id;
+            }
+            if more {
+                high = id;
+            }
+        }
+        let one = |id: Id<'_>| -> ArrayRef {
+            match id {
+                Id::Int(v) => Arc::new(Int64Array::from(vec![v])),
+                Id::Text(v) => Arc::new(StringArray::from(vec![
+                    String::from_utf8_lossy(v).into_owned(),
+                ])),
+            }
+        };
+        Some((one(low), one(high)))
+    }
+
     /// Forgets the ordinals from `len` on (those of a change that failed).
     pub(crate) fn truncate(&self, len: u32) {
         truncate_inner(&mut self.write(), len as usize);

@@ -99,9 +99,10 @@ impl EngineTable {
     /// The engine predicate for the filters DataFusion pushed down.
     fn predicate(&self, filters: &[Expr]) -> Option<Predicate> {
         let table_schema = self.table.schema();
+        let tags = self.catalog.tags();
         let parts: Vec<Predicate> = filters
             .iter()
-            .map(|f| pushdown::translate(f, &table_schema))
+            .map(|f| pushdown::translate(f, &table_schema, &tags))
             .collect::<Option<_>>()?;
         match parts.len() {
             0 => None,
@@ -126,9 +127,10 @@ impl TableProvider for EngineTable {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         let table_schema = self.table.schema();
+        let tags = self.catalog.tags();
         Ok(filters
             .iter()
-            .map(|f| match pushdown::translate(f, &table_schema) {
+            .map(|f| match pushdown::translate(f, &table_schema, &tags) {
                 Some(_) => TableProviderFilterPushDown::Exact,
                 None => TableProviderFilterPushDown::Unsupported,
             })

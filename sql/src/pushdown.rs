@@ -2,32 +2,59 @@
 //!
 //! Only what the engine evaluates exactly as DataFusion would is translated:
 //! comparisons of a column with a constant of the column's type, IN lists, NULL
-//! tests, BETWEEN and their AND/OR/NOT combinations. Anything else returns `None`
-//! and stays in DataFusion's filter.
+//! tests, BETWEEN and their AND/OR/NOT combinations, and `in_audience(user_id,
+//! 'expr')` on a column of user ids (the audience evaluated once, the scan
+//! skipping row groups outside its ids). Anything else returns `None` and stays
+//! in DataFusion's filter.
 
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Schema};
+use cohortdb_engine::tags::{Tags, UserFilter};
 use cohortdb_engine::{CmpOp, Predicate};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 
-/// The engine predicate equivalent to `expr` over a table with `schema`.
-pub(crate) fn translate(expr: &Expr, schema: &Schema) -> Option<Predicate> {
+/// The engine predicate equivalent to `expr` over a table with `schema`;
+/// audiences are evaluated over `tags`.
+pub(crate) fn translate(expr: &Expr, schema: &Schema, tags: &Arc<Tags>) -> Option<Predicate> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
             Operator::And => Some(Predicate::And(vec![
-                translate(left, schema)?,
-                translate(right, schema)?,
+                translate(left, schema, tags)?,
+                translate(right, schema, tags)?,
             ])),
             Operator::Or => Some(Predicate::Or(vec![
-                translate(left, schema)?,
-                translate(right, schema)?,
+                translate(left, schema, tags)?,
+                translate(right, schema, tags)?,
             ])),
             _ => comparison(left, *op, right, schema),
         },
-        Expr::Not(inner) => Some(Predicate::Not(Box::new(translate(inner, schema)?))),
+        Expr::Not(inner) => Some(Predicate::Not(Box::new(translate(inner, schema, tags)?))),
+        Expr::ScalarFunction(function) if function.name() == "in_audience" => {
+            let [id, audience] = function.args.as_slice() else {
+                return None;
+            };
+            let (index, data_type) = column(id, schema)?;
+            let Expr::Literal(
+                ScalarValue::Utf8(Some(text))
+                | ScalarValue::Utf8View(Some(text))
+                | ScalarValue::LargeUtf8(Some(text)),
+                _,
+            ) = audience
+            else {
+                return None;
+            };
+            // An expression that does not evaluate stays with the function,
+            // which reports why.
+            let users = tags.evaluate(text, crate::functions::today()).ok()?;
+            let filter = UserFilter::new(Arc::clone(tags), users, &data_type).ok()?;
+            Some(Predicate::InAudience {
+                column: index,
+                filter: Arc::new(filter),
+            })
+        }
         Expr::IsNull(inner) => Some(Predicate::IsNull {
             column: column(inner, schema)?.0,
             negated: false,
@@ -168,6 +195,10 @@ mod tests {
             Field::new("a", DataType::Int64, true),
             Field::new("s", DataType::Utf8, true),
         ])
+    }
+
+    fn translate(expr: &Expr, schema: &Schema) -> Option<Predicate> {
+        super::translate(expr, schema, &Arc::new(Tags::default()))
     }
 
     #[test]

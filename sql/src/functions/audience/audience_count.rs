@@ -29,7 +29,7 @@ impl AudienceCountFunc {
     pub fn new(catalog: &Arc<Catalog>) -> Self {
         AudienceCountFunc {
             catalog: Arc::clone(catalog),
-            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
         }
     }
 }

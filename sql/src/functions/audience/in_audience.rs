@@ -38,7 +38,7 @@ impl InAudienceFunc {
     pub fn new(catalog: &Arc<Catalog>) -> Self {
         InAudienceFunc {
             catalog: Arc::clone(catalog),
-            signature: Signature::user_defined(Volatility::Volatile),
+            signature: Signature::user_defined(Volatility::Stable),
             last: Mutex::new(None),
         }
     }

@@ -30,7 +30,7 @@ impl TagBitmapFunc {
     pub fn new(catalog: &Arc<Catalog>) -> Self {
         TagBitmapFunc {
             catalog: Arc::clone(catalog),
-            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
         }
     }
 }
