@@ -4,8 +4,9 @@
 //! random moment; the directory must then pass `cohortdb check`, and reopened
 //! it must hold exactly what the statements the child acknowledged (printed
 //! the command tag of) produced, plus the statement in flight either whole or
-//! not at all. Many kills in a row on the same directory, each recovery
-//! starting from the last.
+//! not at all; and its tags (the table's ids are its user key, its statement
+//! numbers a tag index) must match its rows exactly. Many kills in a row on
+//! the same directory, each recovery starting from the last.
 //!
 //! `COHORTDB_CRASH_SEED` replays a run; `COHORTDB_CRASH_KILLS` sets the
 //! number of kills (default 200). The seed is in every failure message.
@@ -131,9 +132,11 @@ fn run(seed: u64, kills: usize) -> Result<(), String> {
     {
         let db = Database::open(&data).map_err(|e| e.to_string())?;
         crate::block_on(async {
-            db.session()
-                .execute("CREATE TABLE t (id BIGINT NOT NULL, stmt BIGINT NOT NULL)")
+            let session = db.session();
+            session
+                .execute("CREATE TABLE t (id BIGINT USER KEY, stmt BIGINT NOT NULL)")
                 .await?;
+            session.execute("CREATE TAG INDEX ON t (stmt)").await?;
             Ok(())
         })
         .map_err(|e| format!("{e:?}"))?;
@@ -298,7 +301,10 @@ fn run_and_kill(data: &Path, script: &str, delay: Duration) -> Result<usize, Str
     Ok(acknowledged)
 }
 
-/// What the reopened directory holds, per statement number.
+/// What the reopened directory holds, per statement number, after checking
+/// that its tags match its rows: each statement number's tag has the ids of
+/// its rows (unique within a statement), no other statement number has a
+/// tag, and every id is a user.
 fn contents(data: &Path) -> Result<Model, String> {
     let db = Database::open(data).map_err(|e| e.to_string())?;
     let mut model = Model::new();
@@ -307,11 +313,34 @@ fn contents(data: &Path) -> Result<Model, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let batches = runtime
-        .block_on(
-            db.session()
-                .execute("SELECT stmt, count(*), sum(id) FROM t GROUP BY stmt"),
-        )
+        .block_on(db.session().execute(
+            "SELECT stmt, count(*), sum(id), audience_count('stmt=' || stmt) FROM t GROUP BY stmt",
+        ))
         .map_err(|e| e.to_string())?;
+    let totals = runtime
+        .block_on(db.session().execute(
+            "SELECT (SELECT count(*) FROM cohortdb_tags WHERE name LIKE 'stmt=%'), \
+                    (SELECT count(DISTINCT stmt) FROM t), \
+                    audience_count('NOT stmt=-1'), \
+                    (SELECT count(DISTINCT id) FROM t)",
+        ))
+        .map_err(|e| e.to_string())?;
+    let total = |i: usize| {
+        totals[0]
+            .column(i)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .map(|a| a.value(0))
+    };
+    if total(0) != total(1) || total(2) != total(3) {
+        return Err(format!(
+            "tags out of step with rows: {:?} statement tags for {:?} statements, {:?} users for {:?} ids",
+            total(0),
+            total(1),
+            total(2),
+            total(3)
+        ));
+    }
     for batch in batches {
         let column = |i: usize| {
             batch
@@ -321,8 +350,16 @@ fn contents(data: &Path) -> Result<Model, String> {
                 .cloned()
                 .ok_or_else(|| format!("column {i} is not BIGINT"))
         };
-        let (stmt, count, sum) = (column(0)?, column(1)?, column(2)?);
+        let (stmt, count, sum, tagged) = (column(0)?, column(1)?, column(2)?, column(3)?);
         for row in 0..batch.num_rows() {
+            if tagged.value(row) != count.value(row) {
+                return Err(format!(
+                    "tag stmt={} has {} users, the table {} rows",
+                    stmt.value(row),
+                    tagged.value(row),
+                    count.value(row)
+                ));
+            }
             model.insert(stmt.value(row), (count.value(row), sum.value(row)));
         }
     }
