@@ -10,7 +10,7 @@ use crate::change::Change;
 use crate::deletes;
 use crate::manifest;
 use crate::segment_file::{SegmentFile, SegmentReader};
-use crate::store::{self, DELETES_DIR, SEGMENTS_DIR, WAL_DIR};
+use crate::store::{self, DELETES_DIR, SEGMENTS_DIR, TAGS_DIR, USERS_DIR, WAL_DIR};
 use crate::types;
 use crate::upgrade;
 use crate::wal;
@@ -30,6 +30,10 @@ pub struct Report {
     pub rows: u64,
     /// Log records after the last checkpoint, which the next open replays.
     pub wal_records: u64,
+    /// Tag files (tag indexes and stored tags) verified, and user ids in
+    /// the dictionary files.
+    pub tag_files: usize,
+    pub users: u64,
 }
 
 /// Checks the data directory `dir`.
@@ -128,9 +132,10 @@ pub fn check(dir: &Path) -> Report {
             report.rows += segment.rows - deleted;
         }
     }
+    check_tags(dir, &manifest, &mut report);
     let mut live = store::live_files(dir, &manifest);
     check_wal(dir, manifest.wal_start_lsn, &mut live, &mut report);
-    for folder in [SEGMENTS_DIR, DELETES_DIR] {
+    for folder in [SEGMENTS_DIR, DELETES_DIR, TAGS_DIR, USERS_DIR] {
         if let Ok(files) = store::files_in(&dir.join(folder)) {
             report
                 .leftovers
@@ -138,6 +143,54 @@ pub fn check(dir: &Path) -> Report {
         }
     }
     report
+}
+
+/// Invariant 6: the dictionary files hold the ordinals in order, each id
+/// once, matching their sizes and checksums; every tag file matches its size
+/// and checksum, and every bitmap in it decodes to as many users as its
+/// directory says, none beyond the dictionary.
+fn check_tags(dir: &Path, manifest: &manifest::Manifest, report: &mut Report) {
+    let mut users = 0u32;
+    if let Some(entry) = &manifest.users {
+        let dictionary = crate::users::Dictionary::new(entry.key_type);
+        for chunk in &entry.chunks {
+            match crate::users::load_chunk(&dir.join(USERS_DIR), &dictionary, chunk) {
+                Ok(()) => users = dictionary.len(),
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    report.users = u64::from(users);
+    let tags_dir = dir.join(TAGS_DIR);
+    let files = manifest
+        .tag_indexes
+        .iter()
+        .map(|i| (i.table_id, Some(&i.file)))
+        .chain(manifest.tags.iter().map(|t| (t.id, t.file.as_ref())));
+    for (owner, file) in files {
+        let Some(file) = file else { continue };
+        let path = crate::tags::tag_path(&tags_dir, owner, file.generation);
+        report.tag_files += 1;
+        match crate::tags::open_file(&path, owner, file, true) {
+            Ok(entries) => {
+                for (_, bits) in entries {
+                    if let Ok(bitmap) = bits.get()
+                        && let Some(max) = bitmap.max()
+                        && max >= users
+                    {
+                        report.problems.push(format!(
+                            "{}: user ordinal {max} is beyond the dictionary's {users} users",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
 }
 
 /// Invariant 5: the log from `start_lsn` on is one valid sequence of records
@@ -291,6 +344,64 @@ mod tests {
         assert_eq!(report.problems, Vec::<String>::new());
         assert_eq!((report.tables, report.segments, report.rows), (1, 2, 19));
         assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+    }
+
+    #[test]
+    fn tag_and_user_key_files_are_verified() {
+        use arrow::array::{Int64Array, StringArray};
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let catalog = crate::Catalog::open(dir.path()).expect("open");
+            catalog
+                .create_table(
+                    "u",
+                    &[
+                        crate::ColumnDef::new("id", crate::ColumnType::BigInt, false).user_key(),
+                        crate::ColumnDef::new("city", crate::ColumnType::Text, true),
+                    ],
+                    false,
+                )
+                .expect("table");
+            let table = catalog.table("u").expect("u");
+            let batch = arrow::array::RecordBatch::try_new(
+                table.schema(),
+                vec![
+                    std::sync::Arc::new(Int64Array::from(vec![10, 20, 30])),
+                    std::sync::Arc::new(StringArray::from(vec!["a", "b", "a"])),
+                ],
+            )
+            .expect("batch");
+            catalog.append(&table, vec![batch]).expect("append");
+            catalog
+                .create_tag_index("u", &["city".to_string()], None)
+                .expect("index");
+            catalog.checkpoint().expect("checkpoint");
+        }
+        let report = check(dir.path());
+        assert_eq!(report.problems, Vec::<String>::new());
+        assert_eq!((report.users, report.tag_files), (3, 1));
+        // A flipped bit in the last bitmap of the tag file, and in the ids.
+        let tags = store::files_in(&dir.path().join(TAGS_DIR)).expect("tags");
+        let mut bytes = std::fs::read(&tags[0]).expect("read");
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        std::fs::write(&tags[0], &bytes).expect("flip");
+        let users = store::files_in(&dir.path().join(USERS_DIR)).expect("users");
+        let mut bytes = std::fs::read(&users[0]).expect("read");
+        bytes[40] ^= 1;
+        std::fs::write(&users[0], &bytes).expect("flip");
+        let report = check(dir.path());
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert!(
+            report.problems[0].contains("does not match the manifest's size and checksum"),
+            "{:?}",
+            report.problems
+        );
+        assert!(
+            report.problems[1].ends_with("checksum mismatch with the manifest's record"),
+            "{:?}",
+            report.problems
+        );
     }
 
     #[test]

@@ -282,8 +282,13 @@ fn check(data: &std::path::Path) -> CliResult {
     }
     if report.problems.is_empty() {
         println!(
-            "ok: {} tables, {} segments, {} rows, {} log records to replay",
-            report.tables, report.segments, report.rows, report.wal_records
+            "ok: {} tables, {} segments, {} rows, {} users, {} tag files, {} log records to replay",
+            report.tables,
+            report.segments,
+            report.rows,
+            report.users,
+            report.tag_files,
+            report.wal_records
         );
         Ok(())
     } else {
