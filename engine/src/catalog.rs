@@ -37,7 +37,6 @@ use crate::tags::{self, Bits, StoredTag, TableTags, Tags};
 use crate::types::{self, ColumnDef};
 use crate::wal::Wal;
 
-#[derive(Debug)]
 pub struct Catalog {
     store: Option<Store>,
     /// What readers see: the tables and roles as of the last published change.
@@ -63,6 +62,16 @@ pub struct Catalog {
     /// Bytes an [`Appender`] holds in memory before it writes a segment file
     /// (`limits::APPEND_MEMORY_BYTES_MAX`; smaller in tests).
     append_memory_max: std::sync::atomic::AtomicU64,
+}
+
+/// Only where the catalog is: its contents would flood any message that
+/// prints something holding it (a SQL function, a table provider).
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("path", &self.path())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The writer's view: every change made, durable or not.

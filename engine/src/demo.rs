@@ -120,7 +120,7 @@ pub fn tables() -> Vec<(&'static str, Vec<ColumnDef>)> {
         (
             "users",
             vec![
-                ColumnDef::new("user_id", ColumnType::BigInt, false),
+                ColumnDef::new("user_id", ColumnType::BigInt, false).user_key(),
                 ColumnDef::new("gender", ColumnType::Text, true),
                 ColumnDef::new("age", ColumnType::SmallInt, true),
                 ColumnDef::new("city", ColumnType::Text, true),
@@ -140,7 +140,7 @@ pub fn tables() -> Vec<(&'static str, Vec<ColumnDef>)> {
         (
             "events",
             vec![
-                ColumnDef::new("user_id", ColumnType::BigInt, false),
+                ColumnDef::new("user_id", ColumnType::BigInt, false).user_key(),
                 ColumnDef::new("ts", ColumnType::Timestamp, false),
                 ColumnDef::new("event_type", ColumnType::Text, false),
                 ColumnDef::new("item_id", ColumnType::BigInt, true),
@@ -180,8 +180,22 @@ pub fn generate(
     )
 }
 
-/// Creates the demo tables in `catalog` and fills them, one commit per table.
-/// `progress` hears each table's name and rows generated so far. Fails with
+/// The demo's tag indexes: (table, columns, time column), made after the
+/// rows are loaded.
+pub fn tag_indexes() -> Vec<(&'static str, Vec<&'static str>, Option<&'static str>)> {
+    vec![
+        (
+            "users",
+            vec!["gender", "age", "city", "spend_tier", "channel"],
+            None,
+        ),
+        ("events", vec!["event_type"], Some("ts")),
+    ]
+}
+
+/// Creates the demo tables in `catalog`, fills them (one commit per table)
+/// and makes their tag indexes ([`tag_indexes`]). `progress` hears each
+/// table's name and rows generated so far. Fails with
 /// [`crate::Error::TableExists`] if a demo table already exists.
 pub fn load(
     catalog: &Catalog,
@@ -215,6 +229,10 @@ pub fn load(
     })?;
     let table = catalog.table(current)?;
     catalog.append(&table, pending)?;
+    for (table, columns, time) in tag_indexes() {
+        let columns: Vec<String> = columns.into_iter().map(String::from).collect();
+        catalog.create_tag_index(table, &columns, time)?;
+    }
     Ok(())
 }
 

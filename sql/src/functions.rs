@@ -193,6 +193,11 @@ pub(crate) fn catalog_rows(
     for name in pg_catalog::names() {
         push(name, 'f', (String::new(), String::new()));
     }
+    // Table functions (experiment_report, audience, ...): listed after the
+    // others, so a name that is also a scalar keeps the scalar's row.
+    for name in own {
+        push(name, 'f', (String::new(), String::new()));
+    }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     rows.dedup_by(|a, b| a.name == b.name);
     rows

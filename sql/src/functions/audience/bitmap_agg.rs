@@ -43,9 +43,9 @@ impl BitmapAggUdaf {
     pub fn new(catalog: &Arc<Catalog>) -> Self {
         BitmapAggUdaf {
             catalog: Arc::clone(catalog),
-            // Volatile: ids map to ordinals through the dictionary as of the
-            // statement.
-            signature: Signature::user_defined(Volatility::Volatile),
+            // Stable, as the other audience functions: ids map to ordinals
+            // through the dictionary as of the statement.
+            signature: Signature::user_defined(Volatility::Stable),
         }
     }
 }

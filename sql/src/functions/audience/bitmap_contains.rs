@@ -38,9 +38,9 @@ impl BitmapContainsFunc {
     pub fn new(catalog: &Arc<Catalog>) -> Self {
         BitmapContainsFunc {
             catalog: Arc::clone(catalog),
-            // Volatile: ids map to ordinals through the dictionary as of the
-            // statement.
-            signature: Signature::user_defined(Volatility::Volatile),
+            // Stable, as the other audience functions: ids map to ordinals
+            // through the dictionary as of the statement.
+            signature: Signature::user_defined(Volatility::Stable),
             aliases: vec!["bitmapcontains".to_string()],
         }
     }

@@ -74,7 +74,7 @@ impl ScalarUDFImpl for BitmapFromBase64Func {
 
 /// The bitmap bytes base64 `text` holds, checked to be exactly one portable
 /// roaring bitmap.
-pub(crate) fn decode(text: &str) -> Result<Vec<u8>> {
+fn decode(text: &str) -> Result<Vec<u8>> {
     let bytes = match STANDARD.decode(text) {
         Ok(bytes) => bytes,
         Err(e) => return exec_err!("{NAME}: the text is not base64 ({e})"),

@@ -39,7 +39,9 @@ impl BitmapToArrayFunc {
     pub fn new(catalog: &Arc<Catalog>) -> Self {
         BitmapToArrayFunc {
             catalog: Arc::clone(catalog),
-            signature: Signature::exact(vec![DataType::Binary], Volatility::Volatile),
+            // Stable, as the other audience functions: ordinals map to ids
+            // through the dictionary as of the statement.
+            signature: Signature::exact(vec![DataType::Binary], Volatility::Stable),
             aliases: vec!["bitmaptoarray".to_string()],
         }
     }
