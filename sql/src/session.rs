@@ -619,7 +619,7 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
         .map_err(ParserError::from)
         .and_then(|tokens| {
             let tokens = checkpoint_as_pragma(crate::tag_ddl::user_key_as_comment(tokens));
-            if let Some(statements) = crate::tag_ddl::split(&tokens)? {
+            if let Some(statements) = crate::tag_ddl::split(sql, &tokens)? {
                 return Ok(statements);
             }
             Parser::new(&dialect)

@@ -144,10 +144,11 @@ fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
         || (at(0, "refresh") && object(1))
 }
 
-/// The statements of a token stream, tag statements replaced by the PRAGMA
-/// that carries them; `None` when there are no tag statements (the caller
-/// parses the stream as it is).
+/// The statements of `sql` (as `tokens`), tag statements replaced by the
+/// PRAGMA that carries their text; `None` when there are no tag statements
+/// (the caller parses the stream as it is).
 pub(crate) fn split(
+    sql: &str,
     tokens: &[TokenWithSpan],
 ) -> std::result::Result<Option<Vec<Statement>>, ParserError> {
     let mut groups: Vec<&[TokenWithSpan]> = Vec::new();
@@ -174,7 +175,7 @@ pub(crate) fn split(
         }
         if starts_tag_statement(&group) {
             parse(group.clone())?;
-            let text: String = group.iter().map(|t| t.token.to_string()).collect();
+            let text = source_text(sql, &group);
             statements.push(Statement::Pragma {
                 name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(PRAGMA))]),
                 value: Some(Value::SingleQuotedString(text.trim().to_string()).into()),
@@ -189,6 +190,30 @@ pub(crate) fn split(
         }
     }
     Ok(Some(statements))
+}
+
+/// The text of `sql` the significant tokens of `group` span, as written.
+fn source_text(sql: &str, group: &[TokenWithSpan]) -> String {
+    let (Some(first), Some(last)) = (
+        group.iter().find(|t| significant(t)),
+        group.iter().rfind(|t| significant(t)),
+    ) else {
+        return String::new();
+    };
+    let offset = |location: datafusion::sql::sqlparser::tokenizer::Location| {
+        let line_start: usize = sql
+            .split_inclusive('\n')
+            .take(location.line.saturating_sub(1) as usize)
+            .map(str::len)
+            .sum();
+        let line = &sql[line_start..];
+        line_start
+            + line
+                .char_indices()
+                .nth(location.column.saturating_sub(1) as usize)
+                .map_or(line.len(), |(i, _)| i)
+    };
+    sql[offset(first.span.start)..offset(last.span.end)].to_string()
 }
 
 /// `USER KEY` in the column list of a CREATE TABLE, as the column comment
