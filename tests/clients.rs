@@ -28,6 +28,10 @@ pub fn trials() -> Vec<Trial> {
             "clients::segment_files_read_by_pyarrow_and_duckdb",
             segment_files_read_by_pyarrow_and_duckdb,
         ),
+        trial(
+            "clients::bitmaps_read_by_pyroaring",
+            bitmaps_read_by_pyroaring,
+        ),
     ]
 }
 
@@ -53,6 +57,17 @@ fn asyncpg_pool() -> Result<(), Failed> {
     run_against_server(move |port| {
         let mut command = Command::new(&python);
         command.arg(script("asyncpg_pool.py")).arg(port.to_string());
+        command
+    })
+}
+
+/// Bitmap values in and out through psycopg, read and written by pyroaring
+/// (tests/clients/bitmaps.py).
+fn bitmaps_read_by_pyroaring() -> Result<(), Failed> {
+    let python = python()?;
+    run_against_server(move |port| {
+        let mut command = Command::new(&python);
+        command.arg(script("bitmaps.py")).arg(port.to_string());
         command
     })
 }
