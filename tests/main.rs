@@ -5,6 +5,7 @@
 //! against a real PostgreSQL. Trials are collected here and run by libtest-mimic.
 
 mod api;
+mod audiences;
 mod cli;
 mod clients;
 mod crash;
@@ -23,6 +24,7 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials = slt::trials();
     trials.extend(api::trials());
+    trials.extend(audiences::trials());
     trials.extend(cli::trials());
     trials.extend(wire::trials());
     trials.extend(clients::trials());
