@@ -30,6 +30,7 @@ pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProg
 pub use arrow;
 pub use cohortdb_engine::check::{Report as CheckReport, check};
 pub use cohortdb_engine::demo::DemoConfig;
+pub use cohortdb_engine::tags::Tags;
 pub use cohortdb_engine::{ColumnDef, ColumnType};
 pub use cohortdb_server::{Auth, ServerOptions, Tls};
 pub use cohortdb_sql::{
@@ -104,6 +105,26 @@ impl Database {
     #[doc(hidden)]
     pub fn reload(&self) -> Result<()> {
         Ok(self.catalog.reload()?)
+    }
+
+    /// The tag store as of now: the user-key dictionary, every tag index,
+    /// stored tag and segment. A snapshot: later writes do not change it.
+    pub fn tags(&self) -> Arc<Tags> {
+        self.catalog.tags()
+    }
+
+    /// How many users the audience expression `expr` selects (as
+    /// `SELECT audience_count(expr)` does, without SQL).
+    pub fn audience_count(&self, expr: &str) -> Result<u64> {
+        Ok(self.tags().count(expr, cohortdb_engine::tags::today())?)
+    }
+
+    /// The external user ids of the audience `expr` (`BIGINT` or `TEXT` by
+    /// the user key), in ordinal order, as `audience(expr)` gives them.
+    pub fn audience(&self, expr: &str) -> Result<arrow::array::ArrayRef> {
+        let tags = self.tags();
+        let users = tags.evaluate(expr, cohortdb_engine::tags::today())?;
+        Ok(tags.user_ids(&users)?)
     }
 
     /// Sets the working memory each statement may use (default

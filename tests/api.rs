@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         trial("api::sessions_share_data", sessions_share_data),
         trial("api::filters_push_into_scans", filters_push_into_scans),
         trial("api::audiences_push_into_scans", audiences_push_into_scans),
+        trial("api::audiences_without_sql", audiences_without_sql),
         trial("api::experiment_worked_example", experiment_worked_example),
         trial(
             "api::format_v1_golden_directory",
@@ -370,6 +371,41 @@ fn filters_push_into_scans() -> Result<(), Failed> {
         let kept = plan("SELECT id FROM u WHERE age + 1 > 30").await?;
         assert!(kept.contains("FilterExec"), "{kept}");
         assert!(!kept.contains("full_filters="), "{kept}");
+        Ok(())
+    })
+}
+
+/// Audiences from Rust: counted and listed without SQL, the same as SQL gives,
+/// with the same errors.
+fn audiences_without_sql() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let session = db.session();
+        for sql in [
+            "CREATE TABLE users (user_id TEXT USER KEY, city TEXT)",
+            "INSERT INTO users VALUES ('ann', 'a'), ('bob', 'b'), ('cy', 'a')",
+            "CREATE TAG INDEX ON users (city)",
+        ] {
+            session.execute(sql).await?;
+        }
+        assert_eq!(db.audience_count("city=a")?, 2);
+        assert_eq!(db.audience_count("NOT city=a")?, 1);
+        let ids = db.audience("city=a")?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("TEXT ids")?;
+        assert_eq!(
+            ids.iter().collect::<Vec<_>>(),
+            vec![Some("ann"), Some("cy")]
+        );
+        let error = db.audience_count("city=").expect_err("syntax");
+        assert_eq!(error.sqlstate(), "42601");
+        assert_eq!(
+            error.to_string(),
+            "invalid audience expression at character 6: expected a value, found the end of the expression"
+        );
+        assert_eq!(db.tags().stored.len(), 0);
         Ok(())
     })
 }

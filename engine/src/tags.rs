@@ -243,6 +243,14 @@ pub fn parse_key(column_type: ColumnType, value: &str) -> Option<Key> {
     })
 }
 
+/// Today, in days since 1970-01-01 UTC: where `DURING LAST n DAYS` ends.
+pub fn today() -> i32 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (seconds / 86_400) as i32
+}
+
 /// Days since 1970-01-01 of an ISO date `YYYY-MM-DD`.
 pub fn parse_date(text: &str) -> Option<i32> {
     let mut parts = text.trim().splitn(3, '-');

@@ -25,7 +25,6 @@ mod tag_bitmap;
 mod unnest_bitmap;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
@@ -96,13 +95,7 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<Stri
     names
 }
 
-/// Today, in days since 1970-01-01 UTC: where `DURING LAST n DAYS` ends.
-pub(crate) fn today() -> i32 {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    (seconds / 86_400) as i32
-}
+pub(crate) use cohortdb_engine::tags::today;
 
 /// The text of argument `index` of `function` for row `row`: `None` for
 /// NULL.
