@@ -1156,6 +1156,20 @@ fn psql_describe() -> Result<(), Failed> {
             "{functions}"
         );
         assert!(functions.contains("| agg\n"), "{functions}");
+        // The + forms: sizes through pg_table_size, pg_database_size and
+        // pg_size_pretty.
+        let tables = describe("\\dt+").await?;
+        assert!(
+            tables.contains(
+                " public | events | table | cohortdb | permanent   | heap          | 0 bytes | \n"
+            ),
+            "{tables}"
+        );
+        let databases = describe("\\l+").await?;
+        assert!(
+            databases.contains("| 0 bytes | pg_default |"),
+            "{databases}"
+        );
         Ok(())
     })
 }

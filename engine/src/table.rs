@@ -198,6 +198,18 @@ pub struct TableSnapshot {
 }
 
 impl TableSnapshot {
+    /// Bytes the rows take: the segment files' sizes and the memtables'
+    /// Arrow buffers.
+    pub fn bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| match &s.data {
+                SegmentData::File(reader) => reader.file().bytes,
+                SegmentData::Memory(_) => s.memory_bytes(),
+            })
+            .sum()
+    }
+
     /// Rows not deleted.
     pub fn live_rows(&self) -> u64 {
         self.segments.iter().map(|s| s.live_rows()).sum()

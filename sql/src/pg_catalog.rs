@@ -69,6 +69,9 @@ pub(crate) struct Relation {
     pub schema: SchemaRef,
     /// Which columns are NOT NULL; built-in relations have every column nullable.
     pub not_null: Vec<bool>,
+    /// Bytes its rows take (segment files and memtables); 0 for a system
+    /// relation, whose rows are built when read.
+    pub bytes: u64,
 }
 
 pub(crate) struct RoleRow {
@@ -541,6 +544,7 @@ impl PgCatalogSchema {
                 namespace: PUBLIC_OID,
                 schema: table.schema(),
                 not_null: table.columns().iter().map(|c| !c.nullable).collect(),
+                bytes: table.snapshot().bytes(),
             })
             .collect();
         tables.extend(RELATIONS.iter().filter(|r| r.oid != 0).map(|r| {
@@ -551,6 +555,7 @@ impl PgCatalogSchema {
                 namespace: PG_CATALOG_OID,
                 not_null: vec![false; schema.fields().len()],
                 schema,
+                bytes: 0,
             }
         }));
         let settings = self

@@ -106,3 +106,8 @@ SELECT no_such_function(1);
 SELEC 1;
 INSERT INTO events VALUES (NULL, 'view', NULL, '2026-01-01');
 SET no_such_setting = 1;
+
+-- Sizes as psql's \dt+ and \l+ print them
+SELECT pg_size_pretty(0::bigint), pg_size_pretty(10239::bigint), pg_size_pretty(10240::bigint), pg_size_pretty(-10240::bigint);
+SELECT pg_size_pretty(20971519::bigint), pg_size_pretty(20971520::bigint), pg_size_pretty(1073741823::bigint), pg_size_pretty(1099511627776::bigint);
+SELECT pg_size_pretty(9223372036854775807::bigint), pg_size_pretty(-9223372036854775807::bigint), pg_size_pretty(123456789012345::bigint);

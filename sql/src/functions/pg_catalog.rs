@@ -53,6 +53,9 @@ enum Kind {
     RegText,
     JsonBuildObject,
     LikeEscape,
+    SizePretty,
+    RelationSize,
+    DatabaseSize,
 }
 
 /// Every function of the family, by SQL name.
@@ -86,6 +89,13 @@ const FUNCTIONS: &[(&str, Kind)] = &[
     ("has_schema_privilege", Kind::HasPrivilege),
     ("has_database_privilege", Kind::HasPrivilege),
     ("has_column_privilege", Kind::HasPrivilege),
+    ("pg_has_role", Kind::HasPrivilege),
+    ("pg_size_pretty", Kind::SizePretty),
+    ("pg_table_size", Kind::RelationSize),
+    ("pg_relation_size", Kind::RelationSize),
+    ("pg_total_relation_size", Kind::RelationSize),
+    ("pg_indexes_size", Kind::RelationSize),
+    ("pg_database_size", Kind::DatabaseSize),
     ("current_schema", Kind::CurrentSchema),
     ("current_schemas", Kind::CurrentSchemas),
     ("current_database", Kind::CurrentDatabase),
@@ -178,6 +188,8 @@ fn arity(kind: Kind) -> (usize, usize) {
         Kind::GetExpr | Kind::LikeEscape => (2, 3),
         Kind::Undefined => (1, 3),
         Kind::HasPrivilege => (2, 4),
+        Kind::SizePretty | Kind::DatabaseSize => (1, 1),
+        Kind::RelationSize => (1, 2),
         Kind::JsonBuildObject => (0, 100),
     }
 }
@@ -204,6 +216,7 @@ impl ScalarUDFImpl for CatalogFunc {
             Kind::IsVisible | Kind::NotPublishable | Kind::HasPrivilege => DataType::Boolean,
             // bigint, not PostgreSQL's integer: generate_series takes bigint bounds.
             Kind::ArrayUpper | Kind::ArrayLower => DataType::Int64,
+            Kind::RelationSize | Kind::DatabaseSize => DataType::Int64,
             Kind::ToReg | Kind::ToRegOrNull => DataType::UInt32,
             Kind::CurrentSchemas => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
@@ -254,6 +267,38 @@ impl ScalarUDFImpl for CatalogFunc {
             Kind::ArrayUpper | Kind::ArrayLower => self.array_bound(&arrays)?,
             Kind::JsonBuildObject => json_build_object(&arrays, rows)?,
             Kind::LikeEscape => like_escape(&arrays)?,
+            Kind::SizePretty => {
+                let sizes = cast(&arrays[0], &DataType::Int64)?;
+                Arc::new(
+                    sizes
+                        .as_primitive::<arrow::datatypes::Int64Type>()
+                        .iter()
+                        .map(|v| v.map(size_pretty))
+                        .collect::<StringArray>(),
+                )
+            }
+            Kind::DatabaseSize => {
+                let total: u64 = self.schema.snapshot().tables.iter().map(|t| t.bytes).sum();
+                Arc::new(Int64Array::from(vec![total as i64; rows]))
+            }
+            Kind::RelationSize => {
+                let snapshot = self.schema.snapshot();
+                let oids = cast(&arrays[0], &DataType::UInt32)?;
+                Arc::new(
+                    oids.as_primitive::<arrow::datatypes::UInt32Type>()
+                        .iter()
+                        .map(|oid| {
+                            let relation = snapshot.tables.iter().find(|t| Some(t.oid) == oid)?;
+                            // A table is its main fork: no indexes, no TOAST.
+                            Some(if self.name == "pg_indexes_size" {
+                                0
+                            } else {
+                                relation.bytes as i64
+                            })
+                        })
+                        .collect::<Int64Array>(),
+                )
+            }
             _ => self.by_snapshot(&arrays, &self.schema.snapshot())?,
         };
         Ok(ColumnarValue::Array(result))
@@ -498,6 +543,35 @@ fn oid_name(snapshot: &Snapshot, kind: &str, oid: u32) -> Option<String> {
 }
 
 /// `pg_get_userbyid`: the role's name, or PostgreSQL's text for an unknown OID.
+/// PostgreSQL's `pg_size_pretty`: bytes below 10 kB, then kB, MB, GB, TB and
+/// PB, each up to 20 × 1024 − 1 of its unit, rounded half away from zero.
+fn size_pretty(size: i64) -> String {
+    // (name, limit, rounds, unit bits)
+    const UNITS: [(&str, i64, bool, u32); 6] = [
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    let mut size = size;
+    for (i, (name, limit, rounds, bits)) in UNITS.iter().enumerate() {
+        let Some(next) = UNITS.get(i + 1) else {
+            let size = if *rounds { half_rounded(size) } else { size };
+            return format!("{size} {name}");
+        };
+        if size.unsigned_abs() < *limit as u64 {
+            let size = if *rounds { half_rounded(size) } else { size };
+            return format!("{size} {name}");
+        }
+        let shift = next.3 - bits - u32::from(next.2) + u32::from(*rounds);
+        size /= 1i64 << shift;
+    }
+    unreachable!("the last unit returns")
+}
+
 fn user_name(snapshot: &Snapshot, oid: u32) -> String {
     if oid == crate::pg_catalog::OWNER_OID {
         return owner_name(&snapshot.roles);
