@@ -111,3 +111,8 @@ SET no_such_setting = 1;
 SELECT pg_size_pretty(0::bigint), pg_size_pretty(10239::bigint), pg_size_pretty(10240::bigint), pg_size_pretty(-10240::bigint);
 SELECT pg_size_pretty(20971519::bigint), pg_size_pretty(20971520::bigint), pg_size_pretty(1073741823::bigint), pg_size_pretty(1099511627776::bigint);
 SELECT pg_size_pretty(9223372036854775807::bigint), pg_size_pretty(-9223372036854775807::bigint), pg_size_pretty(123456789012345::bigint);
+
+-- ARRAY(subquery)
+SELECT ARRAY(SELECT city FROM users WHERE user_id < 3 ORDER BY 1);
+SELECT ARRAY(SELECT city FROM users WHERE user_id > 100);
+SELECT user_id, ARRAY(SELECT kind FROM events e WHERE e.user_id = u.user_id AND e.kind = 'click') FROM users u WHERE user_id IN (4, 5) ORDER BY 1;

@@ -620,7 +620,8 @@ fn rewrite_function(function: &mut Function) -> Option<Expr> {
 /// `ARRAY(SELECT x FROM ... [ORDER BY 1])` as
 /// `(SELECT array_agg(x [ORDER BY x]) FROM ...)`; a subquery of another shape
 /// (grouped, limited, a set operation) is aggregated over as a derived table.
-/// Unlike PostgreSQL's `{}`, no rows give NULL.
+/// No rows give an empty array, as in PostgreSQL (`coalesce` with
+/// `make_array()`, which takes the aggregate's type).
 fn array_of_rows(query: &Query) -> Expr {
     let mut inner = query.clone();
     let order = match inner.order_by.as_ref().map(|o| &o.kind) {
@@ -641,7 +642,10 @@ fn array_of_rows(query: &Query) -> Expr {
     let aggregated = match plain_select(&inner) {
         Some((select, value, _)) => {
             let mut select = select.clone();
-            select.projection = vec![SelectItem::UnnamedExpr(array_agg(value.clone(), order))];
+            select.projection = vec![SelectItem::UnnamedExpr(or_empty(array_agg(
+                value.clone(),
+                order,
+            )))];
             let mut outer = inner.clone();
             outer.body = Box::new(SetExpr::Select(Box::new(select)));
             outer
@@ -651,7 +655,8 @@ fn array_of_rows(query: &Query) -> Expr {
             let mut outer = crate::session::parse_query(template).expect("template parses");
             if let SetExpr::Select(select) = outer.body.as_mut() {
                 let value = Expr::Identifier(Ident::new("__cohortdb_v"));
-                select.projection = vec![SelectItem::UnnamedExpr(array_agg(value, order))];
+                select.projection =
+                    vec![SelectItem::UnnamedExpr(or_empty(array_agg(value, order)))];
                 if let Some(from) = select.from.first_mut()
                     && let TableFactor::Derived { subquery, .. } = &mut from.relation
                 {
@@ -699,6 +704,11 @@ fn transform_of_unnest(query: &Query) -> Option<Expr> {
         syntax: LambdaSyntax::Arrow,
     });
     Some(call("array_transform", vec![array, lambda]))
+}
+
+/// `coalesce(array, make_array())`: an empty array for NULL.
+fn or_empty(array: Expr) -> Expr {
+    call("coalesce", vec![array, call("make_array", Vec::new())])
 }
 
 /// `array_agg(value [ORDER BY value [DESC]])`.
