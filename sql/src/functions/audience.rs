@@ -288,3 +288,16 @@ pub(crate) fn user_ids_table(
         vec![batches],
     )?))
 }
+
+/// The text of a constant text argument of a table function.
+pub(crate) fn constant_text(
+    session: &dyn datafusion::catalog::Session,
+    expr: &datafusion::logical_expr::Expr,
+    function: &str,
+    what: &str,
+) -> Result<String> {
+    match crate::functions::constant(session, expr)?.try_as_str() {
+        Some(Some(text)) => Ok(text.to_string()),
+        _ => datafusion::common::plan_err!("{function}: {what} must be a text constant"),
+    }
+}

@@ -14,8 +14,7 @@ use cohortdb_engine::Catalog;
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
-use super::audience_table::constant_text;
-use super::today;
+use super::{constant_text, today};
 use crate::error::to_datafusion;
 
 /// At most this many audiences (the pairs grow as their square).

@@ -18,8 +18,7 @@ use cohortdb_engine::Catalog;
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
-use super::audience_table::constant_text;
-use super::today;
+use super::{constant_text, today};
 use crate::error::to_datafusion;
 
 #[derive(Debug)]

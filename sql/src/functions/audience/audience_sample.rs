@@ -15,15 +15,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{Field, Schema};
 use cohortdb_engine::Catalog;
-use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use roaring::RoaringBitmap;
 
-use super::audience_table::constant_text;
-use super::today;
+use super::{constant_text, today};
 use crate::error::to_datafusion;
 
 #[derive(Debug)]
@@ -116,14 +113,7 @@ impl TableFunctionImpl for AudienceSampleFunc {
         let tags = self.catalog.tags();
         let audience = tags.evaluate(&text, today()).map_err(to_datafusion)?;
         let chosen = sample(&audience, size, seed);
-        let ids = tags.user_ids(&chosen).map_err(to_datafusion)?;
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "user_id",
-            ids.data_type().clone(),
-            false,
-        )]));
-        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![ids])?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        super::user_ids_table(tags.user_ids(&chosen).map_err(to_datafusion)?)
     }
 }
 
