@@ -29,7 +29,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::{Error, Result};
 
@@ -103,10 +103,14 @@ pub trait TagSource {
     fn universe(&self) -> Result<Cow<'_, RoaringBitmap>>;
     /// The users of a term, in a window when given.
     fn term(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>>;
-    /// How many users a term has, to order AND chains; the default builds the
-    /// set.
+    /// How many users a term has; the default builds the set.
     fn term_len(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
         Ok(self.term(term, window)?.len())
+    }
+    /// A cheap upper bound of a term's size, to order AND chains; the
+    /// default is [`TagSource::term_len`].
+    fn term_estimate(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
+        self.term_len(term, window)
     }
 }
 
@@ -120,42 +124,48 @@ fn eval<'a>(audience: &Audience, source: &'a dyn TagSource) -> Result<Cow<'a, Ro
         Audience::Term(term) => source.term(term, None),
         Audience::During(term, window) => source.term(term, Some(window)),
         Audience::Not(inner) => {
-            let mut all = source.universe()?.into_owned();
-            all -= eval(inner, source)?.as_ref();
-            Ok(Cow::Owned(all))
+            let inner = eval(inner, source)?;
+            Ok(Cow::Owned(source.universe()?.as_ref() - inner.as_ref()))
         }
         Audience::And(parts) => {
-            let (mut result, negated, last) = and_parts(parts, source)?;
-            if let Some(last) = last {
-                if result.is_empty() {
-                    return Ok(Cow::Owned(result));
+            let (result, negated, last) = and_parts(parts, source)?;
+            let mut result = match last {
+                Some(last) if !result.is_empty() => {
+                    Cow::Owned(result.as_ref() & eval(last, source)?.as_ref())
                 }
-                result &= eval(last, source)?.as_ref();
-            }
+                _ => result,
+            };
             for part in negated {
-                result -= eval(part, source)?.as_ref();
+                if result.is_empty() {
+                    break;
+                }
+                *result.to_mut() -= eval(part, source)?.as_ref();
             }
-            Ok(Cow::Owned(result))
+            Ok(result)
         }
         Audience::Or(parts) => {
-            let mut result = RoaringBitmap::new();
-            for part in parts {
-                result |= eval(part, source)?.as_ref();
-            }
-            Ok(Cow::Owned(result))
+            let parts = parts
+                .iter()
+                .map(|p| eval(p, source))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Cow::Owned(parts.iter().map(AsRef::as_ref).union()))
         }
     }
 }
 
 /// An AND chain taken apart for evaluation: the intersection of its positive
 /// parts but the largest (smallest first, so every intersection is as small
-/// as it can be; the universe when there are none), the insides of its
-/// negated parts, and the largest positive part, left for the caller to
-/// intersect or count against.
-fn and_parts<'p>(
+/// as it can be; the universe when there are none; a part's own set, not a
+/// copy, when there is one), the insides of its negated parts, and the
+/// largest positive part, left for the caller to intersect or count against.
+fn and_parts<'p, 's>(
     parts: &'p [Audience],
-    source: &dyn TagSource,
-) -> Result<(RoaringBitmap, Vec<&'p Audience>, Option<&'p Audience>)> {
+    source: &'s dyn TagSource,
+) -> Result<(
+    Cow<'s, RoaringBitmap>,
+    Vec<&'p Audience>,
+    Option<&'p Audience>,
+)> {
     let mut negated = Vec::new();
     let mut sized = Vec::new();
     for part in parts {
@@ -172,14 +182,21 @@ fn and_parts<'p>(
     };
     let mut parts = sized.into_iter().map(|(_, p)| p);
     let mut result = match parts.next() {
-        Some(first) => eval(first, source)?.into_owned(),
-        None => source.universe()?.into_owned(),
+        Some(first) => eval(first, source)?,
+        None => source.universe()?,
     };
     for part in parts {
         if result.is_empty() {
             break;
         }
-        result &= eval(part, source)?.as_ref();
+        let part = eval(part, source)?;
+        result = match result {
+            Cow::Borrowed(first) => Cow::Owned(first & part.as_ref()),
+            Cow::Owned(mut so_far) => {
+                so_far &= part.as_ref();
+                Cow::Owned(so_far)
+            }
+        };
     }
     Ok((result, negated, last))
 }
@@ -196,15 +213,16 @@ pub fn count(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
             Ok(universe.len() - eval(inner, source)?.intersection_len(&universe))
         }
         Audience::And(parts) => {
-            let (mut result, mut negated, last) = and_parts(parts, source)?;
-            if let Some(last) = last {
-                if negated.is_empty() {
-                    return Ok(result.intersection_len(eval(last, source)?.as_ref()));
-                }
-                result &= eval(last, source)?.as_ref();
-            }
+            let (result, mut negated, last) = and_parts(parts, source)?;
             let Some(final_not) = negated.pop() else {
-                return Ok(result.len());
+                return Ok(match last {
+                    Some(last) => result.intersection_len(eval(last, source)?.as_ref()),
+                    None => result.len(),
+                });
+            };
+            let mut result = match last {
+                Some(last) => result.as_ref() & eval(last, source)?.as_ref(),
+                None => result.into_owned(),
             };
             for part in negated {
                 result -= eval(part, source)?.as_ref();
@@ -219,8 +237,8 @@ pub fn count(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
 /// OR, the smallest part for AND, the universe for NOT.
 fn estimate(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
     Ok(match audience {
-        Audience::Term(term) => source.term_len(term, None)?,
-        Audience::During(term, window) => source.term_len(term, Some(window))?,
+        Audience::Term(term) => source.term_estimate(term, None)?,
+        Audience::During(term, window) => source.term_estimate(term, Some(window))?,
         Audience::Not(_) => source.universe()?.len(),
         Audience::And(parts) => parts
             .iter()

@@ -32,7 +32,7 @@ use arrow::datatypes::{
     Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 use bytes::Bytes;
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use serde::{Deserialize, Serialize};
 
 use crate::audience::{self, CompareOp, TagSource, Term, Value, Window};
@@ -801,6 +801,9 @@ impl UserFilter {
     }
 }
 
+/// Keys from one bound to another, as `BTreeMap::range` takes them.
+type KeyRange = (Bound<Key>, Bound<Key>);
+
 /// A [`Tags`] view that answers the terms of an audience expression.
 pub struct TagSet<'a> {
     tags: &'a Tags,
@@ -835,13 +838,14 @@ impl TagSet<'_> {
         }
     }
 
-    /// The users of the column values `keep` selects, in `window` if given.
-    fn values(
+    /// The bitmaps of the column values in `range`, of the days of `window`
+    /// if given.
+    fn selected(
         &self,
         column: &str,
         window: Option<&Window>,
         range: (Bound<Key>, Bound<Key>),
-    ) -> Result<Cow<'_, RoaringBitmap>> {
+    ) -> Result<Vec<&Bits>> {
         let (table, tags) = self.tags.column(column)?;
         let days = match window {
             None => None,
@@ -855,29 +859,72 @@ impl TagSet<'_> {
                 Some(self.days(w)?)
             }
         };
-        let mut entries = tags.values.range(range);
-        fn bits_of(entry: &Entry, days: Option<(i32, i32)>) -> Vec<&Bits> {
+        let mut bits = Vec::new();
+        for (_, entry) in tags.values.range(range) {
             match days {
-                None => vec![&entry.all],
+                None => bits.push(&entry.all),
                 Some((from, to)) if from <= to => {
-                    entry.days.range(from..=to).map(|(_, b)| b).collect()
+                    bits.extend(entry.days.range(from..=to).map(|(_, b)| b));
                 }
-                Some(_) => Vec::new(),
+                Some(_) => {}
             }
         }
-        let first = entries.next();
-        let mut parts: Vec<&Bits> = first.map(|(_, e)| bits_of(e, days)).unwrap_or_default();
-        if parts.len() == 1 && entries.clone().next().is_none() {
-            return Ok(Cow::Borrowed(parts[0].get()?));
+        Ok(bits)
+    }
+
+    /// The users of the column values in `range`, in `window` if given: a
+    /// single bitmap as it is, several as their union.
+    fn values(
+        &self,
+        column: &str,
+        window: Option<&Window>,
+        range: (Bound<Key>, Bound<Key>),
+    ) -> Result<Cow<'_, RoaringBitmap>> {
+        let bits = self.selected(column, window, range)?;
+        if let [one] = bits.as_slice() {
+            return Ok(Cow::Borrowed(one.get()?));
         }
-        for (_, entry) in entries {
-            parts.extend(bits_of(entry, days));
-        }
-        let mut union = RoaringBitmap::new();
-        for bits in parts {
-            union |= bits.get()?;
-        }
-        Ok(Cow::Owned(union))
+        let parts = bits
+            .into_iter()
+            .map(Bits::get)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Cow::Owned(parts.into_iter().union()))
+    }
+
+    /// The column and ranges of keys a term selects; `None` for a tag or
+    /// segment name.
+    fn range(&self, term: &Term) -> Result<Option<(String, Vec<KeyRange>)>> {
+        use Bound::{Excluded, Included, Unbounded};
+        let one = |key: Key| (Included(key.clone()), Included(key));
+        Ok(Some(match term {
+            Term::Tag(_) => return Ok(None),
+            Term::Equals { column, value } => (column.clone(), vec![one(self.key(column, value)?)]),
+            Term::In { column, values } => (
+                column.clone(),
+                values
+                    .iter()
+                    .map(|v| Ok(one(self.key(column, v)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            Term::Compare { column, op, value } => {
+                let key = self.key(column, value)?;
+                let range = match op {
+                    CompareOp::Lt => (Unbounded, Excluded(key)),
+                    CompareOp::LtEq => (Unbounded, Included(key)),
+                    CompareOp::Gt => (Excluded(key), Unbounded),
+                    CompareOp::GtEq => (Included(key), Unbounded),
+                };
+                (column.clone(), vec![range])
+            }
+            Term::Between { column, low, high } => {
+                let (low, high) = (self.key(column, low)?, self.key(column, high)?);
+                if low > high {
+                    (column.clone(), Vec::new())
+                } else {
+                    (column.clone(), vec![(Included(low), Included(high))])
+                }
+            }
+        }))
     }
 
     fn key(&self, column: &str, value: &Value) -> Result<Key> {
@@ -901,7 +948,7 @@ impl TagSource for TagSet<'_> {
     }
 
     fn term(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>> {
-        use Bound::{Excluded, Included, Unbounded};
+        use Bound::Included;
         match term {
             Term::Tag(name) => {
                 if let Some(tag) = self.tags.stored.get(name) {
@@ -936,54 +983,50 @@ impl TagSource for TagSet<'_> {
                     _ => Err(Error::UnknownTag(format!("tag \"{name}\" does not exist"))),
                 }
             }
-            Term::Equals { column, value } => {
-                let key = self.key(column, value)?;
-                self.values(column, window, (Included(key.clone()), Included(key)))
-            }
-            Term::In { column, values } => {
-                let mut union = RoaringBitmap::new();
-                for value in values {
-                    let key = self.key(column, value)?;
-                    union |= self
-                        .values(column, window, (Included(key.clone()), Included(key)))?
-                        .as_ref();
+            _ => {
+                let (column, ranges) = self.range(term)?.expect("a column term");
+                match ranges.as_slice() {
+                    [range] => self.values(&column, window, range.clone()),
+                    _ => {
+                        let parts = ranges
+                            .into_iter()
+                            .map(|range| self.values(&column, window, range))
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok(Cow::Owned(parts.iter().map(AsRef::as_ref).union()))
+                    }
                 }
-                Ok(Cow::Owned(union))
-            }
-            Term::Compare { column, op, value } => {
-                let key = self.key(column, value)?;
-                let range = match op {
-                    CompareOp::Lt => (Unbounded, Excluded(key)),
-                    CompareOp::LtEq => (Unbounded, Included(key)),
-                    CompareOp::Gt => (Excluded(key), Unbounded),
-                    CompareOp::GtEq => (Included(key), Unbounded),
-                };
-                self.values(column, window, range)
-            }
-            Term::Between { column, low, high } => {
-                let (low, high) = (self.key(column, low)?, self.key(column, high)?);
-                if low > high {
-                    return Ok(Cow::Owned(RoaringBitmap::new()));
-                }
-                self.values(column, window, (Included(low), Included(high)))
             }
         }
     }
 
     fn term_len(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
         // Single tags and values are counted without reading their bitmaps.
-        let single = |bits: &Bits| Ok(bits.len());
         match (term, window) {
             (Term::Tag(name), None) => match self.tags.stored.get(name) {
-                Some(tag) if tag.source != TagSourceKind::Segment => single(&tag.bits),
+                Some(tag) if tag.source != TagSourceKind::Segment => Ok(tag.bits.len()),
                 _ => Ok(self.term(term, window)?.len()),
             },
-            (Term::Equals { column, value }, None) => {
-                let key = self.key(column, value)?;
-                let (_, tags) = self.tags.column(column)?;
-                Ok(tags.values.get(&key).map_or(0, |e| e.all.len()))
-            }
+            (Term::Equals { .. }, None) => Ok(self.term_estimate(term, window)?),
             _ => Ok(self.term(term, window)?.len()),
+        }
+    }
+
+    fn term_estimate(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
+        // The sum of the sizes of the bitmaps a term unions: read from the
+        // directory, no bitmap built.
+        match self.range(term)? {
+            Some((column, ranges)) => {
+                let mut total = 0;
+                for range in ranges {
+                    total += self
+                        .selected(&column, window, range)?
+                        .iter()
+                        .map(|b| b.len())
+                        .sum::<u64>();
+                }
+                Ok(total)
+            }
+            None => self.term_len(term, window),
         }
     }
 }
