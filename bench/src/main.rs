@@ -2,11 +2,12 @@
 //!
 //! `cargo run --release -p cohortdb-bench -- <suite> [--users N] [--runs R]`
 //! generates the seeded demo data at the chosen scale, runs every workload of the
-//! suite on cohortdb (in-process) and on each peer (DuckDB through its Python
-//! package in bench/.venv, PostgreSQL started on a private socket) in the same run,
-//! checks the peers' answers equal cohortdb's, and reports medians and ratios as a
-//! Markdown table and as JSON under bench/results/.
+//! suite on cohortdb (in-process) and on each peer (DuckDB and chDB through their
+//! Python packages in bench/.venv, PostgreSQL started on a private socket) in the
+//! same run, checks the peers' answers equal cohortdb's, and reports medians and
+//! ratios as a Markdown table and as JSON under bench/results/.
 
+mod audience;
 mod check;
 mod data;
 mod experiment;
@@ -44,9 +45,15 @@ struct Cli {
     /// Seed of the data generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Peers to compare with.
-    #[arg(long, value_delimiter = ',', default_value = "duckdb,postgres")]
-    peers: Vec<peers::Peer>,
+    /// Peers to compare with (default: duckdb,chdb for the audience suite,
+    /// duckdb,postgres for the others; `--peers` alone: none). chdb is a peer
+    /// of the audience suite only.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    peers: Option<Vec<peers::Peer>>,
+    /// audience only: about this many users tags (default: the base layout's
+    /// 415), every attribute but gender and city scaled to fit.
+    #[arg(long)]
+    tags: Option<usize>,
     /// Exposure rows for the experiment suite.
     #[arg(long, default_value_t = 10_000_000)]
     exposures: u64,
@@ -77,6 +84,13 @@ pub enum Suite {
     Wire,
     /// Full scans, selective filters, a point lookup and LIMIT over events.
     Scan,
+    /// Audience counts, a listing and a profile over bitmap tags, against a raw
+    /// roaring bound, DuckDB and chDB.
+    Audience,
+    /// The audience suite's load: the dataset into cohortdb at --child-data, in
+    /// this process, printing the timings and peak memory as JSON.
+    #[value(hide = true)]
+    AudienceLoad,
     /// The load suite's memory probe: one COPY and CHECKPOINT into --child-data
     /// in this process, whose peak resident memory it prints as JSON.
     #[value(hide = true)]
@@ -89,6 +103,15 @@ fn main() {
         eprintln!("error: --runs must be at least 1");
         std::process::exit(2);
     }
+    let chosen = match (&cli.peers, cli.suite) {
+        (Some(peers), _) => peers.clone(),
+        (None, Suite::Audience) => vec![peers::Peer::Duckdb, peers::Peer::Chdb],
+        (None, _) => vec![peers::Peer::Duckdb, peers::Peer::Postgres],
+    };
+    if chosen.contains(&peers::Peer::Chdb) && !matches!(cli.suite, Suite::Audience) {
+        eprintln!("error: chdb is a peer of the audience suite only");
+        std::process::exit(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,21 +121,21 @@ fn main() {
             Suite::Load => {
                 let files = data::prepare(cli.users, cli.seed)?;
                 (
-                    load::load(&files, cli.users, cli.seed, cli.runs, &cli.peers).await?,
+                    load::load(&files, cli.users, cli.seed, cli.runs, &chosen).await?,
                     cli.users,
                 )
             }
             Suite::Analytics => {
                 let files = data::prepare(cli.users, cli.seed)?;
                 (
-                    suites::analytics(&files, cli.runs, &cli.peers).await?,
+                    suites::analytics(&files, cli.runs, &chosen).await?,
                     cli.users,
                 )
             }
             Suite::Scan => {
                 let files = data::prepare(cli.users, cli.seed)?;
                 (
-                    scan::scan(&files, cli.users, cli.runs, &cli.peers).await?,
+                    scan::scan(&files, cli.users, cli.runs, &chosen).await?,
                     cli.users,
                 )
             }
@@ -124,19 +147,33 @@ fn main() {
                     .ok_or("load-child needs --child-data")?;
                 return memory::child(&files, &cli.child_table, &cli.child_format, dir).await;
             }
-            Suite::Wire => (
-                wire::wire(cli.runs, &cli.peers).await?,
-                wire::QUERIES as u64,
+            Suite::Audience => (
+                audience::audience(cli.users, cli.tags, cli.seed, cli.runs, &chosen).await?,
+                cli.users,
             ),
+            Suite::AudienceLoad => {
+                let dir = cli
+                    .child_data
+                    .as_deref()
+                    .ok_or("audience-load needs --child-data")?;
+                return audience::load_child(cli.users, cli.tags, cli.seed, dir).await;
+            }
+            Suite::Wire => (wire::wire(cli.runs, &chosen).await?, wire::QUERIES as u64),
             Suite::Experiment => {
                 let file = experiment::prepare(cli.exposures, cli.seed)?;
                 (
-                    suites::experiment(&file, cli.exposures, cli.runs, &cli.peers).await?,
+                    suites::experiment(&file, cli.exposures, cli.runs, &chosen).await?,
                     cli.exposures,
                 )
             }
         };
-        report::write(&cli.out, cli.suite, scale, cli.runs, &cli.peers, &results)
+        let variant = match (cli.suite, cli.tags) {
+            (Suite::Audience, Some(tags)) => format!("-tags{tags}"),
+            _ => String::new(),
+        };
+        report::write(
+            &cli.out, cli.suite, scale, &variant, cli.runs, &chosen, &results,
+        )
     });
     if let Err(e) = outcome {
         eprintln!("error: {e}");

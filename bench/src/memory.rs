@@ -153,13 +153,23 @@ pub fn probe(
 }
 
 /// This process's peak resident set size so far, in KiB.
-fn vm_hwm_kib() -> Result<u64, String> {
+pub fn vm_hwm_kib() -> Result<u64, String> {
+    status_kib("VmHWM:")
+}
+
+/// This process's resident set size now, in KiB.
+pub fn vm_rss_kib() -> Result<u64, String> {
+    status_kib("VmRSS:")
+}
+
+/// A `/proc/self/status` figure in KiB (`VmHWM:`, `RssAnon:`, ...).
+pub fn status_kib(field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .ok_or_else(|| "no VmHWM in /proc/self/status".to_string())
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))
 }
 
 pub fn file_bytes(path: &Path) -> Result<u64, String> {

@@ -1,6 +1,8 @@
-//! The peers: DuckDB (Python package in a venv under bench/.venv) and PostgreSQL
-//! (Debian's package, a throw-away server on a private Unix socket). Both run
-//! their jobs through bench/peers/runner.py, which times each step in-process.
+//! The peers: DuckDB and chDB (Python packages in a venv under bench/.venv) and
+//! PostgreSQL (Debian's package, a throw-away server on a private Unix socket).
+//! All run their jobs through bench/peers/runner.py, which times each step
+//! in-process. chDB (ClickHouse as a library) is a peer of the audience suite
+//! only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +17,7 @@ use crate::postgres::run;
 pub enum Peer {
     Duckdb,
     Postgres,
+    Chdb,
 }
 
 impl Peer {
@@ -22,6 +25,7 @@ impl Peer {
         match self {
             Peer::Duckdb => "duckdb",
             Peer::Postgres => "postgres",
+            Peer::Chdb => "chdb",
         }
     }
 }
@@ -42,6 +46,9 @@ pub struct Step {
 pub struct StepResult {
     pub seconds: Vec<f64>,
     pub rows: Option<Vec<Vec<String>>>,
+    /// The runner's peak resident memory once the step was done.
+    #[serde(default)]
+    pub max_rss_kib: Option<u64>,
 }
 
 const BENCH_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -50,20 +57,22 @@ fn venv_python() -> PathBuf {
     Path::new(BENCH_DIR).join(".venv/bin/python")
 }
 
-/// Creates bench/.venv with duckdb and psycopg unless it is there.
+/// Creates bench/.venv with duckdb, psycopg and chdb unless they are there.
 pub fn ensure_venv() -> Result<(), String> {
     let python = venv_python();
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import duckdb, psycopg"])
+            .args(["-c", "import duckdb, psycopg, chdb"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
     if ready {
         return Ok(());
     }
-    eprintln!("creating bench/.venv with duckdb and psycopg");
-    run(Command::new("python3").args(["-m", "venv", &format!("{BENCH_DIR}/.venv")]))?;
+    eprintln!("creating bench/.venv with duckdb, psycopg and chdb");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv", &format!("{BENCH_DIR}/.venv")]))?;
+    }
     run(Command::new(&python).args([
         "-m",
         "pip",
@@ -71,6 +80,7 @@ pub fn ensure_venv() -> Result<(), String> {
         "--quiet",
         "duckdb",
         "psycopg[binary]",
+        "chdb",
     ]))
 }
 
@@ -106,8 +116,25 @@ pub fn start_postgres() -> Result<Postgres, String> {
 
 /// The DuckDB version in the venv.
 pub fn duckdb_version() -> String {
+    package_version("duckdb")
+}
+
+/// The chDB version in the venv, with the ClickHouse version it embeds.
+pub fn chdb_version() -> String {
+    let clickhouse = python_output(
+        "from chdb import session; \
+         print(session.Session().query('SELECT version()', 'CSV').bytes().decode().strip().strip('\"'))",
+    );
+    format!("{} (ClickHouse {clickhouse})", package_version("chdb"))
+}
+
+fn package_version(package: &str) -> String {
+    python_output(&format!("import {package}; print({package}.__version__)"))
+}
+
+fn python_output(code: &str) -> String {
     Command::new(venv_python())
-        .args(["-c", "import duckdb; print(duckdb.__version__)"])
+        .args(["-c", code])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()

@@ -20,10 +20,13 @@ pub fn median(seconds: &[f64]) -> f64 {
     }
 }
 
+/// Writes the results; `variant` ends the file names (`-tags1000`), empty
+/// for a suite's default data.
 pub fn write(
     dir: &Path,
     suite: Suite,
     users: u64,
+    variant: &str,
     runs: usize,
     peers: &[Peer],
     result: &SuiteResult,
@@ -34,7 +37,9 @@ pub fn write(
         Suite::Experiment => "experiment",
         Suite::Wire => "wire",
         Suite::Scan => "scan",
+        Suite::Audience => "audience",
         Suite::LoadChild => "load-child",
+        Suite::AudienceLoad => "audience-load",
     };
     // Only the peers that ran in this suite get columns.
     let peers: Vec<Peer> = peers
@@ -47,7 +52,8 @@ pub fn write(
                 .any(|w| w.seconds.contains_key(p.name()))
         })
         .collect();
-    let table = markdown(suite, &peers, result);
+    let engines = engines(&peers, result);
+    let table = markdown(suite, &engines, result);
     println!("{table}");
     let workloads: Vec<_> = result
         .workloads
@@ -80,7 +86,7 @@ pub fn write(
         Suite::Wire => "queries",
         _ => "users",
     };
-    let stem = dir.join(format!("{suite_name}-{scale}{users}"));
+    let stem = dir.join(format!("{suite_name}-{scale}{users}{variant}"));
     let json_text = serde_json::to_string_pretty(&report).expect("report serializes");
     std::fs::write(stem.with_extension("json"), json_text).map_err(|e| e.to_string())?;
     std::fs::write(stem.with_extension("md"), &table).map_err(|e| e.to_string())?;
@@ -88,17 +94,54 @@ pub fn write(
     Ok(())
 }
 
-fn markdown(suite: Suite, peers: &[Peer], result: &SuiteResult) -> String {
+/// The columns beside cohortdb's: engines that are not peers (the audience
+/// suite's raw bound) first, then the peers that ran, in the order given.
+fn engines(peers: &[Peer], result: &SuiteResult) -> Vec<String> {
+    let peer_names: Vec<&str> = peers.iter().map(|p| p.name()).collect();
+    let mut others: Vec<String> = result
+        .workloads
+        .iter()
+        .flat_map(|w| w.seconds.keys())
+        .filter(|e| *e != "cohortdb" && !peer_names.contains(&e.as_str()))
+        .cloned()
+        .collect();
+    others.sort();
+    others.dedup();
+    others.extend(peer_names.iter().map(|p| p.to_string()));
+    others
+}
+
+/// Milliseconds: one decimal, or three below 1 ms.
+pub fn milliseconds(seconds: f64) -> String {
+    let ms = seconds * 1e3;
+    if ms < 1.0 {
+        format!("{ms:.3}")
+    } else {
+        format!("{ms:.1}")
+    }
+}
+
+/// A ratio: two decimals, or three significant digits below 0.1.
+fn ratio(r: f64) -> String {
+    if r >= 0.1 || r == 0.0 {
+        format!("{r:.2}")
+    } else {
+        let decimals = (2 - r.log10().floor() as i32).clamp(2, 8) as usize;
+        format!("{r:.decimals$}")
+    }
+}
+
+fn markdown(suite: Suite, engines: &[String], result: &SuiteResult) -> String {
     let mut header = vec![
         "workload".to_string(),
         "rows".to_string(),
         "cohortdb ms".to_string(),
     ];
-    for peer in peers {
-        header.push(format!("{} ms", peer.name()));
+    for engine in engines {
+        header.push(format!("{engine} ms"));
     }
-    for peer in peers {
-        header.push(format!("cohortdb ÷ {}", peer.name()));
+    for engine in engines {
+        header.push(format!("cohortdb ÷ {engine}"));
     }
     if matches!(suite, Suite::Load) {
         header.push("cohortdb rows/s".to_string());
@@ -111,20 +154,16 @@ fn markdown(suite: Suite, peers: &[Peer], result: &SuiteResult) -> String {
     );
     for w in &result.workloads {
         let ours = median(&w.seconds["cohortdb"]);
-        let mut cells = vec![
-            w.name.clone(),
-            w.rows.to_string(),
-            format!("{:.1}", ours * 1e3),
-        ];
-        for peer in peers {
-            cells.push(match w.seconds.get(peer.name()) {
-                Some(s) => format!("{:.1}", median(s) * 1e3),
+        let mut cells = vec![w.name.clone(), w.rows.to_string(), milliseconds(ours)];
+        for engine in engines {
+            cells.push(match w.seconds.get(engine) {
+                Some(s) => milliseconds(median(s)),
                 None => "–".to_string(),
             });
         }
-        for peer in peers {
-            cells.push(match w.seconds.get(peer.name()) {
-                Some(s) => format!("{:.2}", ours / median(s)),
+        for engine in engines {
+            cells.push(match w.seconds.get(engine) {
+                Some(s) => ratio(ours / median(s)),
                 None => "–".to_string(),
             });
         }
@@ -142,7 +181,7 @@ fn markdown(suite: Suite, peers: &[Peer], result: &SuiteResult) -> String {
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out.push_str(
-        "\nTimes are medians; a ratio below 1 means cohortdb took less time than the peer.\n",
+        "\nTimes are medians; a ratio below 1 means cohortdb took less time than the other engine.\n",
     );
     if !result.notes.is_empty() {
         out.push('\n');

@@ -48,6 +48,15 @@ pub fn setup_peers(
                     _server: None,
                 });
             }
+            Peer::Chdb => {
+                versions.insert("chdb".to_string(), peers::chdb_version());
+                let database = dir.join("chdb").display().to_string();
+                setups.push(PeerSetup {
+                    peer,
+                    job: json!({"engine": "chdb", "database": database, "threads": num_cpus()}),
+                    _server: None,
+                });
+            }
             Peer::Postgres => {
                 let server = peers::start_postgres()?;
                 versions.insert("postgres".to_string(), server.version.clone());
@@ -139,6 +148,14 @@ pub fn expect_rows(workload: &str, engine: &str, count: &Rows, rows: u64) -> Res
 }
 
 pub fn run_peer(setup: &PeerSetup, steps: Vec<Step>) -> Result<Vec<peers::StepResult>, String> {
+    run_peer_steps(setup, &steps)
+}
+
+/// Runs steps of any shape the runner reads (bench/peers/runner.py).
+pub fn run_peer_steps<S: serde::Serialize>(
+    setup: &PeerSetup,
+    steps: &[S],
+) -> Result<Vec<peers::StepResult>, String> {
     let mut job = setup.job.clone();
     job["steps"] = serde_json::to_value(steps).map_err(|e| e.to_string())?;
     peers::run_job(&job)
