@@ -1115,7 +1115,7 @@ mod tests {
             rewritten(
                 "SELECT ARRAY(SELECT b.rolname FROM pg_roles b WHERE b.oid = r.oid ORDER BY 1) FROM pg_roles r"
             ),
-            "SELECT (SELECT array_agg(b.rolname ORDER BY b.rolname ASC) FROM pg_catalog.pg_roles b WHERE b.oid = r.oid) FROM pg_catalog.pg_roles r"
+            "SELECT (SELECT coalesce(array_agg(b.rolname ORDER BY b.rolname ASC), make_array()) FROM pg_catalog.pg_roles b WHERE b.oid = r.oid) FROM pg_catalog.pg_roles r"
         );
         assert_eq!(
             rewritten(
