@@ -56,7 +56,9 @@ impl TableFunctionImpl for AudienceProfileFunc {
             rows.push((
                 key.to_string(),
                 audience.intersection_len(users),
-                users.intersection_len(&universe),
+                // A value's users all have a live row in its table, so they
+                // are all in the universe: its count is its population.
+                entry.all.len(),
             ));
         }
         // Most users first; values in order among equals.
