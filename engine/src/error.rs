@@ -74,6 +74,10 @@ pub enum Error {
     #[error("tag \"{0}\" already exists")]
     TagExists(String),
 
+    /// A function argument or option out of its domain.
+    #[error("{0}")]
+    InvalidArgument(String),
+
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }

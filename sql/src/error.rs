@@ -269,6 +269,7 @@ impl Error {
                 EngineError::UserKey(_) => "22023",
                 EngineError::UnknownTag(_) => "42704",
                 EngineError::TagExists(_) => "42710",
+                EngineError::InvalidArgument(_) => "22023",
                 EngineError::Arrow(_) => "XX000",
             },
         }
