@@ -310,6 +310,35 @@ struct Token {
     position: usize,
 }
 
+/// A value as the language writes it: bare when it is one word (and not a
+/// keyword), else single-quoted.
+pub fn quote_value(text: &str) -> String {
+    if is_bare(text) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "''"))
+    }
+}
+
+/// A tag or column name as the language writes it: bare when it is one word
+/// (and not a keyword), else double-quoted.
+pub fn quote_name(text: &str) -> String {
+    if is_bare(text) {
+        text.to_string()
+    } else {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    }
+}
+
+fn is_bare(text: &str) -> bool {
+    const KEYWORDS: [&str; 9] = [
+        "and", "or", "not", "in", "between", "during", "last", "day", "days",
+    ];
+    !text.is_empty()
+        && text.chars().all(is_word_char)
+        && !KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(text))
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@')
 }

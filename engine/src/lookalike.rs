@@ -28,12 +28,14 @@
 //! held-out seeds, ties) comes from [`crate::sampling`] and the settings'
 //! seed, so results repeat exactly.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use roaring::RoaringBitmap;
 
+use crate::audience;
 use crate::error::{Error, Result};
 use crate::sampling::{self, Size};
+use crate::tags::{TagSourceKind, Tags, TagsRead};
 
 /// A tag a user has or not.
 #[derive(Debug, Clone)]
@@ -43,6 +45,95 @@ pub struct Feature<'a> {
     /// The column (`city`) or stored tag (`vip`) it comes from.
     pub family: String,
     pub users: &'a RoaringBitmap,
+}
+
+/// The features of the tag store: every value of every indexed column (all
+/// days together for a time-indexed one) and every stored tag but dynamic
+/// segments; only those of `families` (column or tag names) when given, and
+/// never the columns and tags `exclude` lists: those the seed is defined by,
+/// which would find the seed by how it was made (a hidden seed user has the
+/// seed's value of a column, so even the column's other values give them
+/// away).
+pub fn features<'a>(
+    tags: &'a Tags,
+    families: Option<&[String]>,
+    exclude: &TagsRead,
+) -> Result<Vec<Feature<'a>>> {
+    let mut by_column: BTreeMap<&str, usize> = BTreeMap::new();
+    for table in tags.tables.values() {
+        for column in &table.columns {
+            *by_column.entry(column.name.as_str()).or_default() += 1;
+        }
+    }
+    let mut wanted: Option<BTreeMap<&str, bool>> =
+        families.map(|f| f.iter().map(|name| (name.as_str(), false)).collect());
+    let mut take = |names: &[&str]| match wanted.as_mut() {
+        None => true,
+        Some(wanted) => {
+            let mut any = false;
+            for name in names {
+                if let Some(seen) = wanted.get_mut(*name) {
+                    *seen = true;
+                    any = true;
+                }
+            }
+            any
+        }
+    };
+    let mut features = Vec::new();
+    for table in tags.tables.values() {
+        for column in &table.columns {
+            let qualified = format!("{}.{}", table.table_name, column.name);
+            if !take(&[column.name.as_str(), qualified.as_str()]) {
+                continue;
+            }
+            let family = if by_column[column.name.as_str()] > 1 {
+                qualified
+            } else {
+                column.name.clone()
+            };
+            if exclude
+                .columns
+                .contains(&(table.table_id, column.name.clone()))
+            {
+                continue;
+            }
+            for (key, entry) in column.values.iter() {
+                features.push(Feature {
+                    name: format!(
+                        "{}={}",
+                        audience::quote_name(&family),
+                        audience::quote_value(&key.to_string())
+                    ),
+                    family: family.clone(),
+                    users: entry.all.get()?,
+                });
+            }
+        }
+    }
+    for (name, tag) in &tags.stored {
+        if tag.source == TagSourceKind::Segment
+            || exclude.stored.contains(name)
+            || !take(&[name.as_str()])
+        {
+            continue;
+        }
+        features.push(Feature {
+            name: audience::quote_name(name),
+            family: name.clone(),
+            users: tag.bits.get()?,
+        });
+    }
+    if let Some((missing, _)) = wanted
+        .iter()
+        .flat_map(|w| w.iter())
+        .find(|(_, seen)| !**seen)
+    {
+        return Err(Error::UnknownTag(format!(
+            "lookalike: \"{missing}\" is neither an indexed column nor a stored tag"
+        )));
+    }
+    Ok(features)
 }
 
 /// A scorer.
@@ -176,7 +267,12 @@ pub struct Linear {
 impl Linear {
     /// Adds this score to `scores` (indexed by ordinal) for the users of
     /// `within`, or every user `scores` covers.
-    fn scatter(&self, features: &[Feature<'_>], scores: &mut [f32], within: Option<&RoaringBitmap>) {
+    fn scatter(
+        &self,
+        features: &[Feature<'_>],
+        scores: &mut [f32],
+        within: Option<&RoaringBitmap>,
+    ) {
         let limit = scores.len() as u32;
         let add = |scores: &mut [f32], o: u32, w: f32| {
             if o < limit {
@@ -187,7 +283,10 @@ impl Linear {
             None => {
                 scores.iter_mut().for_each(|s| *s += self.intercept as f32);
                 for &(j, w) in &self.weights {
-                    features[j].users.iter().for_each(|o| add(scores, o, w as f32));
+                    features[j]
+                        .users
+                        .iter()
+                        .for_each(|o| add(scores, o, w as f32));
                 }
             }
             Some(users) => {
@@ -318,16 +417,12 @@ impl Model {
         };
         if let [only] = self.components.as_slice() {
             let scores = component_scores(only);
-            return candidates
-                .iter()
-                .map(|o| (o, scores[o as usize]))
-                .collect();
+            return candidates.iter().map(|o| (o, scores[o as usize])).collect();
         }
         let mut mean = vec![0f32; candidates.len() as usize];
         for c in &self.components {
             let scores = component_scores(c);
-            let of_candidates: Vec<f32> =
-                candidates.iter().map(|o| scores[o as usize]).collect();
+            let of_candidates: Vec<f32> = candidates.iter().map(|o| scores[o as usize]).collect();
             for (m, r) in mean.iter_mut().zip(percentile_ranks(&of_candidates)) {
                 *m += r as f32 / self.components.len() as f32;
             }
@@ -466,7 +561,8 @@ impl Design {
         positives: &RoaringBitmap,
     ) -> Design {
         let n = rows.len() as usize;
-        let parts: Vec<RoaringBitmap> = eligible.iter().map(|&j| features[j].users & rows).collect();
+        let parts: Vec<RoaringBitmap> =
+            eligible.iter().map(|&j| features[j].users & rows).collect();
         let mut starts = vec![0usize; n + 1];
         for part in &parts {
             for o in part {
@@ -526,7 +622,11 @@ impl Design {
     fn linear(&self, x: &[f64], eligible: &[usize]) -> Linear {
         Linear {
             intercept: x[0],
-            weights: eligible.iter().zip(&x[1..]).map(|(&j, &w)| (j, w)).collect(),
+            weights: eligible
+                .iter()
+                .zip(&x[1..])
+                .map(|(&j, &w)| (j, w))
+                .collect(),
         }
     }
 }
@@ -817,7 +917,10 @@ mod tests {
             vec![0.0, 0.0],
             100,
         );
-        assert!((x[0] - 3.0).abs() < 1e-6 && (x[1] + 1.0).abs() < 1e-6, "{x:?}");
+        assert!(
+            (x[0] - 3.0).abs() < 1e-6 && (x[1] + 1.0).abs() < 1e-6,
+            "{x:?}"
+        );
     }
 
     /// Random users, 40 tags of which tags 0..4 are planted: the seed is
@@ -870,8 +973,15 @@ mod tests {
                 max_tags: 4,
                 ..Settings::default()
             };
-            let e = evaluate(&features, &seed, &universe, &settings, Size::Fraction(0.5), 3)
-                .unwrap();
+            let e = evaluate(
+                &features,
+                &seed,
+                &universe,
+                &settings,
+                Size::Fraction(0.5),
+                3,
+            )
+            .expect("evaluates");
             assert_eq!(e.repetitions, 3);
             // The seed is about 5% of users; half of it is hidden.
             assert!(e.hidden > 300 && e.train > 300, "{e:?}");
@@ -916,7 +1026,7 @@ mod tests {
         assert!((x[0] - without_tag).abs() < 1e-5, "{x:?}");
         assert!((x[1] - (with_tag - without_tag)).abs() < 1e-5, "{x:?}");
         // The model through `fit` scores tagged users above the others.
-        let model = fit(&features, &seed, &rows, &settings).unwrap();
+        let model = fit(&features, &seed, &rows, &settings).expect("fits");
         let scored = model.score(&features, &bitmap([5, 200]));
         assert!(scored[0].1 > scored[1].1, "{scored:?}");
     }
@@ -930,12 +1040,12 @@ mod tests {
             users: &tag,
         }];
         let settings = Settings::default();
-        let err = fit(&features, &bitmap([50]), &bitmap(0..10), &settings).unwrap_err();
+        let err = fit(&features, &bitmap([50]), &bitmap(0..10), &settings).expect_err("no seed");
         assert_eq!(
             err.to_string(),
             "lookalike: the seed has no users in the population"
         );
-        let err = fit(&features, &bitmap(0..10), &bitmap(0..10), &settings).unwrap_err();
+        let err = fit(&features, &bitmap(0..10), &bitmap(0..10), &settings).expect_err("everyone");
         assert!(err.to_string().contains("whole population"), "{err}");
     }
 }

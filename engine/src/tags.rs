@@ -21,7 +21,7 @@
 //! their bitmaps are read lazily from a memory map, each on first use.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -35,7 +35,7 @@ use bytes::Bytes;
 use roaring::{MultiOps, RoaringBitmap};
 use serde::{Deserialize, Serialize};
 
-use crate::audience::{self, CompareOp, TagSource, Term, Value, Window};
+use crate::audience::{self, Audience, CompareOp, TagSource, Term, Value, Window};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::framing;
@@ -816,7 +816,62 @@ pub struct TagSet<'a> {
 /// How deep segments may name segments.
 const SEGMENT_DEPTH_MAX: usize = 16;
 
+/// The families of tags an audience expression reads: indexed columns, as
+/// (table id, column), and stored tags by name (a dynamic segment's own reads
+/// included).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TagsRead {
+    pub columns: BTreeSet<(u64, String)>,
+    pub stored: BTreeSet<String>,
+}
+
 impl TagSet<'_> {
+    /// What `audience` reads.
+    pub fn tags_read(&self, audience: &Audience) -> Result<TagsRead> {
+        let mut read = TagsRead::default();
+        self.collect_read(audience, &mut read, 0)?;
+        Ok(read)
+    }
+
+    fn collect_read(&self, audience: &Audience, read: &mut TagsRead, depth: usize) -> Result<()> {
+        let term = match audience {
+            Audience::Term(term) | Audience::During(term, _) => term,
+            Audience::Not(inner) => return self.collect_read(inner, read, depth),
+            Audience::And(parts) | Audience::Or(parts) => {
+                for part in parts {
+                    self.collect_read(part, read, depth)?;
+                }
+                return Ok(());
+            }
+        };
+        let column = match term {
+            Term::Tag(name) => {
+                if let Some(tag) = self.tags.stored.get(name) {
+                    read.stored.insert(name.clone());
+                    if tag.source == TagSourceKind::Segment {
+                        if depth >= SEGMENT_DEPTH_MAX {
+                            return Err(Error::UnknownTag(format!(
+                                "segment \"{name}\" names itself, directly or through other segments"
+                            )));
+                        }
+                        let inner = audience::parse(&tag.definition)?;
+                        self.collect_read(&inner, read, depth + 1)?;
+                    }
+                    return Ok(());
+                }
+                // A boolean column's name alone.
+                name
+            }
+            Term::Equals { column, .. }
+            | Term::In { column, .. }
+            | Term::Compare { column, .. }
+            | Term::Between { column, .. } => column,
+        };
+        let (table, tags) = self.tags.column(column)?;
+        read.columns.insert((table.table_id, tags.name.clone()));
+        Ok(())
+    }
+
     /// The day range of a window, inclusive.
     fn days(&self, window: &Window) -> Result<(i32, i32)> {
         match window {

@@ -7,6 +7,7 @@ mod ab_assign;
 mod audience;
 mod experiment_report;
 mod experiment_stats;
+mod lookalike;
 mod metric_moments;
 mod p_adjust;
 mod pg_catalog;
@@ -53,6 +54,7 @@ pub(crate) fn register(
     names.extend(aggregates.iter().map(|f| f.name().to_string()));
     names.push("experiment_report".to_string());
     names.extend(audience::register(ctx, catalog));
+    names.extend(lookalike::register(ctx, catalog));
     for udf in own.into_iter().chain(postgres) {
         ctx.register_udf(udf);
     }

@@ -17,9 +17,9 @@
 use std::sync::Arc;
 
 use cohortdb_engine::Catalog;
+use cohortdb_engine::sampling::{Size, sample};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
-use cohortdb_engine::sampling::{Size, sample};
 
 use super::{constant_text, today};
 use crate::error::to_datafusion;

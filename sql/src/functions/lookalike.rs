@@ -1,0 +1,563 @@
+//! The lookalike functions: SQL over `cohortdb_engine::lookalike`. Each is
+//! a table function of a seed and an options string, in its own file under
+//! `lookalike/`; what they share is here: the seed (an audience expression or
+//! a query returning user ids), the options, the features, and the deferred
+//! table that computes a result when the query runs (so a seed query can
+//! run, and EXPLAIN costs nothing).
+//!
+//! Options are `key=value` pairs separated by commas; a value runs to the
+//! next comma outside parentheses and quotes, so audience expressions need
+//! no quoting: `'size=5%, universe=city IN (beijing, shanghai)'`.
+
+mod lookalike_eval;
+mod lookalike_table;
+mod lookalike_weights;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use cohortdb_engine::audience::{self, Audience};
+use cohortdb_engine::lookalike::{Feature, Method, Settings};
+use cohortdb_engine::sampling::Size;
+use cohortdb_engine::tags::{Tags, TagsRead};
+use cohortdb_engine::{Catalog, Error as EngineError};
+use datafusion::catalog::{MemTable, Session, TableFunctionArgs, TableProvider};
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::datasource::TableType;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use roaring::RoaringBitmap;
+
+use super::audience::{constant_text, today};
+use crate::error::to_datafusion;
+
+/// Registers the lookalike functions; returns their names.
+pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<String> {
+    let functions: [(&str, Arc<dyn datafusion::catalog::TableFunctionImpl>); 3] = [
+        (
+            "lookalike",
+            Arc::new(lookalike_table::LookalikeFunc::new(catalog)),
+        ),
+        (
+            "lookalike_weights",
+            Arc::new(lookalike_weights::LookalikeWeightsFunc::new(catalog)),
+        ),
+        (
+            "lookalike_eval",
+            Arc::new(lookalike_eval::LookalikeEvalFunc::new(catalog)),
+        ),
+    ];
+    functions
+        .into_iter()
+        .map(|(name, f)| {
+            ctx.register_udtf(name, f);
+            name.to_string()
+        })
+        .collect()
+}
+
+fn invalid(message: String) -> DataFusionError {
+    to_datafusion(EngineError::InvalidArgument(message))
+}
+
+/// Who the seed is.
+#[derive(Debug, Clone)]
+pub(crate) enum Seed {
+    Audience(Audience),
+    /// A query returning one column of user ids.
+    Query(String),
+}
+
+impl Seed {
+    fn parse(text: &str) -> Result<Seed> {
+        let first = text
+            .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or("");
+        if ["select", "with", "values", "table"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(first))
+        {
+            return Ok(Seed::Query(text.to_string()));
+        }
+        let parsed = audience::parse(text).map_err(to_datafusion)?;
+        Ok(Seed::Audience(parsed))
+    }
+}
+
+/// The options of a lookalike function, defaults filled in.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub settings: Settings,
+    /// `lookalike_eval`'s `method=all`.
+    pub all_methods: bool,
+    pub size: Option<Size>,
+    pub universe: Option<String>,
+    pub exclude: Option<String>,
+    pub include_seed: bool,
+    pub features: Option<Vec<String>>,
+    pub train: Size,
+    pub repetitions: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            settings: Settings::default(),
+            all_methods: false,
+            size: None,
+            universe: None,
+            exclude: None,
+            include_seed: false,
+            features: None,
+            train: Size::Fraction(0.5),
+            repetitions: 10,
+        }
+    }
+}
+
+/// The options every lookalike function takes.
+const COMMON: [&str; 9] = [
+    "method",
+    "universe",
+    "features",
+    "min_support",
+    "smoothing",
+    "max_tags",
+    "c",
+    "negatives",
+    "random_seed",
+];
+
+impl Options {
+    /// Parses `text` for `function`, which also takes the options `extra`.
+    pub(crate) fn parse(function: &str, text: &str, extra: &[&str]) -> Result<Options> {
+        let mut options = Options::default();
+        for (key, value, position) in split_options(function, text)? {
+            let err = |what: &str| {
+                invalid(format!(
+                    "{function}: option {key} at character {position}: {what}, got {value:?}"
+                ))
+            };
+            if !COMMON.contains(&key.as_str()) && !extra.contains(&key.as_str()) {
+                let mut known: Vec<&str> = COMMON.iter().chain(extra).copied().collect();
+                known.sort_unstable();
+                return Err(invalid(format!(
+                    "{function}: unknown option {key:?} at character {position} (options: {})",
+                    known.join(", ")
+                )));
+            }
+            let number = |v: &str| v.parse::<f64>().ok().filter(|f| f.is_finite());
+            let count = |v: &str| v.parse::<u64>().ok();
+            let s = &mut options.settings;
+            match key.as_str() {
+                "method" if value.eq_ignore_ascii_case("all") && function == "lookalike_eval" => {
+                    options.all_methods = true;
+                }
+                "method" => {
+                    s.method = Method::parse(&value).ok_or_else(|| {
+                        err(if function == "lookalike_eval" {
+                            "a method is log_odds, iv, logistic, ensemble or all"
+                        } else {
+                            "a method is log_odds, iv, logistic or ensemble"
+                        })
+                    })?;
+                }
+                "size" => {
+                    options.size = Some(parse_size(&value).ok_or_else(|| {
+                        err("a size is a count of users, a percentage (5%) or a fraction (0.05)")
+                    })?);
+                }
+                "train" => {
+                    options.train = parse_size(&value).ok_or_else(|| {
+                        err("train is a count of seed users, a percentage (50%) or a fraction (0.5)")
+                    })?;
+                }
+                "universe" | "exclude" => {
+                    audience::parse(&value).map_err(|e| err(&format!("not an audience ({e})")))?;
+                    if key == "universe" {
+                        options.universe = Some(value.clone());
+                    } else {
+                        options.exclude = Some(value.clone());
+                    }
+                }
+                "include_seed" => {
+                    options.include_seed = match value.to_ascii_lowercase().as_str() {
+                        "true" | "on" | "yes" => true,
+                        "false" | "off" | "no" => false,
+                        _ => return Err(err("include_seed is true or false")),
+                    };
+                }
+                "features" => options.features = Some(parse_names(&value)),
+                "min_support" => {
+                    s.min_support = count(&value).ok_or_else(|| err("a count"))?;
+                }
+                "smoothing" => {
+                    s.smoothing = number(&value)
+                        .filter(|f| *f > 0.0)
+                        .ok_or_else(|| err("a positive number"))?;
+                }
+                "max_tags" => {
+                    s.max_tags = count(&value)
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| err("a positive count"))?
+                        as usize;
+                }
+                "c" => {
+                    s.c = number(&value)
+                        .filter(|f| *f > 0.0)
+                        .ok_or_else(|| err("a positive number"))?;
+                }
+                "negatives" => {
+                    s.negatives = Some(
+                        count(&value)
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| err("a positive count"))?,
+                    );
+                }
+                "random_seed" => {
+                    s.random_seed = value
+                        .parse::<u64>()
+                        .ok()
+                        .or_else(|| value.parse::<i64>().ok().map(|v| v as u64))
+                        .ok_or_else(|| err("an integer"))?;
+                }
+                "repetitions" => {
+                    options.repetitions = count(&value)
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| err("a count from 1 to 1000"))?
+                        as u32;
+                }
+                other => return internal_err!("{function}: option {other} has no parser"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// `5%`, `0.05` (a fraction) or `5000` (a count).
+fn parse_size(text: &str) -> Option<Size> {
+    if let Some(percent) = text.strip_suffix('%') {
+        let p: f64 = percent.trim().parse().ok()?;
+        return (p > 0.0 && p <= 100.0).then_some(Size::Fraction(p / 100.0));
+    }
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(Size::Count(n));
+    }
+    let f: f64 = text.parse().ok()?;
+    (f > 0.0 && f <= 1.0).then_some(Size::Fraction(f))
+}
+
+/// `(a, "b c", d)` or `a`: names, double quotes removed.
+fn parse_names(text: &str) -> Vec<String> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or(text);
+    inner
+        .split(',')
+        .map(|name| {
+            let name = name.trim();
+            match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => name.to_string(),
+            }
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// The `key=value` pairs of an options string, keys in lower case, with the
+/// 1-based character position of each pair.
+fn split_options(function: &str, text: &str) -> Result<Vec<(String, String, usize)>> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut parts = Vec::new();
+    let (mut start, mut depth, mut quote) = (0usize, 0i32, None::<char>);
+    for i in 0..=chars.len() {
+        let c = chars.get(i).copied();
+        match (quote, c) {
+            (Some(q), Some(c)) if c == q => quote = None,
+            (Some(_), Some(_)) => {}
+            (Some(q), None) => {
+                return Err(invalid(format!(
+                    "{function}: options: unterminated {q} at the end"
+                )));
+            }
+            (None, Some('\'' | '"')) => quote = c,
+            (None, Some('(')) => depth += 1,
+            (None, Some(')')) => depth -= 1,
+            (None, Some(',')) if depth == 0 => {
+                parts.push((start, i));
+                start = i + 1;
+            }
+            (None, Some(_)) => {}
+            (None, None) => parts.push((start, i)),
+        }
+    }
+    let mut pairs = Vec::new();
+    for (from, to) in parts {
+        let part: String = chars[from..to].iter().collect();
+        if part.trim().is_empty() {
+            if text.trim().is_empty() {
+                continue;
+            }
+            return Err(invalid(format!(
+                "{function}: options: empty option at character {}",
+                from + 1
+            )));
+        }
+        let leading = part.chars().take_while(|c| c.is_whitespace()).count();
+        let position = from + leading + 1;
+        let Some((key, value)) = part.split_once('=') else {
+            return Err(invalid(format!(
+                "{function}: options: expected key=value at character {position}, got {:?}",
+                part.trim()
+            )));
+        };
+        pairs.push((
+            key.trim().to_ascii_lowercase(),
+            value.trim().to_string(),
+            position,
+        ));
+    }
+    Ok(pairs)
+}
+
+/// The seed and options of a call: `f(seed [, options])`.
+pub(crate) fn call_args(
+    args: &TableFunctionArgs,
+    function: &str,
+    extra: &[&str],
+) -> Result<(Seed, Options)> {
+    let (seed, options) = match args.exprs() {
+        [seed] => (seed, None),
+        [seed, options] => (seed, Some(options)),
+        _ => {
+            return datafusion::common::plan_err!(
+                "{function}(seed [, options]) takes one or two arguments"
+            );
+        }
+    };
+    let seed = Seed::parse(&constant_text(args.session(), seed, function, "the seed")?)?;
+    let options = match options {
+        Some(o) => Options::parse(
+            function,
+            &constant_text(args.session(), o, function, "the options")?,
+            extra,
+        )?,
+        None => Options::default(),
+    };
+    Ok((seed, options))
+}
+
+/// What a call works on, as of the statement: the seed's users, the
+/// population and the features.
+pub(crate) struct Inputs<'a> {
+    pub tags: &'a Tags,
+    pub seed: RoaringBitmap,
+    pub universe: RoaringBitmap,
+    pub features: Vec<Feature<'a>>,
+}
+
+impl<'a> Inputs<'a> {
+    /// Resolves the seed (`seed_users` for a query seed) and options over
+    /// `tags`.
+    pub(crate) fn new(
+        tags: &'a Tags,
+        seed: &Seed,
+        seed_users: Option<RoaringBitmap>,
+        options: &Options,
+    ) -> Result<Inputs<'a>> {
+        let day = today();
+        let source = tags.source(day);
+        let (seed_users, read) = match (seed, seed_users) {
+            (_, Some(users)) => (users, TagsRead::default()),
+            (Seed::Audience(parsed), None) => (
+                audience::evaluate(parsed, &source).map_err(to_datafusion)?,
+                source.tags_read(parsed).map_err(to_datafusion)?,
+            ),
+            (Seed::Query(_), None) => return internal_err!("a query seed was not run"),
+        };
+        let universe = match &options.universe {
+            Some(text) => tags.evaluate(text, day).map_err(to_datafusion)?,
+            None => tags.universe().map_err(to_datafusion)?,
+        };
+        let features =
+            cohortdb_engine::lookalike::features(tags, options.features.as_deref(), &read)
+                .map_err(to_datafusion)?;
+        Ok(Inputs {
+            tags,
+            seed: seed_users,
+            universe,
+            features,
+        })
+    }
+}
+
+/// The users a query seed returns (ids the dictionary does not know are
+/// nobody's and left out).
+async fn query_seed(
+    state: &SessionState,
+    tags: &Tags,
+    query: &str,
+    function: &str,
+) -> Result<RoaringBitmap> {
+    let plan = state.create_logical_plan(query).await?;
+    if plan.schema().fields().len() != 1 {
+        return Err(invalid(format!(
+            "{function}: the seed query returns one column of user ids, not {}",
+            plan.schema().fields().len()
+        )));
+    }
+    let physical = state.create_physical_plan(&plan).await?;
+    let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+    let key_type = tags
+        .dictionary()
+        .map_err(to_datafusion)?
+        .key_type()
+        .data_type();
+    let mut users = RoaringBitmap::new();
+    for batch in batches {
+        let ids = arrow::compute::cast(batch.column(0), &key_type).map_err(|e| {
+            invalid(format!(
+                "{function}: the seed query returns user ids ({key_type}), not {}: {e}",
+                batch.column(0).data_type()
+            ))
+        })?;
+        if ids.logical_null_count() == ids.len() {
+            continue;
+        }
+        users.extend(
+            tags.ordinals(&ids)
+                .map_err(to_datafusion)?
+                .into_iter()
+                .flatten(),
+        );
+    }
+    Ok(users)
+}
+
+/// Computes a lookalike function's rows from its inputs.
+pub(crate) type Compute = fn(&Inputs<'_>, &Options) -> Result<RecordBatch>;
+
+/// A lookalike function's result, computed when the query runs.
+#[derive(Debug)]
+pub(crate) struct Deferred {
+    pub function: &'static str,
+    pub catalog: Arc<Catalog>,
+    pub schema: SchemaRef,
+    pub seed: Seed,
+    pub options: Options,
+    pub compute: Compute,
+}
+
+#[async_trait]
+impl TableProvider for Deferred {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let tags = self.catalog.tags();
+        let seed_users = match &self.seed {
+            Seed::Query(query) => {
+                let Some(session) = state.as_any().downcast_ref::<SessionState>() else {
+                    return internal_err!("{} needs a SQL session", self.function);
+                };
+                Some(query_seed(session, &tags, query, self.function).await?)
+            }
+            Seed::Audience(_) => None,
+        };
+        let inputs = Inputs::new(&tags, &self.seed, seed_users, &self.options)?;
+        let batch = (self.compute)(&inputs, &self.options)?;
+        MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_outside_parentheses_and_quotes() {
+        let pairs = split_options(
+            "f",
+            "size=5%, universe=city IN (beijing, shanghai) AND tier='a,b', Method = iv",
+        )
+        .expect("parses");
+        assert_eq!(
+            pairs,
+            vec![
+                ("size".to_string(), "5%".to_string(), 1),
+                (
+                    "universe".to_string(),
+                    "city IN (beijing, shanghai) AND tier='a,b'".to_string(),
+                    10
+                ),
+                ("method".to_string(), "iv".to_string(), 63),
+            ]
+        );
+        assert!(split_options("f", "").expect("parses").is_empty());
+        assert_eq!(
+            split_options("f", "size=1, oops")
+                .expect_err("fails")
+                .to_string(),
+            "External error: f: options: expected key=value at character 9, got \"oops\""
+        );
+    }
+
+    #[test]
+    fn sizes_are_counts_percentages_or_fractions() {
+        assert_eq!(parse_size("5%"), Some(Size::Fraction(0.05)));
+        assert_eq!(parse_size("0.25"), Some(Size::Fraction(0.25)));
+        assert_eq!(parse_size("5000"), Some(Size::Count(5000)));
+        assert_eq!(parse_size("0%"), None);
+        assert_eq!(parse_size("1.5"), None);
+        assert_eq!(parse_size("many"), None);
+    }
+
+    #[test]
+    fn option_errors_name_the_option_and_position() {
+        let err =
+            Options::parse("lookalike", "size=5%, method=magic", &["size"]).expect_err("fails");
+        assert_eq!(
+            err.to_string(),
+            "External error: lookalike: option method at character 10: a method is log_odds, iv, logistic or ensemble, got \"magic\""
+        );
+        let err = Options::parse("lookalike", "train=5", &["size"]).expect_err("fails");
+        assert!(
+            err.to_string()
+                .contains("unknown option \"train\" at character 1 (options: c, features,"),
+            "{err}"
+        );
+        let options = Options::parse(
+            "lookalike_eval",
+            "method=all, train=50, features=(city, \"a b\")",
+            &["train"],
+        )
+        .expect("parses");
+        assert!(options.all_methods);
+        assert_eq!(options.train, Size::Count(50));
+        assert_eq!(
+            options.features,
+            Some(vec!["city".to_string(), "a b".to_string()])
+        );
+    }
+}
