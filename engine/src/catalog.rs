@@ -365,6 +365,39 @@ impl Catalog {
         Ok(dropped)
     }
 
+    /// Creates (or with `replace`, replaces) the stored model `model.name`.
+    pub fn put_model(&self, model: crate::lookalike::StoredModel, replace: bool) -> Result<()> {
+        types::check_name(&model.name)?;
+        self.commit(|state| {
+            if state.tags.models.contains_key(&model.name) && !replace {
+                return Err(Error::ModelExists(model.name.clone()));
+            }
+            Ok(Some(Change::PutModel(change::PutModel {
+                model: model.clone(),
+                replace,
+            })))
+        })
+    }
+
+    /// Drops a stored model. Returns false when it does not exist and
+    /// `if_exists` is set.
+    pub fn drop_model(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let mut dropped = false;
+        self.commit(|state| {
+            if state.tags.models.contains_key(name) {
+                dropped = true;
+                Ok(Some(Change::DropModel {
+                    name: name.to_string(),
+                }))
+            } else if if_exists {
+                Ok(None)
+            } else {
+                Err(Error::ModelNotFound(name.to_string()))
+            }
+        })?;
+        Ok(dropped)
+    }
+
     /// Every role, by name.
     pub fn roles(&self) -> Vec<Role> {
         self.read_roles().values().cloned().collect()
@@ -1482,6 +1515,11 @@ impl State {
                 }),
             );
         }
+        for model in &manifest.models {
+            self.tags
+                .models
+                .insert(model.name.clone(), Arc::new(model.clone()));
+        }
         Ok(())
     }
 
@@ -1666,6 +1704,22 @@ impl State {
                 }
                 return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
             }
+            Change::PutModel(put) => {
+                let name = &put.model.name;
+                if next.tags.models.contains_key(name) && !put.replace {
+                    return Err(Error::ModelExists(name.clone()));
+                }
+                next.tags
+                    .models
+                    .insert(name.clone(), Arc::new(put.model.clone()));
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
+            Change::DropModel { name } => {
+                if next.tags.models.remove(name).is_none() {
+                    return Err(Error::ModelNotFound(name.clone()));
+                }
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
         };
         Ok((next, effect, tags_changed))
     }
@@ -1794,6 +1848,12 @@ impl State {
                     users: tag.bits.len(),
                     file: tag.file.clone(),
                 })
+                .collect(),
+            models: self
+                .tags
+                .models
+                .values()
+                .map(|m| m.as_ref().clone())
                 .collect(),
         }
     }

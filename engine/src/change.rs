@@ -53,6 +53,20 @@ pub(crate) enum Change {
     DropTag {
         name: String,
     },
+    /// A stored model created or replaced.
+    PutModel(PutModel),
+    /// `DROP MODEL`.
+    DropModel {
+        name: String,
+    },
+}
+
+/// A stored model and whether it replaces one of the same name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutModel {
+    pub model: crate::lookalike::StoredModel,
+    pub replace: bool,
 }
 
 /// The payload of tag index records.
@@ -201,6 +215,14 @@ impl Change {
                 out.extend_from_slice(name.as_bytes());
                 RecordKind::DropTag
             }
+            Change::PutModel(put) => {
+                serde_json::to_writer(&mut out, put).expect("writing to a Vec does not fail");
+                RecordKind::PutModel
+            }
+            Change::DropModel { name } => {
+                out.extend_from_slice(name.as_bytes());
+                RecordKind::DropModel
+            }
         };
         Ok((kind, out))
     }
@@ -293,6 +315,12 @@ impl Change {
                     Change::PutTag(PutTag { meta, users })
                 }
                 RecordKind::DropTag => Change::DropTag {
+                    name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
+                },
+                RecordKind::PutModel => Change::PutModel(
+                    serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
+                ),
+                RecordKind::DropModel => Change::DropModel {
                     name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
                 },
             })

@@ -74,6 +74,12 @@ pub enum Error {
     #[error("tag \"{0}\" already exists")]
     TagExists(String),
 
+    #[error("model \"{0}\" does not exist")]
+    ModelNotFound(String),
+
+    #[error("model \"{0}\" already exists")]
+    ModelExists(String),
+
     /// A function argument or option out of its domain.
     #[error("{0}")]
     InvalidArgument(String),

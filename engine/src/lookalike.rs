@@ -28,14 +28,16 @@
 //! held-out seeds, ties) comes from [`crate::sampling`] and the settings'
 //! seed, so results repeat exactly.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
 
-use crate::audience;
+use crate::audience::{self, Audience, TagSource};
 use crate::error::{Error, Result};
 use crate::sampling::{self, Size};
-use crate::tags::{TagSourceKind, Tags, TagsRead};
+use crate::tags::{TagSet, TagSourceKind, Tags, TagsRead};
 
 /// A tag a user has or not.
 #[derive(Debug, Clone)]
@@ -137,7 +139,8 @@ pub fn features<'a>(
 }
 
 /// A scorer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Method {
     LogOdds,
     Iv,
@@ -732,6 +735,228 @@ fn minimize(
     x
 }
 
+/// A model kept in the database (`CREATE MODEL m AS LOOKALIKE(...)`): its
+/// weights by tag name, so it scores users without retraining as their tags
+/// change. Stored as JSON in the manifest and the log (docs/format.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredModel {
+    pub name: String,
+    /// The seed and options it was trained from, as written.
+    pub seed: String,
+    pub options: String,
+    pub method: Method,
+    /// When it was trained, microseconds since 1970 UTC.
+    pub trained_micros: i64,
+    pub seed_users: u64,
+    pub population_users: u64,
+    pub components: Vec<StoredComponent>,
+}
+
+/// Weights and quantiles are finite (smoothing keeps log odds finite, the
+/// regression's penalty keeps its weights so), so equality is an equivalence.
+impl Eq for StoredModel {}
+
+/// One scorer of a stored model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredComponent {
+    pub method: Method,
+    pub intercept: f64,
+    pub weights: Vec<StoredWeight>,
+    /// For an ensemble: the scorer's scores at the population's percentiles
+    /// 0, 1, ..., 100, to turn a score into a percentile rank.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quantiles: Vec<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredWeight {
+    pub tag: String,
+    pub weight: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lift: Option<f64>,
+}
+
+impl Model {
+    /// This model to keep: weights by tag name; an ensemble's scorers with
+    /// their score quantiles over `population`.
+    pub fn to_stored(
+        &self,
+        features: &[Feature<'_>],
+        population: &RoaringBitmap,
+        seed_users: u64,
+    ) -> StoredModel {
+        let ensemble = self.components.len() > 1;
+        let components = self
+            .components
+            .iter()
+            .map(|c| {
+                let quantiles = if ensemble {
+                    let alone = Model {
+                        method: c.method,
+                        stats: Vec::new(),
+                        components: vec![Component {
+                            method: c.method,
+                            linear: c.linear.clone(),
+                            held_out: Vec::new(),
+                        }],
+                    };
+                    let mut scores: Vec<f32> = alone
+                        .score(features, population)
+                        .into_iter()
+                        .map(|(_, s)| s)
+                        .collect();
+                    scores.sort_unstable_by(f32::total_cmp);
+                    (0..=100)
+                        .map(|p| {
+                            let at = (p * scores.len().saturating_sub(1)) / 100;
+                            scores.get(at).map_or(0.0, |s| f64::from(*s))
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                StoredComponent {
+                    method: c.method,
+                    intercept: c.linear.intercept,
+                    weights: c
+                        .linear
+                        .weights
+                        .iter()
+                        .map(|&(j, weight)| StoredWeight {
+                            tag: features[j].name.clone(),
+                            weight,
+                            lift: self.stats.get(j).and_then(|s| s.lift),
+                        })
+                        .collect(),
+                    quantiles,
+                }
+            })
+            .collect();
+        StoredModel {
+            name: String::new(),
+            seed: String::new(),
+            options: String::new(),
+            method: self.method,
+            trained_micros: 0,
+            seed_users,
+            population_users: population.len(),
+            components,
+        }
+    }
+}
+
+impl StoredModel {
+    /// The users of each tag the model weighs, as the tag store has them
+    /// now; a tag that no longer exists (a value no one has any more, a
+    /// dropped tag) is left out and adds nothing to scores.
+    pub fn tags<'a>(
+        &self,
+        source: &'a TagSet<'a>,
+    ) -> Result<BTreeMap<String, Cow<'a, RoaringBitmap>>> {
+        let mut found = BTreeMap::new();
+        for component in &self.components {
+            for w in &component.weights {
+                if found.contains_key(&w.tag) {
+                    continue;
+                }
+                let Ok(Audience::Term(term)) = audience::parse(&w.tag) else {
+                    continue;
+                };
+                match source.term(&term, None) {
+                    Ok(users) => {
+                        found.insert(w.tag.clone(), users);
+                    }
+                    Err(Error::UnknownTag(_)) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The score of each user (`None` stays `None`) given the users of the
+    /// model's tags (from [`StoredModel::tags`]). An ensemble's score is the
+    /// mean of its scorers' percentile ranks (0 to 1) in the population it
+    /// was trained on.
+    pub fn score(
+        &self,
+        tags: &BTreeMap<&str, &RoaringBitmap>,
+        users: &[Option<u32>],
+    ) -> Vec<Option<f64>> {
+        let mut total = vec![0.0f64; users.len()];
+        for component in &self.components {
+            let mut scores = vec![component.intercept; users.len()];
+            for w in &component.weights {
+                let Some(bitmap) = tags.get(w.tag.as_str()) else {
+                    continue;
+                };
+                for (score, user) in scores.iter_mut().zip(users) {
+                    if user.is_some_and(|o| bitmap.contains(o)) {
+                        *score += w.weight;
+                    }
+                }
+            }
+            for (t, s) in total.iter_mut().zip(scores) {
+                *t += if self.components.len() > 1 {
+                    percentile_of(&component.quantiles, s) / self.components.len() as f64
+                } else {
+                    s
+                };
+            }
+        }
+        users.iter().zip(total).map(|(u, t)| u.map(|_| t)).collect()
+    }
+
+    /// The weighed tags user `ordinal` has, largest weight first, from the
+    /// first scorer (the log-odds one in an ensemble).
+    pub fn explain(
+        &self,
+        tags: &BTreeMap<&str, &RoaringBitmap>,
+        ordinal: u32,
+    ) -> Vec<&StoredWeight> {
+        let Some(component) = self.components.first() else {
+            return Vec::new();
+        };
+        let mut parts: Vec<&StoredWeight> = component
+            .weights
+            .iter()
+            .filter(|w| {
+                tags.get(w.tag.as_str())
+                    .is_some_and(|b| b.contains(ordinal))
+            })
+            .collect();
+        parts.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.tag.cmp(&b.tag)));
+        parts
+    }
+}
+
+/// The percentile rank (0 to 1) of `score` among scores whose percentiles
+/// 0..=100 are `quantiles`: interpolated linearly between quantiles, and the
+/// middle of a run of equal quantiles (many users with the same score) for a
+/// score equal to them, as a rank with ties averaged would give.
+fn percentile_of(quantiles: &[f64], score: f64) -> f64 {
+    let n = quantiles.len();
+    if n < 2 {
+        return 0.5;
+    }
+    let below = quantiles.partition_point(|&q| q < score);
+    let through = quantiles.partition_point(|&q| q <= score);
+    let at = if through > below {
+        (below + through - 1) as f64 / 2.0
+    } else if below == 0 {
+        0.0
+    } else if below == n {
+        (n - 1) as f64
+    } else {
+        let (lo, hi) = (quantiles[below - 1], quantiles[below]);
+        (below - 1) as f64 + (score - lo) / (hi - lo)
+    };
+    at / (n - 1) as f64
+}
+
 /// How well a scorer finds hidden seed users, over repeated splits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
@@ -1029,6 +1254,105 @@ mod tests {
         let model = fit(&features, &seed, &rows, &settings).expect("fits");
         let scored = model.score(&features, &bitmap([5, 200]));
         assert!(scored[0].1 > scored[1].1, "{scored:?}");
+    }
+
+    #[test]
+    fn stored_models_score_like_the_model() {
+        let (tags, seed, universe) = planted();
+        let features: Vec<Feature<'_>> = tags
+            .iter()
+            .enumerate()
+            .map(|(t, users)| Feature {
+                name: format!("t{t}"),
+                family: format!("t{t}"),
+                users,
+            })
+            .collect();
+        let by_name = |features: &[Feature<'_>]| -> BTreeMap<String, RoaringBitmap> {
+            features
+                .iter()
+                .map(|f| (f.name.clone(), f.users.clone()))
+                .collect()
+        };
+        let all = by_name(&features);
+        let all: BTreeMap<&str, &RoaringBitmap> =
+            all.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let users: Vec<u32> = (0..500).collect();
+        let some: Vec<Option<u32>> = users.iter().map(|&u| Some(u)).collect();
+        for method in [Method::LogOdds, Method::Ensemble] {
+            let settings = Settings {
+                method,
+                ..Settings::default()
+            };
+            let model = fit(&features, &seed, &universe, &settings).expect("fits");
+            let stored = model.to_stored(&features, &universe, seed.len());
+            let json = serde_json::to_string(&stored).expect("serialises");
+            let back: StoredModel = serde_json::from_str(&json).expect("reads back");
+            assert_eq!(back, stored);
+            let scores = back.score(&all, &some);
+            let live = model.score(&features, &users.iter().copied().collect());
+            if method == Method::LogOdds {
+                // The same sums, up to the model's f32 accumulation.
+                for ((_, l), s) in live.iter().zip(&scores) {
+                    assert!((f64::from(*l) - s.expect("a user")).abs() < 1e-4);
+                }
+            } else {
+                // Percentile ranks from 101 quantiles: within 0.02 of the
+                // exact ones, for users outside the regression's training
+                // sample (whose exact scores are cross-fitted; a stored
+                // model has one regression for everyone).
+                let exact = model.score(&features, &universe);
+                let sampled: RoaringBitmap = model.components[2]
+                    .held_out
+                    .iter()
+                    .map(|(users, _)| users)
+                    .fold(RoaringBitmap::new(), |all, u| all | u);
+                for ((u, _), s) in live.iter().zip(&scores) {
+                    if sampled.contains(*u) {
+                        continue;
+                    }
+                    let e = exact[*u as usize].1;
+                    assert!(
+                        (f64::from(e) - s.expect("a user")).abs() < 0.02,
+                        "{u}: {e} {s:?}"
+                    );
+                }
+            }
+            assert_eq!(back.score(&all, &[None]), vec![None]);
+        }
+        // A tag that no longer exists adds nothing; explain lists the
+        // weighed tags a user has.
+        let model = fit(&features, &seed, &universe, &Settings::default()).expect("fits");
+        let stored = model.to_stored(&features, &universe, seed.len());
+        let user = (0..20_000u32)
+            .find(|&u| tags[0].contains(u) && tags[1].contains(u))
+            .expect("some user has both");
+        let explained = stored.explain(&all, user);
+        assert!(explained.iter().any(|w| w.tag == "t0"));
+        assert!(explained.windows(2).all(|w| w[0].weight >= w[1].weight));
+        let mut fewer = all.clone();
+        fewer.remove("t0");
+        let with = stored.score(&all, &[Some(user)])[0].expect("a user");
+        let without = stored.score(&fewer, &[Some(user)])[0].expect("a user");
+        let t0 = stored.components[0]
+            .weights
+            .iter()
+            .find(|w| w.tag == "t0")
+            .expect("t0 is weighed")
+            .weight;
+        assert!((with - without - t0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_quantiles() {
+        let quantiles: Vec<f64> = (0..=100).map(f64::from).collect();
+        assert_eq!(percentile_of(&quantiles, -1.0), 0.0);
+        assert_eq!(percentile_of(&quantiles, 1000.0), 1.0);
+        assert!((percentile_of(&quantiles, 42.5) - 0.425).abs() < 1e-12);
+        // A score many users share sits in the middle of its run.
+        let mut tied = vec![0.0; 61];
+        tied.extend((1..=40).map(f64::from));
+        assert!((percentile_of(&tied, 0.0) - 0.30).abs() < 1e-12);
     }
 
     #[test]

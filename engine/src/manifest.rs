@@ -52,6 +52,9 @@ pub(crate) struct Manifest {
     /// Stored tags and segments.
     #[serde(default)]
     pub tags: Vec<StoredTag>,
+    /// Stored models.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<crate::lookalike::StoredModel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +108,7 @@ impl Manifest {
             users: None,
             tag_indexes: Vec::new(),
             tags: Vec::new(),
+            models: Vec::new(),
         }
     }
 }
@@ -295,6 +299,26 @@ mod tests {
             users: None,
             tag_indexes: Vec::new(),
             tags: Vec::new(),
+            models: vec![crate::lookalike::StoredModel {
+                name: "buyers_like".to_string(),
+                seed: "event_type=purchase".to_string(),
+                options: "method=log_odds".to_string(),
+                method: crate::lookalike::Method::LogOdds,
+                trained_micros: 1_700_000_000_000_000,
+                seed_users: 1234,
+                population_users: 100_000,
+                components: vec![crate::lookalike::StoredComponent {
+                    method: crate::lookalike::Method::LogOdds,
+                    intercept: 0.0,
+                    weights: vec![crate::lookalike::StoredWeight {
+                        tag: "city=beijing".to_string(),
+                        // Needs every digit to read back exactly.
+                        weight: 0.123_456_789_012_345_67,
+                        lift: Some(1.75),
+                    }],
+                    quantiles: Vec::new(),
+                }],
+            }],
         }
     }
 

@@ -650,6 +650,8 @@ pub struct Tags {
     pub tables: BTreeMap<u64, Arc<TableTags>>,
     /// By name.
     pub stored: BTreeMap<String, Arc<StoredTag>>,
+    /// Stored lookalike models, by name.
+    pub models: BTreeMap<String, Arc<crate::lookalike::StoredModel>>,
 }
 
 impl Tags {
@@ -1514,6 +1516,7 @@ mod tests {
             users: 4,
             tables: BTreeMap::from([(1, Arc::new(tags))]),
             stored: BTreeMap::new(),
+            models: BTreeMap::new(),
         };
         all.stored.insert(
             "vip".to_string(),

@@ -37,6 +37,8 @@ pub(crate) enum RecordKind {
     DropTagIndex = 9,
     PutTag = 10,
     DropTag = 11,
+    PutModel = 12,
+    DropModel = 13,
 }
 
 impl RecordKind {
@@ -53,6 +55,8 @@ impl RecordKind {
             9 => RecordKind::DropTagIndex,
             10 => RecordKind::PutTag,
             11 => RecordKind::DropTag,
+            12 => RecordKind::PutModel,
+            13 => RecordKind::DropModel,
             _ => return None,
         })
     }
