@@ -270,6 +270,8 @@ impl Error {
                 EngineError::UnknownTag(_) => "42704",
                 EngineError::TagExists(_) => "42710",
                 EngineError::InvalidArgument(_) => "22023",
+                EngineError::ModelNotFound(_) => "42704",
+                EngineError::ModelExists(_) => "42710",
                 EngineError::Arrow(_) => "XX000",
             },
         }

@@ -7,7 +7,7 @@ mod ab_assign;
 mod audience;
 mod experiment_report;
 mod experiment_stats;
-mod lookalike;
+pub(crate) mod lookalike;
 mod metric_moments;
 mod p_adjust;
 mod pg_catalog;

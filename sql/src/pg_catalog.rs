@@ -277,6 +277,13 @@ const RELATIONS: &[CatalogRelation] = &[
         rows: Some(segment_rows),
     },
     CatalogRelation {
+        name: "cohortdb_models",
+        oid: 0,
+        columns: "name text, method text, seed text, options text, seed_users int8, \
+                  population_users int8, tags int8, trained_at timestamptz",
+        rows: Some(model_rows),
+    },
+    CatalogRelation {
         name: "pg_tablespace",
         oid: 1213,
         columns: "oid oid, spcname name, spcowner oid, spcacl aclitem[], spcoptions text[]",
@@ -1120,7 +1127,7 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
                     text(format!(
                         "{}={}",
                         column.name,
-                        quote_tag_value(&key.to_string())
+                        cohortdb_engine::audience::quote_value(&key.to_string())
                     )),
                     text(if index.time.is_some() {
                         "column by day"
@@ -1182,22 +1189,33 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
         .collect()
 }
 
-fn refreshed(micros: i64) -> ScalarValue {
-    ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
+/// `cohortdb_models`: every stored model, with the number of tags it weighs.
+fn model_rows(s: &Snapshot) -> Vec<Row> {
+    s.tags
+        .models
+        .values()
+        .map(|m| {
+            let tags: std::collections::BTreeSet<&str> = m
+                .components
+                .iter()
+                .flat_map(|c| c.weights.iter().map(|w| w.tag.as_str()))
+                .collect();
+            vec![
+                text(&m.name),
+                text(m.method.name()),
+                text(&m.seed),
+                text(&m.options),
+                ScalarValue::Int64(Some(m.seed_users as i64)),
+                ScalarValue::Int64(Some(m.population_users as i64)),
+                ScalarValue::Int64(Some(tags.len() as i64)),
+                refreshed(m.trained_micros),
+            ]
+        })
+        .collect()
 }
 
-/// A column value as an audience expression writes it: bare when it is a
-/// word, single-quoted otherwise.
-fn quote_tag_value(value: &str) -> String {
-    let word = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@'));
-    if word {
-        value.to_string()
-    } else {
-        format!("'{}'", value.replace('\'', "''"))
-    }
+fn refreshed(micros: i64) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
 }
 
 /// The name of the role that owns every object.

@@ -10,6 +10,9 @@
 //! CREATE [ OR REPLACE ] SEGMENT name AS 'expr' [ FROZEN ]
 //! REFRESH { TAG | SEGMENT } name
 //! DROP { TAG | SEGMENT } [ IF EXISTS ] name
+//! CREATE [ OR REPLACE ] MODEL name AS LOOKALIKE ( 'seed' [, 'options'] )
+//! REFRESH MODEL name
+//! DROP MODEL [ IF EXISTS ] name
 //! ```
 //!
 //! They are recognised in the token stream ([`split`]), checked with the SQL
@@ -69,6 +72,19 @@ pub(crate) enum TagStatement {
         if_exists: bool,
         segment: bool,
     },
+    CreateModel {
+        name: String,
+        or_replace: bool,
+        seed: String,
+        options: String,
+    },
+    RefreshModel {
+        name: String,
+    },
+    DropModel {
+        name: String,
+        if_exists: bool,
+    },
 }
 
 /// What a tag or segment is made of.
@@ -95,6 +111,9 @@ impl TagStatement {
             TagStatement::Refresh { .. } => "REFRESH TAG",
             TagStatement::Drop { segment: true, .. } => "DROP SEGMENT",
             TagStatement::Drop { .. } => "DROP TAG",
+            TagStatement::CreateModel { .. } => "CREATE MODEL",
+            TagStatement::RefreshModel { .. } => "REFRESH MODEL",
+            TagStatement::DropModel { .. } => "DROP MODEL",
         }
     }
 }
@@ -138,7 +157,7 @@ fn is_word(token: &TokenWithSpan, word: &str) -> bool {
 fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
     let words: Vec<&TokenWithSpan> = tokens.iter().filter(|t| significant(t)).take(4).collect();
     let at = |i: usize, w: &str| words.get(i).is_some_and(|t| is_word(t, w));
-    let object = |i: usize| at(i, "tag") || at(i, "segment");
+    let object = |i: usize| at(i, "tag") || at(i, "segment") || at(i, "model");
     (at(0, "create") && (object(1) || (at(1, "or") && at(2, "replace") && object(3))))
         || (at(0, "drop") && object(1))
         || (at(0, "refresh") && object(1))
@@ -312,10 +331,36 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
                 or_replace,
                 definition: Definition::Segment { expr, frozen },
             }
+        } else if word(&mut p, "model") {
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_keyword(Keyword::AS)?;
+            if !word(&mut p, "lookalike") {
+                return p.expected("LOOKALIKE", p.peek_token());
+            }
+            p.expect_token(&Token::LParen)?;
+            let seed = p.parse_literal_string()?;
+            let options = if p.consume_token(&Token::Comma) {
+                p.parse_literal_string()?
+            } else {
+                String::new()
+            };
+            p.expect_token(&Token::RParen)?;
+            TagStatement::CreateModel {
+                name,
+                or_replace,
+                seed,
+                options,
+            }
         } else {
-            return p.expected("TAG or SEGMENT", p.peek_token());
+            return p.expected("TAG, SEGMENT or MODEL", p.peek_token());
         }
     } else if p.parse_keyword(Keyword::DROP) {
+        if word(&mut p, "model") {
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_token(&Token::EOF)?;
+            return Ok(TagStatement::DropModel { name, if_exists });
+        }
         let segment = if word(&mut p, "tag") {
             if word(&mut p, "index") {
                 p.expect_keyword(Keyword::ON)?;
@@ -344,6 +389,11 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
             segment,
         }
     } else if word(&mut p, "refresh") {
+        if word(&mut p, "model") {
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_token(&Token::EOF)?;
+            return Ok(TagStatement::RefreshModel { name });
+        }
         let segment = if word(&mut p, "tag") {
             false
         } else if word(&mut p, "segment") {
@@ -452,6 +502,25 @@ pub(crate) async fn run(
         } => {
             catalog.drop_tag(&name, if_exists, segment)?;
         }
+        TagStatement::CreateModel {
+            name,
+            or_replace,
+            seed,
+            options,
+        } => {
+            let model = train_model(session, &name, &seed, &options).await?;
+            catalog.put_model(model, or_replace)?;
+        }
+        TagStatement::RefreshModel { name } => {
+            let Some(model) = catalog.tags().models.get(&name).cloned() else {
+                return Err(Error::from(cohortdb_engine::Error::ModelNotFound(name)));
+            };
+            let model = train_model(session, &name, &model.seed, &model.options).await?;
+            catalog.put_model(model, true)?;
+        }
+        TagStatement::DropModel { name, if_exists } => {
+            catalog.drop_model(&name, if_exists)?;
+        }
     }
     Ok(empty_stream())
 }
@@ -500,6 +569,28 @@ async fn create(
     };
     catalog.put_tag(name, source, &text, users, replace, now_micros())?;
     Ok(())
+}
+
+/// Trains the lookalike model `name` from a seed (an audience expression or
+/// a query) and options, as `lookalike(seed, options)` would.
+async fn train_model(
+    session: &Session,
+    name: &str,
+    seed: &str,
+    options: &str,
+) -> Result<cohortdb_engine::lookalike::StoredModel> {
+    use crate::functions::lookalike::{Seed, train};
+    let seed_users = match Seed::parse(seed)? {
+        Seed::Query(query) => {
+            let ids = query_ids(session, crate::session::parse_query(&query)?).await?;
+            Some(session.catalog().tags().ordinals(ids.as_ref())?)
+        }
+        Seed::Audience(_) => None,
+    };
+    let mut model = train(&session.catalog().tags(), seed, seed_users, options)?;
+    model.name = name.to_string();
+    model.trained_micros = now_micros();
+    Ok(model)
 }
 
 /// The user ids a rule tag's query returns: its one column, as the

@@ -10,6 +10,8 @@
 //! no quoting: `'size=5%, universe=city IN (beijing, shanghai)'`.
 
 mod lookalike_eval;
+mod lookalike_explain;
+mod lookalike_score;
 mod lookalike_table;
 mod lookalike_weights;
 
@@ -19,7 +21,7 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use cohortdb_engine::audience::{self, Audience};
-use cohortdb_engine::lookalike::{Feature, Method, Settings};
+use cohortdb_engine::lookalike::{Feature, Method, Settings, StoredModel, fit};
 use cohortdb_engine::sampling::Size;
 use cohortdb_engine::tags::{Tags, TagsRead};
 use cohortdb_engine::{Catalog, Error as EngineError};
@@ -37,7 +39,14 @@ use crate::error::to_datafusion;
 
 /// Registers the lookalike functions; returns their names.
 pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<String> {
-    let functions: [(&str, Arc<dyn datafusion::catalog::TableFunctionImpl>); 3] = [
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
+        lookalike_score::LookalikeScoreFunc::new(catalog),
+    ));
+    let functions: [(&str, Arc<dyn datafusion::catalog::TableFunctionImpl>); 4] = [
+        (
+            "lookalike_explain",
+            Arc::new(lookalike_explain::LookalikeExplainFunc::new(catalog)),
+        ),
         (
             "lookalike",
             Arc::new(lookalike_table::LookalikeFunc::new(catalog)),
@@ -51,13 +60,49 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<Stri
             Arc::new(lookalike_eval::LookalikeEvalFunc::new(catalog)),
         ),
     ];
-    functions
+    let mut names: Vec<String> = functions
         .into_iter()
         .map(|(name, f)| {
             ctx.register_udtf(name, f);
             name.to_string()
         })
-        .collect()
+        .collect();
+    names.push("lookalike_score".to_string());
+    names
+}
+
+/// Trains a model to keep (`CREATE MODEL m AS LOOKALIKE(seed, options)`):
+/// `seed_ordinals` are the users of a query seed, run by the caller.
+pub(crate) fn train(
+    tags: &Tags,
+    seed: &str,
+    seed_ordinals: Option<Vec<Option<u32>>>,
+    options: &str,
+) -> Result<StoredModel> {
+    let parsed = Seed::parse(seed)?;
+    let settings = Options::parse("CREATE MODEL", options, &[])?;
+    let seed_users = seed_ordinals.map(|o| o.into_iter().flatten().collect::<RoaringBitmap>());
+    let inputs = Inputs::new(tags, &parsed, seed_users, &settings)?;
+    let model = fit(
+        &inputs.features,
+        &inputs.seed,
+        &inputs.universe,
+        &settings.settings,
+    )
+    .map_err(to_datafusion)?;
+    let seed_count = (&inputs.seed & &inputs.universe).len();
+    let mut stored = model.to_stored(&inputs.features, &inputs.universe, seed_count);
+    stored.seed = seed.to_string();
+    stored.options = options.to_string();
+    Ok(stored)
+}
+
+/// The stored model `name` and the users of the tags it weighs.
+pub(crate) fn stored_model(tags: &Tags, name: &str) -> Result<Arc<StoredModel>> {
+    tags.models
+        .get(name)
+        .cloned()
+        .ok_or_else(|| to_datafusion(EngineError::ModelNotFound(name.to_string())))
 }
 
 fn invalid(message: String) -> DataFusionError {
@@ -73,7 +118,7 @@ pub(crate) enum Seed {
 }
 
 impl Seed {
-    fn parse(text: &str) -> Result<Seed> {
+    pub(crate) fn parse(text: &str) -> Result<Seed> {
         let first = text
             .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
             .split(|c: char| !c.is_ascii_alphabetic())

@@ -1,0 +1,93 @@
+//! `lookalike_explain(model, user_id [, n])`: why a stored model scores a
+//! user as it does: the `n` (10 by default) weighed tags the user has, with
+//! the largest weights first: (tag, weight, lift), lift being the seed's
+//! share with the tag over the population's when the model was trained.
+//! For an ensemble, the weights are its log-odds scorer's.
+//!
+//! ```sql
+//! SELECT * FROM lookalike_explain('buyers_like', 4242, 5);
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use cohortdb_engine::Catalog;
+use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use roaring::RoaringBitmap;
+
+use super::stored_model;
+use crate::error::to_datafusion;
+use crate::functions::audience::{constant_text, ordinals_of, today};
+
+#[derive(Debug)]
+pub(crate) struct LookalikeExplainFunc {
+    catalog: Arc<Catalog>,
+}
+
+impl LookalikeExplainFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        LookalikeExplainFunc {
+            catalog: Arc::clone(catalog),
+        }
+    }
+}
+
+impl TableFunctionImpl for LookalikeExplainFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (model, id, n) = match args.exprs() {
+            [model, id] => (model, id, None),
+            [model, id, n] => (model, id, Some(n)),
+            _ => {
+                return plan_err!(
+                    "lookalike_explain(model, user_id [, n]) takes two or three arguments"
+                );
+            }
+        };
+        let name = constant_text(args.session(), model, "lookalike_explain", "the model")?;
+        let id = crate::functions::constant(args.session(), id)?;
+        let n = match n
+            .map(|n| crate::functions::constant(args.session(), n))
+            .transpose()?
+        {
+            None => 10,
+            Some(ScalarValue::Int64(Some(n))) if n >= 0 => n as usize,
+            Some(ScalarValue::Int32(Some(n))) if n >= 0 => n as usize,
+            Some(other) => {
+                return plan_err!("lookalike_explain: n is a count of tags, got {other}");
+            }
+        };
+        let tags = self.catalog.tags();
+        let model = stored_model(&tags, &name)?;
+        let source = tags.source(today());
+        let found = model.tags(&source).map_err(to_datafusion)?;
+        let bitmaps: BTreeMap<&str, &RoaringBitmap> = found
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+            .collect();
+        let ordinal = match ordinals_of(&tags, id.to_array()?.as_ref())?.first() {
+            Some(Some(o)) => Some(*o),
+            _ => None,
+        };
+        let mut parts = ordinal.map_or_else(Vec::new, |o| model.explain(&bitmaps, o));
+        parts.truncate(n);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("tag", DataType::Utf8, false),
+            Field::new("weight", DataType::Float64, false),
+            Field::new("lift", DataType::Float64, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                parts.iter().map(|w| w.tag.as_str()),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                parts.iter().map(|w| w.weight),
+            )),
+            Arc::new(Float64Array::from_iter(parts.iter().map(|w| w.lift))),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}
