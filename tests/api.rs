@@ -26,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
         trial("api::audiences_push_into_scans", audiences_push_into_scans),
         trial("api::audiences_without_sql", audiences_without_sql),
         trial("api::experiment_worked_example", experiment_worked_example),
+        trial("api::lookalike_worked_example", lookalike_worked_example),
         trial(
             "api::format_v1_golden_directory",
             format_v1_golden_directory,
@@ -498,6 +499,84 @@ fn experiment_worked_example() -> Result<(), Failed> {
             .downcast_ref::<arrow::array::BooleanArray>()
             .expect("bool");
         assert!(srm.iter().all(|f| f == Some(false)), "{report}");
+        Ok(())
+    })
+}
+
+/// docs/examples/lookalike.sql on the default demo data gives the figures
+/// docs/lookalike.md shows.
+fn lookalike_worked_example() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        db.load_demo(&cohortdb::DemoConfig::default(), &mut |_, _| {})?;
+        let script = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/examples/lookalike.sql"
+        ))?;
+        let session = db.session();
+        let explained = session.execute(&script).await?;
+        let rows = |batches: Vec<RecordBatch>| -> Vec<String> {
+            let options = arrow::util::display::FormatOptions::default().with_null("NULL");
+            let mut rows = Vec::new();
+            for batch in &batches {
+                for row in 0..batch.num_rows() {
+                    let cells: Vec<String> = batch
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                                .expect("formats")
+                                .value(row)
+                                .to_string()
+                        })
+                        .collect();
+                    rows.push(cells.join("|"));
+                }
+            }
+            rows
+        };
+        assert_eq!(
+            rows(explained),
+            [
+                "event_type=purchase|8.106|3.49",
+                "event_type=add_to_cart|0.31|1.16",
+                "city=shenyang|0.255|1.24",
+                "age=25|0.214|1.2",
+                "event_type=click|0.144|1.03",
+            ]
+        );
+        let query = |sql: &'static str| {
+            let session = db.session();
+            async move { Ok::<_, Failed>(rows(session.execute(sql).await?)) }
+        };
+        assert_eq!(
+            query(
+                "SELECT audience_count('book_buyers'), audience_count('book_lookalikes'), \
+                 audience_count('book_lookalikes AND event_type=purchase'), \
+                 audience_count('book_lookalikes AND book_buyers')"
+            )
+            .await?,
+            ["1273|5000|5000|0"]
+        );
+        assert_eq!(
+            query(
+                "SELECT tag, seed_users, population_users, round(lift, 2), round(weight, 3) \
+                 FROM lookalike_weights('book_buyers') ORDER BY weight DESC LIMIT 2"
+            )
+            .await?,
+            [
+                "event_type=purchase|1273|28694|3.49|8.106",
+                "age=31|37|1943|1.5|0.444"
+            ]
+        );
+        assert_eq!(
+            query(
+                "SELECT method, round(auc, 3), round(lift_at_10, 2), round(recall_at_20, 3) \
+                 FROM lookalike_eval('book_buyers')"
+            )
+            .await?,
+            ["log_odds|0.862|3.56|0.713"]
+        );
         Ok(())
     })
 }
