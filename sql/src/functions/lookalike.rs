@@ -232,11 +232,8 @@ impl Options {
                     }
                 }
                 "include_seed" => {
-                    options.include_seed = match value.to_ascii_lowercase().as_str() {
-                        "true" | "on" | "yes" => true,
-                        "false" | "off" | "no" => false,
-                        _ => return Err(err("include_seed is true or false")),
-                    };
+                    options.include_seed =
+                        parse_bool(&value).ok_or_else(|| err("include_seed is true or false"))?;
                 }
                 "features" => options.features = Some(parse_names(&value)),
                 "min_support" => {
@@ -254,9 +251,15 @@ impl Options {
                         as usize;
                 }
                 "c" => {
-                    s.c = number(&value)
-                        .filter(|f| *f > 0.0)
-                        .ok_or_else(|| err("a positive number"))?;
+                    s.c = if value.eq_ignore_ascii_case("auto") {
+                        None
+                    } else {
+                        Some(
+                            number(&value)
+                                .filter(|f| *f > 0.0)
+                                .ok_or_else(|| err("c is a positive number or auto"))?,
+                        )
+                    };
                 }
                 "negatives" => {
                     s.negatives = Some(
@@ -282,6 +285,15 @@ impl Options {
             }
         }
         Ok(options)
+    }
+}
+
+/// `true`/`on`/`yes` or `false`/`off`/`no`.
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" => Some(true),
+        "false" | "off" | "no" => Some(false),
+        _ => None,
     }
 }
 
