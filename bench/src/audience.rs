@@ -21,9 +21,9 @@
 //! 100M users × 1,000 tags from a model of roaring's sizes checked against
 //! the bytes measured here.
 
-mod data;
+pub mod data;
 mod expr;
-mod load;
+pub mod load;
 mod notes;
 mod peers;
 mod raw;

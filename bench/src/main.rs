@@ -12,6 +12,7 @@ mod check;
 mod data;
 mod experiment;
 mod load;
+mod lookalike;
 mod memory;
 mod peers;
 mod postgres;
@@ -87,6 +88,10 @@ pub enum Suite {
     /// Audience counts, a listing and a profile over bitmap tags, against a raw
     /// roaring bound, DuckDB and chDB.
     Audience,
+    /// Lookalike scoring of the audience suite's users from a planted seed
+    /// (cohortdb's SQL and engine API against scikit-learn), and the Caravan
+    /// quality script.
+    Lookalike,
     /// The audience suite's load: the dataset into cohortdb at --child-data, in
     /// this process, printing the timings and peak memory as JSON.
     #[value(hide = true)]
@@ -158,6 +163,10 @@ fn main() {
                     .ok_or("audience-load needs --child-data")?;
                 return audience::load_child(cli.users, cli.tags, cli.seed, dir).await;
             }
+            Suite::Lookalike => (
+                lookalike::lookalike(cli.users, cli.seed, cli.runs).await?,
+                cli.users,
+            ),
             Suite::Wire => (wire::wire(cli.runs, &chosen).await?, wire::QUERIES as u64),
             Suite::Experiment => {
                 let file = experiment::prepare(cli.exposures, cli.seed)?;

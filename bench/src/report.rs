@@ -38,6 +38,7 @@ pub fn write(
         Suite::Wire => "wire",
         Suite::Scan => "scan",
         Suite::Audience => "audience",
+        Suite::Lookalike => "lookalike",
         Suite::LoadChild => "load-child",
         Suite::AudienceLoad => "audience-load",
     };

@@ -125,7 +125,7 @@ pub async fn wire(runs: usize, peers: &[Peer]) -> Result<SuiteResult, String> {
 
 /// Serves an in-memory database on a loopback port, on runtime threads of its
 /// own, and returns the port.
-async fn serve_cohortdb() -> Result<u16, String> {
+pub async fn serve_cohortdb() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -509,7 +509,7 @@ pub fn top(mut scored: Vec<(u32, f32)>, k: usize, seed: u64) -> Vec<(u32, f32)> 
     scored
 }
 
-/// The logistic-regression scorer, cross-fitted in two folds.
+/// The logistic-regression scorer, cross-fitted in five folds.
 fn logistic(
     features: &[Feature<'_>],
     seed: &RoaringBitmap,
