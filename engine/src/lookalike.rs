@@ -903,14 +903,14 @@ impl Model {
     }
 }
 
+/// The users of the tags a stored model weighs, by tag name.
+pub type ModelTags<'a> = BTreeMap<String, Cow<'a, RoaringBitmap>>;
+
 impl StoredModel {
     /// The users of each tag the model weighs, as the tag store has them
     /// now; a tag that no longer exists (a value no one has any more, a
     /// dropped tag) is left out and adds nothing to scores.
-    pub fn tags<'a>(
-        &self,
-        source: &'a TagSet<'a>,
-    ) -> Result<BTreeMap<String, Cow<'a, RoaringBitmap>>> {
+    pub fn tags<'a>(&self, source: &'a TagSet<'a>) -> Result<ModelTags<'a>> {
         let mut found = BTreeMap::new();
         for component in &self.components {
             for w in &component.weights {
@@ -936,11 +936,7 @@ impl StoredModel {
     /// model's tags (from [`StoredModel::tags`]). An ensemble's score is the
     /// mean of its scorers' percentile ranks (0 to 1) in the population it
     /// was trained on.
-    pub fn score(
-        &self,
-        tags: &BTreeMap<&str, &RoaringBitmap>,
-        users: &[Option<u32>],
-    ) -> Vec<Option<f64>> {
+    pub fn score(&self, tags: &ModelTags<'_>, users: &[Option<u32>]) -> Vec<Option<f64>> {
         let mut total = vec![0.0f64; users.len()];
         for component in &self.components {
             let mut scores = vec![component.intercept; users.len()];
@@ -967,11 +963,7 @@ impl StoredModel {
 
     /// The weighed tags user `ordinal` has, largest weight first, from the
     /// first scorer (the log-odds one in an ensemble).
-    pub fn explain(
-        &self,
-        tags: &BTreeMap<&str, &RoaringBitmap>,
-        ordinal: u32,
-    ) -> Vec<&StoredWeight> {
+    pub fn explain(&self, tags: &ModelTags<'_>, ordinal: u32) -> Vec<&StoredWeight> {
         let Some(component) = self.components.first() else {
             return Vec::new();
         };
@@ -1228,18 +1220,22 @@ mod tests {
         (tags, seed, (0..users).collect())
     }
 
-    #[test]
-    fn planted_tags_rank_first_and_every_method_finds_hidden_seeds() {
-        let (tags, seed, universe) = planted();
-        let features: Vec<Feature<'_>> = tags
-            .iter()
+    /// The planted tags as features `t0`, `t1`, ...
+    fn named(tags: &[RoaringBitmap]) -> Vec<Feature<'_>> {
+        tags.iter()
             .enumerate()
             .map(|(t, users)| Feature {
                 name: format!("t{t}"),
                 family: format!("t{t}"),
                 users,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn planted_tags_rank_first_and_every_method_finds_hidden_seeds() {
+        let (tags, seed, universe) = planted();
+        let features = named(&tags);
         let stats = tag_stats(&features, &seed, &universe, 1.0);
         let mut by_weight: Vec<usize> = (0..features.len()).collect();
         by_weight.sort_by(|&a, &b| stats[b].log_odds.total_cmp(&stats[a].log_odds));
@@ -1314,24 +1310,11 @@ mod tests {
     #[test]
     fn stored_models_score_like_the_model() {
         let (tags, seed, universe) = planted();
-        let features: Vec<Feature<'_>> = tags
+        let features = named(&tags);
+        let all: ModelTags<'_> = features
             .iter()
-            .enumerate()
-            .map(|(t, users)| Feature {
-                name: format!("t{t}"),
-                family: format!("t{t}"),
-                users,
-            })
+            .map(|f| (f.name.clone(), Cow::Borrowed(f.users)))
             .collect();
-        let by_name = |features: &[Feature<'_>]| -> BTreeMap<String, RoaringBitmap> {
-            features
-                .iter()
-                .map(|f| (f.name.clone(), f.users.clone()))
-                .collect()
-        };
-        let all = by_name(&features);
-        let all: BTreeMap<&str, &RoaringBitmap> =
-            all.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let users: Vec<u32> = (0..500).collect();
         let some: Vec<Option<u32>> = users.iter().map(|&u| Some(u)).collect();
         for method in [Method::LogOdds, Method::Ensemble] {

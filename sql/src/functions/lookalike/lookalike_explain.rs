@@ -8,7 +8,6 @@
 //! SELECT * FROM lookalike_explain('buyers_like', 4242, 5);
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
@@ -16,7 +15,6 @@ use arrow::datatypes::{DataType, Field, Schema};
 use cohortdb_engine::Catalog;
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
-use roaring::RoaringBitmap;
 
 use super::stored_model;
 use crate::error::to_datafusion;
@@ -62,11 +60,7 @@ impl TableFunctionImpl for LookalikeExplainFunc {
         let tags = self.catalog.tags();
         let model = stored_model(&tags, &name)?;
         let source = tags.source(today());
-        let found = model.tags(&source).map_err(to_datafusion)?;
-        let bitmaps: BTreeMap<&str, &RoaringBitmap> = found
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_ref()))
-            .collect();
+        let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let ordinal = match ordinals_of(&tags, id.to_array()?.as_ref())?.first() {
             Some(Some(o)) => Some(*o),
             _ => None,

@@ -9,7 +9,6 @@
 //! FROM users WHERE city = 'beijing' ORDER BY score DESC LIMIT 100;
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::Float64Array;
@@ -19,7 +18,6 @@ use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
-use roaring::RoaringBitmap;
 
 use super::stored_model;
 use crate::error::to_datafusion;
@@ -88,11 +86,7 @@ impl ScalarUDFImpl for LookalikeScoreFunc {
         let tags = self.catalog.tags();
         let model = stored_model(&tags, &name)?;
         let source = tags.source(today());
-        let found = model.tags(&source).map_err(to_datafusion)?;
-        let bitmaps: BTreeMap<&str, &RoaringBitmap> = found
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_ref()))
-            .collect();
+        let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let ids = args.args[1].to_array(args.number_rows)?;
         let mut ordinals = ordinals_of(&tags, ids.as_ref())?;
         // An id the dictionary does not know has no tags: the intercept.
