@@ -538,11 +538,11 @@ fn lookalike_worked_example() -> Result<(), Failed> {
         assert_eq!(
             rows(explained),
             [
-                "event_type=purchase|8.106|3.49",
-                "event_type=add_to_cart|0.31|1.16",
-                "city=shenyang|0.255|1.24",
-                "age=25|0.214|1.2",
-                "event_type=click|0.144|1.03",
+                "event_type=purchase|7.225|3.49",
+                "event_type=add_to_cart|0.244|1.16",
+                "city=chengdu|0.073|1.21",
+                "event_type=click|0.052|1.03",
+                "channel=ads|0.036|1.13",
             ]
         );
         let query = |sql: &'static str| {
@@ -565,8 +565,8 @@ fn lookalike_worked_example() -> Result<(), Failed> {
             )
             .await?,
             [
-                "event_type=purchase|1273|28694|3.49|8.106",
-                "age=31|37|1943|1.5|0.444"
+                "event_type=purchase|1273|28694|3.49|7.225",
+                "event_type=add_to_cart|706|47834|1.16|0.244"
             ]
         );
         assert_eq!(
@@ -575,7 +575,7 @@ fn lookalike_worked_example() -> Result<(), Failed> {
                  FROM lookalike_eval('book_buyers')"
             )
             .await?,
-            ["log_odds|0.862|3.56|0.713"]
+            ["log_odds|0.864|3.64|0.722"]
         );
         Ok(())
     })

@@ -32,4 +32,4 @@ SELECT user_id, round(lookalike_score('book_like', user_id), 3) AS score
 FROM audience('book_lookalikes') ORDER BY score DESC, user_id LIMIT 3;
 
 SELECT tag, round(weight, 3) AS weight, round(lift, 2) AS lift
-FROM lookalike_explain('book_like', 56382, 5);
+FROM lookalike_explain('book_like', 62250, 5);

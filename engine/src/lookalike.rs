@@ -7,9 +7,11 @@
 //!
 //! - `log_odds` (the default): each tag gets the log odds ratio of having it
 //!   in the seed against the rest of the population, with additive smoothing
-//!   of the 2×2 table; a user's score is the sum over the tags they have.
-//!   This is naive Bayes with presence and absence of every tag, up to a
-//!   constant, and needs only `|seed ∧ tag|` and `|tag|`.
+//!   of the 2×2 table, shrunk by its signal-to-noise ratio: times
+//!   z² / (z² + k) for z² the squared log odds over their variance
+//!   ([`Settings::shrinkage`]); a user's score is the sum over the tags they
+//!   have. This is naive Bayes with presence and absence of every tag, up to
+//!   a constant, and needs only `|seed ∧ tag|` and `|tag|`.
 //! - `iv`: the same weights on the `max_tags` tags with the highest
 //!   information value, `(p − q) · ln(p(1 − q) / (q(1 − p)))` for the
 //!   smoothed shares p in the seed and q elsewhere; for wide, noisy tag sets.
@@ -183,6 +185,10 @@ pub struct Settings {
     pub min_support: u64,
     /// Added to each cell of a tag's 2×2 table (seed or not, tag or not).
     pub smoothing: f64,
+    /// k of the signal-to-noise shrinkage: a tag's weight is its log odds
+    /// times z² / (z² + k), z being the log odds over its standard error;
+    /// 0 keeps the log odds as they are.
+    pub shrinkage: f64,
     /// How many tags `iv` keeps.
     pub max_tags: usize,
     /// The logistic regression's inverse regularisation strength; `None`
@@ -201,6 +207,7 @@ impl Default for Settings {
             method: Method::LogOdds,
             min_support: 5,
             smoothing: 1.0,
+            shrinkage: SHRINKAGE,
             max_tags: 50,
             c: None,
             negatives: None,
@@ -208,6 +215,9 @@ impl Default for Settings {
         }
     }
 }
+
+/// The default k of the signal-to-noise shrinkage ([`Settings::shrinkage`]).
+pub const SHRINKAGE: f64 = 8.0;
 
 /// The logistic regression's cross-fitting folds: each fold's users are
 /// scored by the model fitted on the others.
@@ -233,6 +243,9 @@ pub struct TagStat {
     pub lift: Option<f64>,
     /// The smoothed log odds ratio.
     pub log_odds: f64,
+    /// The log odds shrunk by their signal-to-noise ratio: the tag's weight
+    /// in `log_odds` and `iv`.
+    pub weight: f64,
     /// The information value.
     pub iv: f64,
 }
@@ -242,8 +255,9 @@ pub fn tag_stats(
     features: &[Feature<'_>],
     seed: &RoaringBitmap,
     population: &RoaringBitmap,
-    smoothing: f64,
+    settings: &Settings,
 ) -> Vec<TagStat> {
+    let smoothing = settings.smoothing;
     let seed_len = seed.len() as f64;
     let others_len = (population.len() - seed.len()) as f64;
     let everyone = population.len() as f64;
@@ -256,12 +270,24 @@ pub fn tag_stats(
             let p = (s as f64 + smoothing) / (seed_len + 2.0 * smoothing);
             let q = (b + smoothing) / (others_len + 2.0 * smoothing);
             let log_odds = logit(p) - logit(q);
+            // The log odds ratio's variance: the sum of the inverse cells.
+            let variance = 1.0 / (s as f64 + smoothing)
+                + 1.0 / (seed_len - s as f64 + smoothing)
+                + 1.0 / (b + smoothing)
+                + 1.0 / (others_len - b + smoothing);
+            let z2 = log_odds * log_odds / variance;
+            let shrunk = z2 + settings.shrinkage;
             TagStat {
                 seed: s,
                 population: n,
                 lift: (n > 0 && seed_len > 0.0)
                     .then(|| (s as f64 / seed_len) / (n as f64 / everyone)),
                 log_odds,
+                weight: if shrunk > 0.0 {
+                    log_odds * z2 / shrunk
+                } else {
+                    0.0
+                },
                 iv: (p - q) * log_odds,
             }
         })
@@ -393,7 +419,7 @@ pub fn fit(
                 .to_string(),
         ));
     }
-    let stats = tag_stats(features, &seed, population, settings.smoothing);
+    let stats = tag_stats(features, &seed, population, settings);
     let eligible: Vec<usize> = (0..features.len())
         .filter(|&j| stats[j].seed >= settings.min_support.max(1))
         .collect();
@@ -401,7 +427,7 @@ pub fn fit(
         method: Method::LogOdds,
         linear: Linear {
             intercept: 0.0,
-            weights: eligible.iter().map(|&j| (j, stats[j].log_odds)).collect(),
+            weights: eligible.iter().map(|&j| (j, stats[j].weight)).collect(),
         },
         held_out: Vec::new(),
     };
@@ -414,7 +440,7 @@ pub fn fit(
             method: Method::Iv,
             linear: Linear {
                 intercept: 0.0,
-                weights: chosen.iter().map(|&j| (j, stats[j].log_odds)).collect(),
+                weights: chosen.iter().map(|&j| (j, stats[j].weight)).collect(),
             },
             held_out: Vec::new(),
         }
@@ -1168,7 +1194,11 @@ mod tests {
             family: "t".into(),
             users: &tag,
         }];
-        let stats = tag_stats(&features, &bitmap(0..10), &bitmap(0..100), 1.0);
+        let settings = Settings {
+            shrinkage: 2.0,
+            ..Settings::default()
+        };
+        let stats = tag_stats(&features, &bitmap(0..10), &bitmap(0..100), &settings);
         let (p, q): (f64, f64) = (9.0 / 12.0, 13.0 / 92.0);
         let lor: f64 = ((p / (1.0 - p)) / (q / (1.0 - q))).ln();
         assert_eq!(stats[0].seed, 8);
@@ -1176,6 +1206,9 @@ mod tests {
         assert!((stats[0].log_odds - lor).abs() < 1e-12);
         assert!((stats[0].iv - (p - q) * lor).abs() < 1e-12);
         assert_eq!(stats[0].lift, Some((8.0 / 10.0) / (20.0 / 100.0)));
+        // The smoothed cells are 9, 3 (seed) and 13, 79 (the others).
+        let z2 = lor * lor / (1.0 / 9.0 + 1.0 / 3.0 + 1.0 / 13.0 + 1.0 / 79.0);
+        assert!((stats[0].weight - lor * z2 / (z2 + 2.0)).abs() < 1e-12);
     }
 
     #[test]
@@ -1260,9 +1293,9 @@ mod tests {
     fn planted_tags_rank_first_and_every_method_finds_hidden_seeds() {
         let (tags, seed, universe) = planted();
         let features = named(&tags);
-        let stats = tag_stats(&features, &seed, &universe, 1.0);
+        let stats = tag_stats(&features, &seed, &universe, &Settings::default());
         let mut by_weight: Vec<usize> = (0..features.len()).collect();
-        by_weight.sort_by(|&a, &b| stats[b].log_odds.total_cmp(&stats[a].log_odds));
+        by_weight.sort_by(|&a, &b| stats[b].weight.total_cmp(&stats[a].weight));
         let mut first: Vec<usize> = by_weight[..4].to_vec();
         first.sort_unstable();
         assert_eq!(first, [0, 1, 2, 3]);

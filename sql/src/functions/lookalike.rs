@@ -167,12 +167,13 @@ impl Default for Options {
 }
 
 /// The options every lookalike function takes.
-const COMMON: [&str; 9] = [
+const COMMON: [&str; 10] = [
     "method",
     "universe",
     "features",
     "min_support",
     "smoothing",
+    "shrinkage",
     "max_tags",
     "c",
     "negatives",
@@ -243,6 +244,11 @@ impl Options {
                     s.smoothing = number(&value)
                         .filter(|f| *f > 0.0)
                         .ok_or_else(|| err("a positive number"))?;
+                }
+                "shrinkage" => {
+                    s.shrinkage = number(&value)
+                        .filter(|f| *f >= 0.0)
+                        .ok_or_else(|| err("a number, 0 or more"))?;
                 }
                 "max_tags" => {
                     s.max_tags = count(&value)

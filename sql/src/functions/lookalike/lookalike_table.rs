@@ -13,7 +13,7 @@
 //! Options: `size` (a count, a percentage or a fraction of the population;
 //! the seed's size by default), `method`, `universe`, `exclude` (an audience
 //! never returned), `include_seed`, `features`, `min_support`, `smoothing`,
-//! `max_tags`, `c`, `negatives`, `random_seed` (docs/lookalike.md).
+//! `shrinkage`, `max_tags`, `c`, `negatives`, `random_seed` (docs/lookalike.md).
 
 use std::sync::Arc;
 

@@ -10,8 +10,8 @@
 //! SELECT tag, lift, weight FROM lookalike_weights('vip') ORDER BY iv DESC LIMIT 20;
 //! ```
 //!
-//! `weight` is the smoothed log odds ratio for `log_odds`, `iv` and
-//! `ensemble`, the regression coefficient for `logistic`; NULL for a tag the
+//! `weight` is the smoothed log odds ratio, shrunk by its signal-to-noise
+//! ratio (`shrinkage`), for `log_odds`, `iv` and `ensemble`, the regression coefficient for `logistic`; NULL for a tag the
 //! scorer leaves out (fewer seed users than `min_support`, or not among
 //! `iv`'s `max_tags`).
 
