@@ -25,6 +25,7 @@ pub mod lookalike;
 mod manifest;
 mod mmap;
 pub mod predicate;
+pub mod recommend;
 pub mod roles;
 pub mod sampling;
 mod segment_file;
