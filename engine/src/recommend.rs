@@ -25,6 +25,8 @@
 //! - **popularity**: an item's users (or its summed, optionally
 //!   time-decayed, weights); the fallback for users without history.
 
+mod file;
+
 use std::cmp::Ordering;
 
 use faer::linalg::solvers::DenseSolveCore;
@@ -324,6 +326,13 @@ impl ItemKnn {
             all.extend(list);
         }
         start.push(all.len());
+        ItemKnn::from_lists(similarity, start, all)
+    }
+
+    /// The model of the neighbour lists `all` (item i's at
+    /// `start[i]..start[i + 1]`), with their targets indexed for scoring.
+    fn from_lists(similarity: Similarity, start: Vec<usize>, all: Vec<Neighbour>) -> ItemKnn {
+        let items = start.len() - 1;
         let mut target_start = vec![0usize; items + 1];
         for n in &all {
             target_start[n.item as usize + 1] += 1;
@@ -423,6 +432,36 @@ impl Ease {
         let first = item as usize * self.items;
         &self.weights[first..first + self.items]
     }
+}
+
+/// The item ids a recommender's item indices stand for, index by index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemKeys {
+    Int(Vec<i64>),
+    Text(Vec<String>),
+}
+
+impl ItemKeys {
+    pub fn len(&self) -> usize {
+        match self {
+            ItemKeys::Int(keys) => keys.len(),
+            ItemKeys::Text(keys) => keys.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A built recommender: its items, the interactions it was built from (the
+/// users' histories), the items' popularity and its model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommender {
+    pub items: ItemKeys,
+    pub interactions: Interactions,
+    pub popularity: Vec<f32>,
+    pub model: Model,
 }
 
 /// A scorer of items for a user's history.
@@ -715,7 +754,7 @@ mod tests {
 
     /// Users 10: {0, 1}, 11: {0, 1, 2}, 12: {1, 2}, 13: {2}. Items' users:
     /// 0 has 2, 1 and 2 have 3; in common: (0, 1) 2, (0, 2) 1, (1, 2) 2.
-    fn small() -> Interactions {
+    pub(super) fn small() -> Interactions {
         interactions(
             3,
             &[
