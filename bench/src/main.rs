@@ -16,6 +16,7 @@ mod lookalike;
 mod memory;
 mod peers;
 mod postgres;
+mod recommend;
 mod report;
 mod scan;
 mod suites;
@@ -92,6 +93,9 @@ pub enum Suite {
     /// (cohortdb's SQL and engine API against scikit-learn), and the Caravan
     /// quality script.
     Lookalike,
+    /// Recommendation quality on MovieLens (item-kNN, EASE, popularity through
+    /// the engine API) against the `implicit` library.
+    Recommend,
     /// The audience suite's load: the dataset into cohortdb at --child-data, in
     /// this process, printing the timings and peak memory as JSON.
     #[value(hide = true)]
@@ -167,6 +171,11 @@ fn main() {
                 lookalike::lookalike(cli.users, cli.seed, cli.runs).await?,
                 cli.users,
             ),
+            Suite::Recommend => {
+                let result = recommend::recommend(cli.runs)?;
+                let ratings = result.details["ratings"].as_u64().unwrap_or(0);
+                (result, ratings)
+            }
             Suite::Wire => (wire::wire(cli.runs, &chosen).await?, wire::QUERIES as u64),
             Suite::Experiment => {
                 let file = experiment::prepare(cli.exposures, cli.seed)?;

