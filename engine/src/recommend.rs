@@ -556,11 +556,11 @@ impl Filter<'_> {
     }
 }
 
-/// The `k` best items by `scores` that `filter` allows, best first (ties to
-/// the lower index): items with a positive score first; only when fewer
-/// than `k` of those pass, items of score 0 or below, then `fallback`'s
-/// order (a popularity ranking) fills the rest, so k come back whenever k
-/// items pass the filter.
+/// The `k` best items by (boosted) `scores` that `filter` allows, best
+/// first (ties to the lower index). Only items with a positive score are
+/// ranked; when fewer than `k` of them pass, `fallback`'s order (a
+/// popularity ranking) fills the rest with score 0 and no reason, so k come
+/// back whenever the fallback holds k items the filter allows.
 pub fn top(
     scores: &[f32],
     reasons: &[(f32, u32)],

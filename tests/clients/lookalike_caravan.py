@@ -41,8 +41,8 @@ the AUC of its scores, computed here, must equal lookalike_eval's log_odds
 AUC.
 
 Bars. The issue's, asserted for both protocols: log_odds AUC >= 0.70 and
-recall@20% >= 0.46, and the best method's AUC >= 0.73. And DESIGN.md's: the best cohortdb method within 0.01 AUC of scikit-learn's
-logistic regression, or better, on both protocols. A missed bar exits
+recall@20% >= 0.46, and the best method's AUC >= 0.73. And DESIGN.md's: the
+best cohortdb method within 0.01 AUC of scikit-learn's logistic regression, or better, on both protocols. A missed bar exits
 non-zero naming it.
 
 Usage: python lookalike_caravan.py PORT [--report FILE.json]

@@ -11,9 +11,9 @@
 //! ```
 //!
 //! `weight` is the smoothed log odds ratio, shrunk by its signal-to-noise
-//! ratio (`shrinkage`), for `log_odds`, `iv` and `ensemble`, the regression coefficient for `logistic`; NULL for a tag the
-//! scorer leaves out (fewer seed users than `min_support`, or not among
-//! `iv`'s `max_tags`).
+//! ratio (`shrinkage`), for `log_odds`, `iv` and `ensemble`, the regression
+//! coefficient for `logistic`; NULL for a tag the scorer leaves out (fewer
+//! seed users than `min_support`, or not among `iv`'s `max_tags`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
