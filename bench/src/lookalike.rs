@@ -26,7 +26,7 @@
 //! Caravan quality script of the integration tests runs against an in-process
 //! server in the same run and its figures are reported.
 
-pub(crate) mod python;
+mod python;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

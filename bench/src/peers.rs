@@ -84,6 +84,25 @@ pub fn ensure_venv() -> Result<(), String> {
     ]))
 }
 
+/// bench/.venv (see [`ensure_venv`]) with `packages` pip-installed unless
+/// `import {modules}` already works there; returns its python.
+pub fn ensure_packages(modules: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    ensure_venv()?;
+    let python = venv_python();
+    let ready = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        eprintln!("installing {} into bench/.venv", packages.join(", "));
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages))?;
+    }
+    Ok(python)
+}
+
 /// Runs a job on a peer and returns one result per step.
 pub fn run_job(job: &serde_json::Value) -> Result<Vec<StepResult>, String> {
     let mut child = Command::new(venv_python())

