@@ -19,10 +19,10 @@ Input: a JSON job on standard input; output: a JSON report on standard output.
 """
 
 import json
-import math
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,10 @@ import scipy
 import scipy.sparse as sp
 import sklearn
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+
+# The Caravan quality script of the integration tests: its ranking metrics.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "clients"))
+import lookalike_caravan as caravan  # noqa: E402
 
 
 def attribute_codes(path):
@@ -89,18 +92,10 @@ def one_hot(users, columns, has):
 
 
 def ranking_metrics(scores, positive, seed):
-    n = len(scores)
-    p = positive.sum()
-    auc = roc_auc_score(positive, scores)
-    shuffle = np.random.default_rng(seed).permutation(n)
-    order = shuffle[np.argsort(-scores[shuffle], kind="stable")]
-    ranked = positive[order]
-    top10, top20 = math.ceil(0.1 * n), math.ceil(0.2 * n)
-    return {
-        "auc": float(auc),
-        "lift_at_10": float((ranked[:top10].sum() / top10) / (p / n)),
-        "recall_at_20": float(ranked[:top20].sum() / p),
-    }
+    """The integration test's metrics (computed as cohortdb computes them),
+    as a dict."""
+    auc, lift, recall = caravan.ranking_metrics(scores, positive, seed)
+    return {"auc": float(auc), "lift_at_10": float(lift), "recall_at_20": float(recall)}
 
 
 def main():
