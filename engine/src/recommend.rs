@@ -90,14 +90,27 @@ impl Interactions {
             user_weights.push(i.weight);
         }
         user_start.push(user_items.len());
+        Ok(Interactions::from_rows(
+            items,
+            users,
+            user_start,
+            user_items,
+            user_weights,
+        ))
+    }
+
+    /// The interactions of users' rows as they are (users ascending, each
+    /// row's items ascending and distinct, every item below `items`), with
+    /// the items' users added.
+    fn from_rows(
+        items: usize,
+        users: Vec<u32>,
+        user_start: Vec<usize>,
+        user_items: Vec<u32>,
+        user_weights: Vec<f32>,
+    ) -> Interactions {
         // Items' users by counting sort over the user rows.
-        let mut item_start = vec![0usize; items + 1];
-        for &item in &user_items {
-            item_start[item as usize + 1] += 1;
-        }
-        for k in 0..items {
-            item_start[k + 1] += item_start[k];
-        }
+        let item_start = bucket_starts(items, user_items.iter().copied());
         let mut next = item_start.clone();
         let mut item_rows = vec![0u32; user_items.len()];
         let mut item_weights = vec![0f32; user_items.len()];
@@ -109,7 +122,7 @@ impl Interactions {
                 *slot += 1;
             }
         }
-        Ok(Interactions {
+        Interactions {
             items,
             users,
             user_start,
@@ -118,7 +131,7 @@ impl Interactions {
             item_start,
             item_rows,
             item_weights,
-        })
+        }
     }
 
     pub fn items(&self) -> usize {
@@ -202,6 +215,20 @@ impl Interactions {
             })
             .collect()
     }
+}
+
+/// Where each of `buckets` buckets starts when `keys` (each below `buckets`)
+/// are laid out bucket by bucket: the offsets of a counting sort, one more
+/// than there are buckets.
+fn bucket_starts(buckets: usize, keys: impl IntoIterator<Item = u32>) -> Vec<usize> {
+    let mut start = vec![0usize; buckets + 1];
+    for key in keys {
+        start[key as usize + 1] += 1;
+    }
+    for b in 0..buckets {
+        start[b + 1] += start[b];
+    }
+    start
 }
 
 /// How item-kNN measures two items' likeness.
@@ -333,13 +360,7 @@ impl ItemKnn {
     /// `start[i]..start[i + 1]`), with their targets indexed for scoring.
     fn from_lists(similarity: Similarity, start: Vec<usize>, all: Vec<Neighbour>) -> ItemKnn {
         let items = start.len() - 1;
-        let mut target_start = vec![0usize; items + 1];
-        for n in &all {
-            target_start[n.item as usize + 1] += 1;
-        }
-        for i in 0..items {
-            target_start[i + 1] += target_start[i];
-        }
+        let target_start = bucket_starts(items, all.iter().map(|n| n.item));
         let mut next = target_start.clone();
         let mut targets = vec![(0u32, 0f32); all.len()];
         for j in 0..items {

@@ -275,22 +275,17 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Recommender> {
             "the interactions are inconsistent (user order, offsets or item indices)".to_string(),
         ));
     }
-    let mut interactions = Vec::with_capacity(user_items.len());
-    for (row, &user) in users.iter().enumerate() {
-        for k in user_start[row]..user_start[row + 1] {
-            interactions.push(super::Interaction {
-                user,
-                item: user_items[k],
-                weight: user_weights[k],
-            });
-        }
-    }
-    let data = Interactions::new(items, interactions)?;
-    if data.user_items != user_items {
+    let rows_ascending = (0..users.len()).all(|row| {
+        user_items[user_start[row]..user_start[row + 1]]
+            .windows(2)
+            .all(|w| w[0] < w[1])
+    });
+    if !rows_ascending {
         return Err(corrupted(
             "a user's items are not in ascending order or repeat".to_string(),
         ));
     }
+    let data = Interactions::from_rows(items, users, user_start, user_items, user_weights);
     let model = match header.model.as_str() {
         "item_knn" => {
             let similarity = match (header.similarity.as_deref(), header.alpha) {
