@@ -288,7 +288,7 @@ fn check_reports_problems() -> Result<(), Failed> {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "ok: 1 tables, 1 segments, 2 rows, 0 users, 0 tag files, 0 log records to replay\n"
+        "ok: 1 tables, 1 segments, 2 rows, 0 users, 0 tag files, 0 recommenders, 0 log records to replay\n"
     );
     let segments = std::path::Path::new(data).join("segments");
     let segment = std::fs::read_dir(&segments)?

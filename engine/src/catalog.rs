@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::io::Storage;
 use crate::limits;
 use crate::manifest::{self, Manifest, WalSync};
+use crate::recommend::{self, StoredRecommender};
 use crate::roles::Role;
 use crate::segment_file::{self, SegmentFile, SegmentReader};
 use crate::store::Store;
@@ -379,6 +380,114 @@ impl Catalog {
         })
     }
 
+    /// Builds the recommender `name` from `definition` (see
+    /// [`recommend::build`]) and keeps it; `replace` replaces one of that
+    /// name. The build runs without holding up other writes; its file is
+    /// written whole before the change that names it is logged.
+    pub fn create_recommender(
+        &self,
+        name: &str,
+        definition: recommend::Definition,
+        replace: bool,
+    ) -> Result<Arc<StoredRecommender>> {
+        types::check_name(name)?;
+        if !replace && self.tags().recommenders.contains_key(name) {
+            return Err(Error::RecommenderExists(name.to_string()));
+        }
+        self.put_recommender(name, definition, replace)
+    }
+
+    /// Builds the recommender `name` again from its table's rows as of now.
+    pub fn refresh_recommender(&self, name: &str) -> Result<Arc<StoredRecommender>> {
+        let definition = self
+            .tags()
+            .recommenders
+            .get(name)
+            .map(|r| r.entry.definition.clone())
+            .ok_or_else(|| Error::RecommenderNotFound(name.to_string()))?;
+        self.put_recommender(name, definition, true)
+    }
+
+    fn put_recommender(
+        &self,
+        name: &str,
+        definition: recommend::Definition,
+        replace: bool,
+    ) -> Result<Arc<StoredRecommender>> {
+        let table = self.table(&definition.table)?;
+        let built_micros = crate::tags::now_micros();
+        let model = Arc::new(recommend::build(
+            &self.tags(),
+            &table,
+            &definition,
+            built_micros,
+        )?);
+        let id = self.reserve_id();
+        let written = match &self.store {
+            Some(store) => recommend::write_file(
+                store.storage().as_ref(),
+                &store.dir().join(crate::store::RECOMMENDERS_DIR),
+                id,
+                &model,
+            )
+            .map(|(bytes, crc32c)| (bytes, crc32c, Some(store.recommender_path(id)))),
+            None => Ok((0, 0, None)),
+        };
+        let (bytes, crc32c, path) = match written {
+            Ok(written) => written,
+            Err(e) => {
+                self.lock_reserved().remove(&id);
+                return Err(e);
+            }
+        };
+        let data = &model.interactions;
+        let entry = recommend::Entry {
+            id,
+            name: name.to_string(),
+            definition,
+            built_micros,
+            users: data.user_count() as u64,
+            items: data.items() as u64,
+            interactions: data.len() as u64,
+            bytes,
+            crc32c,
+        };
+        let stored = Arc::new(StoredRecommender::new(entry, path, Some(model)));
+        let committed = self.commit(|state| {
+            if state.tags.recommenders.contains_key(name) && !replace {
+                return Err(Error::RecommenderExists(name.to_string()));
+            }
+            Ok(Some(Change::PutRecommender {
+                recommender: Arc::clone(&stored),
+                replace,
+            }))
+        });
+        self.lock_reserved().remove(&id);
+        // On failure the file stays until the next checkpoint or open, as a
+        // large append's does.
+        committed?;
+        Ok(stored)
+    }
+
+    /// Drops a recommender. Returns false when it does not exist and
+    /// `if_exists` is set.
+    pub fn drop_recommender(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let mut dropped = false;
+        self.commit(|state| {
+            if state.tags.recommenders.contains_key(name) {
+                dropped = true;
+                Ok(Some(Change::DropRecommender {
+                    name: name.to_string(),
+                }))
+            } else if if_exists {
+                Ok(None)
+            } else {
+                Err(Error::RecommenderNotFound(name.to_string()))
+            }
+        })?;
+        Ok(dropped)
+    }
+
     /// Drops a stored model. Returns false when it does not exist and
     /// `if_exists` is set.
     pub fn drop_model(&self, name: &str, if_exists: bool) -> Result<bool> {
@@ -725,6 +834,8 @@ impl Catalog {
         for id in self.lock_reserved().iter() {
             live.insert(store.segment_path(*id));
             live.insert(store.segment_path(*id).with_extension("parquet.tmp"));
+            live.insert(store.recommender_path(*id));
+            live.insert(store.recommender_path(*id).with_extension("rec.tmp"));
         }
         store.remove_unreferenced(&live)
     }
@@ -1336,6 +1447,9 @@ impl State {
                 live.insert(tags::tag_path(&tags_dir, tag.id, file.generation));
             }
         }
+        for recommender in self.tags.recommenders.values() {
+            live.insert(store.recommender_path(recommender.entry.id));
+        }
         for chunk in &self.user_chunks {
             live.insert(crate::users::chunk_path(&store.users_dir(), chunk.first));
         }
@@ -1519,6 +1633,13 @@ impl State {
             self.tags
                 .models
                 .insert(model.name.clone(), Arc::new(model.clone()));
+        }
+        for entry in &manifest.recommenders {
+            let path = store.recommender_path(entry.id);
+            self.tags.recommenders.insert(
+                entry.name.clone(),
+                Arc::new(StoredRecommender::new(entry.clone(), Some(path), None)),
+            );
         }
         Ok(())
     }
@@ -1720,6 +1841,31 @@ impl State {
                 }
                 return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
             }
+            Change::PutRecommender {
+                recommender,
+                replace,
+            } => {
+                let entry = &recommender.entry;
+                if next.tags.recommenders.contains_key(&entry.name) && !replace {
+                    return Err(Error::RecommenderExists(entry.name.clone()));
+                }
+                // Replayed or applied to a stored catalog: the model is read
+                // from the file in this directory when first used.
+                let stored = match store.map(|s| s.recommender_path(entry.id)) {
+                    Some(path) if recommender.path() != Some(path.as_path()) => Arc::new(
+                        StoredRecommender::new(entry.clone(), Some(path), recommender.loaded()),
+                    ),
+                    _ => Arc::clone(recommender),
+                };
+                next.tags.recommenders.insert(entry.name.clone(), stored);
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
+            Change::DropRecommender { name } => {
+                if next.tags.recommenders.remove(name).is_none() {
+                    return Err(Error::RecommenderNotFound(name.clone()));
+                }
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
         };
         Ok((next, effect, tags_changed))
     }
@@ -1854,6 +2000,12 @@ impl State {
                 .models
                 .values()
                 .map(|m| m.as_ref().clone())
+                .collect(),
+            recommenders: self
+                .tags
+                .recommenders
+                .values()
+                .map(|r| r.entry.clone())
                 .collect(),
         }
     }

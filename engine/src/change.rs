@@ -59,6 +59,24 @@ pub(crate) enum Change {
     DropModel {
         name: String,
     },
+    /// A recommender built, its file written before the record (docs/format.md
+    /// § Recommender files); the model rides along in memory, not in the log.
+    PutRecommender {
+        recommender: std::sync::Arc<crate::recommend::StoredRecommender>,
+        replace: bool,
+    },
+    /// `DROP RECOMMENDER`.
+    DropRecommender {
+        name: String,
+    },
+}
+
+/// The payload of a `PutRecommender` record.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutRecommenderJson {
+    entry: crate::recommend::Entry,
+    replace: bool,
 }
 
 /// A stored model and whether it replaces one of the same name.
@@ -223,6 +241,21 @@ impl Change {
                 out.extend_from_slice(name.as_bytes());
                 RecordKind::DropModel
             }
+            Change::PutRecommender {
+                recommender,
+                replace,
+            } => {
+                let json = PutRecommenderJson {
+                    entry: recommender.entry.clone(),
+                    replace: *replace,
+                };
+                serde_json::to_writer(&mut out, &json).expect("writing to a Vec does not fail");
+                RecordKind::PutRecommender
+            }
+            Change::DropRecommender { name } => {
+                out.extend_from_slice(name.as_bytes());
+                RecordKind::DropRecommender
+            }
         };
         Ok((kind, out))
     }
@@ -321,6 +354,19 @@ impl Change {
                     serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
                 ),
                 RecordKind::DropModel => Change::DropModel {
+                    name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
+                },
+                RecordKind::PutRecommender => {
+                    let json: PutRecommenderJson =
+                        serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?;
+                    Change::PutRecommender {
+                        recommender: std::sync::Arc::new(crate::recommend::StoredRecommender::new(
+                            json.entry, None, None,
+                        )),
+                        replace: json.replace,
+                    }
+                }
+                RecordKind::DropRecommender => Change::DropRecommender {
                     name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
                 },
             })

@@ -10,7 +10,7 @@ use crate::change::Change;
 use crate::deletes;
 use crate::manifest;
 use crate::segment_file::{SegmentFile, SegmentReader};
-use crate::store::{self, DELETES_DIR, SEGMENTS_DIR, TAGS_DIR, USERS_DIR, WAL_DIR};
+use crate::store::{self, DELETES_DIR, RECOMMENDERS_DIR, TAGS_DIR, USERS_DIR, WAL_DIR};
 use crate::types;
 use crate::upgrade;
 use crate::wal;
@@ -34,6 +34,8 @@ pub struct Report {
     /// the dictionary files.
     pub tag_files: usize,
     pub users: u64,
+    /// Recommender files read and checked whole.
+    pub recommenders: usize,
 }
 
 /// Checks the data directory `dir`.
@@ -133,9 +135,16 @@ pub fn check(dir: &Path) -> Report {
         }
     }
     check_tags(dir, &manifest, &mut report);
+    for entry in &manifest.recommenders {
+        let path = crate::recommend::file_path(&dir.join(RECOMMENDERS_DIR), entry.id);
+        report.recommenders += 1;
+        if let Err(e) = crate::recommend::read_file(&path, entry) {
+            report.problems.push(e.to_string());
+        }
+    }
     let mut live = store::live_files(dir, &manifest);
     check_wal(dir, manifest.wal_start_lsn, &mut live, &mut report);
-    for folder in [SEGMENTS_DIR, DELETES_DIR, TAGS_DIR, USERS_DIR] {
+    for folder in store::FILE_DIRS {
         if let Ok(files) = store::files_in(&dir.join(folder)) {
             report
                 .leftovers
@@ -278,6 +287,19 @@ fn check_wal(
                         live.insert(path);
                     }
                 }
+                Ok(Change::PutRecommender { recommender, .. }) => {
+                    // A recommender's file, written before its record.
+                    let entry = &recommender.entry;
+                    let path = crate::recommend::file_path(&dir.join(RECOMMENDERS_DIR), entry.id);
+                    if let Err(problem) = check_file(&path, entry.bytes, entry.crc32c) {
+                        report.problems.push(format!(
+                            "{}: {problem} (named by the log record at LSN {})",
+                            path.display(),
+                            record.lsn
+                        ));
+                    }
+                    live.insert(path);
+                }
                 Ok(_) => {}
                 Err(e) => report.problems.push(e.to_string()),
             }
@@ -305,6 +327,7 @@ fn check_file(path: &Path, bytes: u64, crc32c: u32) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::Catalog;
+    use crate::store::SEGMENTS_DIR;
     use crate::types::{ColumnDef, ColumnType};
 
     /// A directory with one table: two flushed segments of ten rows, one row

@@ -80,6 +80,12 @@ pub enum Error {
     #[error("model \"{0}\" already exists")]
     ModelExists(String),
 
+    #[error("recommender \"{0}\" does not exist")]
+    RecommenderNotFound(String),
+
+    #[error("recommender \"{0}\" already exists")]
+    RecommenderExists(String),
+
     /// A function argument or option out of its domain.
     #[error("{0}")]
     InvalidArgument(String),

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod lookalike;
 mod manifest;
 mod mmap;
+pub mod options;
 pub mod predicate;
 pub mod recommend;
 pub mod roles;

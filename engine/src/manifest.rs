@@ -55,6 +55,9 @@ pub(crate) struct Manifest {
     /// Stored models.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::lookalike::StoredModel>,
+    /// Recommenders, each with its file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommenders: Vec<crate::recommend::Entry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +112,7 @@ impl Manifest {
             tag_indexes: Vec::new(),
             tags: Vec::new(),
             models: Vec::new(),
+            recommenders: Vec::new(),
         }
     }
 }
@@ -318,6 +322,25 @@ mod tests {
                     }],
                     quantiles: Vec::new(),
                 }],
+            }],
+            recommenders: vec![crate::recommend::Entry {
+                id: 9,
+                name: "for_you".to_string(),
+                definition: crate::recommend::Definition {
+                    table: "events".to_string(),
+                    user: "user_id".to_string(),
+                    item: "item_id".to_string(),
+                    weight: None,
+                    time: Some("ts".to_string()),
+                    algorithm: "item_knn".to_string(),
+                    options: "neighbours=50, half_life=30".to_string(),
+                },
+                built_micros: 1_700_000_000_000_000,
+                users: 10,
+                items: 20,
+                interactions: 30,
+                bytes: 4096,
+                crc32c: 7,
             }],
         }
     }

@@ -26,6 +26,13 @@
 //!   time-decayed, weights); the fallback for users without history.
 
 mod file;
+mod stored;
+
+pub use stored::{
+    Algorithm, DEFAULT_LAMBDA, DEFAULT_NEIGHBOURS, Definition, Entry, Settings, StoredRecommender,
+    build,
+};
+pub(crate) use stored::{DIR, path as file_path, read as read_file, write as write_file};
 
 use std::cmp::Ordering;
 

@@ -24,6 +24,15 @@ pub(crate) const DELETES_DIR: &str = "deletes";
 pub(crate) const WAL_DIR: &str = "wal";
 pub(crate) const TAGS_DIR: &str = "tags";
 pub(crate) const USERS_DIR: &str = "users";
+pub(crate) const RECOMMENDERS_DIR: &str = crate::recommend::DIR;
+/// The folders of a data directory that hold files the manifest names.
+pub(crate) const FILE_DIRS: [&str; 5] = [
+    SEGMENTS_DIR,
+    DELETES_DIR,
+    TAGS_DIR,
+    USERS_DIR,
+    RECOMMENDERS_DIR,
+];
 
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -36,7 +45,7 @@ impl Store {
     /// Opens (creating if needed) a data directory, takes its lock and reads
     /// its manifest.
     pub fn open(dir: &Path, storage: Arc<dyn Storage>) -> Result<(Store, Manifest)> {
-        for folder in [SEGMENTS_DIR, DELETES_DIR, WAL_DIR, TAGS_DIR, USERS_DIR] {
+        for folder in FILE_DIRS.iter().chain(&[WAL_DIR]) {
             let path = dir.join(folder);
             fs::create_dir_all(&path).map_err(Error::io(&path))?;
         }
@@ -112,10 +121,15 @@ impl Store {
         manifest::write(self.storage.as_ref(), &self.dir, manifest)
     }
 
-    /// Removes the files of `segments/`, `deletes/`, `tags/` and `users/`
-    /// not in `live`: leftovers of interrupted or superseded writes.
+    pub fn recommender_path(&self, id: u64) -> PathBuf {
+        crate::recommend::file_path(&self.dir.join(RECOMMENDERS_DIR), id)
+    }
+
+    /// Removes the files of `segments/`, `deletes/`, `tags/`, `users/` and
+    /// `recommenders/` not in `live`: leftovers of interrupted or superseded
+    /// writes.
     pub fn remove_unreferenced(&self, live: &BTreeSet<PathBuf>) -> Result<()> {
-        for folder in [SEGMENTS_DIR, DELETES_DIR, TAGS_DIR, USERS_DIR] {
+        for folder in FILE_DIRS {
             let dir = self.dir.join(folder);
             for path in files_in(&dir)? {
                 if !live.contains(&path) {
@@ -133,8 +147,8 @@ pub(crate) fn segment_file_path(dir: &Path, id: u64) -> PathBuf {
     segment_file::segment_path(&dir.join(SEGMENTS_DIR), id)
 }
 
-/// The segment, deletion vector, tag and user key files `manifest` names in
-/// the data directory `dir`.
+/// The segment, deletion vector, tag, user key and recommender files
+/// `manifest` names in the data directory `dir`.
 pub(crate) fn live_files(dir: &Path, manifest: &Manifest) -> BTreeSet<PathBuf> {
     let mut live = BTreeSet::new();
     let tags_dir = dir.join(TAGS_DIR);
@@ -149,6 +163,12 @@ pub(crate) fn live_files(dir: &Path, manifest: &Manifest) -> BTreeSet<PathBuf> {
         if let Some(file) = &tag.file {
             live.insert(crate::tags::tag_path(&tags_dir, tag.id, file.generation));
         }
+    }
+    for entry in &manifest.recommenders {
+        live.insert(crate::recommend::file_path(
+            &dir.join(RECOMMENDERS_DIR),
+            entry.id,
+        ));
     }
     for chunk in manifest.users.iter().flat_map(|u| &u.chunks) {
         live.insert(crate::users::chunk_path(&dir.join(USERS_DIR), chunk.first));

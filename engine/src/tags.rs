@@ -251,6 +251,14 @@ pub fn today() -> i32 {
     (seconds / 86_400) as i32
 }
 
+/// Now, in microseconds since 1970 UTC: when a tag, model or recommender was
+/// made.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Days since 1970-01-01 of an ISO date `YYYY-MM-DD`.
 pub fn parse_date(text: &str) -> Option<i32> {
     let mut parts = text.trim().splitn(3, '-');
@@ -652,6 +660,8 @@ pub struct Tags {
     pub stored: BTreeMap<String, Arc<StoredTag>>,
     /// Stored lookalike models, by name.
     pub models: BTreeMap<String, Arc<crate::lookalike::StoredModel>>,
+    /// Recommenders, by name.
+    pub recommenders: BTreeMap<String, Arc<crate::recommend::StoredRecommender>>,
 }
 
 impl Tags {
@@ -1517,6 +1527,7 @@ mod tests {
             tables: BTreeMap::from([(1, Arc::new(tags))]),
             stored: BTreeMap::new(),
             models: BTreeMap::new(),
+            recommenders: BTreeMap::new(),
         };
         all.stored.insert(
             "vip".to_string(),

@@ -103,6 +103,7 @@ pub(crate) fn upgrade(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Manifest
         tag_indexes: Vec::new(),
         tags: Vec::new(),
         models: Vec::new(),
+        recommenders: Vec::new(),
     };
     manifest::write(storage.as_ref(), dir, &manifest)?;
     remove_v1(storage.as_ref(), dir)?;

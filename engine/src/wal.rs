@@ -39,6 +39,8 @@ pub(crate) enum RecordKind {
     DropTag = 11,
     PutModel = 12,
     DropModel = 13,
+    PutRecommender = 14,
+    DropRecommender = 15,
 }
 
 impl RecordKind {
@@ -57,6 +59,8 @@ impl RecordKind {
             11 => RecordKind::DropTag,
             12 => RecordKind::PutModel,
             13 => RecordKind::DropModel,
+            14 => RecordKind::PutRecommender,
+            15 => RecordKind::DropRecommender,
             _ => return None,
         })
     }

@@ -272,6 +272,8 @@ impl Error {
                 EngineError::InvalidArgument(_) => "22023",
                 EngineError::ModelNotFound(_) => "42704",
                 EngineError::ModelExists(_) => "42710",
+                EngineError::RecommenderNotFound(_) => "42704",
+                EngineError::RecommenderExists(_) => "42710",
                 EngineError::Arrow(_) => "XX000",
             },
         }

@@ -22,11 +22,10 @@
 //! which reaches the parser as a column comment ([`user_key_as_comment`]).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
-use cohortdb_engine::tags::{TagSourceKind, TagUsers};
+use cohortdb_engine::tags::{TagSourceKind, TagUsers, now_micros};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::{
     Expr, Ident, ObjectName, ObjectNamePart, Query, Statement, Value,
@@ -434,12 +433,6 @@ fn object_name(name: &ObjectName) -> std::result::Result<String, ParserError> {
 }
 
 /// Microseconds since 1970 UTC: when a tag's users were computed.
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// Runs a tag statement.
 pub(crate) async fn run(
     session: &Session,

@@ -3,9 +3,6 @@
 //! the sections, each a little-endian array with its own CRC-32C. Reading
 //! checks every checksum and every index against the item and user counts,
 //! so a damaged file is an error naming what is wrong, never a wrong answer.
-// The catalog stores recommenders in these files once `CREATE RECOMMENDER`
-// exists; until then only the tests use them.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::path::Path;
 

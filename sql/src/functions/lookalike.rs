@@ -4,10 +4,8 @@
 //! a query returning user ids), the options, the features, and the deferred
 //! table that computes a result when the query runs (so a seed query can
 //! run, and EXPLAIN costs nothing).
-//!
-//! Options are `key=value` pairs separated by commas; a value runs to the
-//! next comma outside parentheses and quotes, so audience expressions need
-//! no quoting: `'size=5%, universe=city IN (beijing, shanghai)'`.
+//! Options are `key=value` pairs (`cohortdb_engine::options`):
+//! `'size=5%, universe=city IN (beijing, shanghai)'`.
 
 mod lookalike_eval;
 mod lookalike_explain;
@@ -22,6 +20,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use cohortdb_engine::audience::{self, Audience};
 use cohortdb_engine::lookalike::{Feature, Method, Settings, StoredModel, fit};
+use cohortdb_engine::options;
 use cohortdb_engine::sampling::Size;
 use cohortdb_engine::tags::{Tags, TagsRead};
 use cohortdb_engine::{Catalog, Error as EngineError};
@@ -184,7 +183,7 @@ impl Options {
     /// Parses `text` for `function`, which also takes the options `extra`.
     pub(crate) fn parse(function: &str, text: &str, extra: &[&str]) -> Result<Options> {
         let mut options = Options::default();
-        for (key, value, position) in split_options(function, text)? {
+        for (key, value, position) in options::split(function, text).map_err(to_datafusion)? {
             let err = |what: &str| {
                 invalid(format!(
                     "{function}: option {key} at character {position}: {what}, got {value:?}"
@@ -233,10 +232,10 @@ impl Options {
                     }
                 }
                 "include_seed" => {
-                    options.include_seed =
-                        parse_bool(&value).ok_or_else(|| err("include_seed is true or false"))?;
+                    options.include_seed = options::parse_bool(&value)
+                        .ok_or_else(|| err("include_seed is true or false"))?;
                 }
-                "features" => options.features = Some(parse_names(&value)),
+                "features" => options.features = Some(options::parse_names(&value)),
                 "min_support" => {
                     s.min_support = count(&value).ok_or_else(|| err("a count"))?;
                 }
@@ -294,15 +293,6 @@ impl Options {
     }
 }
 
-/// `true`/`on`/`yes` or `false`/`off`/`no`.
-fn parse_bool(text: &str) -> Option<bool> {
-    match text.to_ascii_lowercase().as_str() {
-        "true" | "on" | "yes" => Some(true),
-        "false" | "off" | "no" => Some(false),
-        _ => None,
-    }
-}
-
 /// `5%`, `0.05` (a fraction) or `5000` (a count).
 fn parse_size(text: &str) -> Option<Size> {
     if let Some(percent) = text.strip_suffix('%') {
@@ -314,81 +304,6 @@ fn parse_size(text: &str) -> Option<Size> {
     }
     let f: f64 = text.parse().ok()?;
     (f > 0.0 && f <= 1.0).then_some(Size::Fraction(f))
-}
-
-/// `(a, "b c", d)` or `a`: names, double quotes removed.
-fn parse_names(text: &str) -> Vec<String> {
-    let inner = text
-        .strip_prefix('(')
-        .and_then(|t| t.strip_suffix(')'))
-        .unwrap_or(text);
-    inner
-        .split(',')
-        .map(|name| {
-            let name = name.trim();
-            match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-                Some(quoted) => quoted.replace("\"\"", "\""),
-                None => name.to_string(),
-            }
-        })
-        .filter(|name| !name.is_empty())
-        .collect()
-}
-
-/// The `key=value` pairs of an options string, keys in lower case, with the
-/// 1-based character position of each pair.
-fn split_options(function: &str, text: &str) -> Result<Vec<(String, String, usize)>> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut parts = Vec::new();
-    let (mut start, mut depth, mut quote) = (0usize, 0i32, None::<char>);
-    for i in 0..=chars.len() {
-        let c = chars.get(i).copied();
-        match (quote, c) {
-            (Some(q), Some(c)) if c == q => quote = None,
-            (Some(_), Some(_)) => {}
-            (Some(q), None) => {
-                return Err(invalid(format!(
-                    "{function}: options: unterminated {q} at the end"
-                )));
-            }
-            (None, Some('\'' | '"')) => quote = c,
-            (None, Some('(')) => depth += 1,
-            (None, Some(')')) => depth -= 1,
-            (None, Some(',')) if depth == 0 => {
-                parts.push((start, i));
-                start = i + 1;
-            }
-            (None, Some(_)) => {}
-            (None, None) => parts.push((start, i)),
-        }
-    }
-    let mut pairs = Vec::new();
-    for (from, to) in parts {
-        let part: String = chars[from..to].iter().collect();
-        if part.trim().is_empty() {
-            if text.trim().is_empty() {
-                continue;
-            }
-            return Err(invalid(format!(
-                "{function}: options: empty option at character {}",
-                from + 1
-            )));
-        }
-        let leading = part.chars().take_while(|c| c.is_whitespace()).count();
-        let position = from + leading + 1;
-        let Some((key, value)) = part.split_once('=') else {
-            return Err(invalid(format!(
-                "{function}: options: expected key=value at character {position}, got {:?}",
-                part.trim()
-            )));
-        };
-        pairs.push((
-            key.trim().to_ascii_lowercase(),
-            value.trim().to_string(),
-            position,
-        ));
-    }
-    Ok(pairs)
 }
 
 /// The seed and options of a call: `f(seed [, options])`.
@@ -557,34 +472,6 @@ impl TableProvider for Deferred {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn options_split_outside_parentheses_and_quotes() {
-        let pairs = split_options(
-            "f",
-            "size=5%, universe=city IN (beijing, shanghai) AND tier='a,b', Method = iv",
-        )
-        .expect("parses");
-        assert_eq!(
-            pairs,
-            vec![
-                ("size".to_string(), "5%".to_string(), 1),
-                (
-                    "universe".to_string(),
-                    "city IN (beijing, shanghai) AND tier='a,b'".to_string(),
-                    10
-                ),
-                ("method".to_string(), "iv".to_string(), 63),
-            ]
-        );
-        assert!(split_options("f", "").expect("parses").is_empty());
-        assert_eq!(
-            split_options("f", "size=1, oops")
-                .expect_err("fails")
-                .to_string(),
-            "External error: f: options: expected key=value at character 9, got \"oops\""
-        );
-    }
 
     #[test]
     fn sizes_are_counts_percentages_or_fractions() {

@@ -282,12 +282,13 @@ fn check(data: &std::path::Path) -> CliResult {
     }
     if report.problems.is_empty() {
         println!(
-            "ok: {} tables, {} segments, {} rows, {} users, {} tag files, {} log records to replay",
+            "ok: {} tables, {} segments, {} rows, {} users, {} tag files, {} recommenders, {} log records to replay",
             report.tables,
             report.segments,
             report.rows,
             report.users,
             report.tag_files,
+            report.recommenders,
             report.wal_records
         );
         Ok(())
