@@ -26,8 +26,10 @@
 //!   time-decayed, weights); the fallback for users without history.
 
 mod file;
+mod serve;
 mod stored;
 
+pub use serve::{Contribution, ItemKey, Request, Scratch, Similar, top_items};
 pub use stored::{
     Algorithm, DEFAULT_LAMBDA, DEFAULT_NEIGHBOURS, Definition, Entry, Settings, StoredRecommender,
     build,
@@ -490,6 +492,31 @@ pub struct Recommender {
     pub interactions: Interactions,
     pub popularity: Vec<f32>,
     pub model: Model,
+    /// Items by descending popularity: the fallback order.
+    popular: Vec<u32>,
+}
+
+impl Recommender {
+    pub fn new(
+        items: ItemKeys,
+        interactions: Interactions,
+        popularity: Vec<f32>,
+        model: Model,
+    ) -> Recommender {
+        let popular = popularity_order(&popularity);
+        Recommender {
+            items,
+            interactions,
+            popularity,
+            model,
+            popular,
+        }
+    }
+
+    /// Items by descending popularity, ties to the lower index.
+    pub fn popular(&self) -> &[u32] {
+        &self.popular
+    }
 }
 
 /// A scorer of items for a user's history.
@@ -507,6 +534,8 @@ pub struct Scored {
     pub item: u32,
     pub score: f32,
     pub reason: Option<u32>,
+    /// Taken from the fallback order, not ranked by the scores (score 0).
+    pub fallback: bool,
 }
 
 impl Model {
@@ -629,6 +658,7 @@ pub fn top(
             item: j,
             score: if with_score { boosted(j as usize) } else { 0.0 },
             reason: if with_score { reason } else { None },
+            fallback: !with_score,
         });
     };
     for &j in &candidates {

@@ -338,12 +338,7 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Recommender> {
         "popularity" => Model::Popularity(popularity.clone()),
         other => return Err(corrupted(format!("unknown model {other:?}"))),
     };
-    Ok(Recommender {
-        items: item_keys,
-        interactions: data,
-        popularity,
-        model,
-    })
+    Ok(Recommender::new(item_keys, data, popularity, model))
 }
 
 #[cfg(test)]
@@ -362,12 +357,7 @@ mod tests {
             "ease" => Model::Ease(Ease::build(&data, 2.0).expect("fits")),
             _ => Model::Popularity(popularity.clone()),
         };
-        Recommender {
-            items: keys,
-            interactions: data,
-            popularity,
-            model,
-        }
+        Recommender::new(keys, data, popularity, model)
     }
 
     #[test]

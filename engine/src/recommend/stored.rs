@@ -487,12 +487,7 @@ pub fn build(
         Algorithm::Ease { lambda } => Model::Ease(Ease::build(&data, lambda)?),
         Algorithm::Popularity => Model::Popularity(popularity.clone()),
     };
-    Ok(Recommender {
-        items: keys,
-        interactions: data,
-        popularity,
-        model,
-    })
+    Ok(Recommender::new(keys, data, popularity, model))
 }
 
 /// For provisional indices listed in their final order, the final index of
