@@ -1849,6 +1849,7 @@ impl State {
                 if next.tags.recommenders.contains_key(&entry.name) && !replace {
                     return Err(Error::RecommenderExists(entry.name.clone()));
                 }
+                next.next_id = next.next_id.max(entry.id + 1);
                 // Replayed or applied to a stored catalog: the model is read
                 // from the file in this directory when first used.
                 let stored = match store.map(|s| s.recommender_path(entry.id)) {

@@ -47,6 +47,9 @@ use crate::error::{Error, Result};
 /// the inverse grows with items³.
 pub const EASE_MAX_ITEMS: usize = 20_000;
 
+/// EASE weights smaller than this in magnitude are taken as zero.
+const EASE_ROUNDOFF: f64 = 1e-9;
+
 /// One interaction: a user (ordinal), an item (index) and its weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interaction {
@@ -154,6 +157,11 @@ impl Interactions {
 
     pub fn is_empty(&self) -> bool {
         self.user_items.is_empty()
+    }
+
+    /// The users with at least one interaction, ascending ordinals.
+    pub fn users(&self) -> &[u32] {
+        &self.users
     }
 
     /// The users with at least one interaction.
@@ -445,8 +453,12 @@ impl Ease {
         let mut weights = vec![0f32; n * n];
         for i in 0..n {
             for j in 0..n {
-                if i != j {
-                    weights[i * n + j] = (-inverse[(i, j)] / inverse[(j, j)]) as f32;
+                let b = -inverse[(i, j)] / inverse[(j, j)];
+                // Below EASE_ROUNDOFF a weight is the inverse's rounding
+                // error, not a relation: kept, it would make an item with no
+                // relation to the history "scored".
+                if i != j && b.abs() >= EASE_ROUNDOFF {
+                    weights[i * n + j] = b as f32;
                 }
             }
         }

@@ -5,12 +5,14 @@
 
 mod ab_assign;
 mod audience;
+mod deferred;
 mod experiment_report;
 mod experiment_stats;
 pub(crate) mod lookalike;
 mod metric_moments;
 mod p_adjust;
 mod pg_catalog;
+mod recommend;
 mod settings;
 mod srm_test;
 mod system;
@@ -55,6 +57,7 @@ pub(crate) fn register(
     names.push("experiment_report".to_string());
     names.extend(audience::register(ctx, catalog));
     names.extend(lookalike::register(ctx, catalog));
+    names.extend(recommend::register(ctx, catalog));
     for udf in own.into_iter().chain(postgres) {
         ctx.register_udf(udf);
     }
@@ -86,6 +89,30 @@ pub(crate) fn constant(
         &RecordBatchOptions::new().with_row_count(Some(1)),
     )?;
     datafusion::common::ScalarValue::try_from_array(&physical.evaluate(&one_row)?.into_array(1)?, 0)
+}
+
+/// A count argument (k, n): a non-negative integer constant up to `max`.
+pub(crate) fn constant_count(
+    session: &dyn datafusion::catalog::Session,
+    expr: &datafusion::logical_expr::Expr,
+    function: &str,
+    what: &str,
+    max: usize,
+) -> datafusion::common::Result<usize> {
+    let value = constant(session, expr)?;
+    let n = match &value {
+        datafusion::common::ScalarValue::Int64(Some(n)) => Some(*n),
+        datafusion::common::ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+        datafusion::common::ScalarValue::Int16(Some(n)) => Some(i64::from(*n)),
+        _ => None,
+    };
+    n.filter(|n| (0..=max as i64).contains(n))
+        .map(|n| n as usize)
+        .ok_or_else(|| {
+            crate::error::to_datafusion(cohortdb_engine::Error::InvalidArgument(format!(
+                "{function}: {what} is a count from 0 to {max}, got {value}"
+            )))
+        })
 }
 
 /// The list type list arguments are coerced to: `DOUBLE[]`.

@@ -284,6 +284,14 @@ const RELATIONS: &[CatalogRelation] = &[
         rows: Some(model_rows),
     },
     CatalogRelation {
+        name: "cohortdb_recommenders",
+        oid: 0,
+        columns: "name text, table_name text, user_column text, item_column text, \
+                  weight_column text, time_column text, algorithm text, options text, \
+                  users int8, items int8, interactions int8, bytes int8, built_at timestamptz",
+        rows: Some(recommender_rows),
+    },
+    CatalogRelation {
         name: "pg_tablespace",
         oid: 1213,
         columns: "oid oid, spcname name, spcowner oid, spcacl aclitem[], spcoptions text[]",
@@ -1209,6 +1217,35 @@ fn model_rows(s: &Snapshot) -> Vec<Row> {
                 ScalarValue::Int64(Some(m.population_users as i64)),
                 ScalarValue::Int64(Some(tags.len() as i64)),
                 refreshed(m.trained_micros),
+            ]
+        })
+        .collect()
+}
+
+/// `cohortdb_recommenders`: every recommender, what it is built from, its
+/// sizes and when it was built.
+fn recommender_rows(s: &Snapshot) -> Vec<Row> {
+    s.tags
+        .recommenders
+        .values()
+        .map(|r| {
+            let e = &r.entry;
+            let d = &e.definition;
+            let count = |n: u64| ScalarValue::Int64(Some(n as i64));
+            vec![
+                text(&e.name),
+                text(&d.table),
+                text(&d.user),
+                text(&d.item),
+                d.weight.as_deref().map_or(NULL, text),
+                d.time.as_deref().map_or(NULL, text),
+                text(&d.algorithm),
+                text(&d.options),
+                count(e.users),
+                count(e.items),
+                count(e.interactions),
+                count(e.bytes),
+                refreshed(e.built_micros),
             ]
         })
         .collect()

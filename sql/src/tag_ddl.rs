@@ -13,6 +13,10 @@
 //! CREATE [ OR REPLACE ] MODEL name AS LOOKALIKE ( 'seed' [, 'options'] )
 //! REFRESH MODEL name
 //! DROP MODEL [ IF EXISTS ] name
+//! CREATE [ OR REPLACE ] RECOMMENDER name ON table ( user, item [, weight ] [, time ] )
+//!     USING { item_knn | ease | popularity } [ 'options' ]
+//! REFRESH RECOMMENDER name
+//! DROP RECOMMENDER [ IF EXISTS ] name
 //! ```
 //!
 //! They are recognised in the token stream ([`split`]), checked with the SQL
@@ -84,6 +88,21 @@ pub(crate) enum TagStatement {
         name: String,
         if_exists: bool,
     },
+    CreateRecommender {
+        name: String,
+        or_replace: bool,
+        table: String,
+        columns: Vec<String>,
+        algorithm: String,
+        options: String,
+    },
+    RefreshRecommender {
+        name: String,
+    },
+    DropRecommender {
+        name: String,
+        if_exists: bool,
+    },
 }
 
 /// What a tag or segment is made of.
@@ -113,6 +132,9 @@ impl TagStatement {
             TagStatement::CreateModel { .. } => "CREATE MODEL",
             TagStatement::RefreshModel { .. } => "REFRESH MODEL",
             TagStatement::DropModel { .. } => "DROP MODEL",
+            TagStatement::CreateRecommender { .. } => "CREATE RECOMMENDER",
+            TagStatement::RefreshRecommender { .. } => "REFRESH RECOMMENDER",
+            TagStatement::DropRecommender { .. } => "DROP RECOMMENDER",
         }
     }
 }
@@ -156,7 +178,8 @@ fn is_word(token: &TokenWithSpan, word: &str) -> bool {
 fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
     let words: Vec<&TokenWithSpan> = tokens.iter().filter(|t| significant(t)).take(4).collect();
     let at = |i: usize, w: &str| words.get(i).is_some_and(|t| is_word(t, w));
-    let object = |i: usize| at(i, "tag") || at(i, "segment") || at(i, "model");
+    let object =
+        |i: usize| at(i, "tag") || at(i, "segment") || at(i, "model") || at(i, "recommender");
     (at(0, "create") && (object(1) || (at(1, "or") && at(2, "replace") && object(3))))
         || (at(0, "drop") && object(1))
         || (at(0, "refresh") && object(1))
@@ -350,8 +373,34 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
                 seed,
                 options,
             }
+        } else if word(&mut p, "recommender") {
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_keyword(Keyword::ON)?;
+            let table = object_name(&p.parse_object_name(false)?)?;
+            let list_start = p.peek_token();
+            let columns = column_list(&mut p)?;
+            if !(2..=4).contains(&columns.len()) {
+                return p.expected(
+                    "(user, item [, weight] [, time]): two to four columns",
+                    list_start,
+                );
+            }
+            p.expect_keyword(Keyword::USING)?;
+            let algorithm = p.parse_identifier()?.value.to_ascii_lowercase();
+            let options = match p.peek_token().token {
+                Token::EOF => String::new(),
+                _ => p.parse_literal_string()?,
+            };
+            TagStatement::CreateRecommender {
+                name,
+                or_replace,
+                table,
+                columns,
+                algorithm,
+                options,
+            }
         } else {
-            return p.expected("TAG, SEGMENT or MODEL", p.peek_token());
+            return p.expected("TAG, SEGMENT, MODEL or RECOMMENDER", p.peek_token());
         }
     } else if p.parse_keyword(Keyword::DROP) {
         if word(&mut p, "model") {
@@ -359,6 +408,12 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
             let name = names::normalize(&p.parse_identifier()?);
             p.expect_token(&Token::EOF)?;
             return Ok(TagStatement::DropModel { name, if_exists });
+        }
+        if word(&mut p, "recommender") {
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_token(&Token::EOF)?;
+            return Ok(TagStatement::DropRecommender { name, if_exists });
         }
         let segment = if word(&mut p, "tag") {
             if word(&mut p, "index") {
@@ -392,6 +447,11 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
             let name = names::normalize(&p.parse_identifier()?);
             p.expect_token(&Token::EOF)?;
             return Ok(TagStatement::RefreshModel { name });
+        }
+        if word(&mut p, "recommender") {
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_token(&Token::EOF)?;
+            return Ok(TagStatement::RefreshRecommender { name });
         }
         let segment = if word(&mut p, "tag") {
             false
@@ -514,8 +574,101 @@ pub(crate) async fn run(
         TagStatement::DropModel { name, if_exists } => {
             catalog.drop_model(&name, if_exists)?;
         }
+        TagStatement::CreateRecommender {
+            name,
+            or_replace,
+            table,
+            columns,
+            algorithm,
+            options,
+        } => {
+            let definition = recommender_definition(session, table, columns, algorithm, options)?;
+            blocking(catalog, move |c| {
+                c.create_recommender(&name, definition, or_replace)
+            })
+            .await?;
+        }
+        TagStatement::RefreshRecommender { name } => {
+            blocking(catalog, move |c| c.refresh_recommender(&name)).await?;
+        }
+        TagStatement::DropRecommender { name, if_exists } => {
+            catalog.drop_recommender(&name, if_exists)?;
+        }
     }
     Ok(empty_stream())
+}
+
+/// Runs a long catalog call (a recommender build) off the async workers.
+async fn blocking<T: Send + 'static>(
+    catalog: &Arc<cohortdb_engine::Catalog>,
+    call: impl FnOnce(&cohortdb_engine::Catalog) -> cohortdb_engine::Result<T> + Send + 'static,
+) -> Result<T> {
+    let catalog = Arc::clone(catalog);
+    let result = datafusion::common::runtime::SpawnedTask::spawn_blocking(move || call(&catalog))
+        .join()
+        .await
+        .map_err(|e| Error::Execution {
+            message: format!("a background task failed: {e}"),
+        })?;
+    Ok(result?)
+}
+
+/// A recommender's definition from `CREATE RECOMMENDER`'s column list: the
+/// user and item columns, then a numeric weight and a date or timestamp
+/// time, in either order, told apart by their types.
+fn recommender_definition(
+    session: &Session,
+    table: String,
+    columns: Vec<String>,
+    algorithm: String,
+    options: String,
+) -> Result<cohortdb_engine::recommend::Definition> {
+    use cohortdb_engine::ColumnType;
+    let t = session.catalog().table(&table)?;
+    let defs = t.columns();
+    let (mut weight, mut time) = (None, None);
+    for name in &columns[2..] {
+        let column_type = defs
+            .iter()
+            .find(|c| &c.name == name)
+            .map(|c| c.column_type)
+            .ok_or_else(|| Error::Plan {
+                message: format!("column \"{name}\" of relation \"{table}\" does not exist"),
+                position: None,
+            })?;
+        let (slot, role) = match column_type {
+            ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
+                (&mut time, "time")
+            }
+            t if t.to_arrow().is_numeric() => (&mut weight, "weight"),
+            other => {
+                return Err(Error::Plan {
+                    message: format!(
+                        "CREATE RECOMMENDER: column \"{name}\" is {other}; after the user and item \
+                         come a numeric weight and a date or timestamp time"
+                    ),
+                    position: None,
+                });
+            }
+        };
+        if slot.replace(name.clone()).is_some() {
+            return Err(Error::Plan {
+                message: format!(
+                    "CREATE RECOMMENDER: two {role} columns; give one numeric weight and one time"
+                ),
+                position: None,
+            });
+        }
+    }
+    Ok(cohortdb_engine::recommend::Definition {
+        table,
+        user: columns[0].clone(),
+        item: columns[1].clone(),
+        weight,
+        time,
+        algorithm,
+        options,
+    })
 }
 
 /// CREATE TAG / CREATE SEGMENT (and REFRESH, which replaces).

@@ -54,6 +54,16 @@ pub struct Definition {
     pub options: String,
 }
 
+impl Definition {
+    /// Whether interactions carry weights (a weight column or time decay),
+    /// so popularity sums them instead of counting users.
+    pub fn weighted(&self) -> bool {
+        self.weight.is_some()
+            || Settings::parse(&self.algorithm, &self.options)
+                .is_ok_and(|s| s.half_life_days.is_some())
+    }
+}
+
 /// How a recommender scores, from its algorithm and options.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Algorithm {
@@ -477,8 +487,7 @@ pub fn build(
         interaction.item = renumber[interaction.item as usize];
     }
     let data = Interactions::new(keys.len(), interactions)?;
-    let weighted = definition.weight.is_some() || settings.half_life_days.is_some();
-    let popularity = data.popularity(weighted);
+    let popularity = data.popularity(definition.weighted());
     let model = match settings.algorithm {
         Algorithm::ItemKnn {
             similarity,
@@ -703,6 +712,13 @@ mod tests {
             // Replayed from the log, read from its file.
             let catalog = Catalog::open(dir.path()).expect("reopen");
             assert_eq!(reopened(&catalog), (entry.clone(), Arc::clone(&model)));
+            // The replay moved past the file's id: a new recommender gets
+            // its own file.
+            let other = catalog
+                .create_recommender("r2", definition("popularity", false), false)
+                .expect("create another");
+            assert!(other.entry.id > entry.id);
+            assert!(catalog.drop_recommender("r2", false).expect("drop"));
         }
         let catalog = Catalog::open(dir.path()).expect("reopen after checkpoint");
         assert_eq!(reopened(&catalog), (entry.clone(), model));

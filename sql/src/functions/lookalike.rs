@@ -24,16 +24,14 @@ use cohortdb_engine::options;
 use cohortdb_engine::sampling::Size;
 use cohortdb_engine::tags::{Tags, TagsRead};
 use cohortdb_engine::{Catalog, Error as EngineError};
-use datafusion::catalog::{MemTable, Session, TableFunctionArgs, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableProvider};
 use datafusion::common::{DataFusionError, Result, internal_err};
-use datafusion::datasource::TableType;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 
 use super::audience::{constant_text, today};
+use super::deferred::{self, Deferred};
 use crate::error::to_datafusion;
 
 /// Registers the lookalike functions; returns their names.
@@ -423,49 +421,38 @@ async fn query_seed(
 /// Computes a lookalike function's rows from its inputs.
 pub(crate) type Compute = fn(&Inputs<'_>, &Options) -> Result<RecordBatch>;
 
-/// A lookalike function's result, computed when the query runs.
+/// One call of a lookalike function: its seed and options, and how its rows
+/// follow from them.
 #[derive(Debug)]
-pub(crate) struct Deferred {
+pub(crate) struct LookalikeCall {
     pub function: &'static str,
     pub catalog: Arc<Catalog>,
-    pub schema: SchemaRef,
     pub seed: Seed,
     pub options: Options,
     pub compute: Compute,
 }
 
+impl LookalikeCall {
+    /// The provider of this call's rows, in `schema`.
+    pub(crate) fn provider(self, schema: SchemaRef) -> Arc<dyn TableProvider> {
+        Arc::new(Deferred { schema, call: self })
+    }
+}
+
 #[async_trait]
-impl TableProvider for Deferred {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+impl deferred::Compute for LookalikeCall {
+    fn function(&self) -> &'static str {
+        self.function
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn compute(&self, session: &SessionState) -> Result<RecordBatch> {
         let tags = self.catalog.tags();
         let seed_users = match &self.seed {
-            Seed::Query(query) => {
-                let Some(session) = state.as_any().downcast_ref::<SessionState>() else {
-                    return internal_err!("{} needs a SQL session", self.function);
-                };
-                Some(query_seed(session, &tags, query, self.function).await?)
-            }
+            Seed::Query(query) => Some(query_seed(session, &tags, query, self.function).await?),
             Seed::Audience(_) => None,
         };
         let inputs = Inputs::new(&tags, &self.seed, seed_users, &self.options)?;
-        let batch = (self.compute)(&inputs, &self.options)?;
-        MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        (self.compute)(&inputs, &self.options)
     }
 }
 

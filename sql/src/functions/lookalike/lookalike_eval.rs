@@ -23,7 +23,7 @@ use cohortdb_engine::lookalike::{Evaluation, Method, evaluate};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Result;
 
-use super::{Deferred, Inputs, Options, call_args};
+use super::{Inputs, LookalikeCall, Options, call_args};
 use crate::error::to_datafusion;
 
 #[derive(Debug)]
@@ -55,14 +55,14 @@ fn schema() -> SchemaRef {
 impl TableFunctionImpl for LookalikeEvalFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (seed, options) = call_args(&args, "lookalike_eval", &["train", "repetitions"])?;
-        Ok(Arc::new(Deferred {
+        Ok(LookalikeCall {
             function: "lookalike_eval",
             catalog: Arc::clone(&self.catalog),
-            schema: schema(),
             seed,
             options,
             compute,
-        }))
+        }
+        .provider(schema()))
     }
 }
 

@@ -14,7 +14,7 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use cohortdb_engine::Catalog;
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{Result, plan_err};
 
 use super::stored_model;
 use crate::error::to_datafusion;
@@ -46,16 +46,15 @@ impl TableFunctionImpl for LookalikeExplainFunc {
         };
         let name = constant_text(args.session(), model, "lookalike_explain", "the model")?;
         let id = crate::functions::constant(args.session(), id)?;
-        let n = match n
-            .map(|n| crate::functions::constant(args.session(), n))
-            .transpose()?
-        {
+        let n = match n {
+            Some(n) => crate::functions::constant_count(
+                args.session(),
+                n,
+                "lookalike_explain",
+                "n",
+                100_000,
+            )?,
             None => 10,
-            Some(ScalarValue::Int64(Some(n))) if n >= 0 => n as usize,
-            Some(ScalarValue::Int32(Some(n))) if n >= 0 => n as usize,
-            Some(other) => {
-                return plan_err!("lookalike_explain: n is a count of tags, got {other}");
-            }
         };
         let tags = self.catalog.tags();
         let model = stored_model(&tags, &name)?;

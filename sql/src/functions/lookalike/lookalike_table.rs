@@ -25,7 +25,7 @@ use cohortdb_engine::sampling::Size;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Result;
 
-use super::{Deferred, Inputs, Options, call_args};
+use super::{Inputs, LookalikeCall, Options, call_args};
 use crate::error::to_datafusion;
 
 #[derive(Debug)]
@@ -57,14 +57,14 @@ impl TableFunctionImpl for LookalikeFunc {
             Field::new("rank", DataType::Int64, false),
             Field::new("percentile", DataType::Float64, false),
         ]));
-        Ok(Arc::new(Deferred {
+        Ok(LookalikeCall {
             function: "lookalike",
             catalog: Arc::clone(&self.catalog),
-            schema,
             seed,
             options,
             compute,
-        }))
+        }
+        .provider(schema))
     }
 }
 

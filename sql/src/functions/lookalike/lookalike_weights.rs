@@ -25,7 +25,7 @@ use cohortdb_engine::lookalike::fit;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Result;
 
-use super::{Deferred, Inputs, Options, call_args};
+use super::{Inputs, LookalikeCall, Options, call_args};
 use crate::error::to_datafusion;
 
 #[derive(Debug)]
@@ -56,14 +56,14 @@ fn schema() -> SchemaRef {
 impl TableFunctionImpl for LookalikeWeightsFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (seed, options) = call_args(&args, "lookalike_weights", &[])?;
-        Ok(Arc::new(Deferred {
+        Ok(LookalikeCall {
             function: "lookalike_weights",
             catalog: Arc::clone(&self.catalog),
-            schema: schema(),
             seed,
             options,
             compute,
-        }))
+        }
+        .provider(schema()))
     }
 }
 

@@ -1,0 +1,132 @@
+//! `explain_recommendation(recommender, user_id, item_id [, n])`: why an
+//! item scores as it does for a user: the `n` (10 by default) items of the
+//! user's history that add the most to its score, largest first:
+//! (history_item_id, weight, contribution, share, rank). `weight` is the
+//! user's weight of the history item, `contribution` that weight times the
+//! model's item-to-item weight, `share` the contribution over the item's
+//! whole score. A popularity recommender explains nothing (no rows).
+//!
+//! ```sql
+//! SELECT * FROM explain_recommendation('for_you', 4242, 1042, 3);
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use cohortdb_engine::Catalog;
+use cohortdb_engine::recommend::Recommender;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::execution::SessionState;
+
+use super::{K_MAX, constant_count, item_ids, item_index, item_type, recommender};
+use crate::functions::audience::{constant_text, ordinals_of};
+use crate::functions::deferred::{Compute, Deferred};
+
+#[derive(Debug)]
+pub(crate) struct ExplainRecommendationFunc {
+    catalog: Arc<Catalog>,
+}
+
+impl ExplainRecommendationFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        ExplainRecommendationFunc {
+            catalog: Arc::clone(catalog),
+        }
+    }
+}
+
+const FUNCTION: &str = "explain_recommendation";
+
+impl TableFunctionImpl for ExplainRecommendationFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let session = args.session();
+        let (name, user, item, n) = match args.exprs() {
+            [name, user, item] => (name, user, item, None),
+            [name, user, item, n] => (name, user, item, Some(n)),
+            _ => {
+                return plan_err!(
+                    "explain_recommendation(recommender, user_id, item_id [, n]) takes three or four arguments"
+                );
+            }
+        };
+        let name = constant_text(session, name, FUNCTION, "the recommender")?;
+        let user = crate::functions::constant(session, user)?;
+        let item = crate::functions::constant(session, item)?;
+        let n = match n {
+            Some(n) => constant_count(session, n, FUNCTION, "n", K_MAX)?,
+            None => 10,
+        };
+        let (_, model) = recommender(&self.catalog, &name)?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("history_item_id", item_type(&model), false),
+            Field::new("weight", DataType::Float64, false),
+            Field::new("contribution", DataType::Float64, false),
+            Field::new("share", DataType::Float64, false),
+            Field::new("rank", DataType::Int64, false),
+        ]));
+        Ok(Arc::new(Deferred {
+            schema: Arc::clone(&schema),
+            call: ExplainCall {
+                catalog: Arc::clone(&self.catalog),
+                schema,
+                model,
+                user,
+                item,
+                n,
+            },
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct ExplainCall {
+    catalog: Arc<Catalog>,
+    schema: SchemaRef,
+    model: Arc<Recommender>,
+    user: ScalarValue,
+    item: ScalarValue,
+    n: usize,
+}
+
+#[async_trait]
+impl Compute for ExplainCall {
+    fn function(&self) -> &'static str {
+        FUNCTION
+    }
+
+    async fn compute(&self, _session: &SessionState) -> Result<RecordBatch> {
+        let tags = self.catalog.tags();
+        let ordinal = if self.user.is_null() {
+            None
+        } else {
+            ordinals_of(&tags, self.user.to_array()?.as_ref())?[0]
+        };
+        let mut parts = match (ordinal, item_index(&self.model, &self.item)?) {
+            (Some(o), Some(i)) => self.model.explain(o, i, usize::MAX),
+            _ => Vec::new(),
+        };
+        let total: f64 = parts.iter().map(|c| f64::from(c.contribution)).sum();
+        parts.truncate(self.n);
+        let columns: Vec<ArrayRef> = vec![
+            item_ids(&self.model, parts.iter().map(|c| Some(c.item))),
+            Arc::new(Float64Array::from_iter_values(
+                parts.iter().map(|c| f64::from(c.weight)),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                parts.iter().map(|c| f64::from(c.contribution)),
+            )),
+            Arc::new(Float64Array::from_iter_values(parts.iter().map(|c| {
+                if total != 0.0 {
+                    f64::from(c.contribution) / total
+                } else {
+                    0.0
+                }
+            }))),
+            Arc::new(Int64Array::from_iter_values(1..=parts.len() as i64)),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}

@@ -1,0 +1,104 @@
+//! `recommend(recommender, user_id, k [, options])`: a user's top k, best
+//! first: (item_id, score, rank, reason_item_id, source). `reason_item_id`
+//! is the item of the user's history that added the most to the score
+//! ("because you bought X"); `source` is `personal` for items the model
+//! ranked from the history and `popular` for items the fallback added (a
+//! user without enough history, or fewer than k scored items pass the
+//! filters), whose score is their popularity.
+//!
+//! ```sql
+//! SELECT * FROM recommend('for_you', 4242, 10);
+//! SELECT item_id FROM recommend('for_you', 4242, 5,
+//!     'exclude_seen=false, include=(SELECT item_id FROM products WHERE in_stock)');
+//! ```
+//!
+//! Options: `exclude_seen` (default true), `include`, `exclude` (lists like
+//! `(1, 2)` or queries in parentheses), `categories` (a query of item,
+//! category) with `per_category`, `boost` (a query of item, factor),
+//! `min_history` (default 1), `fallback` (`popular`, the default, or
+//! `none`); filters apply before the top k, so k rows come back whenever k
+//! items pass.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use cohortdb_engine::Catalog;
+use cohortdb_engine::recommend::{Recommender, Scratch};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::execution::SessionState;
+
+use super::{TopOptions, recommender, top_args, top_columns, top_fields};
+use crate::functions::audience::ordinals_of;
+use crate::functions::deferred::{Compute, Deferred};
+
+#[derive(Debug)]
+pub(crate) struct RecommendFunc {
+    catalog: Arc<Catalog>,
+}
+
+impl RecommendFunc {
+    pub fn new(catalog: &Arc<Catalog>) -> Self {
+        RecommendFunc {
+            catalog: Arc::clone(catalog),
+        }
+    }
+}
+
+const FUNCTION: &str = "recommend";
+
+impl TableFunctionImpl for RecommendFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (name, user, k, options) = top_args(&args, FUNCTION, "user_id")?;
+        let user = crate::functions::constant(args.session(), user)?;
+        let (_, model) = recommender(&self.catalog, &name)?;
+        let schema = Arc::new(Schema::new(top_fields(&model)));
+        Ok(Arc::new(Deferred {
+            schema: Arc::clone(&schema),
+            call: RecommendCall {
+                catalog: Arc::clone(&self.catalog),
+                schema,
+                model,
+                user,
+                k,
+                options,
+            },
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct RecommendCall {
+    catalog: Arc<Catalog>,
+    schema: SchemaRef,
+    model: Arc<Recommender>,
+    user: ScalarValue,
+    k: usize,
+    options: TopOptions,
+}
+
+#[async_trait]
+impl Compute for RecommendCall {
+    fn function(&self) -> &'static str {
+        FUNCTION
+    }
+
+    async fn compute(&self, session: &SessionState) -> Result<RecordBatch> {
+        let resolved = self.options.resolve(session, &self.model, FUNCTION).await?;
+        let tags = self.catalog.tags();
+        let ordinal = if self.user.is_null() {
+            None
+        } else {
+            ordinals_of(&tags, self.user.to_array()?.as_ref())?[0]
+        };
+        let list =
+            self.model
+                .recommend(ordinal, &resolved.request(self.k), &mut Scratch::default());
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            top_columns(&self.model, &[list]),
+        )?)
+    }
+}
