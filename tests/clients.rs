@@ -33,6 +33,7 @@ pub fn trials() -> Vec<Trial> {
             bitmaps_read_by_pyroaring,
         ),
         trial("clients::lookalike_caravan", lookalike_caravan),
+        trial("clients::recommend_movielens", recommend_movielens),
     ]
 }
 
@@ -43,6 +44,10 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 /// protocols, 10 splits, two methods, 5 folds x 5 strengths): about 90 s in a
 /// test build (the engine is optimised there), seconds in release.
 const CARAVAN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// recommend_movielens.py builds EASE over 9,066 items (a dense inverse) and
+/// three recommenders over 80,000 ratings: about 20 s in release.
+const MOVIELENS_TIMEOUT: Duration = Duration::from_secs(600);
 
 const INSTALL_HINT: &str = "run scripts/install-clients.sh";
 
@@ -85,6 +90,19 @@ fn lookalike_caravan() -> Result<(), Failed> {
         let mut command = Command::new(&python);
         command
             .arg(script("lookalike_caravan.py"))
+            .arg(port.to_string());
+        command
+    })
+}
+
+/// Recommendation quality on MovieLens through SQL, with the bars
+/// (tests/clients/recommend_movielens.py).
+fn recommend_movielens() -> Result<(), Failed> {
+    let python = python()?;
+    run_against_server_within(MOVIELENS_TIMEOUT, move |port| {
+        let mut command = Command::new(&python);
+        command
+            .arg(script("recommend_movielens.py"))
             .arg(port.to_string());
         command
     })
