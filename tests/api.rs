@@ -28,6 +28,10 @@ pub fn trials() -> Vec<Trial> {
         trial("api::experiment_worked_example", experiment_worked_example),
         trial("api::lookalike_worked_example", lookalike_worked_example),
         trial(
+            "api::recommendations_worked_example",
+            recommendations_worked_example,
+        ),
+        trial(
             "api::format_v1_golden_directory",
             format_v1_golden_directory,
         ),
@@ -503,6 +507,106 @@ fn experiment_worked_example() -> Result<(), Failed> {
     })
 }
 
+/// Result rows as `a|b|c` text, NULL as `NULL`.
+fn rows(batches: Vec<RecordBatch>) -> Vec<String> {
+    let options = arrow::util::display::FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                        .expect("formats")
+                        .value(row)
+                        .to_string()
+                })
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    rows
+}
+
+/// docs/examples/recommendations.sql on the default demo data gives the
+/// figures docs/recommendations.md shows.
+fn recommendations_worked_example() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        db.load_demo(&cohortdb::DemoConfig::default(), &mut |_, _| {})?;
+        let script = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/examples/recommendations.sql"
+        ))?;
+        // Each statement's rows, in order (the script has no `;` but the
+        // statements').
+        let session = db.session();
+        let mut results = Vec::new();
+        for statement in script.split(';') {
+            let code = statement
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if !code.trim().is_empty() {
+                results.push(rows(session.execute(&code).await?));
+            }
+        }
+        // Statements that return rows: DELETE and INSERT (their counts), then
+        // the SELECTs.
+        let returned: Vec<&Vec<String>> = results.iter().filter(|r| !r.is_empty()).collect();
+        assert_eq!(
+            returned,
+            [
+                &vec!["0".to_string()],
+                &vec!["945614".to_string()],
+                &vec!["for_you|item_knn|100000|1000|814242".to_string()],
+                &[
+                    "1|1|electronics|1.478|3|game_cards|personal",
+                    "2|2|grocery|1.306|3|game_cards|personal",
+                    "3|4|apparel|1.081|3|game_cards|personal",
+                    "4|5|apparel|0.997|3|game_cards|personal",
+                    "5|6|game_cards|0.944|3|game_cards|personal",
+                ]
+                .map(String::from)
+                .to_vec(),
+                &[
+                    "3|1.0|0.557|0.377",
+                    "15|1.0|0.302|0.205",
+                    "18|1.0|0.285|0.193"
+                ]
+                .map(String::from)
+                .to_vec(),
+                &[
+                    "25|1|2|1.101",
+                    "25|2|4|0.911",
+                    "25|3|12|0.909",
+                    "64|1|3|6.913",
+                    "64|2|12|6.158",
+                    "64|3|5|5.825",
+                    "91|1|1|2.529",
+                    "91|2|3|2.015",
+                    "91|3|4|1.824",
+                ]
+                .map(String::from)
+                .to_vec(),
+                &[
+                    "2|0.612|28195|0.431|1.02",
+                    "3|0.557|21380|0.327|1.04",
+                    "4|0.508|16803|0.257|1.05",
+                ]
+                .map(String::from)
+                .to_vec(),
+                &["1|21801.0|9182", "2|10915.0|5869", "3|7509.0|4493"]
+                    .map(String::from)
+                    .to_vec(),
+            ]
+        );
+        Ok(())
+    })
+}
+
 /// docs/examples/lookalike.sql on the default demo data gives the figures
 /// docs/lookalike.md shows.
 fn lookalike_worked_example() -> Result<(), Failed> {
@@ -515,26 +619,6 @@ fn lookalike_worked_example() -> Result<(), Failed> {
         ))?;
         let session = db.session();
         let explained = session.execute(&script).await?;
-        let rows = |batches: Vec<RecordBatch>| -> Vec<String> {
-            let options = arrow::util::display::FormatOptions::default().with_null("NULL");
-            let mut rows = Vec::new();
-            for batch in &batches {
-                for row in 0..batch.num_rows() {
-                    let cells: Vec<String> = batch
-                        .columns()
-                        .iter()
-                        .map(|c| {
-                            arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
-                                .expect("formats")
-                                .value(row)
-                                .to_string()
-                        })
-                        .collect();
-                    rows.push(cells.join("|"));
-                }
-            }
-            rows
-        };
         assert_eq!(
             rows(explained),
             [

@@ -17,6 +17,7 @@ mod memory;
 mod peers;
 mod postgres;
 mod recommend;
+mod recommend_speed;
 mod report;
 mod scan;
 mod suites;
@@ -96,6 +97,10 @@ pub enum Suite {
     /// Recommendation quality on MovieLens (item-kNN, EASE, popularity through
     /// the engine API) against the `implicit` library.
     Recommend,
+    /// item-kNN at scale through SQL (build, one user's top 10, every user's)
+    /// against `implicit`: --users users, one item per ten, 20 interactions
+    /// each on average.
+    RecommendSpeed,
     /// The audience suite's load: the dataset into cohortdb at --child-data, in
     /// this process, printing the timings and peak memory as JSON.
     #[value(hide = true)]
@@ -176,6 +181,10 @@ fn main() {
                 let ratings = result.details["ratings"].as_u64().unwrap_or(0);
                 (result, ratings)
             }
+            Suite::RecommendSpeed => (
+                recommend_speed::recommend_speed(cli.users, cli.seed, cli.runs).await?,
+                cli.users,
+            ),
             Suite::Wire => (wire::wire(cli.runs, &chosen).await?, wire::QUERIES as u64),
             Suite::Experiment => {
                 let file = experiment::prepare(cli.exposures, cli.seed)?;

@@ -40,6 +40,7 @@ pub fn write(
         Suite::Audience => "audience",
         Suite::Lookalike => "lookalike",
         Suite::Recommend => "recommend",
+        Suite::RecommendSpeed => "recommend-speed",
         Suite::LoadChild => "load-child",
         Suite::AudienceLoad => "audience-load",
     };

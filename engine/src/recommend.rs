@@ -29,7 +29,7 @@ mod file;
 mod serve;
 mod stored;
 
-pub use serve::{Contribution, ItemKey, Request, Scratch, Similar, top_items};
+pub use serve::{Contribution, ItemKey, Request, Similar, top_items};
 pub use stored::{
     Algorithm, DEFAULT_LAMBDA, DEFAULT_NEIGHBOURS, Definition, Entry, Settings, StoredRecommender,
     build,
@@ -550,37 +550,93 @@ pub struct Scored {
     pub fallback: bool,
 }
 
+/// One user's item scores, kept between users so each costs what its
+/// history touches: the scores, the history item behind each, and for
+/// item-kNN the items scored (every other is 0), so that clearing and ranking
+/// skip the rest of the catalogue.
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    pub scores: Vec<f32>,
+    /// Per item, the largest single contribution and its history item.
+    reasons: Vec<(f32, u32)>,
+    /// The items with a score, when not every item may have one.
+    touched: Option<Vec<u32>>,
+}
+
+/// No contribution yet.
+const NO_REASON: (f32, u32) = (f32::NEG_INFINITY, u32::MAX);
+
+impl Scores {
+    /// Every item at 0 with no reason: cleared where the last user touched
+    /// them, or everywhere.
+    fn reset(&mut self, n: usize, track: bool) {
+        match self.touched.take() {
+            Some(mut touched) if self.scores.len() == n => {
+                for &j in &touched {
+                    self.scores[j as usize] = 0.0;
+                    self.reasons[j as usize] = NO_REASON;
+                }
+                touched.clear();
+                self.touched = Some(touched);
+            }
+            _ => {
+                self.scores.clear();
+                self.scores.resize(n, 0.0);
+                self.reasons.clear();
+                self.reasons.resize(n, NO_REASON);
+                self.touched = Some(Vec::new());
+            }
+        }
+        if !track {
+            // Scores may land anywhere: the next reset clears everything.
+            self.touched = None;
+        }
+    }
+
+    /// Adds `part` to item j's score, from history item `i`.
+    fn credit(&mut self, j: usize, part: f32, i: u32) {
+        if self.reasons[j] == NO_REASON
+            && let Some(touched) = &mut self.touched
+        {
+            touched.push(j as u32);
+        }
+        self.scores[j] += part;
+        if part > self.reasons[j].0 {
+            self.reasons[j] = (part, i);
+        }
+    }
+
+    /// The history item that added the most to item j, if any did.
+    fn reason(&self, j: u32) -> Option<u32> {
+        let (part, i) = self.reasons[j as usize];
+        (part > f32::NEG_INFINITY).then_some(i)
+    }
+
+    /// Scores given as they are, every item a candidate.
+    pub fn dense(scores: Vec<f32>, reasons: Vec<(f32, u32)>) -> Scores {
+        Scores {
+            scores,
+            reasons,
+            touched: None,
+        }
+    }
+}
+
 impl Model {
     /// Every item's score for the history `(items, weights)`, and the history
-    /// item that added the most to it (none for popularity). `scores` and
-    /// `reasons` are resized to the item count.
-    pub fn score(
-        &self,
-        items: &[u32],
-        weights: &[f32],
-        scores: &mut Vec<f32>,
-        reasons: &mut Vec<(f32, u32)>,
-    ) {
+    /// item that added the most to it (none for popularity), into `out`.
+    pub fn score(&self, items: &[u32], weights: &[f32], out: &mut Scores) {
         let n = match self {
             Model::ItemKnn(knn) => knn.start.len() - 1,
             Model::Ease(ease) => ease.items,
             Model::Popularity(p) => p.len(),
         };
-        scores.clear();
-        scores.resize(n, 0.0);
-        reasons.clear();
-        reasons.resize(n, (f32::NEG_INFINITY, u32::MAX));
-        let mut credit = |j: usize, part: f32, i: u32, scores: &mut Vec<f32>| {
-            scores[j] += part;
-            if part > reasons[j].0 {
-                reasons[j] = (part, i);
-            }
-        };
+        out.reset(n, matches!(self, Model::ItemKnn(_)));
         match self {
             Model::ItemKnn(knn) => {
                 for (&i, &w) in items.iter().zip(weights) {
                     for &(j, similarity) in knn.targets(i) {
-                        credit(j as usize, w * similarity, i, scores);
+                        out.credit(j as usize, w * similarity, i);
                     }
                 }
             }
@@ -588,12 +644,12 @@ impl Model {
                 for (&i, &w) in items.iter().zip(weights) {
                     for (j, &b) in ease.row(i).iter().enumerate() {
                         if b != 0.0 {
-                            credit(j, w * b, i, scores);
+                            out.credit(j, w * b, i);
                         }
                     }
                 }
             }
-            Model::Popularity(p) => scores.copy_from_slice(p),
+            Model::Popularity(p) => out.scores.copy_from_slice(p),
         }
     }
 }
@@ -631,21 +687,29 @@ impl Filter<'_> {
 /// popularity ranking) fills the rest with score 0 and no reason, so k come
 /// back whenever the fallback holds k items the filter allows.
 pub fn top(
-    scores: &[f32],
-    reasons: &[(f32, u32)],
+    scored: &Scores,
     k: usize,
     filter: &Filter<'_>,
     fallback: Option<&[u32]>,
 ) -> Vec<Scored> {
+    let scores = &scored.scores;
     let boosted = |j: usize| filter.boost.map_or(scores[j], |b| scores[j] * b[j]);
-    let mut candidates: Vec<u32> = (0..scores.len() as u32)
-        .filter(|&j| scores[j as usize] > 0.0 && filter.allows(j))
-        .collect();
+    let positive = |&j: &u32| scores[j as usize] > 0.0 && filter.allows(j);
+    let mut candidates: Vec<u32> = match &scored.touched {
+        Some(touched) => touched.iter().copied().filter(positive).collect(),
+        None => (0..scores.len() as u32).filter(positive).collect(),
+    };
     let order = |a: &u32, b: &u32| -> Ordering {
         boosted(*b as usize)
             .total_cmp(&boosted(*a as usize))
             .then(a.cmp(b))
     };
+    // Without a per-category cap the first k candidates are the answer:
+    // select them, then sort only those.
+    if filter.per_category.is_none() && k > 0 && candidates.len() > k {
+        candidates.select_nth_unstable_by(k - 1, order);
+        candidates.truncate(k);
+    }
     candidates.sort_unstable_by(order);
     let mut taken: Vec<Scored> = Vec::with_capacity(k);
     let mut per_category: std::collections::HashMap<u32, usize> = Default::default();
@@ -663,13 +727,10 @@ pub fn top(
             }
             *used += 1;
         }
-        let reason = reasons
-            .get(j as usize)
-            .and_then(|&(part, i)| (part > f32::NEG_INFINITY && i != u32::MAX).then_some(i));
         taken.push(Scored {
             item: j,
             score: if with_score { boosted(j as usize) } else { 0.0 },
-            reason: if with_score { reason } else { None },
+            reason: if with_score { scored.reason(j) } else { None },
             fallback: !with_score,
         });
     };
@@ -745,7 +806,7 @@ pub fn evaluate(
     let mut sums = [0f64; 5];
     let mut users = 0usize;
     let mut recommended = vec![false; train.items];
-    let (mut scores, mut reasons) = (Vec::new(), Vec::new());
+    let mut scores = Scores::default();
     for row in 0..test.users.len() {
         let relevant: Vec<u32> = test
             .row(row)
@@ -758,12 +819,12 @@ pub fn evaluate(
             continue;
         }
         let (items, weights) = train.history(test.users[row]);
-        model.score(items, weights, &mut scores, &mut reasons);
+        model.score(items, weights, &mut scores);
         let filter = Filter {
             exclude: vec![items],
             ..Filter::default()
         };
-        let best: Vec<u32> = top(&scores, &reasons, k, &filter, fallback)
+        let best: Vec<u32> = top(&scores, k, &filter, fallback)
             .iter()
             .map(|s| s.item)
             .collect();
@@ -937,28 +998,33 @@ mod tests {
     fn item_knn_scores_sum_over_history_with_the_best_reason() {
         let data = small();
         let model = Model::ItemKnn(ItemKnn::build(&data, Similarity::Cosine, 10));
-        let (mut scores, mut reasons) = (Vec::new(), Vec::new());
+        let mut scores = Scores::default();
         let (items, weights) = data.history(12); // {1, 2}
-        model.score(items, weights, &mut scores, &mut reasons);
+        model.score(items, weights, &mut scores);
         // Item 0: sim(1, 0) + sim(2, 0) = 0.8165 + 0.4082, mostly from 1.
-        assert!((scores[0] - (2.0 / 6f32.sqrt() + 1.0 / 6f32.sqrt())).abs() < 1e-6);
+        assert!((scores.scores[0] - (2.0 / 6f32.sqrt() + 1.0 / 6f32.sqrt())).abs() < 1e-6);
         let filter = Filter {
             exclude: vec![items],
             ..Filter::default()
         };
-        let best = top(&scores, &reasons, 5, &filter, None);
+        let best = top(&scores, 5, &filter, None);
         assert_eq!(best.len(), 1);
         assert_eq!((best[0].item, best[0].reason), (0, Some(1)));
         // One neighbour each: 0 → 1, 1 → 0, 2 → 1. A history of item 2
         // scores nothing (no item has 2 as its neighbour); one of item 1
         // scores 0 and 2, whose neighbour it is.
         let model = Model::ItemKnn(ItemKnn::build(&data, Similarity::Cosine, 1));
-        model.score(&[2], &[1.0], &mut scores, &mut reasons);
-        assert_eq!(scores, [0.0, 0.0, 0.0]);
-        model.score(&[1], &[1.0], &mut scores, &mut reasons);
-        assert!((scores[0] - 2.0 / 6f32.sqrt()).abs() < 1e-6);
-        assert!((scores[2] - 2.0 / 3.0).abs() < 1e-6);
-        assert_eq!(scores[1], 0.0);
+        model.score(&[2], &[1.0], &mut scores);
+        assert_eq!(scores.scores, [0.0, 0.0, 0.0]);
+        model.score(&[1], &[1.0], &mut scores);
+        assert!((scores.scores[0] - 2.0 / 6f32.sqrt()).abs() < 1e-6);
+        assert!((scores.scores[2] - 2.0 / 3.0).abs() < 1e-6);
+        assert_eq!(scores.scores[1], 0.0);
+        // The next user starts from nothing: what the last one touched is
+        // cleared, reasons too.
+        model.score(&[], &[], &mut scores);
+        assert_eq!(scores.scores, [0.0, 0.0, 0.0]);
+        assert_eq!(top(&scores, 3, &Filter::default(), None), []);
     }
 
     #[test]
@@ -992,8 +1058,7 @@ mod tests {
     #[test]
     fn top_applies_filters_before_k_and_falls_back() {
         // Items 0..6 scored 6, 5, 4, 3, 0, 0; categories 0, 0, 0, 1, 1, none.
-        let scores = [6.0, 5.0, 4.0, 3.0, 0.0, 0.0];
-        let reasons = vec![(1.0, 9); 6];
+        let scores = Scores::dense(vec![6.0, 5.0, 4.0, 3.0, 0.0, 0.0], vec![(1.0, 9); 6]);
         let categories = [Some(0), Some(0), Some(0), Some(1), Some(1), None];
         let seen = [1u32];
         let filter = Filter {
@@ -1003,7 +1068,7 @@ mod tests {
             ..Filter::default()
         };
         let fallback = [5u32, 4, 3, 2, 1, 0];
-        let best = top(&scores, &reasons, 4, &filter, Some(&fallback));
+        let best = top(&scores, 4, &filter, Some(&fallback));
         let items: Vec<(u32, f32, Option<u32>)> =
             best.iter().map(|s| (s.item, s.score, s.reason)).collect();
         // 0 (category 0), 3 (category 1); 1 is seen; 2 is category 0 again;
@@ -1020,7 +1085,7 @@ mod tests {
             boost: Some(&boost),
             ..Filter::default()
         };
-        let items: Vec<(u32, f32)> = top(&scores, &reasons, 5, &filter, None)
+        let items: Vec<(u32, f32)> = top(&scores, 5, &filter, None)
             .iter()
             .map(|s| (s.item, s.score))
             .collect();

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use roaring::RoaringBitmap;
 
-use super::{Filter, ItemKeys, Model, Recommender, Scored, top};
+use super::{Filter, ItemKeys, Model, Recommender, Scored, Scores, top};
 
 /// How a top k is chosen, besides the filter.
 #[derive(Debug, Clone)]
@@ -32,13 +32,6 @@ impl Default for Request<'_> {
             fallback: true,
         }
     }
-}
-
-/// Scores kept between calls, one entry per item.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    scores: Vec<f32>,
-    reasons: Vec<(f32, u32)>,
 }
 
 /// What one history item gave to an item's score.
@@ -88,7 +81,7 @@ impl Recommender {
         &self,
         ordinal: Option<u32>,
         request: &Request<'_>,
-        scratch: &mut Scratch,
+        scratch: &mut Scores,
     ) -> Vec<Scored> {
         let (items, weights) = ordinal.map_or((&[][..], &[][..]), |o| self.interactions.history(o));
         let mut filter = request.filter.clone();
@@ -97,17 +90,10 @@ impl Recommender {
         }
         let fallback = request.fallback.then_some(self.popular());
         if items.is_empty() || items.len() < request.min_history {
-            return top(&[], &[], request.k, &filter, fallback);
+            return top(&Scores::default(), request.k, &filter, fallback);
         }
-        self.model
-            .score(items, weights, &mut scratch.scores, &mut scratch.reasons);
-        let mut chosen = top(
-            &scratch.scores,
-            &scratch.reasons,
-            request.k,
-            &filter,
-            fallback,
-        );
+        self.model.score(items, weights, scratch);
+        let mut chosen = top(scratch, request.k, &filter, fallback);
         if matches!(self.model, Model::Popularity(_)) {
             // Popularity ranks everyone alike: its picks are the fallback's.
             for s in &mut chosen {
@@ -128,7 +114,7 @@ impl Recommender {
                 .chunks(per_thread)
                 .map(|chunk| {
                     scope.spawn(move || {
-                        let mut scratch = Scratch::default();
+                        let mut scratch = Scores::default();
                         chunk
                             .iter()
                             .map(|&o| self.recommend(Some(o), request, &mut scratch))
@@ -317,7 +303,7 @@ mod tests {
     #[test]
     fn a_top_k_scores_then_falls_back_to_popular_items() {
         let r = knn();
-        let mut scratch = Scratch::default();
+        let mut scratch = Scores::default();
         let request = Request {
             k: 3,
             ..Request::default()

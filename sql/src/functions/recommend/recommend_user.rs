@@ -25,7 +25,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use cohortdb_engine::Catalog;
-use cohortdb_engine::recommend::{Recommender, Scratch};
+use cohortdb_engine::recommend::{Recommender, Scores};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::SessionState;
@@ -93,9 +93,9 @@ impl Compute for RecommendCall {
         } else {
             ordinals_of(&tags, self.user.to_array()?.as_ref())?[0]
         };
-        let list =
-            self.model
-                .recommend(ordinal, &resolved.request(self.k), &mut Scratch::default());
+        let list = self
+            .model
+            .recommend(ordinal, &resolved.request(self.k), &mut Scores::default());
         Ok(RecordBatch::try_new(
             Arc::clone(&self.schema),
             top_columns(&self.model, &[list]),
