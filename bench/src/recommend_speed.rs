@@ -150,7 +150,7 @@ pub async fn recommend_speed(users: u64, seed: u64, runs: usize) -> Result<Suite
     let rss_after = vm_rss_kib()?;
     // The process's peak so far; when the build set it, its peak.
     let hwm_after = vm_hwm_kib()?;
-    let stored = db.tags().recommenders["r"].clone();
+    let stored = std::sync::Arc::clone(&db.tags().recommenders["r"]);
     let model = stored.model().map_err(|e| e.to_string())?;
 
     eprintln!("cohortdb: {SAMPLED_USERS} single-user top {K}s");
