@@ -200,6 +200,45 @@ fn extended_query() -> Result<(), Failed> {
             row.get::<_, Vec<Option<String>>>(1),
             [Some("a \"b\"".to_string()), None, Some("{c}".to_string())]
         );
+        // Parameters in a table function's arguments: an application's
+        // "recommend for this user" prepared once, run per user. User 3 has
+        // item 10, whose only co-bought item is 20 (cosine 1/2); 30 comes from
+        // the popular fallback.
+        client
+            .batch_execute(
+                "CREATE TABLE p (user_id BIGINT USER KEY, item_id BIGINT); \
+                 INSERT INTO p VALUES (1, 10), (1, 20), (2, 20), (2, 30), (3, 10); \
+                 CREATE RECOMMENDER r ON p (user_id, item_id) USING item_knn",
+            )
+            .await?;
+        let recommend = client
+            .prepare_typed(
+                "SELECT item_id, score, source FROM recommend('r', $1, $2)",
+                &[
+                    tokio_postgres::types::Type::INT8,
+                    tokio_postgres::types::Type::INT8,
+                ],
+            )
+            .await?;
+        let rows = client.query(&recommend, &[&3i64, &2i64]).await?;
+        let got: Vec<(i64, f64, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (20, 0.5, "personal".to_string()),
+                (30, 1.0, "popular".to_string())
+            ]
+        );
+        let rows = client
+            .query(
+                "SELECT item_id FROM similar_items('r', $1::BIGINT, $2::INT)",
+                &[&20i64, &1i32],
+            )
+            .await?;
+        assert_eq!(rows.iter().map(|r| r.get(0)).collect::<Vec<i64>>(), [30]);
         Ok(())
     })
 }

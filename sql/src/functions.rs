@@ -91,6 +91,22 @@ pub(crate) fn constant(
     datafusion::common::ScalarValue::try_from_array(&physical.evaluate(&one_row)?.into_array(1)?, 0)
 }
 
+/// The value of an argument that may be a statement parameter (`$1`): `None`
+/// while the statement is only described, before values are bound (the bound
+/// statement is planned again with the values in place).
+pub(crate) fn constant_or_parameter(
+    session: &dyn datafusion::catalog::Session,
+    expr: &datafusion::logical_expr::Expr,
+) -> datafusion::common::Result<Option<datafusion::common::ScalarValue>> {
+    use datafusion::common::tree_node::TreeNode;
+    let parameter =
+        expr.exists(|e| Ok(matches!(e, datafusion::logical_expr::Expr::Placeholder(_))))?;
+    if parameter {
+        return Ok(None);
+    }
+    constant(session, expr).map(Some)
+}
+
 /// A count argument (k, n): a non-negative integer constant up to `max`.
 pub(crate) fn constant_count(
     session: &dyn datafusion::catalog::Session,
@@ -100,7 +116,29 @@ pub(crate) fn constant_count(
     max: usize,
 ) -> datafusion::common::Result<usize> {
     let value = constant(session, expr)?;
-    let n = match &value {
+    count_value(&value, function, what, max)
+}
+
+/// A count argument that may be a statement parameter (`None` until bound).
+pub(crate) fn count_or_parameter(
+    session: &dyn datafusion::catalog::Session,
+    expr: &datafusion::logical_expr::Expr,
+    function: &str,
+    what: &str,
+    max: usize,
+) -> datafusion::common::Result<Option<usize>> {
+    constant_or_parameter(session, expr)?
+        .map(|value| count_value(&value, function, what, max))
+        .transpose()
+}
+
+fn count_value(
+    value: &datafusion::common::ScalarValue,
+    function: &str,
+    what: &str,
+    max: usize,
+) -> datafusion::common::Result<usize> {
+    let n = match value {
         datafusion::common::ScalarValue::Int64(Some(n)) => Some(*n),
         datafusion::common::ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
         datafusion::common::ScalarValue::Int16(Some(n)) => Some(i64::from(*n)),

@@ -36,7 +36,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::to_datafusion;
 use crate::functions::audience::constant_text;
-pub(crate) use crate::functions::constant_count;
+pub(crate) use crate::functions::{constant_or_parameter, count_or_parameter};
 
 /// Registers the recommendation functions; returns their names.
 pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<String> {
@@ -298,8 +298,10 @@ impl TopOptions {
             let mut ids: HashMap<&str, u32> = HashMap::new();
             let mut of_item = vec![None; model.items.len()];
             for (row, index) in item_indices(model, &items)?.into_iter().enumerate() {
-                if let (Some(index), Some(category)) = (index, categories.iter().nth(row).flatten())
+                if let Some(index) = index
+                    && categories.is_valid(row)
                 {
+                    let category = categories.value(row);
                     let next = ids.len() as u32;
                     of_item[index as usize] = Some(*ids.entry(category).or_insert(next));
                 }
@@ -517,12 +519,13 @@ pub(crate) fn top_columns(model: &Recommender, lists: &[Vec<Scored>]) -> Vec<Arr
 }
 
 /// The arguments of a top-k function, `f(recommender, who, k [, options])`:
-/// the recommender's name, the `who` argument, k and the options.
+/// the recommender's name, the `who` argument, k (`None` while a parameter)
+/// and the options.
 pub(crate) fn top_args<'a>(
     args: &'a TableFunctionArgs,
     function: &str,
     who: &str,
-) -> Result<(String, &'a Expr, usize, TopOptions)> {
+) -> Result<(String, &'a Expr, Option<usize>, TopOptions)> {
     let (name, target, k, options) = match args.exprs() {
         [name, target, k] => (name, target, k, None),
         [name, target, k, options] => (name, target, k, Some(options)),
@@ -534,7 +537,7 @@ pub(crate) fn top_args<'a>(
     };
     let session = args.session();
     let name = constant_text(session, name, function, "the recommender")?;
-    let k = constant_count(session, k, function, "k", K_MAX)?;
+    let k = count_or_parameter(session, k, function, "k", K_MAX)?;
     let options = match options {
         Some(o) => TopOptions::parse(
             function,
@@ -543,6 +546,13 @@ pub(crate) fn top_args<'a>(
         None => TopOptions::default(),
     };
     Ok((name, target, k, options))
+}
+
+/// An argument's value when the call runs: a parameter is bound by then.
+pub(crate) fn bound<T: Clone>(value: &Option<T>, function: &str) -> Result<T> {
+    value.clone().ok_or_else(|| {
+        DataFusionError::Plan(format!("{function}: a parameter was not given a value"))
+    })
 }
 
 /// The most items one list returns.

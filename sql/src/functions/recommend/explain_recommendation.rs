@@ -21,7 +21,10 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::execution::SessionState;
 
-use super::{K_MAX, constant_count, item_ids, item_index, item_type, recommender};
+use super::{
+    K_MAX, bound, constant_or_parameter, count_or_parameter, item_ids, item_index, item_type,
+    recommender,
+};
 use crate::functions::audience::{constant_text, ordinals_of};
 use crate::functions::deferred::{Compute, Deferred};
 
@@ -53,11 +56,11 @@ impl TableFunctionImpl for ExplainRecommendationFunc {
             }
         };
         let name = constant_text(session, name, FUNCTION, "the recommender")?;
-        let user = crate::functions::constant(session, user)?;
-        let item = crate::functions::constant(session, item)?;
+        let user = constant_or_parameter(session, user)?;
+        let item = constant_or_parameter(session, item)?;
         let n = match n {
-            Some(n) => constant_count(session, n, FUNCTION, "n", K_MAX)?,
-            None => 10,
+            Some(n) => count_or_parameter(session, n, FUNCTION, "n", K_MAX)?,
+            None => Some(10),
         };
         let (_, model) = recommender(&self.catalog, &name)?;
         let schema = Arc::new(Schema::new(vec![
@@ -86,9 +89,9 @@ struct ExplainCall {
     catalog: Arc<Catalog>,
     schema: SchemaRef,
     model: Arc<Recommender>,
-    user: ScalarValue,
-    item: ScalarValue,
-    n: usize,
+    user: Option<ScalarValue>,
+    item: Option<ScalarValue>,
+    n: Option<usize>,
 }
 
 #[async_trait]
@@ -99,17 +102,21 @@ impl Compute for ExplainCall {
 
     async fn compute(&self, _session: &SessionState) -> Result<RecordBatch> {
         let tags = self.catalog.tags();
-        let ordinal = if self.user.is_null() {
+        let user = bound(&self.user, FUNCTION)?;
+        let ordinal = if user.is_null() {
             None
         } else {
-            ordinals_of(&tags, self.user.to_array()?.as_ref())?[0]
+            ordinals_of(&tags, user.to_array()?.as_ref())?[0]
         };
-        let mut parts = match (ordinal, item_index(&self.model, &self.item)?) {
+        let mut parts = match (
+            ordinal,
+            item_index(&self.model, &bound(&self.item, FUNCTION)?)?,
+        ) {
             (Some(o), Some(i)) => self.model.explain(o, i, usize::MAX),
             _ => Vec::new(),
         };
         let total: f64 = parts.iter().map(|c| f64::from(c.contribution)).sum();
-        parts.truncate(self.n);
+        parts.truncate(bound(&self.n, FUNCTION)?);
         let columns: Vec<ArrayRef> = vec![
             item_ids(&self.model, parts.iter().map(|c| Some(c.item))),
             Arc::new(Float64Array::from_iter_values(

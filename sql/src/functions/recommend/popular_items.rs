@@ -21,7 +21,7 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 use datafusion::execution::SessionState;
 
-use super::{K_MAX, constant_count, item_ids, item_type, recommender};
+use super::{K_MAX, bound, count_or_parameter, item_ids, item_type, recommender};
 use crate::error::to_datafusion;
 use crate::functions::audience::{constant_text, today};
 use crate::functions::deferred::{Compute, Deferred};
@@ -56,8 +56,8 @@ impl TableFunctionImpl for PopularItemsFunc {
         };
         let name = constant_text(session, name, FUNCTION, "the recommender")?;
         let k = match k {
-            Some(k) => constant_count(session, k, FUNCTION, "k", K_MAX)?,
-            None => 10,
+            Some(k) => count_or_parameter(session, k, FUNCTION, "k", K_MAX)?,
+            None => Some(10),
         };
         let mut audience = None;
         if let Some(text) = text {
@@ -99,7 +99,7 @@ struct PopularCall {
     schema: SchemaRef,
     model: Arc<Recommender>,
     weighted: bool,
-    k: usize,
+    k: Option<usize>,
     audience: Option<String>,
 }
 
@@ -133,7 +133,7 @@ impl Compute for PopularCall {
                 (scores, users)
             }
         };
-        let best = top_items(&scores, self.k);
+        let best = top_items(&scores, bound(&self.k, FUNCTION)?);
         let columns: Vec<ArrayRef> = vec![
             item_ids(&self.model, best.iter().map(|&(i, _)| Some(i))),
             Arc::new(Float64Array::from_iter_values(

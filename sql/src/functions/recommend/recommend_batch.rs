@@ -21,7 +21,7 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Result;
 use datafusion::execution::SessionState;
 
-use super::{TopOptions, recommender, top_args, top_columns, top_fields};
+use super::{TopOptions, bound, recommender, top_args, top_columns, top_fields};
 use crate::error::to_datafusion;
 use crate::functions::audience::{constant_text, today};
 use crate::functions::deferred::{Compute, Deferred};
@@ -79,7 +79,7 @@ struct BatchCall {
     schema: SchemaRef,
     model: Arc<Recommender>,
     audience: String,
-    k: usize,
+    k: Option<usize>,
     options: TopOptions,
 }
 
@@ -100,7 +100,8 @@ impl Compute for BatchCall {
                 .iter()
                 .collect()
         };
-        let lists = self.model.recommend_many(&users, &resolved.request(self.k));
+        let request = resolved.request(bound(&self.k, FUNCTION)?);
+        let lists = self.model.recommend_many(&users, &request);
         let dictionary = tags.dictionary().map_err(to_datafusion)?;
         let user_ids = dictionary.ids(
             users

@@ -24,7 +24,7 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 use datafusion::execution::SessionState;
 
-use super::{K_MAX, constant_count, item_indices, query_columns, recommender};
+use super::{K_MAX, item_indices, query_columns, recommender};
 use crate::error::to_datafusion;
 use crate::functions::audience::{constant_text, ordinals_of};
 use crate::functions::deferred::{Compute, Deferred};
@@ -52,7 +52,7 @@ impl TableFunctionImpl for RecommendEvalFunc {
         let session = args.session();
         let name = constant_text(session, name, FUNCTION, "the recommender")?;
         let query = constant_text(session, query, FUNCTION, "the test query")?;
-        let k = constant_count(session, k, FUNCTION, "k", K_MAX)?;
+        let k = crate::functions::constant_count(session, k, FUNCTION, "k", K_MAX)?;
         if k == 0 {
             return plan_err!("{FUNCTION}: k is at least 1");
         }

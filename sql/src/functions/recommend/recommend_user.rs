@@ -30,7 +30,9 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::SessionState;
 
-use super::{TopOptions, recommender, top_args, top_columns, top_fields};
+use super::{
+    TopOptions, bound, constant_or_parameter, recommender, top_args, top_columns, top_fields,
+};
 use crate::functions::audience::ordinals_of;
 use crate::functions::deferred::{Compute, Deferred};
 
@@ -52,7 +54,7 @@ const FUNCTION: &str = "recommend";
 impl TableFunctionImpl for RecommendFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (name, user, k, options) = top_args(&args, FUNCTION, "user_id")?;
-        let user = crate::functions::constant(args.session(), user)?;
+        let user = constant_or_parameter(args.session(), user)?;
         let (_, model) = recommender(&self.catalog, &name)?;
         let schema = Arc::new(Schema::new(top_fields(&model)));
         Ok(Arc::new(Deferred {
@@ -74,8 +76,8 @@ struct RecommendCall {
     catalog: Arc<Catalog>,
     schema: SchemaRef,
     model: Arc<Recommender>,
-    user: ScalarValue,
-    k: usize,
+    user: Option<ScalarValue>,
+    k: Option<usize>,
     options: TopOptions,
 }
 
@@ -88,14 +90,16 @@ impl Compute for RecommendCall {
     async fn compute(&self, session: &SessionState) -> Result<RecordBatch> {
         let resolved = self.options.resolve(session, &self.model, FUNCTION).await?;
         let tags = self.catalog.tags();
-        let ordinal = if self.user.is_null() {
+        let user = bound(&self.user, FUNCTION)?;
+        let ordinal = if user.is_null() {
             None
         } else {
-            ordinals_of(&tags, self.user.to_array()?.as_ref())?[0]
+            ordinals_of(&tags, user.to_array()?.as_ref())?[0]
         };
+        let request = resolved.request(bound(&self.k, FUNCTION)?);
         let list = self
             .model
-            .recommend(ordinal, &resolved.request(self.k), &mut Scores::default());
+            .recommend(ordinal, &request, &mut Scores::default());
         Ok(RecordBatch::try_new(
             Arc::clone(&self.schema),
             top_columns(&self.model, &[list]),

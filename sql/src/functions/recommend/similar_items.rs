@@ -23,7 +23,10 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::execution::SessionState;
 
-use super::{K_MAX, constant_count, item_ids, item_index, item_type, recommender};
+use super::{
+    K_MAX, bound, constant_or_parameter, count_or_parameter, item_ids, item_index, item_type,
+    recommender,
+};
 use crate::functions::audience::constant_text;
 use crate::functions::deferred::{Compute, Deferred};
 
@@ -49,8 +52,8 @@ impl TableFunctionImpl for SimilarItemsFunc {
         };
         let session = args.session();
         let name = constant_text(session, name, FUNCTION, "the recommender")?;
-        let item = crate::functions::constant(session, item)?;
-        let k = constant_count(session, k, FUNCTION, "k", K_MAX)?;
+        let item = constant_or_parameter(session, item)?;
+        let k = count_or_parameter(session, k, FUNCTION, "k", K_MAX)?;
         let (_, model) = recommender(&self.catalog, &name)?;
         let float = |name: &str| Field::new(name, DataType::Float64, false);
         let schema = Arc::new(Schema::new(vec![
@@ -79,8 +82,8 @@ impl TableFunctionImpl for SimilarItemsFunc {
 struct SimilarCall {
     schema: SchemaRef,
     model: Arc<Recommender>,
-    item: ScalarValue,
-    k: usize,
+    item: Option<ScalarValue>,
+    k: Option<usize>,
 }
 
 #[async_trait]
@@ -90,8 +93,8 @@ impl Compute for SimilarCall {
     }
 
     async fn compute(&self, _session: &SessionState) -> Result<RecordBatch> {
-        let similar = match item_index(&self.model, &self.item)? {
-            Some(i) => self.model.similar(i, self.k),
+        let similar = match item_index(&self.model, &bound(&self.item, FUNCTION)?)? {
+            Some(i) => self.model.similar(i, bound(&self.k, FUNCTION)?),
             None => Vec::new(),
         };
         let floats = |f: fn(&cohortdb_engine::recommend::Similar) -> f64| -> ArrayRef {
