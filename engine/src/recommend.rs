@@ -352,6 +352,11 @@ impl ItemKnn {
                                     }
                                 }
                                 list.sort_unstable_by(order);
+                                // The list was collected from every co-occurring
+                                // item; kept at that capacity until the end, the
+                                // lists of a catalogue with popular items would
+                                // hold gigabytes.
+                                list.shrink_to_fit();
                                 list
                             })
                             .collect()
