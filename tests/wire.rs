@@ -239,6 +239,26 @@ fn extended_query() -> Result<(), Failed> {
             )
             .await?;
         assert_eq!(rows.iter().map(|r| r.get(0)).collect::<Vec<i64>>(), [30]);
+        // And in lookalike_explain's: users 1 and 2 (red) are the seed.
+        client
+            .batch_execute(
+                "CREATE TABLE u (user_id BIGINT USER KEY, color TEXT); \
+                 INSERT INTO u SELECT x, CASE WHEN x <= 10 THEN 'red' ELSE 'blue' END \
+                 FROM generate_series(1, 20) g(x); \
+                 CREATE TAG INDEX ON u (color); \
+                 CREATE MODEL m AS LOOKALIKE('SELECT * FROM (VALUES (1), (2)) s(user_id)', 'features=color, min_support=1')",
+            )
+            .await?;
+        let rows = client
+            .query(
+                "SELECT tag FROM lookalike_explain('m', $1::BIGINT, $2::INT)",
+                &[&5i64, &1i32],
+            )
+            .await?;
+        assert_eq!(
+            rows.iter().map(|r| r.get(0)).collect::<Vec<String>>(),
+            ["color=red"]
+        );
         Ok(())
     })
 }

@@ -45,19 +45,29 @@ impl TableFunctionImpl for LookalikeExplainFunc {
             }
         };
         let name = constant_text(args.session(), model, "lookalike_explain", "the model")?;
-        let id = crate::functions::constant(args.session(), id)?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("tag", DataType::Utf8, false),
+            Field::new("weight", DataType::Float64, false),
+            Field::new("lift", DataType::Float64, true),
+        ]));
+        let id = crate::functions::constant_or_parameter(args.session(), id)?;
         let n = match n {
-            Some(n) => crate::functions::constant_count(
+            Some(n) => crate::functions::count_or_parameter(
                 args.session(),
                 n,
                 "lookalike_explain",
                 "n",
                 100_000,
             )?,
-            None => 10,
+            None => Some(10),
         };
         let tags = self.catalog.tags();
         let model = stored_model(&tags, &name)?;
+        let (Some(id), Some(n)) = (id, n) else {
+            // Described before its parameters are bound: only the columns
+            // matter (the bound statement is planned again).
+            return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+        };
         let source = tags.source(today());
         let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let ordinal = match ordinals_of(&tags, id.to_array()?.as_ref())?.first() {
@@ -66,11 +76,6 @@ impl TableFunctionImpl for LookalikeExplainFunc {
         };
         let mut parts = ordinal.map_or_else(Vec::new, |o| model.explain(&bitmaps, o));
         parts.truncate(n);
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("tag", DataType::Utf8, false),
-            Field::new("weight", DataType::Float64, false),
-            Field::new("lift", DataType::Float64, true),
-        ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 parts.iter().map(|w| w.tag.as_str()),
