@@ -617,8 +617,9 @@ impl Scores {
         (part > f32::NEG_INFINITY).then_some(i)
     }
 
-    /// Scores given as they are, every item a candidate.
-    pub fn dense(scores: Vec<f32>, reasons: Vec<(f32, u32)>) -> Scores {
+    /// Scores given as they are, every item a candidate (a test's).
+    #[cfg(test)]
+    fn dense(scores: Vec<f32>, reasons: Vec<(f32, u32)>) -> Scores {
         Scores {
             scores,
             reasons,

@@ -74,6 +74,25 @@ pub(crate) fn register(
     names
 }
 
+/// Registers table functions under their names; returns the names.
+pub(crate) fn register_table_functions(
+    ctx: &SessionContext,
+    functions: impl IntoIterator<
+        Item = (
+            &'static str,
+            Arc<dyn datafusion::catalog::TableFunctionImpl>,
+        ),
+    >,
+) -> Vec<String> {
+    functions
+        .into_iter()
+        .map(|(name, f)| {
+            ctx.register_udtf(name, f);
+            name.to_string()
+        })
+        .collect()
+}
+
 /// The value of a constant argument of a table function (a literal, a cast,
 /// any expression without columns).
 pub(crate) fn constant(

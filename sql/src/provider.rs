@@ -266,9 +266,18 @@ pub(crate) async fn commit<F>(catalog: &Arc<Catalog>, table: &Arc<Table>, write:
 where
     F: FnOnce(&Catalog, &Table) -> cohortdb_engine::Result<u64> + Send + 'static,
 {
-    let catalog = Arc::clone(catalog);
     let table = Arc::clone(table);
-    datafusion::common::runtime::SpawnedTask::spawn_blocking(move || write(&catalog, &table))
+    blocking(catalog, move |catalog| write(catalog, &table)).await
+}
+
+/// Runs a catalog call that blocks (a commit's syncs, a recommender's build)
+/// off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    catalog: &Arc<Catalog>,
+    call: impl FnOnce(&Catalog) -> cohortdb_engine::Result<T> + Send + 'static,
+) -> Result<T> {
+    let catalog = Arc::clone(catalog);
+    datafusion::common::runtime::SpawnedTask::spawn_blocking(move || call(&catalog))
         .join()
         .await
         .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?

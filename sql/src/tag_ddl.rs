@@ -583,34 +583,19 @@ pub(crate) async fn run(
             options,
         } => {
             let definition = recommender_definition(session, table, columns, algorithm, options)?;
-            blocking(catalog, move |c| {
+            crate::provider::blocking(catalog, move |c| {
                 c.create_recommender(&name, definition, or_replace)
             })
             .await?;
         }
         TagStatement::RefreshRecommender { name } => {
-            blocking(catalog, move |c| c.refresh_recommender(&name)).await?;
+            crate::provider::blocking(catalog, move |c| c.refresh_recommender(&name)).await?;
         }
         TagStatement::DropRecommender { name, if_exists } => {
             catalog.drop_recommender(&name, if_exists)?;
         }
     }
     Ok(empty_stream())
-}
-
-/// Runs a long catalog call (a recommender build) off the async workers.
-async fn blocking<T: Send + 'static>(
-    catalog: &Arc<cohortdb_engine::Catalog>,
-    call: impl FnOnce(&cohortdb_engine::Catalog) -> cohortdb_engine::Result<T> + Send + 'static,
-) -> Result<T> {
-    let catalog = Arc::clone(catalog);
-    let result = datafusion::common::runtime::SpawnedTask::spawn_blocking(move || call(&catalog))
-        .join()
-        .await
-        .map_err(|e| Error::Execution {
-            message: format!("a background task failed: {e}"),
-        })?;
-    Ok(result?)
 }
 
 /// A recommender's definition from `CREATE RECOMMENDER`'s column list: the

@@ -4,15 +4,35 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{MemTable, Session, TableProvider};
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::datasource::TableType;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
+
+/// Runs a query given in a function's arguments, which must return `N`
+/// columns (`wrong_count` makes the error from the count it returns); each
+/// column whole.
+pub(crate) async fn query_columns<const N: usize>(
+    session: &SessionState,
+    query: &str,
+    wrong_count: impl FnOnce(usize) -> DataFusionError,
+) -> Result<[ArrayRef; N]> {
+    let plan = session.create_logical_plan(query).await?;
+    let found = plan.schema().fields().len();
+    if found != N {
+        return Err(wrong_count(found));
+    }
+    let schema = Arc::clone(plan.schema().inner());
+    let physical = session.create_physical_plan(&plan).await?;
+    let batches = datafusion::physical_plan::collect(physical, session.task_ctx()).await?;
+    let batch = arrow::compute::concat_batches(&schema, &batches)?;
+    Ok(std::array::from_fn(|i| Arc::clone(batch.column(i))))
+}
 
 /// One call of a table function, ready to compute its rows.
 #[async_trait]

@@ -57,13 +57,7 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<Stri
             Arc::new(lookalike_eval::LookalikeEvalFunc::new(catalog)),
         ),
     ];
-    let mut names: Vec<String> = functions
-        .into_iter()
-        .map(|(name, f)| {
-            ctx.register_udtf(name, f);
-            name.to_string()
-        })
-        .collect();
+    let mut names = super::register_table_functions(ctx, functions);
     names.push("lookalike_score".to_string());
     names
 }
@@ -383,39 +377,32 @@ async fn query_seed(
     query: &str,
     function: &str,
 ) -> Result<RoaringBitmap> {
-    let plan = state.create_logical_plan(query).await?;
-    if plan.schema().fields().len() != 1 {
-        return Err(invalid(format!(
-            "{function}: the seed query returns one column of user ids, not {}",
-            plan.schema().fields().len()
-        )));
-    }
-    let physical = state.create_physical_plan(&plan).await?;
-    let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+    let [ids] = deferred::query_columns(state, query, |found| {
+        invalid(format!(
+            "{function}: the seed query returns one column of user ids, not {found}"
+        ))
+    })
+    .await?;
     let key_type = tags
         .dictionary()
         .map_err(to_datafusion)?
         .key_type()
         .data_type();
-    let mut users = RoaringBitmap::new();
-    for batch in batches {
-        let ids = arrow::compute::cast(batch.column(0), &key_type).map_err(|e| {
-            invalid(format!(
-                "{function}: the seed query returns user ids ({key_type}), not {}: {e}",
-                batch.column(0).data_type()
-            ))
-        })?;
-        if ids.logical_null_count() == ids.len() {
-            continue;
-        }
-        users.extend(
-            tags.ordinals(&ids)
-                .map_err(to_datafusion)?
-                .into_iter()
-                .flatten(),
-        );
+    let cast = arrow::compute::cast(&ids, &key_type).map_err(|e| {
+        invalid(format!(
+            "{function}: the seed query returns user ids ({key_type}), not {}: {e}",
+            ids.data_type()
+        ))
+    })?;
+    if cast.logical_null_count() == cast.len() {
+        return Ok(RoaringBitmap::new());
     }
-    Ok(users)
+    Ok(tags
+        .ordinals(&cast)
+        .map_err(to_datafusion)?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// Computes a lookalike function's rows from its inputs.

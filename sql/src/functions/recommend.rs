@@ -68,13 +68,7 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<Stri
             Arc::new(recommend_eval::RecommendEvalFunc::new(catalog)),
         ),
     ];
-    functions
-        .into_iter()
-        .map(|(name, f)| {
-            ctx.register_udtf(name, f);
-            name.to_string()
-        })
-        .collect()
+    super::register_table_functions(ctx, functions)
 }
 
 fn invalid(message: String) -> DataFusionError {
@@ -426,26 +420,21 @@ async fn item_set(
     Ok(set)
 }
 
-/// Runs an option's query, which must return `N` columns; each column whole.
+/// Runs the query of an option (or argument) `what`, which must return `N`
+/// columns; each column whole.
 async fn query_columns<const N: usize>(
     session: &SessionState,
     query: &str,
     function: &str,
     what: &str,
 ) -> Result<[ArrayRef; N]> {
-    let plan = session.create_logical_plan(query).await?;
-    let found = plan.schema().fields().len();
-    if found != N {
-        return Err(invalid(format!(
+    crate::functions::deferred::query_columns(session, query, |found| {
+        invalid(format!(
             "{function}: the query of {what} returns {N} column{}, not {found}",
             if N == 1 { "" } else { "s" }
-        )));
-    }
-    let schema = Arc::clone(plan.schema().inner());
-    let physical = session.create_physical_plan(&plan).await?;
-    let batches = datafusion::physical_plan::collect(physical, session.task_ctx()).await?;
-    let batch = arrow::compute::concat_batches(&schema, &batches)?;
-    Ok(std::array::from_fn(|i| Arc::clone(batch.column(i))))
+        ))
+    })
+    .await
 }
 
 /// A top k's options with their items looked up.
