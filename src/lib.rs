@@ -26,6 +26,8 @@ pub use cohortdb_engine::WalSync;
 use cohortdb_engine::catalog::Compactor;
 use cohortdb_engine::import;
 pub use cohortdb_engine::import::{CsvOptions, FileFormat, Progress as ImportProgress};
+use cohortdb_engine::privacy::Policy;
+use cohortdb_engine::tags::today;
 
 pub use arrow;
 pub use cohortdb_engine::check::{Report as CheckReport, check};
@@ -114,16 +116,18 @@ impl Database {
     }
 
     /// How many users the audience expression `expr` selects (as
-    /// `SELECT audience_count(expr)` does, without SQL).
+    /// `SELECT audience_count(expr)` does, without SQL): the suppression
+    /// tag's users left out (docs/privacy.md).
     pub fn audience_count(&self, expr: &str) -> Result<u64> {
-        Ok(self.tags().count(expr, cohortdb_engine::tags::today())?)
+        Ok(self.tags().count(expr, Policy::new(today()))?)
     }
 
     /// The external user ids of the audience `expr` (`BIGINT` or `TEXT` by
-    /// the user key), in ordinal order, as `audience(expr)` gives them.
+    /// the user key), in ordinal order, as `audience(expr)` gives them: the
+    /// suppression tag's users left out.
     pub fn audience(&self, expr: &str) -> Result<arrow::array::ArrayRef> {
         let tags = self.tags();
-        let users = tags.evaluate(expr, cohortdb_engine::tags::today())?;
+        let users = tags.evaluate(expr, Policy::new(today()))?;
         Ok(tags.user_ids(&users)?)
     }
 

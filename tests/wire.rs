@@ -894,6 +894,14 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
             "SET datafusion.execution.batch_size = 10",
             "COPY (SELECT 1) TO '/tmp/cohortdb-leak.csv'",
             "CREATE TABLE t (x INT); COPY t FROM '/etc/passwd'",
+            // Only superusers see the suppression tag's users or change it.
+            "SET include_suppressed = on",
+            "SELECT set_config('include_suppressed', 'on', false)",
+            "ALTER SYSTEM SET suppression_tag = ''",
+            // Nor manage the keys pseudonyms are made with.
+            "CREATE PSEUDONYM KEY mine",
+            "ALTER PSEUDONYM KEY default ROTATE",
+            "DROP PSEUDONYM KEY default",
         ] {
             let error = analyst.batch_execute(sql).await.err().ok_or(sql)?;
             assert_eq!(
@@ -902,6 +910,23 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
                 "{sql}"
             );
         }
+        // Anyone may pseudonymise with the keys; none sees a secret.
+        let row = analyst
+            .query_one("SELECT length(pseudonymize('x'))", &[])
+            .await?;
+        assert_eq!(row.get::<_, i32>(0), 64);
+        // Not at startup either.
+        let error = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={port} user=analyst password='pw1' dbname=cohortdb \
+                 options='-c include_suppressed=on'"
+            ),
+            NoTls,
+        )
+        .await
+        .err()
+        .ok_or("include_suppressed at startup")?;
+        assert_eq!(error.as_db_error().map(|e| e.code().code()), Some("42501"));
         analyst
             .batch_execute("ALTER ROLE analyst WITH PASSWORD 'pw3'")
             .await?;

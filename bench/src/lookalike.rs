@@ -37,6 +37,7 @@ use cohortdb::Database;
 use cohortdb::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use cohortdb::arrow::datatypes::{Float64Type, Int64Type};
 use cohortdb_engine::lookalike::{self, Method, RankingMetrics, Settings};
+use cohortdb_engine::privacy::Policy;
 use cohortdb_engine::tags::{Tags, TagsRead, today};
 use roaring::RoaringBitmap;
 use serde_json::json;
@@ -180,7 +181,7 @@ async fn audiences(
     users: u64,
 ) -> Result<Audiences, String> {
     let seed = tags
-        .evaluate(SEED_TAG, today())
+        .evaluate(SEED_TAG, Policy::new(today()))
         .map_err(|e| e.to_string())?;
     let (_, batches) = cohortdb_run(session, &planted_sql(users)).await?;
     let planted: RoaringBitmap = ordinals(tags, &int64_column(&batches, 0)?)?
@@ -245,7 +246,7 @@ type Quality = BTreeMap<String, RankingMetrics>;
 fn api_run(tags: &Tags, timings: &mut Timings, size: usize) -> Result<Vec<(u32, f32)>, String> {
     let at = Instant::now();
     let seed = tags
-        .evaluate(SEED_TAG, today())
+        .evaluate(SEED_TAG, Policy::new(today()))
         .map_err(|e| e.to_string())?;
     let universe = tags.universe().map_err(|e| e.to_string())?;
     let exclude = TagsRead {

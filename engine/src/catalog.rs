@@ -110,7 +110,10 @@ enum Effect {
 impl Catalog {
     /// A catalog whose data lives only in memory.
     pub fn in_memory() -> Catalog {
-        Catalog::new(None, WalSync::Off, State::empty(), None, None)
+        let mut state = State::empty();
+        state.tags.privacy = crate::privacy::Privacy::new_database(tags::now_micros())
+            .expect("the operating system's random source gives bytes");
+        Catalog::new(None, WalSync::Off, state, None, None)
     }
 
     /// Opens the data directory `dir`, creating it if needed: reads the
@@ -352,6 +355,7 @@ impl Catalog {
                 if segment { "TAG" } else { "SEGMENT" }
             ))),
             Some(_) => {
+                state.tags.check_not_suppression_tag(name)?;
                 dropped = true;
                 Ok(Some(Change::DropTag {
                     name: name.to_string(),
@@ -364,6 +368,66 @@ impl Catalog {
             ))),
         })?;
         Ok(dropped)
+    }
+
+    /// `ALTER SYSTEM SET suppression_tag`: makes the tag or segment `name`
+    /// the suppression tag (privacy.rs); empty: none.
+    pub fn set_suppression_tag(&self, name: &str) -> Result<()> {
+        self.change_privacy(|privacy, tags| {
+            tags.check_suppression_tag(name)?;
+            privacy.suppression_tag = name.to_string();
+            Ok(())
+        })
+    }
+
+    /// `CREATE PSEUDONYM KEY`: a key with `secret`, or a fresh random one.
+    pub fn create_pseudonym_key(&self, name: &str, secret: Option<Vec<u8>>) -> Result<()> {
+        types::check_name(name)?;
+        self.change_privacy(|privacy, _| {
+            if privacy.pseudonym_keys.contains_key(name) {
+                return Err(Error::PseudonymKeyExists(name.to_string()));
+            }
+            let key = crate::privacy::PseudonymKey::new(secret, tags::now_micros())?;
+            privacy.pseudonym_keys.insert(name.to_string(), key);
+            Ok(())
+        })
+    }
+
+    /// `ALTER PSEUDONYM KEY ... ROTATE`: the key `name` gets a new secret
+    /// (given, or fresh).
+    pub fn rotate_pseudonym_key(&self, name: &str, secret: Option<Vec<u8>>) -> Result<()> {
+        self.change_privacy(|privacy, _| {
+            let rotated = privacy
+                .pseudonym_key(name)?
+                .rotated(secret, tags::now_micros())?;
+            privacy.pseudonym_keys.insert(name.to_string(), rotated);
+            Ok(())
+        })
+    }
+
+    /// `DROP PSEUDONYM KEY`; whether there was one.
+    pub fn drop_pseudonym_key(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let mut dropped = false;
+        self.change_privacy(|privacy, _| {
+            dropped = privacy.pseudonym_keys.remove(name).is_some();
+            match dropped || if_exists {
+                true => Ok(()),
+                false => Err(Error::PseudonymKeyNotFound(name.to_string())),
+            }
+        })?;
+        Ok(dropped)
+    }
+
+    /// Commits the privacy settings `change` makes of the current ones.
+    fn change_privacy(
+        &self,
+        change: impl FnOnce(&mut crate::privacy::Privacy, &Tags) -> Result<()>,
+    ) -> Result<()> {
+        self.commit(|state| {
+            let mut privacy = state.tags.privacy.clone();
+            change(&mut privacy, &state.tags)?;
+            Ok((privacy != state.tags.privacy).then_some(Change::Privacy(privacy)))
+        })
     }
 
     /// Creates (or with `replace`, replaces) the stored model `model.name`.
@@ -1634,6 +1698,7 @@ impl State {
                 .models
                 .insert(model.name.clone(), Arc::new(model.clone()));
         }
+        self.tags.privacy = manifest.privacy.clone();
         for entry in &manifest.recommenders {
             let path = store.recommender_path(entry.id);
             self.tags.recommenders.insert(
@@ -1867,6 +1932,10 @@ impl State {
                 }
                 return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
             }
+            Change::Privacy(privacy) => {
+                next.tags.privacy = privacy.clone();
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
         };
         Ok((next, effect, tags_changed))
     }
@@ -2008,6 +2077,7 @@ impl State {
                 .values()
                 .map(|r| r.entry.clone())
                 .collect(),
+            privacy: self.tags.privacy.clone(),
         }
     }
 }

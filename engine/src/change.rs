@@ -69,6 +69,9 @@ pub(crate) enum Change {
     DropRecommender {
         name: String,
     },
+    /// The privacy settings after the change (`ALTER SYSTEM SET
+    /// suppression_tag`).
+    Privacy(crate::privacy::Privacy),
 }
 
 /// The payload of a `PutRecommender` record.
@@ -256,6 +259,10 @@ impl Change {
                 out.extend_from_slice(name.as_bytes());
                 RecordKind::DropRecommender
             }
+            Change::Privacy(privacy) => {
+                serde_json::to_writer(&mut out, privacy).expect("writing to a Vec does not fail");
+                RecordKind::Privacy
+            }
         };
         Ok((kind, out))
     }
@@ -369,6 +376,9 @@ impl Change {
                 RecordKind::DropRecommender => Change::DropRecommender {
                     name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
                 },
+                RecordKind::Privacy => Change::Privacy(
+                    serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
+                ),
             })
         })()
         .map_err(corrupted)?;

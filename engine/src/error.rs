@@ -86,6 +86,16 @@ pub enum Error {
     #[error("recommender \"{0}\" already exists")]
     RecommenderExists(String),
 
+    #[error("pseudonym key \"{0}\" does not exist")]
+    PseudonymKeyNotFound(String),
+
+    #[error("pseudonym key \"{0}\" already exists")]
+    PseudonymKeyExists(String),
+
+    /// An object others depend on (the suppression tag) cannot go.
+    #[error("{0}")]
+    InUse(String),
+
     /// A function argument or option out of its domain.
     #[error("{0}")]
     InvalidArgument(String),

@@ -26,6 +26,7 @@ mod manifest;
 mod mmap;
 pub mod options;
 pub mod predicate;
+pub mod privacy;
 pub mod recommend;
 pub mod roles;
 pub mod sampling;

@@ -58,6 +58,9 @@ pub(crate) struct Manifest {
     /// Recommenders, each with its file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommenders: Vec<crate::recommend::Entry>,
+    /// The suppression tag; absent: [`crate::privacy::DEFAULT_SUPPRESSION_TAG`].
+    #[serde(default)]
+    pub privacy: crate::privacy::Privacy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +116,7 @@ impl Manifest {
             tags: Vec::new(),
             models: Vec::new(),
             recommenders: Vec::new(),
+            privacy: crate::privacy::Privacy::default(),
         }
     }
 }
@@ -342,6 +346,14 @@ mod tests {
                 bytes: 4096,
                 crc32c: 7,
             }],
+            privacy: crate::privacy::Privacy {
+                suppression_tag: "do_not_contact".to_string(),
+                pseudonym_keys: [(
+                    "partner".to_string(),
+                    crate::privacy::PseudonymKey::new(Some(vec![0x5a; 32]), 7).expect("key"),
+                )]
+                .into(),
+            },
         }
     }
 

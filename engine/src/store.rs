@@ -76,7 +76,9 @@ impl Store {
             }
             None if upgrade::is_v1(dir) => upgrade::upgrade(storage, dir)?,
             None => {
-                let manifest = Manifest::empty();
+                let mut manifest = Manifest::empty();
+                manifest.privacy =
+                    crate::privacy::Privacy::new_database(crate::tags::now_micros())?;
                 manifest::write(storage.as_ref(), dir, &manifest)?;
                 manifest
             }

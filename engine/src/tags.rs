@@ -662,6 +662,8 @@ pub struct Tags {
     pub models: BTreeMap<String, Arc<crate::lookalike::StoredModel>>,
     /// Recommenders, by name.
     pub recommenders: BTreeMap<String, Arc<crate::recommend::StoredRecommender>>,
+    /// The suppression tag (privacy.rs).
+    pub privacy: crate::privacy::Privacy,
 }
 
 impl Tags {
@@ -710,18 +712,6 @@ impl Tags {
             universe: OnceLock::new(),
             depth: 0,
         }
-    }
-
-    /// The users of the audience expression `text`.
-    pub fn evaluate(&self, text: &str, today: i32) -> Result<RoaringBitmap> {
-        let audience = audience::parse(text)?;
-        audience::evaluate(&audience, &self.source(today))
-    }
-
-    /// How many users the audience expression `text` has.
-    pub fn count(&self, text: &str, today: i32) -> Result<u64> {
-        let audience = audience::parse(text)?;
-        audience::count(&audience, &self.source(today))
     }
 
     /// The external ids of `users`, in ordinal order.
@@ -1528,6 +1518,7 @@ mod tests {
             stored: BTreeMap::new(),
             models: BTreeMap::new(),
             recommenders: BTreeMap::new(),
+            privacy: crate::privacy::Privacy::default(),
         };
         all.stored.insert(
             "vip".to_string(),
@@ -1556,7 +1547,8 @@ mod tests {
             }),
         );
         fn eval_in(all: &Tags, text: &str) -> Result<Vec<u32>> {
-            all.evaluate(text, 20).map(|b| b.iter().collect())
+            all.evaluate(text, crate::privacy::Policy::new(20))
+                .map(|b| b.iter().collect())
         }
         let eval = |text: &str| eval_in(&all, text);
         assert_eq!(eval("city=bj").expect("ok"), vec![0, 2]);
@@ -1572,7 +1564,11 @@ mod tests {
         );
         assert_eq!(eval("NOT vip").expect("ok"), vec![0, 3]);
         assert_eq!(eval("north").expect("ok"), vec![0]);
-        assert_eq!(all.count("city=bj OR vip", 20).expect("ok"), 3);
+        assert_eq!(
+            all.count("city=bj OR vip", crate::privacy::Policy::new(20))
+                .expect("ok"),
+            3
+        );
         let err = |text: &str| eval(text).expect_err("error").to_string();
         assert_eq!(err("gold"), "tag \"gold\" does not exist");
         assert!(err("age=3").contains("no tag index has column \"age\""));
@@ -1593,5 +1589,83 @@ mod tests {
         );
         let err = eval_in(&all, "loop").expect_err("cycle").to_string();
         assert!(err.contains("names itself"), "{err}");
+    }
+
+    #[test]
+    fn the_suppression_tag_leaves_its_users_out() {
+        use crate::privacy::Policy;
+        let mut tags = index();
+        let batch = rows(&[0, 1, 2, 3], &["bj", "sh", "bj", "gz"], &[10, 10, 11, 20]);
+        let rows = IndexedRows {
+            ordinals: &[0, 1, 2, 3],
+            batch: &batch,
+        };
+        tags.add(&rows, true, &[0]).expect("added");
+        let stored =
+            |id: u64, name: &str, source: TagSourceKind, definition: &str, users: &[u32]| {
+                let tag = StoredTag {
+                    id,
+                    name: name.to_string(),
+                    source,
+                    definition: definition.to_string(),
+                    bits: Bits::from(bitmap(users)),
+                    refreshed_micros: 0,
+                    file: None,
+                    dirty: true,
+                };
+                (name.to_string(), Arc::new(tag))
+            };
+        let mut all = Tags {
+            dictionary: None,
+            users: 4,
+            tables: BTreeMap::from([(1, Arc::new(tags))]),
+            stored: BTreeMap::from([
+                stored(9, "vip", TagSourceKind::Bitmap, "", &[1, 2]),
+                stored(
+                    10,
+                    "north",
+                    TagSourceKind::Segment,
+                    "city=bj AND NOT vip",
+                    &[],
+                ),
+            ]),
+            models: BTreeMap::new(),
+            recommenders: BTreeMap::new(),
+            privacy: crate::privacy::Privacy {
+                suppression_tag: "vip".to_string(),
+                ..Default::default()
+            },
+        };
+        let (ordinary, everyone) = (Policy::new(20), Policy::everyone(20));
+        let eval = |all: &Tags, text: &str, policy| -> Vec<u32> {
+            all.evaluate(text, policy).expect("ok").iter().collect()
+        };
+        assert_eq!(all.suppression(ordinary), Some("vip"));
+        assert_eq!(all.suppression(everyone), None);
+        assert_eq!(eval(&all, "city=bj", ordinary), vec![0]);
+        assert_eq!(eval(&all, "city=bj", everyone), vec![0, 2]);
+        assert_eq!(eval(&all, "vip", ordinary), Vec::<u32>::new());
+        // NOT is relative to every user but the suppressed: {1, 3} less {1}.
+        assert_eq!(eval(&all, "NOT city=bj", ordinary), vec![3]);
+        assert_eq!(all.count("NOT city=bj", ordinary).expect("ok"), 1);
+        assert_eq!(all.count("city=bj AND NOT north", ordinary).expect("ok"), 0);
+        let population: Vec<u32> = all.population(ordinary).expect("ok").iter().collect();
+        assert_eq!(population, vec![0, 3]);
+        let mut ordinals = [Some(1), Some(3), None, Some(2)];
+        all.forget_suppressed(&mut ordinals, ordinary).expect("ok");
+        assert_eq!(ordinals, [None, Some(3), None, None]);
+        // A segment suppresses what it evaluates to, read as everyone.
+        all.privacy.suppression_tag = "north".to_string();
+        assert_eq!(eval(&all, "city=bj", ordinary), vec![2]);
+        // A name no tag has suppresses nobody; the tag in force cannot go.
+        all.privacy.suppression_tag = "opted_out".to_string();
+        assert_eq!(all.suppressed(ordinary).expect("ok"), None);
+        assert_eq!(eval(&all, "city=bj", ordinary), vec![0, 2]);
+        assert!(all.check_not_suppression_tag("vip").is_ok());
+        all.privacy.suppression_tag = "vip".to_string();
+        let err = all.check_not_suppression_tag("vip").expect_err("in force");
+        assert!(err.to_string().starts_with("cannot drop \"vip\""), "{err}");
+        assert!(all.check_suppression_tag("gold").is_err());
+        assert!(all.check_suppression_tag("").is_ok());
     }
 }

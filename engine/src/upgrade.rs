@@ -104,6 +104,7 @@ pub(crate) fn upgrade(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Manifest
         tags: Vec::new(),
         models: Vec::new(),
         recommenders: Vec::new(),
+        privacy: crate::privacy::Privacy::default(),
     };
     manifest::write(storage.as_ref(), dir, &manifest)?;
     remove_v1(storage.as_ref(), dir)?;

@@ -41,6 +41,7 @@ pub(crate) enum RecordKind {
     DropModel = 13,
     PutRecommender = 14,
     DropRecommender = 15,
+    Privacy = 16,
 }
 
 impl RecordKind {
@@ -61,6 +62,7 @@ impl RecordKind {
             13 => RecordKind::DropModel,
             14 => RecordKind::PutRecommender,
             15 => RecordKind::DropRecommender,
+            16 => RecordKind::Privacy,
             _ => return None,
         })
     }

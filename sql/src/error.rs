@@ -270,10 +270,13 @@ impl Error {
                 EngineError::UnknownTag(_) => "42704",
                 EngineError::TagExists(_) => "42710",
                 EngineError::InvalidArgument(_) => "22023",
+                EngineError::InUse(_) => "2BP01",
                 EngineError::ModelNotFound(_) => "42704",
                 EngineError::ModelExists(_) => "42710",
                 EngineError::RecommenderNotFound(_) => "42704",
                 EngineError::RecommenderExists(_) => "42710",
+                EngineError::PseudonymKeyNotFound(_) => "42704",
+                EngineError::PseudonymKeyExists(_) => "42710",
                 EngineError::Arrow(_) => "XX000",
             },
         }

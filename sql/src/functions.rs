@@ -12,6 +12,7 @@ pub(crate) mod lookalike;
 mod metric_moments;
 mod p_adjust;
 mod pg_catalog;
+mod privacy;
 mod recommend;
 mod settings;
 mod srm_test;
@@ -55,9 +56,11 @@ pub(crate) fn register(
     let mut names: Vec<String> = own.iter().map(|f| f.name().to_string()).collect();
     names.extend(aggregates.iter().map(|f| f.name().to_string()));
     names.push("experiment_report".to_string());
-    names.extend(audience::register(ctx, catalog));
-    names.extend(lookalike::register(ctx, catalog));
-    names.extend(recommend::register(ctx, catalog));
+    let access = crate::privacy::UserAccess::new(catalog, state);
+    names.extend(audience::register(ctx, &access));
+    names.extend(lookalike::register(ctx, &access));
+    names.extend(recommend::register(ctx, &access));
+    names.extend(privacy::register(ctx, &access));
     for udf in own.into_iter().chain(postgres) {
         ctx.register_udf(udf);
     }
@@ -72,6 +75,58 @@ pub(crate) fn register(
     let var_samp = datafusion::functions_aggregate::variance::var_samp_udaf();
     ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
     names
+}
+
+/// How many rows a scalar function of `args` computes: one when every
+/// argument is a constant (the result is then a constant too).
+pub(crate) fn result_rows(
+    args: &[datafusion::logical_expr::ColumnarValue],
+    number_rows: usize,
+) -> usize {
+    if args
+        .iter()
+        .all(|a| matches!(a, datafusion::logical_expr::ColumnarValue::Scalar(_)))
+    {
+        1
+    } else {
+        number_rows
+    }
+}
+
+/// The result `array` of a scalar function of `args`, computed for
+/// [`result_rows`] rows.
+pub(crate) fn result_value(
+    args: &[datafusion::logical_expr::ColumnarValue],
+    array: arrow::array::ArrayRef,
+) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+    if args
+        .iter()
+        .all(|a| matches!(a, datafusion::logical_expr::ColumnarValue::Scalar(_)))
+    {
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::try_from_array(&array, 0)?,
+        ))
+    } else {
+        Ok(datafusion::logical_expr::ColumnarValue::Array(array))
+    }
+}
+
+/// Whether a value of type `t` is taken as text: text, or an integer (as its
+/// digits).
+pub(crate) fn text_like(t: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType;
+    matches!(
+        t,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
+    ) || t.is_integer()
+}
+
+/// An argument `coerce_types` made TEXT.
+pub(crate) fn strings(array: &arrow::array::ArrayRef) -> &arrow::array::StringArray {
+    array
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .expect("coerced to TEXT")
 }
 
 /// Registers table functions under their names; returns the names.

@@ -19,6 +19,7 @@ mod functions;
 mod names;
 mod pg_catalog;
 mod prepare;
+mod privacy;
 mod provider;
 mod pushdown;
 mod roles;

@@ -292,6 +292,12 @@ const RELATIONS: &[CatalogRelation] = &[
         rows: Some(recommender_rows),
     },
     CatalogRelation {
+        name: "cohortdb_pseudonym_keys",
+        oid: 0,
+        columns: "name text, version int4, created_at timestamptz, rotated_at timestamptz",
+        rows: Some(pseudonym_key_rows),
+    },
+    CatalogRelation {
         name: "pg_tablespace",
         oid: 1213,
         columns: "oid oid, spcname name, spcowner oid, spcacl aclitem[], spcoptions text[]",
@@ -1182,7 +1188,14 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
                     }),
                 )
             } else {
-                let users = s.tags.count(&tag.definition, today).ok().map(|n| n as i64);
+                let users = s
+                    .tags
+                    .count(
+                        &tag.definition,
+                        cohortdb_engine::privacy::Policy::everyone(today),
+                    )
+                    .ok()
+                    .map(|n| n as i64);
                 (ScalarValue::Int64(users), NULL)
             };
             vec![
@@ -1246,6 +1259,23 @@ fn recommender_rows(s: &Snapshot) -> Vec<Row> {
                 count(e.interactions),
                 count(e.bytes),
                 refreshed(e.built_micros),
+            ]
+        })
+        .collect()
+}
+
+/// `cohortdb_pseudonym_keys`: every pseudonym key, without its secret.
+fn pseudonym_key_rows(s: &Snapshot) -> Vec<Row> {
+    s.tags
+        .privacy
+        .pseudonym_keys
+        .iter()
+        .map(|(name, key)| {
+            vec![
+                text(name),
+                ScalarValue::Int32(Some(key.version as i32)),
+                refreshed(key.created_micros),
+                refreshed(key.rotated_micros),
             ]
         })
         .collect()

@@ -26,6 +26,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 use crate::pushdown;
 use crate::scan::EngineScanExec;
 
@@ -35,13 +36,15 @@ pub(crate) const ROW_ID_RELATION_PREFIX: &str = "__cohortdb_rowid__";
 /// The `public` schema: every engine table.
 #[derive(Debug)]
 pub(crate) struct EngineSchema {
-    pub catalog: Arc<Catalog>,
+    /// The catalog, as the session reads users from it (for `in_audience`
+    /// filters pushed into scans).
+    pub access: Arc<UserAccess>,
 }
 
 #[async_trait]
 impl SchemaProvider for EngineSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.table_names()
+        self.access.catalog.table_names()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -49,9 +52,9 @@ impl SchemaProvider for EngineSchema {
             Some(base) => (base, true),
             None => (name, false),
         };
-        match self.catalog.table(name) {
+        match self.access.catalog.table(name) {
             Ok(table) => Ok(Some(Arc::new(EngineTable::new(
-                Arc::clone(&self.catalog),
+                Arc::clone(&self.access),
                 table,
                 with_row_id,
             )))),
@@ -69,27 +72,27 @@ impl SchemaProvider for EngineSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.table(name).is_ok()
+        self.access.catalog.table(name).is_ok()
     }
 }
 
 /// One engine table seen by DataFusion.
 #[derive(Debug)]
 pub(crate) struct EngineTable {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     table: Arc<Table>,
     with_row_id: bool,
     schema: SchemaRef,
 }
 
 impl EngineTable {
-    fn new(catalog: Arc<Catalog>, table: Arc<Table>, with_row_id: bool) -> EngineTable {
+    fn new(access: Arc<UserAccess>, table: Arc<Table>, with_row_id: bool) -> EngineTable {
         let schema = table
             .snapshot()
             .scan_schema(None, with_row_id)
             .expect("a table's own schema projects");
         EngineTable {
-            catalog,
+            access,
             table,
             with_row_id,
             schema,
@@ -99,10 +102,10 @@ impl EngineTable {
     /// The engine predicate for the filters DataFusion pushed down.
     fn predicate(&self, filters: &[Expr]) -> Option<Predicate> {
         let table_schema = self.table.schema();
-        let tags = self.catalog.tags();
+        let (tags, policy) = (self.access.tags(), self.access.policy());
         let parts: Vec<Predicate> = filters
             .iter()
-            .map(|f| pushdown::translate(f, &table_schema, &tags))
+            .map(|f| pushdown::translate(f, &table_schema, &tags, policy))
             .collect::<Option<_>>()?;
         match parts.len() {
             0 => None,
@@ -127,13 +130,15 @@ impl TableProvider for EngineTable {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         let table_schema = self.table.schema();
-        let tags = self.catalog.tags();
+        let (tags, policy) = (self.access.tags(), self.access.policy());
         Ok(filters
             .iter()
-            .map(|f| match pushdown::translate(f, &table_schema, &tags) {
-                Some(_) => TableProviderFilterPushDown::Exact,
-                None => TableProviderFilterPushDown::Unsupported,
-            })
+            .map(
+                |f| match pushdown::translate(f, &table_schema, &tags, policy) {
+                    Some(_) => TableProviderFilterPushDown::Exact,
+                    None => TableProviderFilterPushDown::Unsupported,
+                },
+            )
             .collect())
     }
 
@@ -197,7 +202,7 @@ impl TableProvider for EngineTable {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         let sink = EngineSink {
-            catalog: Arc::clone(&self.catalog),
+            catalog: Arc::clone(&self.access.catalog),
             table: Arc::clone(&self.table),
             schema: Arc::new(arrow::datatypes::Schema::new(nullable)),
         };

@@ -11,27 +11,35 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Schema};
+use cohortdb_engine::privacy::Policy;
 use cohortdb_engine::tags::{Tags, UserFilter};
 use cohortdb_engine::{CmpOp, Predicate};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 
 /// The engine predicate equivalent to `expr` over a table with `schema`;
-/// audiences are evaluated over `tags`.
-pub(crate) fn translate(expr: &Expr, schema: &Schema, tags: &Arc<Tags>) -> Option<Predicate> {
+/// audiences are evaluated over `tags` under `policy`.
+pub(crate) fn translate(
+    expr: &Expr,
+    schema: &Schema,
+    tags: &Arc<Tags>,
+    policy: Policy,
+) -> Option<Predicate> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
             Operator::And => Some(Predicate::And(vec![
-                translate(left, schema, tags)?,
-                translate(right, schema, tags)?,
+                translate(left, schema, tags, policy)?,
+                translate(right, schema, tags, policy)?,
             ])),
             Operator::Or => Some(Predicate::Or(vec![
-                translate(left, schema, tags)?,
-                translate(right, schema, tags)?,
+                translate(left, schema, tags, policy)?,
+                translate(right, schema, tags, policy)?,
             ])),
             _ => comparison(left, *op, right, schema),
         },
-        Expr::Not(inner) => Some(Predicate::Not(Box::new(translate(inner, schema, tags)?))),
+        Expr::Not(inner) => Some(Predicate::Not(Box::new(translate(
+            inner, schema, tags, policy,
+        )?))),
         Expr::ScalarFunction(function) if function.name() == "in_audience" => {
             let [id, audience] = function.args.as_slice() else {
                 return None;
@@ -48,7 +56,7 @@ pub(crate) fn translate(expr: &Expr, schema: &Schema, tags: &Arc<Tags>) -> Optio
             };
             // An expression that does not evaluate stays with the function,
             // which reports why.
-            let users = tags.evaluate(text, crate::functions::today()).ok()?;
+            let users = tags.evaluate(text, policy).ok()?;
             let filter = UserFilter::new(Arc::clone(tags), users, &data_type).ok()?;
             Some(Predicate::InAudience {
                 column: index,
@@ -198,7 +206,7 @@ mod tests {
     }
 
     fn translate(expr: &Expr, schema: &Schema) -> Option<Predicate> {
-        super::translate(expr, schema, &Arc::new(Tags::default()))
+        super::translate(expr, schema, &Arc::new(Tags::default()), Policy::new(0))
     }
 
     #[test]

@@ -92,16 +92,16 @@ impl Session {
             .build_arc()
             .expect("a runtime without files builds");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = Arc::new(Mutex::new(State::default()));
         let schemas = MemoryCatalogProvider::new();
         schemas
             .register_schema(
                 SCHEMA_NAME,
                 Arc::new(EngineSchema {
-                    catalog: Arc::clone(&catalog),
+                    access: crate::privacy::UserAccess::new(&catalog, &state),
                 }),
             )
             .expect("a fresh catalog provider accepts a schema");
-        let state = Arc::new(Mutex::new(State::default()));
         let own = crate::functions::register(&ctx, &state, &catalog);
         let pg_catalog = Arc::new(PgCatalogSchema::new(
             Arc::clone(&catalog),
@@ -153,6 +153,11 @@ impl Session {
     /// Whether the session's user is a superuser.
     pub fn is_superuser(&self) -> bool {
         self.lock().superuser()
+    }
+
+    /// How the session selects users now (privacy.rs).
+    pub(crate) fn policy(&self) -> cohortdb_engine::privacy::Policy {
+        crate::privacy::policy(&self.lock())
     }
 
     /// A handle that cancels the statement this session is running.
@@ -252,6 +257,9 @@ impl Session {
             // Notices nobody took belong to earlier statements; drop them so a
             // session whose caller never reads them does not hoard them.
             state.drop_notices();
+            // The database's setting, as SHOW and current_setting report it.
+            let suppression = self.catalog.tags().privacy.suppression_tag.clone();
+            state.settings.set_internal("suppression_tag", &suppression);
             transaction::admit(&state, &statement)
         };
         let result = match admitted {

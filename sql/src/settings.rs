@@ -27,6 +27,8 @@ pub const SERVER_VERSION_NUM: &str = "160006";
 enum Access {
     /// Any session, with SET.
     User,
+    /// Superusers only, with SET: what widens what a session may see.
+    Superuser,
     /// Nobody: the value describes the server or the session.
     ReadOnly,
 }
@@ -62,7 +64,7 @@ const fn setting(
     }
 }
 
-use Access::{ReadOnly, User};
+use Access::{ReadOnly, Superuser, User};
 
 /// Every setting, sorted by lower-case name.
 const REGISTRY: &[Definition] = &[
@@ -145,6 +147,14 @@ const REGISTRY: &[Definition] = &[
         true,
         any,
         "Shows whether hot standby is currently active.",
+    ),
+    setting(
+        "include_suppressed",
+        "off",
+        Superuser,
+        false,
+        boolean,
+        "Keeps the suppression tag's users in audiences, for compliance reporting (superusers only).",
     ),
     setting(
         "integer_datetimes",
@@ -259,6 +269,14 @@ const REGISTRY: &[Definition] = &[
         "Sets the maximum allowed duration of any statement; 0 turns it off.",
     ),
     setting(
+        "suppression_tag",
+        "opted_out",
+        ReadOnly,
+        false,
+        any,
+        "Shows the tag whose users audiences leave out (ALTER SYSTEM SET suppression_tag).",
+    ),
+    setting(
         "TimeZone",
         "UTC",
         User,
@@ -283,6 +301,11 @@ const REGISTRY: &[Definition] = &[
         "Sets the current transaction's read-only status.",
     ),
 ];
+
+/// Whether a setting is called `name`.
+pub(crate) fn is_registered(name: &str) -> bool {
+    find(name).is_some()
+}
 
 fn find(name: &str) -> Option<&'static Definition> {
     REGISTRY.iter().find(|d| d.name.eq_ignore_ascii_case(name))
@@ -357,6 +380,14 @@ impl Settings {
                 if def.access == ReadOnly {
                     return Err(Error::ReadOnlySetting {
                         name: def.name.to_string(),
+                    });
+                }
+                if def.access == Superuser && !self.flag("is_superuser") {
+                    return Err(Error::PermissionDenied {
+                        message: format!(
+                            "permission denied to set parameter \"{}\": only superusers may",
+                            def.name
+                        ),
                     });
                 }
                 (def.canonical)(value).map_err(|reason| Error::InvalidSetting {

@@ -17,6 +17,11 @@
 //!     USING { item_knn | ease | popularity } [ 'options' ]
 //! REFRESH RECOMMENDER name
 //! DROP RECOMMENDER [ IF EXISTS ] name
+//! ALTER SYSTEM SET suppression_tag { = | TO } { 'name' | name | DEFAULT }
+//! ALTER SYSTEM RESET suppression_tag
+//! CREATE PSEUDONYM KEY name [ SECRET 'hex' ]
+//! ALTER PSEUDONYM KEY name ROTATE [ SECRET 'hex' ]
+//! DROP PSEUDONYM KEY [ IF EXISTS ] name
 //! ```
 //!
 //! They are recognised in the token stream ([`split`]), checked with the SQL
@@ -103,6 +108,22 @@ pub(crate) enum TagStatement {
         name: String,
         if_exists: bool,
     },
+    /// `ALTER SYSTEM SET name = value`; `None`: RESET (or DEFAULT).
+    AlterSystem {
+        name: String,
+        value: Option<String>,
+    },
+    /// `CREATE PSEUDONYM KEY` (`rotate`: false) or `ALTER PSEUDONYM KEY ...
+    /// ROTATE`, with the secret's hex digits if given.
+    PseudonymKey {
+        name: String,
+        rotate: bool,
+        secret: Option<String>,
+    },
+    DropPseudonymKey {
+        name: String,
+        if_exists: bool,
+    },
 }
 
 /// What a tag or segment is made of.
@@ -135,6 +156,10 @@ impl TagStatement {
             TagStatement::CreateRecommender { .. } => "CREATE RECOMMENDER",
             TagStatement::RefreshRecommender { .. } => "REFRESH RECOMMENDER",
             TagStatement::DropRecommender { .. } => "DROP RECOMMENDER",
+            TagStatement::AlterSystem { .. } => "ALTER SYSTEM",
+            TagStatement::PseudonymKey { rotate: false, .. } => "CREATE PSEUDONYM KEY",
+            TagStatement::PseudonymKey { rotate: true, .. } => "ALTER PSEUDONYM KEY",
+            TagStatement::DropPseudonymKey { .. } => "DROP PSEUDONYM KEY",
         }
     }
 }
@@ -180,9 +205,11 @@ fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
     let at = |i: usize, w: &str| words.get(i).is_some_and(|t| is_word(t, w));
     let object =
         |i: usize| at(i, "tag") || at(i, "segment") || at(i, "model") || at(i, "recommender");
-    (at(0, "create") && (object(1) || (at(1, "or") && at(2, "replace") && object(3))))
-        || (at(0, "drop") && object(1))
+    (at(0, "create") && (object(1) || at(1, "pseudonym")))
+        || (at(0, "create") && at(1, "or") && at(2, "replace") && object(3))
+        || (at(0, "drop") && (object(1) || at(1, "pseudonym")))
         || (at(0, "refresh") && object(1))
+        || (at(0, "alter") && (at(1, "system") || at(1, "pseudonym")))
 }
 
 /// The statements of `sql` (as `tokens`), tag statements replaced by the
@@ -399,10 +426,27 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
                 algorithm,
                 options,
             }
+        } else if !or_replace && word(&mut p, "pseudonym") {
+            let name = pseudonym_key_name(&mut p)?;
+            let secret = secret(&mut p)?;
+            TagStatement::PseudonymKey {
+                name,
+                rotate: false,
+                secret,
+            }
         } else {
             return p.expected("TAG, SEGMENT, MODEL or RECOMMENDER", p.peek_token());
         }
     } else if p.parse_keyword(Keyword::DROP) {
+        if word(&mut p, "pseudonym") {
+            if !word(&mut p, "key") {
+                return p.expected("KEY", p.peek_token());
+            }
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name = names::normalize(&p.parse_identifier()?);
+            p.expect_token(&Token::EOF)?;
+            return Ok(TagStatement::DropPseudonymKey { name, if_exists });
+        }
         if word(&mut p, "model") {
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             let name = names::normalize(&p.parse_identifier()?);
@@ -464,11 +508,67 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
             name: names::normalize(&p.parse_identifier()?),
             segment,
         }
+    } else if p.parse_keyword(Keyword::ALTER) {
+        if word(&mut p, "pseudonym") {
+            let name = pseudonym_key_name(&mut p)?;
+            if !word(&mut p, "rotate") {
+                return p.expected("ROTATE", p.peek_token());
+            }
+            let secret = secret(&mut p)?;
+            p.expect_token(&Token::EOF)?;
+            return Ok(TagStatement::PseudonymKey {
+                name,
+                rotate: true,
+                secret,
+            });
+        }
+        if !word(&mut p, "system") {
+            return p.expected("SYSTEM or PSEUDONYM KEY", p.peek_token());
+        }
+        if p.parse_keyword(Keyword::RESET) {
+            let name = names::normalize(&p.parse_identifier()?);
+            TagStatement::AlterSystem { name, value: None }
+        } else {
+            p.expect_keyword(Keyword::SET)?;
+            let name = names::normalize(&p.parse_identifier()?);
+            if !p.consume_token(&Token::Eq) {
+                p.expect_keyword(Keyword::TO)?;
+            }
+            let value = if p.parse_keyword(Keyword::DEFAULT) {
+                None
+            } else {
+                match p.peek_token().token {
+                    Token::Word(_) => Some(names::normalize(&p.parse_identifier()?)),
+                    Token::Number(number, _) => {
+                        p.next_token();
+                        Some(number)
+                    }
+                    _ => Some(p.parse_literal_string()?),
+                }
+            };
+            TagStatement::AlterSystem { name, value }
+        }
     } else {
-        return p.expected("CREATE, DROP or REFRESH", p.peek_token());
+        return p.expected("CREATE, DROP, REFRESH or ALTER SYSTEM", p.peek_token());
     };
     p.expect_token(&Token::EOF)?;
     Ok(statement)
+}
+
+/// `KEY name` after `PSEUDONYM`.
+fn pseudonym_key_name(p: &mut Parser) -> std::result::Result<String, ParserError> {
+    if !word(p, "key") {
+        return p.expected("KEY", p.peek_token());
+    }
+    Ok(names::normalize(&p.parse_identifier()?))
+}
+
+/// `[ SECRET 'hex' ]`.
+fn secret(p: &mut Parser) -> std::result::Result<Option<String>, ParserError> {
+    match word(p, "secret") {
+        true => p.parse_literal_string().map(Some),
+        false => Ok(None),
+    }
 }
 
 /// Consumes the word `w` if it comes next.
@@ -492,7 +592,6 @@ fn object_name(name: &ObjectName) -> std::result::Result<String, ParserError> {
     names::table_name(name).map_err(|e| ParserError::ParserError(e.to_string()))
 }
 
-/// Microseconds since 1970 UTC: when a tag's users were computed.
 /// Runs a tag statement.
 pub(crate) async fn run(
     session: &Session,
@@ -500,6 +599,26 @@ pub(crate) async fn run(
 ) -> Result<SendableRecordBatchStream> {
     let catalog = session.catalog();
     match statement {
+        TagStatement::AlterSystem { name, value } => alter_system(session, &name, value)?,
+        TagStatement::PseudonymKey {
+            name,
+            rotate,
+            secret,
+        } => {
+            superuser_only(session, "manage pseudonym keys")?;
+            let secret = secret
+                .as_deref()
+                .map(cohortdb_engine::privacy::parse_secret)
+                .transpose()?;
+            match rotate {
+                false => catalog.create_pseudonym_key(&name, secret)?,
+                true => catalog.rotate_pseudonym_key(&name, secret)?,
+            }
+        }
+        TagStatement::DropPseudonymKey { name, if_exists } => {
+            superuser_only(session, "manage pseudonym keys")?;
+            catalog.drop_pseudonym_key(&name, if_exists)?;
+        }
         TagStatement::CreateIndex {
             table,
             columns,
@@ -664,7 +783,8 @@ async fn create(
     definition: Definition,
 ) -> Result<()> {
     let catalog = session.catalog();
-    let today = crate::functions::today();
+    // A stored tag records everyone; suppression applies when it is read.
+    let policy = cohortdb_engine::privacy::Policy::everyone(crate::functions::today());
     let (source, text, users) = match definition {
         Definition::Query(query) => {
             let text = query.to_string();
@@ -672,7 +792,7 @@ async fn create(
             (TagSourceKind::Query, text, TagUsers::Ids(ids))
         }
         Definition::Audience(expr) => {
-            let users = catalog.tags().evaluate(&expr, today)?;
+            let users = catalog.tags().evaluate(&expr, policy)?;
             (TagSourceKind::Audience, expr, TagUsers::Ordinals(users))
         }
         Definition::Bitmap(expr) => {
@@ -686,7 +806,7 @@ async fn create(
         }
         Definition::Segment { expr, frozen } => {
             // Evaluated now either way, so a bad expression fails here.
-            let users = catalog.tags().evaluate(&expr, today)?;
+            let users = catalog.tags().evaluate(&expr, policy)?;
             if frozen {
                 (TagSourceKind::Frozen, expr, TagUsers::Ordinals(users))
             } else {
@@ -700,6 +820,37 @@ async fn create(
     };
     catalog.put_tag(name, source, &text, users, replace, now_micros())?;
     Ok(())
+}
+
+/// `ALTER SYSTEM SET name = value` (RESET: `None`): superusers change the
+/// database's privacy settings; `suppression_tag` is the one there is.
+fn alter_system(session: &Session, name: &str, value: Option<String>) -> Result<()> {
+    superuser_only(session, "execute ALTER SYSTEM command")?;
+    if name != "suppression_tag" {
+        return Err(match crate::settings::is_registered(name) {
+            true => Error::Unsupported {
+                feature: format!("ALTER SYSTEM for \"{name}\" (a session setting: use SET)"),
+                position: None,
+            },
+            false => Error::UnknownSetting {
+                name: name.to_string(),
+            },
+        });
+    }
+    let value =
+        value.unwrap_or_else(|| cohortdb_engine::privacy::DEFAULT_SUPPRESSION_TAG.to_string());
+    session.catalog().set_suppression_tag(&value)?;
+    Ok(())
+}
+
+/// Refuses `what` to a session that is not a superuser's.
+fn superuser_only(session: &Session, what: &str) -> Result<()> {
+    match session.is_superuser() {
+        true => Ok(()),
+        false => Err(Error::PermissionDenied {
+            message: format!("must be superuser to {what}"),
+        }),
+    }
 }
 
 /// Trains the lookalike model `name` from a seed (an audience expression or
@@ -718,7 +869,13 @@ async fn train_model(
         }
         Seed::Audience(_) => None,
     };
-    let mut model = train(&session.catalog().tags(), seed, seed_users, options)?;
+    let mut model = train(
+        &session.catalog().tags(),
+        session.policy(),
+        seed,
+        seed_users,
+        options,
+    )?;
     model.name = name.to_string();
     model.trained_micros = now_micros();
     Ok(model)

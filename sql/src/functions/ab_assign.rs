@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, StringArray};
+use arrow::array::{Array, Float64Array, Int32Array, Int64Array, ListArray};
 use arrow::datatypes::DataType;
 use cohortdb_engine::stats::assignment;
 use datafusion::common::{Result, plan_err};
@@ -13,21 +13,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::{double_list, f64_list, is_numeric_list};
-
-fn text_like(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
-    ) || t.is_integer()
-}
-
-fn strings(array: &ArrayRef) -> &StringArray {
-    array
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("coerced to TEXT")
-}
+use super::{double_list, f64_list, is_numeric_list, strings, text_like};
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct AbAssignFunc {

@@ -28,21 +28,22 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use cohortdb_engine::Catalog;
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 
+use crate::privacy::UserAccess;
+
 /// Registers the audience functions on a session; returns their names.
-pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<String> {
+pub(crate) fn register(ctx: &SessionContext, access: &Arc<UserAccess>) -> Vec<String> {
     let mut scalars = vec![
-        ScalarUDF::from(audience_count::AudienceCountFunc::new(catalog)),
-        ScalarUDF::from(in_audience::InAudienceFunc::new(catalog)),
-        ScalarUDF::from(tag_bitmap::TagBitmapFunc::new(catalog)),
+        ScalarUDF::from(audience_count::AudienceCountFunc::new(access)),
+        ScalarUDF::from(in_audience::InAudienceFunc::new(access)),
+        ScalarUDF::from(tag_bitmap::TagBitmapFunc::new(access)),
         ScalarUDF::from(bitmap_count::BitmapCountFunc::new()),
-        ScalarUDF::from(bitmap_contains::BitmapContainsFunc::new(catalog)),
-        ScalarUDF::from(bitmap_to_array::BitmapToArrayFunc::new(catalog)),
+        ScalarUDF::from(bitmap_contains::BitmapContainsFunc::new(access)),
+        ScalarUDF::from(bitmap_to_array::BitmapToArrayFunc::new(access)),
         ScalarUDF::from(bitmap_to_base64::BitmapToBase64Func::new()),
         ScalarUDF::from(bitmap_from_base64::BitmapFromBase64Func::new()),
     ];
@@ -53,7 +54,7 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<Stri
         )));
     }
     let aggregates = [
-        datafusion::logical_expr::AggregateUDF::from(bitmap_agg::BitmapAggUdaf::new(catalog)),
+        datafusion::logical_expr::AggregateUDF::from(bitmap_agg::BitmapAggUdaf::new(access)),
         datafusion::logical_expr::AggregateUDF::from(bitmap_union::BitmapUnionUdaf::union()),
         datafusion::logical_expr::AggregateUDF::from(bitmap_union::BitmapUnionUdaf::union_count()),
         datafusion::logical_expr::AggregateUDF::from(bitmap_intersect::BitmapIntersectUdaf::new()),
@@ -71,30 +72,31 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<Stri
     }
     ctx.register_udtf(
         "audience",
-        Arc::new(audience_table::AudienceFunc::new(catalog)),
+        Arc::new(audience_table::AudienceFunc::new(access)),
     );
     names.push("audience".to_string());
     ctx.register_udtf(
         "audience_profile",
-        Arc::new(audience_profile::AudienceProfileFunc::new(catalog)),
+        Arc::new(audience_profile::AudienceProfileFunc::new(access)),
     );
     ctx.register_udtf(
         "audience_overlap",
-        Arc::new(audience_overlap::AudienceOverlapFunc::new(catalog)),
+        Arc::new(audience_overlap::AudienceOverlapFunc::new(access)),
     );
     ctx.register_udtf(
         "audience_sample",
-        Arc::new(audience_sample::AudienceSampleFunc::new(catalog)),
+        Arc::new(audience_sample::AudienceSampleFunc::new(access)),
     );
     names.extend(["audience_profile", "audience_overlap", "audience_sample"].map(String::from));
     ctx.register_udtf(
         "unnest_bitmap",
-        Arc::new(unnest_bitmap::UnnestBitmapFunc::new(catalog)),
+        Arc::new(unnest_bitmap::UnnestBitmapFunc::new(access)),
     );
     names.push("unnest_bitmap".to_string());
     names
 }
 
+pub(crate) use super::{result_rows, result_value};
 pub(crate) use cohortdb_engine::tags::today;
 
 /// The text of argument `index` of `function` for row `row`: `None` for
@@ -232,31 +234,6 @@ pub(crate) fn ordinals_of(
         return Ok(vec![None; ids.len()]);
     }
     tags.ordinals(ids).map_err(crate::error::to_datafusion)
-}
-
-/// How many rows a scalar function of `args` computes: one when every
-/// argument is a constant (the result is then a constant too).
-pub(crate) fn result_rows(args: &[ColumnarValue], number_rows: usize) -> usize {
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        1
-    } else {
-        number_rows
-    }
-}
-
-/// The result `array` of a scalar function of `args`, computed for
-/// [`result_rows`] rows.
-pub(crate) fn result_value(
-    args: &[ColumnarValue],
-    array: arrow::array::ArrayRef,
-) -> Result<ColumnarValue> {
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-            &array, 0,
-        )?))
-    } else {
-        Ok(ColumnarValue::Array(array))
-    }
 }
 
 /// A table of external user ids, one column `user_id`, for the table

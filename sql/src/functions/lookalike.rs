@@ -18,43 +18,45 @@ use std::sync::Arc;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use cohortdb_engine::Error as EngineError;
 use cohortdb_engine::audience::{self, Audience};
 use cohortdb_engine::lookalike::{Feature, Method, Settings, StoredModel, fit};
 use cohortdb_engine::options;
+use cohortdb_engine::privacy::Policy;
 use cohortdb_engine::sampling::Size;
 use cohortdb_engine::tags::{Tags, TagsRead};
-use cohortdb_engine::{Catalog, Error as EngineError};
 use datafusion::catalog::{TableFunctionArgs, TableProvider};
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 
-use super::audience::{constant_text, today};
+use super::audience::constant_text;
 use super::deferred::{self, Deferred};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 /// Registers the lookalike functions; returns their names.
-pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<String> {
+pub(crate) fn register(ctx: &SessionContext, access: &Arc<UserAccess>) -> Vec<String> {
     ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
-        lookalike_score::LookalikeScoreFunc::new(catalog),
+        lookalike_score::LookalikeScoreFunc::new(access),
     ));
     let functions: [(&str, Arc<dyn datafusion::catalog::TableFunctionImpl>); 4] = [
         (
             "lookalike_explain",
-            Arc::new(lookalike_explain::LookalikeExplainFunc::new(catalog)),
+            Arc::new(lookalike_explain::LookalikeExplainFunc::new(access)),
         ),
         (
             "lookalike",
-            Arc::new(lookalike_table::LookalikeFunc::new(catalog)),
+            Arc::new(lookalike_table::LookalikeFunc::new(access)),
         ),
         (
             "lookalike_weights",
-            Arc::new(lookalike_weights::LookalikeWeightsFunc::new(catalog)),
+            Arc::new(lookalike_weights::LookalikeWeightsFunc::new(access)),
         ),
         (
             "lookalike_eval",
-            Arc::new(lookalike_eval::LookalikeEvalFunc::new(catalog)),
+            Arc::new(lookalike_eval::LookalikeEvalFunc::new(access)),
         ),
     ];
     let mut names = super::register_table_functions(ctx, functions);
@@ -66,6 +68,7 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<Stri
 /// `seed_ordinals` are the users of a query seed, run by the caller.
 pub(crate) fn train(
     tags: &Tags,
+    policy: Policy,
     seed: &str,
     seed_ordinals: Option<Vec<Option<u32>>>,
     options: &str,
@@ -73,7 +76,7 @@ pub(crate) fn train(
     let parsed = Seed::parse(seed)?;
     let settings = Options::parse("CREATE MODEL", options, &[])?;
     let seed_users = seed_ordinals.map(|o| o.into_iter().flatten().collect::<RoaringBitmap>());
-    let inputs = Inputs::new(tags, &parsed, seed_users, &settings)?;
+    let inputs = Inputs::new(tags, policy, &parsed, seed_users, &settings)?;
     let model = fit(
         &inputs.features,
         &inputs.seed,
@@ -329,6 +332,7 @@ pub(crate) fn call_args(
 /// population and the features.
 pub(crate) struct Inputs<'a> {
     pub tags: &'a Tags,
+    pub policy: Policy,
     pub seed: RoaringBitmap,
     pub universe: RoaringBitmap,
     pub features: Vec<Feature<'a>>,
@@ -336,15 +340,16 @@ pub(crate) struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     /// Resolves the seed (`seed_users` for a query seed) and options over
-    /// `tags`.
+    /// `tags`; users `policy` leaves out are in neither the seed nor the
+    /// population, so they are neither learnt from nor scored.
     pub(crate) fn new(
         tags: &'a Tags,
+        policy: Policy,
         seed: &Seed,
         seed_users: Option<RoaringBitmap>,
         options: &Options,
     ) -> Result<Inputs<'a>> {
-        let day = today();
-        let source = tags.source(day);
+        let source = tags.source(policy.today);
         let (seed_users, read) = match (seed, seed_users) {
             (_, Some(users)) => (users, TagsRead::default()),
             (Seed::Audience(parsed), None) => (
@@ -353,15 +358,20 @@ impl<'a> Inputs<'a> {
             ),
             (Seed::Query(_), None) => return internal_err!("a query seed was not run"),
         };
+        let seed_users = tags
+            .without_suppressed(seed_users, policy)
+            .map_err(to_datafusion)?;
         let universe = match &options.universe {
-            Some(text) => tags.evaluate(text, day).map_err(to_datafusion)?,
-            None => tags.universe().map_err(to_datafusion)?,
-        };
+            Some(text) => tags.evaluate(text, policy),
+            None => tags.population(policy),
+        }
+        .map_err(to_datafusion)?;
         let features =
             cohortdb_engine::lookalike::features(tags, options.features.as_deref(), &read)
                 .map_err(to_datafusion)?;
         Ok(Inputs {
             tags,
+            policy,
             seed: seed_users,
             universe,
             features,
@@ -413,7 +423,7 @@ pub(crate) type Compute = fn(&Inputs<'_>, &Options) -> Result<RecordBatch>;
 #[derive(Debug)]
 pub(crate) struct LookalikeCall {
     pub function: &'static str,
-    pub catalog: Arc<Catalog>,
+    pub access: Arc<UserAccess>,
     pub seed: Seed,
     pub options: Options,
     pub compute: Compute,
@@ -433,12 +443,18 @@ impl deferred::Compute for LookalikeCall {
     }
 
     async fn compute(&self, session: &SessionState) -> Result<RecordBatch> {
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let seed_users = match &self.seed {
             Seed::Query(query) => Some(query_seed(session, &tags, query, self.function).await?),
             Seed::Audience(_) => None,
         };
-        let inputs = Inputs::new(&tags, &self.seed, seed_users, &self.options)?;
+        let inputs = Inputs::new(
+            &tags,
+            self.access.policy(),
+            &self.seed,
+            seed_users,
+            &self.options,
+        )?;
         (self.compute)(&inputs, &self.options)
     }
 }

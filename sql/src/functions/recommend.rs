@@ -27,6 +27,7 @@ use arrow::datatypes::{DataType, Field};
 use cohortdb_engine::recommend::{
     Filter, ItemKey, ItemKeys, Recommender, Request, Scored, StoredRecommender,
 };
+use cohortdb_engine::tags::Tags;
 use cohortdb_engine::{Catalog, Error as EngineError, options};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -35,37 +36,38 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
 use crate::error::to_datafusion;
-use crate::functions::audience::constant_text;
+use crate::functions::audience::{constant_text, ordinals_of};
 pub(crate) use crate::functions::{constant_or_parameter, count_or_parameter};
+use crate::privacy::UserAccess;
 
 /// Registers the recommendation functions; returns their names.
-pub(crate) fn register(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Vec<String> {
+pub(crate) fn register(ctx: &SessionContext, access: &Arc<UserAccess>) -> Vec<String> {
     let functions: [(&str, Arc<dyn TableFunctionImpl>); 6] = [
         (
             "recommend",
-            Arc::new(recommend_user::RecommendFunc::new(catalog)),
+            Arc::new(recommend_user::RecommendFunc::new(access)),
         ),
         (
             "recommend_batch",
-            Arc::new(recommend_batch::RecommendBatchFunc::new(catalog)),
+            Arc::new(recommend_batch::RecommendBatchFunc::new(access)),
         ),
         (
             "similar_items",
-            Arc::new(similar_items::SimilarItemsFunc::new(catalog)),
+            Arc::new(similar_items::SimilarItemsFunc::new(access)),
         ),
         (
             "popular_items",
-            Arc::new(popular_items::PopularItemsFunc::new(catalog)),
+            Arc::new(popular_items::PopularItemsFunc::new(access)),
         ),
         (
             "explain_recommendation",
             Arc::new(explain_recommendation::ExplainRecommendationFunc::new(
-                catalog,
+                access,
             )),
         ),
         (
             "recommend_eval",
-            Arc::new(recommend_eval::RecommendEvalFunc::new(catalog)),
+            Arc::new(recommend_eval::RecommendEvalFunc::new(access)),
         ),
     ];
     super::register_table_functions(ctx, functions)
@@ -88,6 +90,23 @@ pub(crate) fn recommender(
         .ok_or_else(|| to_datafusion(EngineError::RecommenderNotFound(name.to_string())))?;
     let model = stored.model().map_err(to_datafusion)?;
     Ok((stored, model))
+}
+
+/// The ordinal whose history personalises `user`'s recommendations: `None`
+/// for NULL, an unknown user, or one the session's policy leaves out
+/// (suppressed users get popular items only).
+pub(crate) fn personal_ordinal(
+    access: &UserAccess,
+    tags: &Tags,
+    user: &ScalarValue,
+) -> Result<Option<u32>> {
+    if user.is_null() {
+        return Ok(None);
+    }
+    let mut ordinals = ordinals_of(tags, user.to_array()?.as_ref())?;
+    tags.forget_suppressed(&mut ordinals, access.policy())
+        .map_err(to_datafusion)?;
+    Ok(ordinals[0])
 }
 
 /// The SQL type of `model`'s item ids.

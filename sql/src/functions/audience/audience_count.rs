@@ -10,25 +10,25 @@ use std::sync::Arc;
 
 use arrow::array::Int64Builder;
 use arrow::datatypes::DataType;
-use cohortdb_engine::Catalog;
 use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::{text_at, today};
+use super::text_at;
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct AudienceCountFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     signature: Signature,
 }
 
 impl AudienceCountFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         AudienceCountFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
             signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
         }
     }
@@ -36,7 +36,7 @@ impl AudienceCountFunc {
 
 impl PartialEq for AudienceCountFunc {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
+        self.access == other.access
     }
 }
 impl Eq for AudienceCountFunc {}
@@ -60,8 +60,8 @@ impl ScalarUDFImpl for AudienceCountFunc {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let tags = self.catalog.tags();
-        let today = today();
+        let tags = self.access.tags();
+        let policy = self.access.policy();
         let mut out = Int64Builder::with_capacity(args.number_rows);
         let mut last: Option<(String, i64)> = None;
         for row in 0..args.number_rows {
@@ -71,7 +71,7 @@ impl ScalarUDFImpl for AudienceCountFunc {
                     let count = match &last {
                         Some((seen, count)) if *seen == text => *count,
                         _ => {
-                            let count = tags.count(&text, today).map_err(to_datafusion)? as i64;
+                            let count = tags.count(&text, policy).map_err(to_datafusion)? as i64;
                             last = Some((text, count));
                             count
                         }

@@ -10,25 +10,25 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use cohortdb_engine::Catalog;
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
-use super::{constant_text, today};
+use super::constant_text;
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 /// At most this many audiences (the pairs grow as their square).
 const AUDIENCES_MAX: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct AudienceOverlapFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl AudienceOverlapFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         AudienceOverlapFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -42,12 +42,12 @@ impl TableFunctionImpl for AudienceOverlapFunc {
                 exprs.len()
             );
         }
-        let tags = self.catalog.tags();
-        let today = today();
+        let tags = self.access.tags();
+        let policy = self.access.policy();
         let mut audiences = Vec::with_capacity(exprs.len());
         for expr in exprs {
             let text = constant_text(args.session(), expr, "audience_overlap", "an audience")?;
-            let users = tags.evaluate(&text, today).map_err(to_datafusion)?;
+            let users = tags.evaluate(&text, policy).map_err(to_datafusion)?;
             audiences.push((text, users));
         }
         let mut rows = Vec::new();

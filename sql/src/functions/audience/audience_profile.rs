@@ -3,7 +3,9 @@
 //! value with the audience's users having it, their share of the audience,
 //! the population's users having it, and the TGI (target group index: the
 //! audience's share over the population's, × 100; above 100, the value is
-//! over-represented in the audience). Every figure is a bitmap cardinality.
+//! over-represented in the audience). Every figure is a bitmap cardinality;
+//! users of the suppression tag are in neither the audience nor the
+//! population (docs/privacy.md).
 //!
 //! ```sql
 //! SELECT * FROM audience_profile('event_type=purchase DURING LAST 30 DAYS', 'city')
@@ -14,22 +16,22 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use cohortdb_engine::Catalog;
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
-use super::{constant_text, today};
+use super::constant_text;
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct AudienceProfileFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl AudienceProfileFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         AudienceProfileFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -46,9 +48,11 @@ impl TableFunctionImpl for AudienceProfileFunc {
             "audience_profile",
             "the dimension",
         )?;
-        let tags = self.catalog.tags();
-        let audience = tags.evaluate(&text, today()).map_err(to_datafusion)?;
-        let universe = tags.universe().map_err(to_datafusion)?;
+        let tags = self.access.tags();
+        let policy = self.access.policy();
+        let audience = tags.evaluate(&text, policy).map_err(to_datafusion)?;
+        let universe = tags.population(policy).map_err(to_datafusion)?;
+        let suppressing = tags.suppression(policy).is_some();
         let (_, column) = tags.column(&dimension).map_err(to_datafusion)?;
         let mut rows: Vec<(String, u64, u64)> = Vec::with_capacity(column.values.len());
         for (key, entry) in column.values.iter() {
@@ -57,8 +61,13 @@ impl TableFunctionImpl for AudienceProfileFunc {
                 key.to_string(),
                 audience.intersection_len(users),
                 // A value's users all have a live row in its table, so they
-                // are all in the universe: its count is its population.
-                entry.all.len(),
+                // are all in the universe: its count is its population, less
+                // the suppressed.
+                if suppressing {
+                    universe.intersection_len(users)
+                } else {
+                    entry.all.len()
+                },
             ));
         }
         // Most users first; values in order among equals.

@@ -16,23 +16,23 @@
 
 use std::sync::Arc;
 
-use cohortdb_engine::Catalog;
 use cohortdb_engine::sampling::{Size, sample};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 
-use super::{constant_text, today};
+use super::constant_text;
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct AudienceSampleFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl AudienceSampleFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         AudienceSampleFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -72,8 +72,10 @@ impl TableFunctionImpl for AudienceSampleFunc {
             ScalarValue::Int64(Some(n)) => n as u64,
             other => return plan_err!("audience_sample: seed is an integer, got {other}"),
         };
-        let tags = self.catalog.tags();
-        let audience = tags.evaluate(&text, today()).map_err(to_datafusion)?;
+        let tags = self.access.tags();
+        let audience = tags
+            .evaluate(&text, self.access.policy())
+            .map_err(to_datafusion)?;
         let chosen = sample(&audience, size, seed);
         super::user_ids_table(tags.user_ids(&chosen).map_err(to_datafusion)?)
     }

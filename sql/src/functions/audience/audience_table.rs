@@ -9,22 +9,22 @@
 
 use std::sync::Arc;
 
-use cohortdb_engine::Catalog;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
-use super::{constant_text, today};
+use super::constant_text;
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct AudienceFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl AudienceFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         AudienceFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -35,8 +35,10 @@ impl TableFunctionImpl for AudienceFunc {
             return plan_err!("audience(expr) takes one argument");
         };
         let text = constant_text(args.session(), expr, "audience", "the audience")?;
-        let tags = self.catalog.tags();
-        let users = tags.evaluate(&text, today()).map_err(to_datafusion)?;
+        let tags = self.access.tags();
+        let users = tags
+            .evaluate(&text, self.access.policy())
+            .map_err(to_datafusion)?;
         super::user_ids_table(tags.user_ids(&users).map_err(to_datafusion)?)
     }
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, FieldRef, Int64Type};
-use cohortdb_engine::Catalog;
 use cohortdb_engine::tags::Tags;
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -24,11 +23,12 @@ use super::bitmap_set_op::SetOp;
 use super::bitmap_union::{BitmapFoldAccumulator, bitmap_state_field};
 use super::{coerce_user_id, ordinals_of};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 const NAME: &str = "bitmap_agg";
 
 pub(crate) struct BitmapAggUdaf {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     signature: Signature,
 }
 
@@ -40,9 +40,9 @@ impl std::fmt::Debug for BitmapAggUdaf {
 }
 
 impl BitmapAggUdaf {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         BitmapAggUdaf {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
             // Stable, as the other audience functions: ids map to ordinals
             // through the dictionary as of the statement.
             signature: Signature::user_defined(Volatility::Stable),
@@ -52,7 +52,7 @@ impl BitmapAggUdaf {
 
 impl PartialEq for BitmapAggUdaf {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
+        self.access == other.access
     }
 }
 impl Eq for BitmapAggUdaf {}
@@ -83,7 +83,7 @@ impl AggregateUDFImpl for BitmapAggUdaf {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(BitmapAggAccumulator::new(self.catalog.tags())))
+        Ok(Box::new(BitmapAggAccumulator::new(self.access.tags())))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {

@@ -11,18 +11,18 @@ use std::sync::Arc;
 
 use arrow::array::BooleanBuilder;
 use arrow::datatypes::DataType;
-use cohortdb_engine::Catalog;
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
 use super::{BitmapArg, coerce_bitmaps, coerce_user_id, ordinals_of, result_rows, result_value};
+use crate::privacy::UserAccess;
 
 const NAME: &str = "bitmap_contains";
 
 pub(crate) struct BitmapContainsFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     signature: Signature,
     aliases: Vec<String>,
 }
@@ -35,9 +35,9 @@ impl std::fmt::Debug for BitmapContainsFunc {
 }
 
 impl BitmapContainsFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         BitmapContainsFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
             // Stable, as the other audience functions: ids map to ordinals
             // through the dictionary as of the statement.
             signature: Signature::user_defined(Volatility::Stable),
@@ -48,7 +48,7 @@ impl BitmapContainsFunc {
 
 impl PartialEq for BitmapContainsFunc {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
+        self.access == other.access
     }
 }
 impl Eq for BitmapContainsFunc {}
@@ -89,7 +89,7 @@ impl ScalarUDFImpl for BitmapContainsFunc {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let bitmaps = BitmapArg::new(&args.args[0], NAME)?;
         let rows = result_rows(&args.args, args.number_rows);
         let ids = args.args[1].to_array(rows)?;

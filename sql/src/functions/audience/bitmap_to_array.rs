@@ -1,6 +1,7 @@
 //! `bitmap_to_array(bitmap)`: the external user ids of a bitmap value as an
 //! array (`BIGINT[]` or `TEXT[]`, as the user key), in ordinal order.
-//! Ordinals no user has (in a bitmap made elsewhere) are left out.
+//! Ordinals no user has (in a bitmap made elsewhere) are left out, and so
+//! are users of the suppression tag (docs/privacy.md).
 //!
 //! ```sql
 //! SELECT bitmap_to_array(bitmap_and(tag_bitmap('vip'), tag_bitmap('city=beijing')));
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, ListArray, new_empty_array};
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field};
-use cohortdb_engine::Catalog;
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -19,11 +19,12 @@ use datafusion::logical_expr::{
 
 use super::{BitmapArg, result_rows, result_value};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 const NAME: &str = "bitmap_to_array";
 
 pub(crate) struct BitmapToArrayFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     signature: Signature,
     aliases: Vec<String>,
 }
@@ -36,9 +37,9 @@ impl std::fmt::Debug for BitmapToArrayFunc {
 }
 
 impl BitmapToArrayFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         BitmapToArrayFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
             // Stable, as the other audience functions: ordinals map to ids
             // through the dictionary as of the statement.
             signature: Signature::exact(vec![DataType::Binary], Volatility::Stable),
@@ -49,7 +50,7 @@ impl BitmapToArrayFunc {
 
 impl PartialEq for BitmapToArrayFunc {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
+        self.access == other.access
     }
 }
 impl Eq for BitmapToArrayFunc {}
@@ -74,7 +75,7 @@ impl ScalarUDFImpl for BitmapToArrayFunc {
 
     /// An array of the user key's type: known once a table has a user key.
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let key = tags.dictionary().map_err(to_datafusion)?.key_type();
         Ok(DataType::new_list(key.data_type(), true))
     }
@@ -88,7 +89,10 @@ impl ScalarUDFImpl for BitmapToArrayFunc {
             return exec_err!("{NAME}: planned to return {}", args.return_type());
         };
         let item = Arc::clone(item);
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
+        let suppressed = tags
+            .suppressed(self.access.policy())
+            .map_err(to_datafusion)?;
         let bitmaps = BitmapArg::new(&args.args[0], NAME)?;
         let rows = result_rows(&args.args, args.number_rows);
         let mut lengths = Vec::with_capacity(rows);
@@ -101,7 +105,11 @@ impl ScalarUDFImpl for BitmapToArrayFunc {
                     valid.push(false);
                 }
                 Some(bitmap) => {
-                    let ids = tags.user_ids(&bitmap).map_err(to_datafusion)?;
+                    let ids = match &suppressed {
+                        Some(suppressed) => tags.user_ids(&(bitmap.as_ref() - suppressed)),
+                        None => tags.user_ids(&bitmap),
+                    }
+                    .map_err(to_datafusion)?;
                     lengths.push(ids.len());
                     valid.push(true);
                     parts.push(ids);

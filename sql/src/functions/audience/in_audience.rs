@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::BooleanArray;
 use arrow::datatypes::DataType;
-use cohortdb_engine::Catalog;
+use cohortdb_engine::privacy::Policy;
 use cohortdb_engine::tags::Tags;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
@@ -20,47 +20,56 @@ use datafusion::logical_expr::{
 };
 use roaring::RoaringBitmap;
 
-use super::{text_at, today};
+use super::text_at;
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 /// An evaluated audience: its text, the tag store it was evaluated over, and
 /// its users.
-type Evaluated = (String, Arc<Tags>, Arc<RoaringBitmap>);
+type Evaluated = (String, Arc<Tags>, Policy, Arc<RoaringBitmap>);
 
 #[derive(Debug)]
 pub(crate) struct InAudienceFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     signature: Signature,
     last: Mutex<Option<Evaluated>>,
 }
 
 impl InAudienceFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         InAudienceFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
             signature: Signature::user_defined(Volatility::Stable),
             last: Mutex::new(None),
         }
     }
 
-    /// The users of `text` over `tags`, evaluated once while both stay.
+    /// The users of `text` over `tags`, evaluated once while the text, the
+    /// tags and the session's policy stay.
     fn users(&self, tags: &Arc<Tags>, text: &str) -> Result<Arc<RoaringBitmap>> {
+        let policy = self.access.policy();
         let mut last = self.last.lock().expect("cache lock");
-        if let Some((seen, over, users)) = last.as_ref()
+        if let Some((seen, over, under, users)) = last.as_ref()
             && seen == text
             && Arc::ptr_eq(over, tags)
+            && *under == policy
         {
             return Ok(Arc::clone(users));
         }
-        let users = Arc::new(tags.evaluate(text, today()).map_err(to_datafusion)?);
-        *last = Some((text.to_string(), Arc::clone(tags), Arc::clone(&users)));
+        let users = Arc::new(tags.evaluate(text, policy).map_err(to_datafusion)?);
+        *last = Some((
+            text.to_string(),
+            Arc::clone(tags),
+            policy,
+            Arc::clone(&users),
+        ));
         Ok(users)
     }
 }
 
 impl PartialEq for InAudienceFunc {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
+        self.access == other.access
     }
 }
 impl Eq for InAudienceFunc {}
@@ -107,7 +116,7 @@ impl ScalarUDFImpl for InAudienceFunc {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let ColumnarValue::Scalar(_) = &args.args[1] else {
             return exec_err!("in_audience: the audience must be a constant");
         };

@@ -11,25 +11,25 @@ use std::sync::Arc;
 
 use arrow::array::BinaryBuilder;
 use arrow::datatypes::DataType;
-use cohortdb_engine::Catalog;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::{bitmap_bytes, text_at, today};
+use super::{bitmap_bytes, text_at};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct TagBitmapFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     signature: Signature,
 }
 
 impl TagBitmapFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         TagBitmapFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
             signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
         }
     }
@@ -37,7 +37,7 @@ impl TagBitmapFunc {
 
 impl PartialEq for TagBitmapFunc {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
+        self.access == other.access
     }
 }
 impl Eq for TagBitmapFunc {}
@@ -61,14 +61,14 @@ impl ScalarUDFImpl for TagBitmapFunc {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let tags = self.catalog.tags();
-        let today = today();
+        let tags = self.access.tags();
+        let policy = self.access.policy();
         let mut out = BinaryBuilder::new();
         for row in 0..args.number_rows {
             match text_at(&args.args[0], row, "tag_bitmap", "the tag")? {
                 None => out.append_null(),
                 Some(text) => {
-                    let users = tags.evaluate(&text, today).map_err(to_datafusion)?;
+                    let users = tags.evaluate(&text, policy).map_err(to_datafusion)?;
                     out.append_value(bitmap_bytes(&users));
                 }
             }

@@ -2,6 +2,7 @@
 //! external user ids (one column, `user_id`), in ordinal order, like
 //! `audience(expr)` for a bitmap. The argument is a constant expression
 //! (evaluated once, when the statement is planned); NULL gives no rows.
+//! Users of the suppression tag are not listed (docs/privacy.md).
 //!
 //! ```sql
 //! SELECT u.* FROM unnest_bitmap(bitmap_from_base64('OjAAAAEAAAAAAAIAEAAAAAEAAgADAA=='))
@@ -10,18 +11,18 @@
 
 use std::sync::Arc;
 
-use cohortdb_engine::Catalog;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use roaring::RoaringBitmap;
 
 use super::{bitmap_from_bytes, user_ids_table};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 const NAME: &str = "unnest_bitmap";
 
 pub(crate) struct UnnestBitmapFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 /// Without the catalog, which plans and errors would otherwise print whole.
@@ -32,9 +33,9 @@ impl std::fmt::Debug for UnnestBitmapFunc {
 }
 
 impl UnnestBitmapFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         UnnestBitmapFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -60,11 +61,12 @@ impl TableFunctionImpl for UnnestBitmapFunc {
             Some(bytes) => bitmap_from_bytes(&bytes, NAME)?,
             None => RoaringBitmap::new(),
         };
-        let ids = self
-            .catalog
-            .tags()
-            .user_ids(&bitmap)
+        // A bitmap made anywhere lists no suppressed user.
+        let tags = self.access.tags();
+        let bitmap = tags
+            .without_suppressed(bitmap, self.access.policy())
             .map_err(to_datafusion)?;
+        let ids = tags.user_ids(&bitmap).map_err(to_datafusion)?;
         user_ids_table(ids)
     }
 }

@@ -18,23 +18,23 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use cohortdb_engine::Catalog;
 use cohortdb_engine::lookalike::{Evaluation, Method, evaluate};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Result;
 
 use super::{Inputs, LookalikeCall, Options, call_args};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct LookalikeEvalFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl LookalikeEvalFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         LookalikeEvalFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -57,7 +57,7 @@ impl TableFunctionImpl for LookalikeEvalFunc {
         let (seed, options) = call_args(&args, "lookalike_eval", &["train", "repetitions"])?;
         Ok(LookalikeCall {
             function: "lookalike_eval",
-            catalog: Arc::clone(&self.catalog),
+            access: Arc::clone(&self.access),
             seed,
             options,
             compute,

@@ -12,23 +12,23 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use cohortdb_engine::Catalog;
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
 use super::stored_model;
 use crate::error::to_datafusion;
-use crate::functions::audience::{constant_text, ordinals_of, today};
+use crate::functions::audience::{constant_text, ordinals_of};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct LookalikeExplainFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl LookalikeExplainFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         LookalikeExplainFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -61,19 +61,21 @@ impl TableFunctionImpl for LookalikeExplainFunc {
             )?,
             None => Some(10),
         };
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let model = stored_model(&tags, &name)?;
         let (Some(id), Some(n)) = (id, n) else {
             // Described before its parameters are bound: only the columns
             // matter (the bound statement is planned again).
             return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
         };
-        let source = tags.source(today());
+        let policy = self.access.policy();
+        let source = tags.source(policy.today);
         let bitmaps = model.tags(&source).map_err(to_datafusion)?;
-        let ordinal = match ordinals_of(&tags, id.to_array()?.as_ref())?.first() {
-            Some(Some(o)) => Some(*o),
-            _ => None,
-        };
+        let mut ordinals = ordinals_of(&tags, id.to_array()?.as_ref())?;
+        // A suppressed user is explained by nothing.
+        tags.forget_suppressed(&mut ordinals, policy)
+            .map_err(to_datafusion)?;
+        let ordinal = ordinals.first().copied().flatten();
         let mut parts = ordinal.map_or_else(Vec::new, |o| model.explain(&bitmaps, o));
         parts.truncate(n);
         let columns: Vec<ArrayRef> = vec![

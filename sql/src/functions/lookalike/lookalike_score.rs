@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use arrow::array::Float64Array;
 use arrow::datatypes::DataType;
-use cohortdb_engine::Catalog;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -21,18 +20,19 @@ use datafusion::logical_expr::{
 
 use super::stored_model;
 use crate::error::to_datafusion;
-use crate::functions::audience::{coerce_user_id, ordinals_of, text_at, today};
+use crate::functions::audience::{coerce_user_id, ordinals_of, text_at};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct LookalikeScoreFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     signature: Signature,
 }
 
 impl LookalikeScoreFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         LookalikeScoreFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
             signature: Signature::user_defined(Volatility::Stable),
         }
     }
@@ -40,7 +40,7 @@ impl LookalikeScoreFunc {
 
 impl PartialEq for LookalikeScoreFunc {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
+        self.access == other.access
     }
 }
 impl Eq for LookalikeScoreFunc {}
@@ -83,9 +83,10 @@ impl ScalarUDFImpl for LookalikeScoreFunc {
         let Some(name) = text_at(&args.args[0], 0, "lookalike_score", "the model")? else {
             return Ok(ColumnarValue::Scalar(ScalarValue::Float64(None)));
         };
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let model = stored_model(&tags, &name)?;
-        let source = tags.source(today());
+        let policy = self.access.policy();
+        let source = tags.source(policy.today);
         let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let ids = args.args[1].to_array(args.number_rows)?;
         let mut ordinals = ordinals_of(&tags, ids.as_ref())?;
@@ -96,6 +97,9 @@ impl ScalarUDFImpl for LookalikeScoreFunc {
                 *o = Some(unknown);
             }
         }
+        // A suppressed user is not scored: NULL.
+        tags.forget_suppressed(&mut ordinals, policy)
+            .map_err(to_datafusion)?;
         let scores = Float64Array::from(model.score(&bitmaps, &ordinals));
         Ok(match &args.args[1] {
             ColumnarValue::Scalar(_) => {

@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use cohortdb_engine::Catalog;
 use cohortdb_engine::lookalike::{fit, top};
 use cohortdb_engine::sampling::Size;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -27,16 +26,17 @@ use datafusion::common::Result;
 
 use super::{Inputs, LookalikeCall, Options, call_args};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct LookalikeFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl LookalikeFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         LookalikeFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -45,7 +45,7 @@ impl TableFunctionImpl for LookalikeFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (seed, options) = call_args(&args, "lookalike", &["size", "exclude", "include_seed"])?;
         let key_type = self
-            .catalog
+            .access
             .tags()
             .dictionary()
             .map_err(to_datafusion)?
@@ -59,7 +59,7 @@ impl TableFunctionImpl for LookalikeFunc {
         ]));
         Ok(LookalikeCall {
             function: "lookalike",
-            catalog: Arc::clone(&self.catalog),
+            access: Arc::clone(&self.access),
             seed,
             options,
             compute,
@@ -83,7 +83,7 @@ fn compute(inputs: &Inputs<'_>, options: &Options) -> Result<RecordBatch> {
     if let Some(exclude) = &options.exclude {
         candidates -= inputs
             .tags
-            .evaluate(exclude, super::today())
+            .evaluate(exclude, inputs.policy)
             .map_err(to_datafusion)?;
     }
     let scored = model.score(&inputs.features, &candidates);

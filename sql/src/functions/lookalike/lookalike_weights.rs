@@ -20,23 +20,23 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use cohortdb_engine::Catalog;
 use cohortdb_engine::lookalike::fit;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Result;
 
 use super::{Inputs, LookalikeCall, Options, call_args};
 use crate::error::to_datafusion;
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct LookalikeWeightsFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl LookalikeWeightsFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         LookalikeWeightsFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -58,7 +58,7 @@ impl TableFunctionImpl for LookalikeWeightsFunc {
         let (seed, options) = call_args(&args, "lookalike_weights", &[])?;
         Ok(LookalikeCall {
             function: "lookalike_weights",
-            catalog: Arc::clone(&self.catalog),
+            access: Arc::clone(&self.access),
             seed,
             options,
             compute,

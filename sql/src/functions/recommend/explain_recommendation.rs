@@ -15,7 +15,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use cohortdb_engine::Catalog;
 use cohortdb_engine::recommend::Recommender;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -23,20 +22,21 @@ use datafusion::execution::SessionState;
 
 use super::{
     K_MAX, bound, constant_or_parameter, count_or_parameter, item_ids, item_index, item_type,
-    recommender,
+    personal_ordinal, recommender,
 };
-use crate::functions::audience::{constant_text, ordinals_of};
+use crate::functions::audience::constant_text;
 use crate::functions::deferred::{Compute, Deferred};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct ExplainRecommendationFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl ExplainRecommendationFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         ExplainRecommendationFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -62,7 +62,7 @@ impl TableFunctionImpl for ExplainRecommendationFunc {
             Some(n) => count_or_parameter(session, n, FUNCTION, "n", K_MAX)?,
             None => Some(10),
         };
-        let (_, model) = recommender(&self.catalog, &name)?;
+        let (_, model) = recommender(&self.access.catalog, &name)?;
         let schema = Arc::new(Schema::new(vec![
             Field::new("history_item_id", item_type(&model), false),
             Field::new("weight", DataType::Float64, false),
@@ -73,7 +73,7 @@ impl TableFunctionImpl for ExplainRecommendationFunc {
         Ok(Arc::new(Deferred {
             schema: Arc::clone(&schema),
             call: ExplainCall {
-                catalog: Arc::clone(&self.catalog),
+                access: Arc::clone(&self.access),
                 schema,
                 model,
                 user,
@@ -86,7 +86,7 @@ impl TableFunctionImpl for ExplainRecommendationFunc {
 
 #[derive(Debug)]
 struct ExplainCall {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     schema: SchemaRef,
     model: Arc<Recommender>,
     user: Option<ScalarValue>,
@@ -101,13 +101,9 @@ impl Compute for ExplainCall {
     }
 
     async fn compute(&self, _session: &SessionState) -> Result<RecordBatch> {
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let user = bound(&self.user, FUNCTION)?;
-        let ordinal = if user.is_null() {
-            None
-        } else {
-            ordinals_of(&tags, user.to_array()?.as_ref())?[0]
-        };
+        let ordinal = personal_ordinal(&self.access, &tags, &user)?;
         let mut parts = match (
             ordinal,
             item_index(&self.model, &bound(&self.item, FUNCTION)?)?,

@@ -16,25 +16,26 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use cohortdb_engine::recommend::{Recommender, top_items};
-use cohortdb_engine::{Catalog, Error as EngineError, options};
+use cohortdb_engine::{Error as EngineError, options};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 use datafusion::execution::SessionState;
 
 use super::{K_MAX, bound, count_or_parameter, item_ids, item_type, recommender};
 use crate::error::to_datafusion;
-use crate::functions::audience::{constant_text, today};
+use crate::functions::audience::constant_text;
 use crate::functions::deferred::{Compute, Deferred};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct PopularItemsFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl PopularItemsFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         PopularItemsFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -72,7 +73,7 @@ impl TableFunctionImpl for PopularItemsFunc {
                 audience = Some(value);
             }
         }
-        let (stored, model) = recommender(&self.catalog, &name)?;
+        let (stored, model) = recommender(&self.access.catalog, &name)?;
         let schema = Arc::new(Schema::new(vec![
             Field::new("item_id", item_type(&model), false),
             Field::new("score", DataType::Float64, false),
@@ -82,7 +83,7 @@ impl TableFunctionImpl for PopularItemsFunc {
         Ok(Arc::new(Deferred {
             schema: Arc::clone(&schema),
             call: PopularCall {
-                catalog: Arc::clone(&self.catalog),
+                access: Arc::clone(&self.access),
                 schema,
                 model,
                 weighted: stored.entry.definition.weighted(),
@@ -95,7 +96,7 @@ impl TableFunctionImpl for PopularItemsFunc {
 
 #[derive(Debug)]
 struct PopularCall {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     schema: SchemaRef,
     model: Arc<Recommender>,
     weighted: bool,
@@ -120,9 +121,9 @@ impl Compute for PopularCall {
             ),
             Some(audience) => {
                 let members = self
-                    .catalog
+                    .access
                     .tags()
-                    .evaluate(audience, today())
+                    .evaluate(audience, self.access.policy())
                     .map_err(to_datafusion)?;
                 let (users, _) = self.model.popularity_among(&members, false);
                 let scores = if self.weighted {

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use cohortdb_engine::Catalog;
 use cohortdb_engine::recommend::Recommender;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Result;
@@ -23,18 +22,19 @@ use datafusion::execution::SessionState;
 
 use super::{TopOptions, bound, recommender, top_args, top_columns, top_fields};
 use crate::error::to_datafusion;
-use crate::functions::audience::{constant_text, today};
+use crate::functions::audience::constant_text;
 use crate::functions::deferred::{Compute, Deferred};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct RecommendBatchFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl RecommendBatchFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         RecommendBatchFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -48,9 +48,9 @@ impl TableFunctionImpl for RecommendBatchFunc {
         if audience.trim() != "*" {
             cohortdb_engine::audience::parse(&audience).map_err(to_datafusion)?;
         }
-        let (_, model) = recommender(&self.catalog, &name)?;
+        let (_, model) = recommender(&self.access.catalog, &name)?;
         let key_type = self
-            .catalog
+            .access
             .tags()
             .dictionary()
             .map_err(to_datafusion)?
@@ -62,7 +62,7 @@ impl TableFunctionImpl for RecommendBatchFunc {
         Ok(Arc::new(Deferred {
             schema: Arc::clone(&schema),
             call: BatchCall {
-                catalog: Arc::clone(&self.catalog),
+                access: Arc::clone(&self.access),
                 schema,
                 model,
                 audience,
@@ -75,7 +75,7 @@ impl TableFunctionImpl for RecommendBatchFunc {
 
 #[derive(Debug)]
 struct BatchCall {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     schema: SchemaRef,
     model: Arc<Recommender>,
     audience: String,
@@ -91,11 +91,20 @@ impl Compute for BatchCall {
 
     async fn compute(&self, session: &SessionState) -> Result<RecordBatch> {
         let resolved = self.options.resolve(session, &self.model, FUNCTION).await?;
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
+        // An audience leaves out the suppressed users; so does every user.
         let users: Vec<u32> = if self.audience.trim() == "*" {
-            self.model.interactions.users().to_vec()
+            let suppressed = tags
+                .suppressed(self.access.policy())
+                .map_err(to_datafusion)?
+                .unwrap_or_default();
+            let users = self.model.interactions.users().iter();
+            users
+                .filter(|&&u| !suppressed.contains(u))
+                .copied()
+                .collect()
         } else {
-            tags.evaluate(&self.audience, today())
+            tags.evaluate(&self.audience, self.access.policy())
                 .map_err(to_datafusion)?
                 .iter()
                 .collect()

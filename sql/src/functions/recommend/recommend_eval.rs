@@ -18,7 +18,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use cohortdb_engine::Catalog;
 use cohortdb_engine::recommend::{Interaction, Interactions, Recommender, evaluate};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
@@ -28,16 +27,17 @@ use super::{K_MAX, item_indices, query_columns, recommender};
 use crate::error::to_datafusion;
 use crate::functions::audience::{constant_text, ordinals_of};
 use crate::functions::deferred::{Compute, Deferred};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct RecommendEvalFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl RecommendEvalFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         RecommendEvalFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -56,7 +56,7 @@ impl TableFunctionImpl for RecommendEvalFunc {
         if k == 0 {
             return plan_err!("{FUNCTION}: k is at least 1");
         }
-        let (_, model) = recommender(&self.catalog, &name)?;
+        let (_, model) = recommender(&self.access.catalog, &name)?;
         let mut fields = vec![
             Field::new("k", DataType::Int64, false),
             Field::new("users", DataType::Int64, false),
@@ -68,7 +68,7 @@ impl TableFunctionImpl for RecommendEvalFunc {
         Ok(Arc::new(Deferred {
             schema: Arc::clone(&schema),
             call: EvalCall {
-                catalog: Arc::clone(&self.catalog),
+                access: Arc::clone(&self.access),
                 schema,
                 model,
                 query,
@@ -80,7 +80,7 @@ impl TableFunctionImpl for RecommendEvalFunc {
 
 #[derive(Debug)]
 struct EvalCall {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     schema: SchemaRef,
     model: Arc<Recommender>,
     query: String,
@@ -96,7 +96,7 @@ impl Compute for EvalCall {
     async fn compute(&self, session: &SessionState) -> Result<RecordBatch> {
         let [users, items] =
             query_columns(session, &self.query, FUNCTION, "the test query").await?;
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let ordinals = ordinals_of(&tags, users.as_ref())?;
         let indices = item_indices(&self.model, &items)?;
         let test: Vec<Interaction> = ordinals

@@ -24,27 +24,27 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
-use cohortdb_engine::Catalog;
 use cohortdb_engine::recommend::{Recommender, Scores};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::SessionState;
 
 use super::{
-    TopOptions, bound, constant_or_parameter, recommender, top_args, top_columns, top_fields,
+    TopOptions, bound, constant_or_parameter, personal_ordinal, recommender, top_args, top_columns,
+    top_fields,
 };
-use crate::functions::audience::ordinals_of;
 use crate::functions::deferred::{Compute, Deferred};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct RecommendFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl RecommendFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         RecommendFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -55,12 +55,12 @@ impl TableFunctionImpl for RecommendFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (name, user, k, options) = top_args(&args, FUNCTION, "user_id")?;
         let user = constant_or_parameter(args.session(), user)?;
-        let (_, model) = recommender(&self.catalog, &name)?;
+        let (_, model) = recommender(&self.access.catalog, &name)?;
         let schema = Arc::new(Schema::new(top_fields(&model)));
         Ok(Arc::new(Deferred {
             schema: Arc::clone(&schema),
             call: RecommendCall {
-                catalog: Arc::clone(&self.catalog),
+                access: Arc::clone(&self.access),
                 schema,
                 model,
                 user,
@@ -73,7 +73,7 @@ impl TableFunctionImpl for RecommendFunc {
 
 #[derive(Debug)]
 struct RecommendCall {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
     schema: SchemaRef,
     model: Arc<Recommender>,
     user: Option<ScalarValue>,
@@ -89,13 +89,9 @@ impl Compute for RecommendCall {
 
     async fn compute(&self, session: &SessionState) -> Result<RecordBatch> {
         let resolved = self.options.resolve(session, &self.model, FUNCTION).await?;
-        let tags = self.catalog.tags();
+        let tags = self.access.tags();
         let user = bound(&self.user, FUNCTION)?;
-        let ordinal = if user.is_null() {
-            None
-        } else {
-            ordinals_of(&tags, user.to_array()?.as_ref())?[0]
-        };
+        let ordinal = personal_ordinal(&self.access, &tags, &user)?;
         let request = resolved.request(bound(&self.k, FUNCTION)?);
         let list = self
             .model

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use cohortdb_engine::Catalog;
 use cohortdb_engine::recommend::Recommender;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -29,16 +28,17 @@ use super::{
 };
 use crate::functions::audience::constant_text;
 use crate::functions::deferred::{Compute, Deferred};
+use crate::privacy::UserAccess;
 
 #[derive(Debug)]
 pub(crate) struct SimilarItemsFunc {
-    catalog: Arc<Catalog>,
+    access: Arc<UserAccess>,
 }
 
 impl SimilarItemsFunc {
-    pub fn new(catalog: &Arc<Catalog>) -> Self {
+    pub fn new(access: &Arc<UserAccess>) -> Self {
         SimilarItemsFunc {
-            catalog: Arc::clone(catalog),
+            access: Arc::clone(access),
         }
     }
 }
@@ -54,7 +54,7 @@ impl TableFunctionImpl for SimilarItemsFunc {
         let name = constant_text(session, name, FUNCTION, "the recommender")?;
         let item = constant_or_parameter(session, item)?;
         let k = count_or_parameter(session, k, FUNCTION, "k", K_MAX)?;
-        let (_, model) = recommender(&self.catalog, &name)?;
+        let (_, model) = recommender(&self.access.catalog, &name)?;
         let float = |name: &str| Field::new(name, DataType::Float64, false);
         let schema = Arc::new(Schema::new(vec![
             Field::new("item_id", item_type(&model), false),

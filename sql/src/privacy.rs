@@ -1,0 +1,56 @@
+//! How a session reads users under the privacy rules (`engine::privacy`):
+//! every function that selects users, and the scan filter `in_audience`
+//! becomes, reads the tag store through the session's [`UserAccess`], whose
+//! [`Policy`] leaves the suppression tag's users out unless the session set
+//! `include_suppressed` (superusers only).
+
+use std::sync::{Arc, Mutex};
+
+use cohortdb_engine::Catalog;
+use cohortdb_engine::privacy::Policy;
+use cohortdb_engine::tags::Tags;
+
+use crate::state::State;
+
+/// The catalog as one session reads users from it.
+#[derive(Debug)]
+pub(crate) struct UserAccess {
+    pub(crate) catalog: Arc<Catalog>,
+    state: Arc<Mutex<State>>,
+}
+
+impl UserAccess {
+    pub(crate) fn new(catalog: &Arc<Catalog>, state: &Arc<Mutex<State>>) -> Arc<UserAccess> {
+        Arc::new(UserAccess {
+            catalog: Arc::clone(catalog),
+            state: Arc::clone(state),
+        })
+    }
+
+    /// The tag store as of now.
+    pub(crate) fn tags(&self) -> Arc<Tags> {
+        self.catalog.tags()
+    }
+
+    /// The session's policy now: today's date, and whether it keeps the
+    /// suppressed users.
+    pub(crate) fn policy(&self) -> Policy {
+        policy(&self.state.lock().expect("session state lock"))
+    }
+}
+
+/// The policy of a session in `state`.
+pub(crate) fn policy(state: &State) -> Policy {
+    Policy {
+        today: cohortdb_engine::tags::today(),
+        include_suppressed: state.settings.flag("include_suppressed"),
+    }
+}
+
+/// Functions are equal when they read through the same session.
+impl PartialEq for UserAccess {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog) && Arc::ptr_eq(&self.state, &other.state)
+    }
+}
+impl Eq for UserAccess {}
