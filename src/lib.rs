@@ -183,6 +183,7 @@ impl Database {
                 superuser: true,
                 login: true,
                 password: Some(verifier),
+                min_audience_size: 0,
             })?;
         }
         Ok(())

@@ -21,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::cancel_and_timeout", cancel_and_timeout),
         trial("wire::connection_limit", connection_limit),
         trial("wire::scram_logins_and_roles", scram_logins_and_roles),
+        trial("wire::min_audience_size", min_audience_size),
         trial("wire::tls", tls),
         trial("wire::column_names_and_types", column_names_and_types),
         trial("wire::psql_describe", psql_describe),
@@ -829,19 +830,26 @@ async fn login(port: u16, user: &str, password: &str) -> Result<Client, tokio_po
     Ok(client)
 }
 
+/// A server on a new database in a temporary directory whose superuser
+/// `admin` has `password`; the directory, the database and the port.
+async fn serve_with_admin(password: &str) -> Result<(tempfile::TempDir, Database, u16), Failed> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path())?;
+    db.set_password("admin", password)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let served = db.clone();
+    tokio::spawn(async move {
+        served
+            .serve_listener(listener, ServerOptions::default())
+            .await
+    });
+    Ok((dir, db, port))
+}
+
 fn scram_logins_and_roles() -> Result<(), Failed> {
     block_on(async {
-        let dir = tempfile::tempdir()?;
-        let db = Database::open(dir.path())?;
-        db.set_password("admin", "correct horse")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let served = db.clone();
-        tokio::spawn(async move {
-            served
-                .serve_listener(listener, ServerOptions::default())
-                .await
-        });
+        let (dir, _db, port) = serve_with_admin("correct horse").await?;
 
         let admin = login(port, "admin", "correct horse").await?;
         let row = admin
@@ -976,6 +984,167 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        Ok(())
+    })
+}
+
+/// A role with a minimum audience size sees counts of at least that many
+/// users (NULL below it, also when a small part of the audience could be
+/// subtracted) and no users at all.
+fn min_audience_size() -> Result<(), Failed> {
+    block_on(async {
+        let (_dir, _db, port) = serve_with_admin("pw0").await?;
+        let admin = login(port, "admin", "pw0").await?;
+        // 12 users in beijing, 6 in shanghai, 2 in shenzhen; 3 VIPs.
+        admin
+            .batch_execute(
+                "CREATE TABLE users (user_id BIGINT USER KEY, city TEXT, vip BOOLEAN);
+                 INSERT INTO users SELECT value, CASE WHEN value <= 12 THEN 'beijing'
+                   WHEN value <= 18 THEN 'shanghai' ELSE 'shenzhen' END, value <= 3
+                   FROM generate_series(1, 20);
+                 CREATE TAG INDEX ON users (city);
+                 CREATE TAG vip AS SELECT user_id FROM users WHERE vip;
+                 CREATE ROLE reporter LOGIN PASSWORD 'pw1';
+                 ALTER ROLE reporter SET min_audience_size = 5",
+            )
+            .await?;
+        let reporter = login(port, "reporter", "pw1").await?;
+        let show = reporter.query_one("SHOW min_audience_size", &[]).await?;
+        assert_eq!(show.get::<_, String>(0), "5");
+        let count = |expr: &'static str| {
+            let reporter = &reporter;
+            async move {
+                let row = reporter
+                    .query_one("SELECT audience_count($1)", &[&expr])
+                    .await?;
+                Ok::<_, Failed>(row.get::<_, Option<i64>>(0))
+            }
+        };
+        assert_eq!(count("city=beijing").await?, Some(12));
+        assert_eq!(count("city=beijing OR city=shanghai").await?, Some(18));
+        assert_eq!(count("city=shenzhen").await?, None);
+        assert_eq!(count("vip").await?, None);
+        // 9 users, but as 12 less the 3 VIPs: the difference would count them.
+        assert_eq!(count("city=beijing AND NOT vip").await?, None);
+        assert_eq!(count("city=beijing OR city=shenzhen").await?, None);
+
+        let rows = reporter
+            .query(
+                "SELECT value, users, population, tgi IS NULL \
+                 FROM audience_profile('city=beijing OR city=shanghai', 'city') ORDER BY value",
+                &[],
+            )
+            .await?;
+        let profile: Vec<(String, Option<i64>, Option<i64>, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        assert_eq!(
+            profile,
+            vec![
+                ("beijing".into(), Some(12), Some(12), false),
+                ("shanghai".into(), Some(6), Some(6), false),
+                ("shenzhen".into(), None, None, true),
+            ]
+        );
+        let row = reporter
+            .query_one(
+                "SELECT a_users, b_users, both_users, jaccard \
+                 FROM audience_overlap('city=beijing', 'city=beijing OR city=shanghai')",
+                &[],
+            )
+            .await?;
+        assert_eq!(
+            (
+                row.get::<_, Option<i64>>(0),
+                row.get::<_, Option<i64>>(1),
+                row.get::<_, Option<i64>>(2),
+                row.get::<_, Option<f64>>(3)
+            ),
+            (Some(12), Some(18), Some(12), Some(12.0 / 18.0))
+        );
+        let row = reporter
+            .query_one(
+                "SELECT both_users, jaccard FROM audience_overlap('city=beijing', 'vip')",
+                &[],
+            )
+            .await?;
+        assert_eq!(
+            (row.get::<_, Option<i64>>(0), row.get::<_, Option<f64>>(1)),
+            (None, None)
+        );
+        let rows = reporter
+            .query(
+                "SELECT name, users, bytes IS NULL FROM cohortdb_tags ORDER BY name",
+                &[],
+            )
+            .await?;
+        let tags: Vec<(String, Option<i64>, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                ("city=beijing".into(), Some(12), false),
+                ("city=shanghai".into(), Some(6), false),
+                ("city=shenzhen".into(), None, true),
+                ("vip".into(), None, true),
+            ]
+        );
+
+        // No user-level output, however asked for.
+        for sql in [
+            "SELECT * FROM audience('city=beijing')",
+            "SELECT * FROM audience_sample('city=beijing', 2, 1)",
+            "SELECT count(*) FROM users WHERE in_audience(user_id, 'city=beijing')",
+            "SELECT bitmap_count(tag_bitmap('city=beijing'))",
+            // Nor lowering its own threshold.
+            "ALTER ROLE reporter SET min_audience_size = 0",
+        ] {
+            let error = reporter.batch_execute(sql).await.err().ok_or(sql)?;
+            let code = error.as_db_error().map(|e| e.code().code());
+            assert_eq!(code, Some("42501"), "{sql}: {error:?}");
+        }
+        let error = reporter
+            .batch_execute("SELECT * FROM audience('city=beijing')")
+            .await
+            .err()
+            .ok_or("audience")?;
+        assert_eq!(
+            error.as_db_error().map(|e| e.message()),
+            Some(
+                "permission denied for function audience: this role sees audiences only as \
+                 counts of at least 5 users (min_audience_size)"
+            )
+        );
+        let error = reporter
+            .batch_execute("SET min_audience_size = 0")
+            .await
+            .err()
+            .ok_or("SET")?;
+        assert_eq!(error.as_db_error().map(|e| e.code().code()), Some("55P02"));
+        for (sql, code) in [
+            ("ALTER ROLE reporter SET statement_timeout = 5", "0A000"),
+            ("ALTER ROLE reporter SET no_such_thing = 5", "42704"),
+            (
+                "ALTER ROLE reporter SET min_audience_size = 'many'",
+                "22023",
+            ),
+            ("ALTER ROLE ghost SET min_audience_size = 5", "42704"),
+        ] {
+            let error = admin.batch_execute(sql).await.err().ok_or(sql)?;
+            let got = error.as_db_error().map(|e| e.code().code());
+            assert_eq!(got, Some(code), "{sql}: {error:?}");
+        }
+
+        // Lifted, it applies from the role's next statement.
+        admin
+            .batch_execute("ALTER ROLE reporter RESET min_audience_size")
+            .await?;
+        assert_eq!(count("vip").await?, Some(3));
+        let rows = reporter.query("SELECT * FROM audience('vip')", &[]).await?;
+        assert_eq!(rows.len(), 3);
         Ok(())
     })
 }

@@ -28,6 +28,25 @@ use crate::audience::{self, Audience, Term};
 use crate::error::{Error, Result};
 use crate::tags::Tags;
 
+/// `users` if `policy` may be shown a count that small.
+pub fn reportable(users: u64, policy: Policy) -> Option<u64> {
+    (users >= policy.min_audience_size).then_some(users)
+}
+
+/// The strict parts of `audience`: every operand of its ANDs, ORs and NOTs,
+/// down to the terms.
+fn parts_of<'a>(audience: &'a Audience, parts: &mut Vec<&'a Audience>) {
+    let children: &[Audience] = match audience {
+        Audience::Term(_) | Audience::During(..) => &[],
+        Audience::Not(inner) => std::slice::from_ref(inner.as_ref()),
+        Audience::And(all) | Audience::Or(all) => all,
+    };
+    for child in children {
+        parts.push(child);
+        parts_of(child, parts);
+    }
+}
+
 /// The suppression tag of a new database.
 pub const DEFAULT_SUPPRESSION_TAG: &str = "opted_out";
 
@@ -209,7 +228,8 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// How a reader selects users: the day `DURING LAST n DAYS` counts back from,
-/// and whether the suppression tag's users are left out.
+/// whether the suppression tag's users are left out, and the fewest users a
+/// count it is shown may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// Days since 1970-01-01 UTC.
@@ -217,6 +237,10 @@ pub struct Policy {
     /// Keep the suppression tag's users (compliance reporting); off for
     /// every ordinary reader.
     pub include_suppressed: bool,
+    /// Counts below this are not shown ([`Tags::reportable_count`]); 0: all
+    /// are. A reader with a threshold is shown no users either (the SQL
+    /// layer refuses the functions that name them).
+    pub min_audience_size: u64,
 }
 
 impl Policy {
@@ -225,6 +249,7 @@ impl Policy {
         Policy {
             today,
             include_suppressed: false,
+            min_audience_size: 0,
         }
     }
 
@@ -234,6 +259,7 @@ impl Policy {
         Policy {
             today,
             include_suppressed: true,
+            min_audience_size: 0,
         }
     }
 }
@@ -283,6 +309,33 @@ impl Tags {
     pub fn count(&self, text: &str, policy: Policy) -> Result<u64> {
         let audience = self.with_policy(audience::parse(text)?, policy);
         audience::count(&audience, &self.source(policy.today))
+    }
+
+    /// How many users the audience expression `text` has, if `policy` may be
+    /// shown it: `None` when the count is below its minimum audience size, or
+    /// when any part of the expression (a term, a group, what a NOT leaves
+    /// out) is, so that a small group cannot be counted as the difference of
+    /// two large ones (`A` less `A AND NOT x`).
+    pub fn reportable_count(&self, text: &str, policy: Policy) -> Result<Option<u64>> {
+        let audience = audience::parse(text)?;
+        if policy.min_audience_size > 0 {
+            let mut parts = Vec::new();
+            parts_of(&audience, &mut parts);
+            for part in parts {
+                let users = audience::count(
+                    &self.with_policy(part.clone(), policy),
+                    &self.source(policy.today),
+                )?;
+                if users < policy.min_audience_size {
+                    return Ok(None);
+                }
+            }
+        }
+        let users = audience::count(
+            &self.with_policy(audience, policy),
+            &self.source(policy.today),
+        )?;
+        Ok(reportable(users, policy))
     }
 
     /// Every user `policy` sees: the universe less the suppressed.

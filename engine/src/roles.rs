@@ -14,4 +14,13 @@ pub struct Role {
     /// `SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`, as
     /// PostgreSQL stores it; `None`: no password, so no password login.
     pub password: Option<String>,
+    /// The fewest users a count this role sees may have (`ALTER ROLE ... SET
+    /// min_audience_size`); 0: no threshold. A role with one sees audiences
+    /// only as counts, never as users (privacy.rs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_audience_size: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

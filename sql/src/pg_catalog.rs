@@ -59,6 +59,9 @@ pub(crate) struct Snapshot {
     pub functions: Arc<Vec<FunctionRow>>,
     pub settings: Vec<(String, String, String)>,
     pub tags: Arc<cohortdb_engine::tags::Tags>,
+    /// The session role's minimum audience size: smaller tags' sizes are
+    /// NULL.
+    pub min_audience_size: u64,
 }
 
 /// A table as the catalog shows it.
@@ -579,13 +582,12 @@ impl PgCatalogSchema {
                 bytes: 0,
             }
         }));
-        let settings = self
-            .state
-            .lock()
-            .expect("session state lock")
-            .settings
-            .all();
+        let (settings, policy) = {
+            let state = self.state.lock().expect("session state lock");
+            (state.settings.all(), crate::privacy::policy(&state))
+        };
         Snapshot {
+            min_audience_size: policy.min_audience_size,
             tables,
             roles: role_rows(&self.catalog),
             functions: Arc::clone(&self.functions),
@@ -1137,6 +1139,7 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
                     ScalarValue::Int64(Some(n)) => ScalarValue::Int64(Some(n + days)),
                     other => other,
                 };
+                let (users, total) = sized(s, Some(entry.all.len()), total);
                 rows.push(vec![
                     text(format!(
                         "{}={}",
@@ -1149,7 +1152,7 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
                         "column"
                     }),
                     text(&index.table_name),
-                    ScalarValue::Int64(Some(entry.all.len() as i64)),
+                    users,
                     total,
                     NULL,
                     NULL,
@@ -1158,17 +1161,27 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
         }
     }
     for tag in s.tags.stored.values().filter(|t| !t.source.is_segment()) {
+        let (users, bytes) = sized(s, Some(tag.bits.len()), bytes(&tag.bits));
         rows.push(vec![
             text(&tag.name),
             text(tag.source.as_str()),
             NULL,
-            ScalarValue::Int64(Some(tag.bits.len() as i64)),
-            bytes(&tag.bits),
+            users,
+            bytes,
             refreshed(tag.refreshed_micros),
             text(&tag.definition),
         ]);
     }
     rows
+}
+
+/// A tag's user count and bytes as the session may see them: both NULL
+/// below its role's minimum audience size (the bytes would tell the count).
+fn sized(s: &Snapshot, users: Option<u64>, bytes: ScalarValue) -> (ScalarValue, ScalarValue) {
+    match users {
+        Some(n) if n >= s.min_audience_size => (ScalarValue::Int64(Some(n as i64)), bytes),
+        _ => (NULL, NULL),
+    }
 }
 
 /// `cohortdb_segments`: every segment; a dynamic one's users are counted now.
@@ -1181,8 +1194,9 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
         .map(|tag| {
             let frozen = tag.source == cohortdb_engine::tags::TagSourceKind::Frozen;
             let (users, bytes) = if frozen {
-                (
-                    ScalarValue::Int64(Some(tag.bits.len() as i64)),
+                sized(
+                    s,
+                    Some(tag.bits.len()),
                     tag.bits.get().map_or(NULL, |b| {
                         ScalarValue::Int64(Some(b.serialized_size() as i64))
                     }),
@@ -1194,9 +1208,8 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
                         &tag.definition,
                         cohortdb_engine::privacy::Policy::everyone(today),
                     )
-                    .ok()
-                    .map(|n| n as i64);
-                (ScalarValue::Int64(users), NULL)
+                    .ok();
+                sized(s, users, NULL)
             };
             vec![
                 text(&tag.name),

@@ -2,7 +2,10 @@
 //! every function that selects users, and the scan filter `in_audience`
 //! becomes, reads the tag store through the session's [`UserAccess`], whose
 //! [`Policy`] leaves the suppression tag's users out unless the session set
-//! `include_suppressed` (superusers only).
+//! `include_suppressed` (superusers only). A role with a minimum audience
+//! size (`ALTER ROLE ... SET min_audience_size`) is shown no count below it
+//! and no user at all: the functions that name users ask
+//! [`UserAccess::naming_users`], which refuses it.
 
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +40,24 @@ impl UserAccess {
     pub(crate) fn policy(&self) -> Policy {
         policy(&self.state.lock().expect("session state lock"))
     }
+
+    /// The session's policy, for `function`, which names users (lists them,
+    /// tests one, scores one): refused to a role with a minimum audience
+    /// size, which sees audiences only as counts.
+    pub(crate) fn naming_users(&self, function: &str) -> datafusion::common::Result<Policy> {
+        let policy = self.policy();
+        match policy.min_audience_size {
+            0 => Ok(policy),
+            k => Err(datafusion::common::DataFusionError::External(Box::new(
+                crate::error::Error::PermissionDenied {
+                    message: format!(
+                        "permission denied for function {function}: this role sees audiences \
+                         only as counts of at least {k} users (min_audience_size)"
+                    ),
+                },
+            ))),
+        }
+    }
 }
 
 /// The policy of a session in `state`.
@@ -44,6 +65,13 @@ pub(crate) fn policy(state: &State) -> Policy {
     Policy {
         today: cohortdb_engine::tags::today(),
         include_suppressed: state.settings.flag("include_suppressed"),
+        min_audience_size: state
+            .settings
+            .get("min_audience_size")
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     }
 }
 

@@ -40,7 +40,11 @@ pub(crate) fn translate(
         Expr::Not(inner) => Some(Predicate::Not(Box::new(translate(
             inner, schema, tags, policy,
         )?))),
-        Expr::ScalarFunction(function) if function.name() == "in_audience" => {
+        // Not for a role with a minimum audience size: left to the function,
+        // which refuses it.
+        Expr::ScalarFunction(function)
+            if function.name() == "in_audience" && policy.min_audience_size == 0 =>
+        {
             let [id, audience] = function.args.as_slice() else {
                 return None;
             };

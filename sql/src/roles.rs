@@ -12,7 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use cohortdb_engine::roles::Role;
 use datafusion::sql::sqlparser::ast::{
-    AlterRoleOperation, CreateRole, Expr, Ident, ObjectName, Password, RoleOption, Value,
+    AlterRoleOperation, CreateRole, Expr, Ident, ObjectName, Password, ResetConfig, RoleOption,
+    SetConfigValue, Value,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -199,6 +200,7 @@ pub(crate) fn create_role(session: &Session, create: CreateRole) -> Result<()> {
             superuser: create.superuser.unwrap_or(false),
             login: create.login.unwrap_or(false),
             password: password.clone(),
+            min_audience_size: 0,
         })?;
     }
     Ok(())
@@ -213,8 +215,37 @@ pub(crate) fn alter_role(
 ) -> Result<()> {
     let position = crate::error::Position::from_location(name.span.start);
     let name = normalize(name);
-    let AlterRoleOperation::WithOptions { options } = operation else {
-        return Err(Error::unsupported("this form of ALTER ROLE", position));
+    let options = match operation {
+        AlterRoleOperation::WithOptions { options } => options,
+        AlterRoleOperation::Set {
+            config_name,
+            config_value,
+            in_database: None,
+        } => {
+            let value = match config_value {
+                SetConfigValue::Value(expr) => Some(expr),
+                SetConfigValue::Default => None,
+                SetConfigValue::FromCurrent => {
+                    return Err(Error::unsupported("ALTER ROLE ... FROM CURRENT", position));
+                }
+            };
+            return alter_role_setting(session, &name, &config_name, value);
+        }
+        AlterRoleOperation::Reset {
+            config_name: ResetConfig::ConfigName(config_name),
+            in_database: None,
+        } => return alter_role_setting(session, &name, &config_name, None),
+        AlterRoleOperation::Reset {
+            config_name: ResetConfig::ALL,
+            in_database: None,
+        } => {
+            require_superuser(session, "alter role")?;
+            session
+                .catalog()
+                .alter_role(&name, |role| role.min_audience_size = 0)?;
+            return Ok(());
+        }
+        _ => return Err(Error::unsupported("this form of ALTER ROLE", position)),
     };
     let own_password_only =
         options.iter().all(|o| matches!(o, RoleOption::Password(_))) && session.user() == name;
@@ -239,6 +270,52 @@ pub(crate) fn alter_role(
             role.password = password;
         }
     })?;
+    Ok(())
+}
+
+/// ALTER ROLE name SET setting { = | TO } value (RESET and DEFAULT: `None`).
+/// A role's own setting is `min_audience_size`, the threshold below which it
+/// is shown no count (docs/privacy.md); superusers set it.
+fn alter_role_setting(
+    session: &Session,
+    role: &str,
+    setting: &ObjectName,
+    value: Option<Expr>,
+) -> Result<()> {
+    require_superuser(session, "alter role")?;
+    let name = setting.to_string().to_ascii_lowercase();
+    if name != "min_audience_size" {
+        return Err(match crate::settings::is_registered(&name) {
+            true => Error::unsupported(
+                format!("ALTER ROLE ... SET {name} (only min_audience_size is kept with a role)"),
+                position_of(setting),
+            ),
+            false => Error::UnknownSetting { name },
+        });
+    }
+    let threshold = match &value {
+        None => 0,
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Number(n, _) => n.parse::<u64>().ok(),
+            Value::SingleQuotedString(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("min_audience_size is a whole number of users, 0 or more, not {v}"),
+                position_of(v),
+            )
+        })?,
+        Some(other) => {
+            return Err(Error::invalid(
+                format!("min_audience_size is a whole number of users, 0 or more, not {other}"),
+                position_of(other),
+            ));
+        }
+    };
+    session
+        .catalog()
+        .alter_role(role, |r| r.min_audience_size = threshold)?;
     Ok(())
 }
 

@@ -260,6 +260,21 @@ impl Session {
             // The database's setting, as SHOW and current_setting report it.
             let suppression = self.catalog.tags().privacy.suppression_tag.clone();
             state.settings.set_internal("suppression_tag", &suppression);
+            // The role's threshold, as it is now (a superuser may change it).
+            let threshold = self
+                .catalog
+                .role(
+                    &state
+                        .settings
+                        .get("session_authorization")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                )
+                .map_or(0, |role| role.min_audience_size);
+            state
+                .settings
+                .set_internal("min_audience_size", &threshold.to_string());
             transaction::admit(&state, &statement)
         };
         let result = match admitted {

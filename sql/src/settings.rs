@@ -213,6 +213,14 @@ const REGISTRY: &[Definition] = &[
         "Shows the maximum identifier length.",
     ),
     setting(
+        "min_audience_size",
+        "0",
+        ReadOnly,
+        false,
+        any,
+        "Shows the fewest users a count this role is shown may have (ALTER ROLE ... SET min_audience_size).",
+    ),
+    setting(
         "search_path",
         "\"$user\", public",
         User,

@@ -450,7 +450,7 @@ impl deferred::Compute for LookalikeCall {
         };
         let inputs = Inputs::new(
             &tags,
-            self.access.policy(),
+            self.access.naming_users("lookalike")?,
             &self.seed,
             seed_users,
             &self.options,

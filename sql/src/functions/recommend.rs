@@ -94,8 +94,10 @@ pub(crate) fn recommender(
 
 /// The ordinal whose history personalises `user`'s recommendations: `None`
 /// for NULL, an unknown user, or one the session's policy leaves out
-/// (suppressed users get popular items only).
+/// (suppressed users get popular items only). Refused to a role with a
+/// minimum audience size: `function` names a user.
 pub(crate) fn personal_ordinal(
+    function: &str,
     access: &UserAccess,
     tags: &Tags,
     user: &ScalarValue,
@@ -104,7 +106,7 @@ pub(crate) fn personal_ordinal(
         return Ok(None);
     }
     let mut ordinals = ordinals_of(tags, user.to_array()?.as_ref())?;
-    tags.forget_suppressed(&mut ordinals, access.policy())
+    tags.forget_suppressed(&mut ordinals, access.naming_users(function)?)
         .map_err(to_datafusion)?;
     Ok(ordinals[0])
 }

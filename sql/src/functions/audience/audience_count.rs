@@ -63,7 +63,7 @@ impl ScalarUDFImpl for AudienceCountFunc {
         let tags = self.access.tags();
         let policy = self.access.policy();
         let mut out = Int64Builder::with_capacity(args.number_rows);
-        let mut last: Option<(String, i64)> = None;
+        let mut last: Option<(String, Option<i64>)> = None;
         for row in 0..args.number_rows {
             match text_at(&args.args[0], row, "audience_count", "the audience")? {
                 None => out.append_null(),
@@ -71,12 +71,16 @@ impl ScalarUDFImpl for AudienceCountFunc {
                     let count = match &last {
                         Some((seen, count)) if *seen == text => *count,
                         _ => {
-                            let count = tags.count(&text, policy).map_err(to_datafusion)? as i64;
+                            // Below the role's minimum audience size: NULL.
+                            let count = tags
+                                .reportable_count(&text, policy)
+                                .map_err(to_datafusion)?
+                                .map(|n| n as i64);
                             last = Some((text, count));
                             count
                         }
                     };
-                    out.append_value(count);
+                    out.append_option(count);
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! SELECT * FROM audience_overlap('vip', 'city=beijing', 'event_type=purchase DURING LAST 30 DAYS');
 //! ```
 
+use cohortdb_engine::privacy::reportable;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -48,15 +49,30 @@ impl TableFunctionImpl for AudienceOverlapFunc {
         for expr in exprs {
             let text = constant_text(args.session(), expr, "audience_overlap", "an audience")?;
             let users = tags.evaluate(&text, policy).map_err(to_datafusion)?;
-            audiences.push((text, users));
+            let shown = tags
+                .reportable_count(&text, policy)
+                .map_err(to_datafusion)?
+                .is_some();
+            audiences.push((text, users, shown));
         }
         let mut rows = Vec::new();
-        for (i, (a, a_users)) in audiences.iter().enumerate() {
-            for (b, b_users) in &audiences[i + 1..] {
+        // Below the role's minimum audience size a count is NULL, and so is
+        // what it would give away (the Jaccard index).
+        let count = |n: u64, shown: bool| shown.then_some(n as i64);
+        for (i, (a, a_users, a_shown)) in audiences.iter().enumerate() {
+            for (b, b_users, b_shown) in &audiences[i + 1..] {
                 let both = a_users.intersection_len(b_users);
                 let either = a_users.len() + b_users.len() - both;
-                let jaccard = (either > 0).then(|| both as f64 / either as f64);
-                rows.push((a, b, a_users.len(), b_users.len(), both, jaccard));
+                let both_shown = *a_shown && *b_shown && reportable(both, policy).is_some();
+                let jaccard = (either > 0 && both_shown).then(|| both as f64 / either as f64);
+                rows.push((
+                    a,
+                    b,
+                    count(a_users.len(), *a_shown),
+                    count(b_users.len(), *b_shown),
+                    count(both, both_shown),
+                    jaccard,
+                ));
             }
         }
         let columns: Vec<ArrayRef> = vec![
@@ -66,23 +82,17 @@ impl TableFunctionImpl for AudienceOverlapFunc {
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.1.as_str()),
             )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.2 as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.3 as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.4 as i64),
-            )),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.3))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.4))),
             Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.5))),
         ];
         let schema = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Utf8, false),
             Field::new("b", DataType::Utf8, false),
-            Field::new("a_users", DataType::Int64, false),
-            Field::new("b_users", DataType::Int64, false),
-            Field::new("both_users", DataType::Int64, false),
+            Field::new("a_users", DataType::Int64, true),
+            Field::new("b_users", DataType::Int64, true),
+            Field::new("both_users", DataType::Int64, true),
             Field::new("jaccard", DataType::Float64, true),
         ]));
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;

@@ -12,6 +12,7 @@
 //! ORDER BY tgi DESC LIMIT 10;
 //! ```
 
+use cohortdb_engine::privacy::reportable;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -54,47 +55,58 @@ impl TableFunctionImpl for AudienceProfileFunc {
         let universe = tags.population(policy).map_err(to_datafusion)?;
         let suppressing = tags.suppression(policy).is_some();
         let (_, column) = tags.column(&dimension).map_err(to_datafusion)?;
-        let mut rows: Vec<(String, u64, u64)> = Vec::with_capacity(column.values.len());
+        // Counts below the role's minimum audience size are NULL; all of the
+        // audience's are when the audience itself may not be counted.
+        let shown = tags
+            .reportable_count(&text, policy)
+            .map_err(to_datafusion)?
+            .is_some();
+        let mut rows: Vec<(String, Option<u64>, Option<u64>)> =
+            Vec::with_capacity(column.values.len());
         for (key, entry) in column.values.iter() {
             let users = entry.all.get().map_err(to_datafusion)?;
+            let population = if suppressing {
+                universe.intersection_len(users)
+            } else {
+                entry.all.len()
+            };
             rows.push((
                 key.to_string(),
-                audience.intersection_len(users),
+                reportable(audience.intersection_len(users), policy).filter(|_| shown),
                 // A value's users all have a live row in its table, so they
                 // are all in the universe: its count is its population, less
                 // the suppressed.
-                if suppressing {
-                    universe.intersection_len(users)
-                } else {
-                    entry.all.len()
-                },
+                reportable(population, policy),
             ));
         }
-        // Most users first; values in order among equals.
+        // Most users first; values in order among equals, hidden counts last.
         rows.sort_by_key(|r| std::cmp::Reverse(r.1));
         let (size, population) = (audience.len() as f64, universe.len() as f64);
-        let share = |n: u64| (size > 0.0).then(|| n as f64 / size);
-        let tgi = |n: u64, p: u64| {
-            (size > 0.0 && p > 0).then(|| 100.0 * (n as f64 / size) / (p as f64 / population))
+        let share = |n: Option<u64>| n.filter(|_| size > 0.0).map(|n| n as f64 / size);
+        let tgi = |n: Option<u64>, p: Option<u64>| match (n, p) {
+            (Some(n), Some(p)) if size > 0.0 && p > 0 => {
+                Some(100.0 * (n as f64 / size) / (p as f64 / population))
+            }
+            _ => None,
         };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.0.as_str()),
             )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.1 as i64),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.1.map(|n| n as i64)),
             )),
             Arc::new(Float64Array::from_iter(rows.iter().map(|r| share(r.1)))),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.2 as i64),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.2.map(|n| n as i64)),
             )),
             Arc::new(Float64Array::from_iter(rows.iter().map(|r| tgi(r.1, r.2)))),
         ];
         let schema = Arc::new(Schema::new(vec![
             Field::new("value", DataType::Utf8, false),
-            Field::new("users", DataType::Int64, false),
+            Field::new("users", DataType::Int64, true),
             Field::new("share", DataType::Float64, true),
-            Field::new("population", DataType::Int64, false),
+            Field::new("population", DataType::Int64, true),
             Field::new("tgi", DataType::Float64, true),
         ]));
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;

@@ -47,7 +47,7 @@ impl InAudienceFunc {
     /// The users of `text` over `tags`, evaluated once while the text, the
     /// tags and the session's policy stay.
     fn users(&self, tags: &Arc<Tags>, text: &str) -> Result<Arc<RoaringBitmap>> {
-        let policy = self.access.policy();
+        let policy = self.access.naming_users("in_audience")?;
         let mut last = self.last.lock().expect("cache lock");
         if let Some((seen, over, under, users)) = last.as_ref()
             && seen == text

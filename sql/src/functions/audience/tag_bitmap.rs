@@ -62,7 +62,7 @@ impl ScalarUDFImpl for TagBitmapFunc {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let tags = self.access.tags();
-        let policy = self.access.policy();
+        let policy = self.access.naming_users("tag_bitmap")?;
         let mut out = BinaryBuilder::new();
         for row in 0..args.number_rows {
             match text_at(&args.args[0], row, "tag_bitmap", "the tag")? {

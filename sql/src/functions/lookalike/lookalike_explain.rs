@@ -68,7 +68,7 @@ impl TableFunctionImpl for LookalikeExplainFunc {
             // matter (the bound statement is planned again).
             return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
         };
-        let policy = self.access.policy();
+        let policy = self.access.naming_users("lookalike_explain")?;
         let source = tags.source(policy.today);
         let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let mut ordinals = ordinals_of(&tags, id.to_array()?.as_ref())?;

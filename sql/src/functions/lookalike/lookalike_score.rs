@@ -85,7 +85,7 @@ impl ScalarUDFImpl for LookalikeScoreFunc {
         };
         let tags = self.access.tags();
         let model = stored_model(&tags, &name)?;
-        let policy = self.access.policy();
+        let policy = self.access.naming_users("lookalike_score")?;
         let source = tags.source(policy.today);
         let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let ids = args.args[1].to_array(args.number_rows)?;

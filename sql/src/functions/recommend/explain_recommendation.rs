@@ -103,7 +103,7 @@ impl Compute for ExplainCall {
     async fn compute(&self, _session: &SessionState) -> Result<RecordBatch> {
         let tags = self.access.tags();
         let user = bound(&self.user, FUNCTION)?;
-        let ordinal = personal_ordinal(&self.access, &tags, &user)?;
+        let ordinal = personal_ordinal("explain_recommendation", &self.access, &tags, &user)?;
         let mut parts = match (
             ordinal,
             item_index(&self.model, &bound(&self.item, FUNCTION)?)?,

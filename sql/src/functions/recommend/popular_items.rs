@@ -123,7 +123,7 @@ impl Compute for PopularCall {
                 let members = self
                     .access
                     .tags()
-                    .evaluate(audience, self.access.policy())
+                    .evaluate(audience, self.access.naming_users("popular_items")?)
                     .map_err(to_datafusion)?;
                 let (users, _) = self.model.popularity_among(&members, false);
                 let scores = if self.weighted {

@@ -95,7 +95,7 @@ impl Compute for BatchCall {
         // An audience leaves out the suppressed users; so does every user.
         let users: Vec<u32> = if self.audience.trim() == "*" {
             let suppressed = tags
-                .suppressed(self.access.policy())
+                .suppressed(self.access.naming_users("recommend_batch")?)
                 .map_err(to_datafusion)?
                 .unwrap_or_default();
             let users = self.model.interactions.users().iter();
@@ -104,7 +104,7 @@ impl Compute for BatchCall {
                 .copied()
                 .collect()
         } else {
-            tags.evaluate(&self.audience, self.access.policy())
+            tags.evaluate(&self.audience, self.access.naming_users("recommend_batch")?)
                 .map_err(to_datafusion)?
                 .iter()
                 .collect()

@@ -91,7 +91,7 @@ impl Compute for RecommendCall {
         let resolved = self.options.resolve(session, &self.model, FUNCTION).await?;
         let tags = self.access.tags();
         let user = bound(&self.user, FUNCTION)?;
-        let ordinal = personal_ordinal(&self.access, &tags, &user)?;
+        let ordinal = personal_ordinal("recommend", &self.access, &tags, &user)?;
         let request = resolved.request(bound(&self.k, FUNCTION)?);
         let list = self
             .model
