@@ -70,7 +70,7 @@ pub(crate) enum Change {
         name: String,
     },
     /// The privacy settings after the change (`ALTER SYSTEM SET
-    /// suppression_tag`).
+    /// suppression_tag`, a pseudonym key created, rotated or dropped).
     Privacy(crate::privacy::Privacy),
 }
 

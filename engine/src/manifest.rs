@@ -58,7 +58,8 @@ pub(crate) struct Manifest {
     /// Recommenders, each with its file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommenders: Vec<crate::recommend::Entry>,
-    /// The suppression tag; absent: [`crate::privacy::DEFAULT_SUPPRESSION_TAG`].
+    /// The suppression tag and the pseudonym keys; absent:
+    /// [`crate::privacy::DEFAULT_SUPPRESSION_TAG`] and no keys.
     #[serde(default)]
     pub privacy: crate::privacy::Privacy,
 }

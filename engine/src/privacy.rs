@@ -28,25 +28,6 @@ use crate::audience::{self, Audience, Term};
 use crate::error::{Error, Result};
 use crate::tags::Tags;
 
-/// `users` if `policy` may be shown a count that small.
-pub fn reportable(users: u64, policy: Policy) -> Option<u64> {
-    (users >= policy.min_audience_size).then_some(users)
-}
-
-/// The strict parts of `audience`: every operand of its ANDs, ORs and NOTs,
-/// down to the terms.
-fn parts_of<'a>(audience: &'a Audience, parts: &mut Vec<&'a Audience>) {
-    let children: &[Audience] = match audience {
-        Audience::Term(_) | Audience::During(..) => &[],
-        Audience::Not(inner) => std::slice::from_ref(inner.as_ref()),
-        Audience::And(all) | Audience::Or(all) => all,
-    };
-    for child in children {
-        parts.push(child);
-        parts_of(child, parts);
-    }
-}
-
 /// The suppression tag of a new database.
 pub const DEFAULT_SUPPRESSION_TAG: &str = "opted_out";
 
@@ -312,30 +293,34 @@ impl Tags {
     }
 
     /// How many users the audience expression `text` has, if `policy` may be
-    /// shown it: `None` when the count is below its minimum audience size, or
+    /// shown it ([`Tags::may_count`]).
+    pub fn reportable_count(&self, text: &str, policy: Policy) -> Result<Option<u64>> {
+        let users = self.count(text, policy)?;
+        Ok(self.may_count(text, users, policy)?.then_some(users))
+    }
+
+    /// Whether `policy` may be shown that the audience expression `text` has
+    /// `users` users: not when that is below its minimum audience size, nor
     /// when any part of the expression (a term, a group, what a NOT leaves
     /// out) is, so that a small group cannot be counted as the difference of
     /// two large ones (`A` less `A AND NOT x`).
-    pub fn reportable_count(&self, text: &str, policy: Policy) -> Result<Option<u64>> {
+    pub fn may_count(&self, text: &str, users: u64, policy: Policy) -> Result<bool> {
+        if policy.min_audience_size == 0 {
+            return Ok(true);
+        }
+        if reportable(users, policy).is_none() {
+            return Ok(false);
+        }
         let audience = audience::parse(text)?;
-        if policy.min_audience_size > 0 {
-            let mut parts = Vec::new();
-            parts_of(&audience, &mut parts);
-            for part in parts {
-                let users = audience::count(
-                    &self.with_policy(part.clone(), policy),
-                    &self.source(policy.today),
-                )?;
-                if users < policy.min_audience_size {
-                    return Ok(None);
-                }
+        let mut parts = Vec::new();
+        parts_of(&audience, &mut parts);
+        for part in parts {
+            let part = self.with_policy(part.clone(), policy);
+            if audience::count(&part, &self.source(policy.today))? < policy.min_audience_size {
+                return Ok(false);
             }
         }
-        let users = audience::count(
-            &self.with_policy(audience, policy),
-            &self.source(policy.today),
-        )?;
-        Ok(reportable(users, policy))
+        Ok(true)
     }
 
     /// Every user `policy` sees: the universe less the suppressed.
@@ -394,6 +379,25 @@ impl Tags {
             )));
         }
         Ok(())
+    }
+}
+
+/// `users` if `policy` may be shown a count that small.
+pub fn reportable(users: u64, policy: Policy) -> Option<u64> {
+    (users >= policy.min_audience_size).then_some(users)
+}
+
+/// The strict parts of `audience`: every operand of its ANDs, ORs and NOTs,
+/// down to the terms.
+fn parts_of<'a>(audience: &'a Audience, parts: &mut Vec<&'a Audience>) {
+    let children: &[Audience] = match audience {
+        Audience::Term(_) | Audience::During(..) => &[],
+        Audience::Not(inner) => std::slice::from_ref(inner.as_ref()),
+        Audience::And(all) | Audience::Or(all) => all,
+    };
+    for child in children {
+        parts.push(child);
+        parts_of(child, parts);
     }
 }
 

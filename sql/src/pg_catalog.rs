@@ -59,9 +59,9 @@ pub(crate) struct Snapshot {
     pub functions: Arc<Vec<FunctionRow>>,
     pub settings: Vec<(String, String, String)>,
     pub tags: Arc<cohortdb_engine::tags::Tags>,
-    /// The session role's minimum audience size: smaller tags' sizes are
-    /// NULL.
-    pub min_audience_size: u64,
+    /// The session's policy: tags smaller than its minimum audience size
+    /// have NULL sizes.
+    pub policy: cohortdb_engine::privacy::Policy,
 }
 
 /// A table as the catalog shows it.
@@ -587,7 +587,7 @@ impl PgCatalogSchema {
             (state.settings.all(), crate::privacy::policy(&state))
         };
         Snapshot {
-            min_audience_size: policy.min_audience_size,
+            policy,
             tables,
             roles: role_rows(&self.catalog),
             functions: Arc::clone(&self.functions),
@@ -1178,9 +1178,9 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
 /// A tag's user count and bytes as the session may see them: both NULL
 /// below its role's minimum audience size (the bytes would tell the count).
 fn sized(s: &Snapshot, users: Option<u64>, bytes: ScalarValue) -> (ScalarValue, ScalarValue) {
-    match users {
-        Some(n) if n >= s.min_audience_size => (ScalarValue::Int64(Some(n as i64)), bytes),
-        _ => (NULL, NULL),
+    match users.and_then(|n| cohortdb_engine::privacy::reportable(n, s.policy)) {
+        Some(n) => (ScalarValue::Int64(Some(n as i64)), bytes),
+        None => (NULL, NULL),
     }
 }
 

@@ -50,9 +50,8 @@ impl TableFunctionImpl for AudienceOverlapFunc {
             let text = constant_text(args.session(), expr, "audience_overlap", "an audience")?;
             let users = tags.evaluate(&text, policy).map_err(to_datafusion)?;
             let shown = tags
-                .reportable_count(&text, policy)
-                .map_err(to_datafusion)?
-                .is_some();
+                .may_count(&text, users.len(), policy)
+                .map_err(to_datafusion)?;
             audiences.push((text, users, shown));
         }
         let mut rows = Vec::new();

@@ -58,9 +58,8 @@ impl TableFunctionImpl for AudienceProfileFunc {
         // Counts below the role's minimum audience size are NULL; all of the
         // audience's are when the audience itself may not be counted.
         let shown = tags
-            .reportable_count(&text, policy)
-            .map_err(to_datafusion)?
-            .is_some();
+            .may_count(&text, audience.len(), policy)
+            .map_err(to_datafusion)?;
         let mut rows: Vec<(String, Option<u64>, Option<u64>)> =
             Vec::with_capacity(column.values.len());
         for (key, entry) in column.values.iter() {
