@@ -39,7 +39,100 @@ pub fn trials() -> Vec<Trial> {
             "api::dml_while_compaction_rewrites_segments",
             dml_while_compaction_rewrites_segments,
         ),
+        trial(
+            "api::forget_user_leaves_no_file_holding_them",
+            forget_user_leaves_no_file_holding_them,
+        ),
     ]
+}
+
+/// The files under `dir` whose bytes contain `needle`, relative to `dir`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> std::io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)?
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                let relative = path.strip_prefix(dir).unwrap_or(&path);
+                found.push(relative.display().to_string());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// FORGET USER ... IMMEDIATELY over SQL: when it returns, no file of the data
+/// directory holds the user's id, which several did before (segments, the
+/// dictionary, the log), and the data left is whole after a reopen.
+fn forget_user_leaves_no_file_holding_them() -> Result<(), Failed> {
+    const ID: &str = "forget-me-0c7d51e2a9";
+    block_on(async {
+        let dir = tempfile::tempdir()?;
+        {
+            let db = Database::open(dir.path())?;
+            let session = db.session();
+            for sql in [
+                "CREATE TABLE users (user_id TEXT USER KEY, email TEXT)",
+                "CREATE TABLE events (user_id TEXT USER KEY, item TEXT)",
+                &format!(
+                    "INSERT INTO users VALUES ('{ID}', 'a@example.com'), ('u2', 'b@example.com')"
+                ),
+                "CHECKPOINT",
+                &format!(
+                    "INSERT INTO events VALUES ('{ID}', 'shoes'), ('u2', 'shoes'), ('u2', 'hat')"
+                ),
+                "CREATE TAG INDEX ON events (item)",
+                // A definition naming the id itself would keep it in the manifest
+                // (docs/privacy.md § Forgetting a user).
+                "CREATE TAG picked AS SELECT user_id FROM users WHERE email LIKE 'a@%'",
+            ] {
+                session.execute(sql).await?;
+            }
+            assert_eq!(
+                files_holding(dir.path(), ID.as_bytes())?,
+                [
+                    "segments/0000000000000004.parquet",
+                    "users/0000000000.keys",
+                    "wal/0000000000000004.wal"
+                ]
+            );
+            session
+                .execute(&format!("FORGET USER '{ID}' IMMEDIATELY"))
+                .await?;
+            assert_eq!(
+                session.take_messages(),
+                [cohortdb::Message::Notice {
+                    severity: "NOTICE",
+                    code: "00000",
+                    message:
+                        "forgot 1 user: deleted 2 rows in 2 tables, removed from 1 stored tag, \
+                              rebuilt 0 recommenders; no file holds them any more"
+                            .into(),
+                }]
+            );
+            assert_eq!(
+                files_holding(dir.path(), ID.as_bytes())?,
+                Vec::<String>::new()
+            );
+        }
+        let db = Database::open(dir.path())?;
+        let batches = db
+            .session()
+            .execute(
+                "SELECT (SELECT string_agg(user_id || ' ' || item, ',' ORDER BY item) FROM events), \
+                 audience_count('item=shoes'), audience_count('picked')",
+            )
+            .await?;
+        assert_eq!(rows(batches), ["u2 hat,u2 shoes|1|0"]);
+        Ok(())
+    })
 }
 
 /// DELETE and UPDATE name rows by their position in a segment; a compaction

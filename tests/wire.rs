@@ -910,6 +910,8 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
             "CREATE PSEUDONYM KEY mine",
             "ALTER PSEUDONYM KEY default ROTATE",
             "DROP PSEUDONYM KEY default",
+            // Nor forget users.
+            "FORGET USER 1",
         ] {
             let error = analyst.batch_execute(sql).await.err().ok_or(sql)?;
             assert_eq!(

@@ -14,7 +14,7 @@
 //! (docs/format.md § Memtable, flush and checkpoint). Opening a directory
 //! reads the manifest and replays the log.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -37,6 +37,9 @@ use crate::tag_changes;
 use crate::tags::{self, Bits, StoredTag, TableTags, Tags};
 use crate::types::{self, ColumnDef};
 use crate::wal::Wal;
+
+mod forget;
+pub use forget::Forgotten;
 
 pub struct Catalog {
     store: Option<Store>,
@@ -95,6 +98,8 @@ struct State {
     tags: Tags,
     /// The dictionary files written so far (ordinals in order).
     user_chunks: Vec<crate::users::Chunk>,
+    /// Files still holding users forgotten since the last checkpoint.
+    erasing: forget::Erasing,
 }
 
 /// What readers are shown of one change.
@@ -478,6 +483,32 @@ impl Catalog {
         definition: recommend::Definition,
         replace: bool,
     ) -> Result<Arc<StoredRecommender>> {
+        let stored = self.build_recommender(name, definition, &RoaringBitmap::new())?;
+        let committed = self.commit(|state| {
+            if state.tags.recommenders.contains_key(name) && !replace {
+                return Err(Error::RecommenderExists(name.to_string()));
+            }
+            Ok(Some(Change::PutRecommender {
+                recommender: Arc::clone(&stored),
+                replace,
+            }))
+        });
+        self.lock_reserved().remove(&stored.entry.id);
+        // On failure the file stays until the next checkpoint or open, as a
+        // large append's does.
+        committed?;
+        Ok(stored)
+    }
+
+    /// Builds recommender `name` from `definition` without the users in
+    /// `without`, and writes its file under a reserved id, which the caller
+    /// releases once the change naming it has committed or failed.
+    fn build_recommender(
+        &self,
+        name: &str,
+        definition: recommend::Definition,
+        without: &RoaringBitmap,
+    ) -> Result<Arc<StoredRecommender>> {
         let table = self.table(&definition.table)?;
         let built_micros = crate::tags::now_micros();
         let model = Arc::new(recommend::build(
@@ -485,6 +516,7 @@ impl Catalog {
             &table,
             &definition,
             built_micros,
+            without,
         )?);
         let id = self.reserve_id();
         let written = match &self.store {
@@ -516,21 +548,7 @@ impl Catalog {
             bytes,
             crc32c,
         };
-        let stored = Arc::new(StoredRecommender::new(entry, path, Some(model)));
-        let committed = self.commit(|state| {
-            if state.tags.recommenders.contains_key(name) && !replace {
-                return Err(Error::RecommenderExists(name.to_string()));
-            }
-            Ok(Some(Change::PutRecommender {
-                recommender: Arc::clone(&stored),
-                replace,
-            }))
-        });
-        self.lock_reserved().remove(&id);
-        // On failure the file stays until the next checkpoint or open, as a
-        // large append's does.
-        committed?;
-        Ok(stored)
+        Ok(Arc::new(StoredRecommender::new(entry, path, Some(model))))
     }
 
     /// Drops a recommender. Returns false when it does not exist and
@@ -748,6 +766,7 @@ impl Catalog {
                 return Err(e);
             }
         };
+        state.logged(&change);
         writer.state = state;
         let wait = lsn > 0 && writer.wal_sync == WalSync::Always;
         if wait {
@@ -877,6 +896,7 @@ impl Catalog {
                 &mut state.next_id,
                 compaction,
                 &mut budget,
+                &state.erasing.segments,
             )?;
             if let Some(flushed) = flushed {
                 changed.push((Arc::clone(table), Arc::new(flushed)));
@@ -886,6 +906,9 @@ impl Catalog {
             state.snapshots.insert(table.id, Arc::clone(snapshot));
         }
         state.write_tag_files(store)?;
+        // Once this manifest is in place and the files below are removed, no
+        // file holds a forgotten user.
+        state.erasing = forget::Erasing::default();
         let manifest = state.manifest(wal.next_lsn(), writer.wal_sync);
         store.write_manifest(&manifest)?;
         // The manifest is the commit point: from here the state is the
@@ -968,6 +991,7 @@ fn recover(store: &Store, manifest: &Manifest) -> Result<(State, Wal, Option<Str
                 path: wal_dir.clone(),
                 reason: format!("record at LSN {} does not apply: {e}", record.lsn),
             })?;
+        next.logged(&change);
         state = next;
     }
     store.remove_unreferenced(&state.live_files(store))?;
@@ -1190,13 +1214,20 @@ impl Catalog {
         let mut writer = self.lock_writer();
         let mut budget = limits::COMPACTION_BYTES_PER_CHECKPOINT_MAX;
         let state = &writer.state;
-        let due = state.tables.values().any(|table| {
-            let snapshot = &state.snapshots[&table.id];
-            picks(table, snapshot, Compaction::DEFAULT, &mut budget)
+        let due = !state.erasing.is_empty()
+            || state.tables.values().any(|table| {
+                let snapshot = &state.snapshots[&table.id];
+                picks(
+                    table,
+                    snapshot,
+                    Compaction::DEFAULT,
+                    &mut budget,
+                    &BTreeSet::new(),
+                )
                 .iter()
                 .zip(&snapshot.segments)
                 .any(|(picked, segment)| *picked && !segment.in_memory_only())
-        });
+            });
         if due {
             self.checkpoint_locked(&mut writer, Compaction::DEFAULT)?;
         }
@@ -1283,14 +1314,16 @@ impl Compaction {
     };
 }
 
-/// Which segments of `snapshot` a checkpoint rewrites: every in-memory one
-/// and every one without live rows, and the files `compaction` picks,
-/// charged to `budget`.
+/// Which segments of `snapshot` a checkpoint rewrites: every in-memory one,
+/// every one without live rows and every one in `erasing` (rows of forgotten
+/// users were deleted from it), and the files `compaction` picks, charged to
+/// `budget`.
 fn picks(
     table: &Table,
     snapshot: &TableSnapshot,
     compaction: Compaction,
     budget: &mut u64,
+    erasing: &BTreeSet<u64>,
 ) -> Vec<bool> {
     let small = |s: &Segment| s.row_count < limits::SEGMENT_ROWS_TARGET / 4;
     let small_files = snapshot
@@ -1306,7 +1339,7 @@ fn picks(
         .segments
         .iter()
         .map(|s| {
-            if s.in_memory_only() || s.live_rows() == 0 {
+            if s.in_memory_only() || s.live_rows() == 0 || erasing.contains(&s.id) {
                 return true;
             }
             match compaction {
@@ -1339,8 +1372,9 @@ fn flush_table(
     next_id: &mut u64,
     compaction: Compaction,
     budget: &mut u64,
+    erasing: &BTreeSet<u64>,
 ) -> Result<Option<TableSnapshot>> {
-    let rewrite = picks(table, snapshot, compaction, budget);
+    let rewrite = picks(table, snapshot, compaction, budget, erasing);
     let dirty = |s: &Segment| !s.deletes_written;
     if !snapshot
         .segments
@@ -1432,6 +1466,7 @@ impl State {
             roles: BTreeMap::new(),
             tags: Tags::default(),
             user_chunks: Vec::new(),
+            erasing: forget::Erasing::default(),
         }
     }
 
@@ -1515,7 +1550,11 @@ impl State {
             live.insert(store.recommender_path(recommender.entry.id));
         }
         for chunk in &self.user_chunks {
-            live.insert(crate::users::chunk_path(&store.users_dir(), chunk.first));
+            live.insert(crate::users::chunk_path(
+                &store.users_dir(),
+                chunk.first,
+                chunk.generation,
+            ));
         }
         live
     }
@@ -1526,6 +1565,20 @@ impl State {
     fn write_tag_files(&mut self, store: &Store) -> Result<()> {
         let storage = store.storage().as_ref();
         if let Some(dictionary) = &self.tags.dictionary {
+            // Files holding ids erased since are written again, without them.
+            for chunk in &mut self.user_chunks {
+                let ordinals = chunk.first..chunk.first + chunk.count;
+                if self.erasing.users.range_cardinality(ordinals) > 0 {
+                    *chunk = crate::users::write_chunk(
+                        storage,
+                        &store.users_dir(),
+                        dictionary,
+                        chunk.first,
+                        chunk.count,
+                        chunk.generation + 1,
+                    )?;
+                }
+            }
             let written: u32 = self.user_chunks.iter().map(|c| c.count).sum();
             if self.tags.users > written {
                 let chunk = crate::users::write_chunk(
@@ -1534,6 +1587,7 @@ impl State {
                     dictionary,
                     written,
                     self.tags.users - written,
+                    0,
                 )?;
                 self.user_chunks.push(chunk);
             }
@@ -1566,7 +1620,7 @@ impl State {
                     storage,
                     &tags_dir,
                     tag.id,
-                    1,
+                    tag.file.as_ref().map_or(1, |f| f.generation + 1),
                     &[(None, None, None, &tag.bits)],
                 )?)
             };
@@ -1910,20 +1964,7 @@ impl State {
                 recommender,
                 replace,
             } => {
-                let entry = &recommender.entry;
-                if next.tags.recommenders.contains_key(&entry.name) && !replace {
-                    return Err(Error::RecommenderExists(entry.name.clone()));
-                }
-                next.next_id = next.next_id.max(entry.id + 1);
-                // Replayed or applied to a stored catalog: the model is read
-                // from the file in this directory when first used.
-                let stored = match store.map(|s| s.recommender_path(entry.id)) {
-                    Some(path) if recommender.path() != Some(path.as_path()) => Arc::new(
-                        StoredRecommender::new(entry.clone(), Some(path), recommender.loaded()),
-                    ),
-                    _ => Arc::clone(recommender),
-                };
-                next.tags.recommenders.insert(entry.name.clone(), stored);
+                next.install_recommender(recommender, *replace, store)?;
                 return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
             }
             Change::DropRecommender { name } => {
@@ -1936,8 +1977,36 @@ impl State {
                 next.tags.privacy = privacy.clone();
                 return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
             }
+            Change::Forget(forget) => {
+                tags_changed = true;
+                next.forget(self, forget, store)?
+            }
         };
         Ok((next, effect, tags_changed))
+    }
+
+    /// Keeps a built recommender (`replace`: in place of one of its name).
+    fn install_recommender(
+        &mut self,
+        recommender: &Arc<StoredRecommender>,
+        replace: bool,
+        store: Option<&Store>,
+    ) -> Result<()> {
+        let entry = &recommender.entry;
+        if self.tags.recommenders.contains_key(&entry.name) && !replace {
+            return Err(Error::RecommenderExists(entry.name.clone()));
+        }
+        self.next_id = self.next_id.max(entry.id + 1);
+        // Replayed or applied to a stored catalog: the model is read from the
+        // file in this directory when first used.
+        let stored = match store.map(|s| s.recommender_path(entry.id)) {
+            Some(path) if recommender.path() != Some(path.as_path()) => Arc::new(
+                StoredRecommender::new(entry.clone(), Some(path), recommender.loaded()),
+            ),
+            _ => Arc::clone(recommender),
+        };
+        self.tags.recommenders.insert(entry.name.clone(), stored);
+        Ok(())
     }
 
     /// Adds `append` to `table` as an in-memory segment.

@@ -72,6 +72,21 @@ pub(crate) enum Change {
     /// The privacy settings after the change (`ALTER SYSTEM SET
     /// suppression_tag`, a pseudonym key created, rotated or dropped).
     Privacy(crate::privacy::Privacy),
+    /// `FORGET USER`.
+    Forget(Forget),
+}
+
+/// Users forgotten (`FORGET USER`): their rows deleted, left out of every
+/// stored tag, the recommenders that knew them replaced by ones built
+/// without them (files written before the record), and, once the change is
+/// logged, their ids erased from the dictionary. The record names users by
+/// ordinal only, never by id.
+#[derive(Debug, Clone)]
+pub(crate) struct Forget {
+    pub users: RoaringBitmap,
+    /// Their rows, one entry per table that had any.
+    pub deletes: Vec<Delete>,
+    pub recommenders: Vec<std::sync::Arc<crate::recommend::StoredRecommender>>,
 }
 
 /// The payload of a `PutRecommender` record.
@@ -263,6 +278,27 @@ impl Change {
                 serde_json::to_writer(&mut out, privacy).expect("writing to a Vec does not fail");
                 RecordKind::Privacy
             }
+            Change::Forget(forget) => {
+                let bytes = u32::try_from(forget.users.serialized_size())
+                    .expect("a bitmap of u32 ordinals serializes in under 4 GiB");
+                out.extend_from_slice(&bytes.to_le_bytes());
+                forget
+                    .users
+                    .serialize_into(&mut out)
+                    .expect("writing to a Vec does not fail");
+                out.extend_from_slice(
+                    &u32::try_from(forget.deletes.len())
+                        .expect("table ids are few")
+                        .to_le_bytes(),
+                );
+                for delete in &forget.deletes {
+                    encode_delete(delete, &mut out);
+                }
+                let entries: Vec<&crate::recommend::Entry> =
+                    forget.recommenders.iter().map(|r| &r.entry).collect();
+                serde_json::to_writer(&mut out, &entries).expect("writing to a Vec does not fail");
+                RecordKind::Forget
+            }
         };
         Ok((kind, out))
     }
@@ -379,6 +415,30 @@ impl Change {
                 RecordKind::Privacy => Change::Privacy(
                     serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
                 ),
+                RecordKind::Forget => {
+                    let bytes = reader.u32()? as usize;
+                    let users = RoaringBitmap::deserialize_from(reader.take(bytes)?)
+                        .map_err(|e| format!("not a portable roaring bitmap: {e}"))?;
+                    let count = reader.u32()?;
+                    let deletes = (0..count)
+                        .map(|_| decode_delete(&mut reader))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    let entries: Vec<crate::recommend::Entry> =
+                        serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?;
+                    let recommenders = entries
+                        .into_iter()
+                        .map(|entry| {
+                            std::sync::Arc::new(crate::recommend::StoredRecommender::new(
+                                entry, None, None,
+                            ))
+                        })
+                        .collect();
+                    Change::Forget(Forget {
+                        users,
+                        deletes,
+                        recommenders,
+                    })
+                }
             })
         })()
         .map_err(corrupted)?;

@@ -173,7 +173,11 @@ pub(crate) fn live_files(dir: &Path, manifest: &Manifest) -> BTreeSet<PathBuf> {
         ));
     }
     for chunk in manifest.users.iter().flat_map(|u| &u.chunks) {
-        live.insert(crate::users::chunk_path(&dir.join(USERS_DIR), chunk.first));
+        live.insert(crate::users::chunk_path(
+            &dir.join(USERS_DIR),
+            chunk.first,
+            chunk.generation,
+        ));
     }
     for table in &manifest.tables {
         for segment in &table.segments {

@@ -3,7 +3,6 @@
 //! (docs/format.md § Tags). Every function here is deterministic in the
 //! change and the state it applies to, so replaying the log repeats it.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
@@ -149,25 +148,61 @@ pub(crate) fn rows_deleted(
         .into_iter()
         .flatten()
         .collect();
-    // Their rows left: found by id (an IN list when few), then by ordinal.
-    let distinct: BTreeSet<u32> = users.iter().collect();
-    let predicate = (distinct.len() <= RECHECK_IN_LIST_MAX).then(|| {
-        let id_values = dictionary.ids(distinct.iter().copied());
+    let read = index.read_columns();
+    let left = users_rows(
+        after,
+        &read,
+        index.user_column,
+        &dictionary,
+        tags.users,
+        &users,
+        false,
+    )?;
+    let rows: Vec<IndexedRows<'_>> = left
+        .iter()
+        .map(|(ordinals, batch)| IndexedRows { ordinals, batch })
+        .collect();
+    index.recompute(&users, &rows)?;
+    tags.tables.insert(table_id, Arc::new(index));
+    Ok(())
+}
+
+/// The live rows of `snapshot` whose user (table column `user_column`, one
+/// of `columns`) is one of `users` (ordinals below `visible`), with table
+/// columns `columns` (ascending) and, with `row_ids`, the row id last; each
+/// batch with its rows' ordinals. The rows are found by id (an IN list when
+/// the users are few, so row groups without them are skipped), then by
+/// ordinal.
+pub(crate) fn users_rows(
+    snapshot: &TableSnapshot,
+    columns: &[usize],
+    user_column: usize,
+    dictionary: &Dictionary,
+    visible: u32,
+    users: &RoaringBitmap,
+    row_ids: bool,
+) -> Result<Vec<(Vec<u32>, RecordBatch)>> {
+    let predicate = (users.len() <= RECHECK_IN_LIST_MAX as u64).then(|| {
+        let id_values = dictionary.ids(users.iter());
         Predicate::InList {
-            column: index.user_column,
+            column: user_column,
             values: (0..id_values.len())
                 .map(|i| id_values.slice(i, 1))
                 .collect(),
             negated: false,
         }
     });
-    let read = index.read_columns();
-    let user_at = read
-        .binary_search(&index.user_column)
+    let user_at = columns
+        .binary_search(&user_column)
         .expect("the user key is read");
-    let mut left = Vec::new();
-    for batch in read_rows(after, &read, predicate)? {
-        let ordinals = dictionary.lookup(batch.column(user_at).as_ref(), tags.users)?;
+    let spec = ScanSpec::new(snapshot, Some(columns), predicate, row_ids)?;
+    let mut out = Vec::new();
+    for unit in spec.units(snapshot)? {
+        let batch = spec.apply(&unit)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let ordinals = dictionary.lookup(batch.column(user_at).as_ref(), visible)?;
         let keep: BooleanArray = ordinals
             .iter()
             .map(|o| Some(o.is_some_and(|o| users.contains(o))))
@@ -178,14 +213,25 @@ pub(crate) fn rows_deleted(
             .flatten()
             .filter(|o| users.contains(*o))
             .collect();
-        left.push((kept_ordinals, kept));
+        if !kept_ordinals.is_empty() {
+            out.push((kept_ordinals, kept));
+        }
     }
-    let rows: Vec<IndexedRows<'_>> = left
-        .iter()
-        .map(|(ordinals, batch)| IndexedRows { ordinals, batch })
-        .collect();
-    index.recompute(&users, &rows)?;
-    tags.tables.insert(table_id, Arc::new(index));
+    Ok(out)
+}
+
+/// What `FORGET USER` does to stored tags and frozen segments: `users` leave
+/// each that holds any of them.
+pub(crate) fn users_forgotten(tags: &mut Tags, users: &RoaringBitmap) -> Result<()> {
+    for tag in tags.stored.values_mut() {
+        if tag.bits.is_empty() || tag.bits.get()?.is_disjoint(users) {
+            continue;
+        }
+        let bits = crate::tags::Bits::from(tag.bits.get()? - users);
+        let tag = Arc::make_mut(tag);
+        tag.bits = bits;
+        tag.dirty = true;
+    }
     Ok(())
 }
 

@@ -12,6 +12,10 @@
 //! ordinals it has assigned (`len`) and a failed change truncates the
 //! dictionary back to its state's length. Readers see ids in batches (one
 //! lock per call, never per id).
+//!
+//! `FORGET USER` erases ids ([`Dictionary::erase`]): the id is overwritten
+//! (zeros in memory, NULL in the dictionary file), is no longer found, and
+//! its ordinal stays used, so the same id seen again gets a new ordinal.
 
 use std::hash::BuildHasher;
 use std::path::Path;
@@ -21,6 +25,7 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type};
 use hashbrown::DefaultHashBuilder;
 use hashbrown::HashTable;
+use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -75,9 +80,11 @@ pub struct Dictionary {
 #[derive(Debug)]
 struct Inner {
     keys: Keys,
-    /// Ordinals, hashed by their id.
+    /// Ordinals, hashed by their id; erased ordinals are not in it.
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
+    /// Ordinals whose id was erased.
+    erased: RoaringBitmap,
 }
 
 /// The ids by ordinal.
@@ -128,6 +135,18 @@ impl Keys {
         }
     }
 
+    /// Overwrites the id of `ordinal`: 0, or as many zero bytes as the text.
+    fn overwrite(&mut self, ordinal: u32) {
+        let i = ordinal as usize;
+        match self {
+            Keys::Int(ids) => ids[i] = 0,
+            Keys::Text { bytes, ends } => {
+                let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+                bytes[start..ends[i] as usize].fill(0);
+            }
+        }
+    }
+
     fn truncate(&mut self, len: usize) {
         match self {
             Keys::Int(ids) => ids.truncate(len),
@@ -155,6 +174,7 @@ impl Inner {
             keys,
             table,
             hasher,
+            ..
         } = self;
         if let Some(&o) = table.find(hash, |&o| keys.get(o) == id) {
             return Ok(o);
@@ -193,6 +213,7 @@ impl Dictionary {
                 keys,
                 table: HashTable::new(),
                 hasher: DefaultHashBuilder::default(),
+                erased: RoaringBitmap::new(),
             }),
         }
     }
@@ -312,7 +333,8 @@ impl Dictionary {
         found.filter(|&o| o < visible)
     }
 
-    /// The ids of `ordinals` (which must be assigned), in order.
+    /// The ids of `ordinals` (which must be assigned), in order; an erased
+    /// id reads as 0 or as zero bytes.
     pub fn ids(&self, ordinals: impl IntoIterator<Item = u32>) -> ArrayRef {
         let inner = self.read();
         match &inner.keys {
@@ -375,14 +397,50 @@ impl Dictionary {
         truncate_inner(&mut self.write(), len as usize);
     }
 
+    /// Erases the ids of `ordinals` (assigned ones; `FORGET USER`): they are
+    /// overwritten and no longer found. The ordinals stay used.
+    pub(crate) fn erase(&self, ordinals: &RoaringBitmap) {
+        let mut inner = self.write();
+        let len = inner.keys.len() as u32;
+        for ordinal in ordinals.iter().take_while(|&o| o < len) {
+            if !inner.erased.insert(ordinal) {
+                continue;
+            }
+            let hash = inner.hash(inner.keys.get(ordinal));
+            if let Ok(entry) = inner.table.find_entry(hash, |&o| o == ordinal) {
+                entry.remove();
+            }
+            inner.keys.overwrite(ordinal);
+        }
+    }
+
+    /// Whether the id of `ordinal` was erased.
+    pub fn is_erased(&self, ordinal: u32) -> bool {
+        self.read().erased.contains(ordinal)
+    }
+
     /// The ids of ordinals `first..first + count`, as one column, for a
-    /// dictionary file.
+    /// dictionary file: erased ids are NULL.
     pub(crate) fn chunk(&self, first: u32, count: u32) -> ArrayRef {
-        self.ids(first..first + count)
+        let ids = self.ids(first..first + count);
+        let inner = self.read();
+        if inner.erased.range_cardinality(first..first + count) == 0 {
+            return ids;
+        }
+        let valid: arrow::buffer::NullBuffer = (first..first + count)
+            .map(|o| !inner.erased.contains(o))
+            .collect();
+        arrow::array::make_array(
+            ids.into_data()
+                .into_builder()
+                .nulls(Some(valid))
+                .build()
+                .expect("the same ids with fewer of them valid"),
+        )
     }
 
     /// Appends the ids of a dictionary file, which must be the next ordinals
-    /// and new; `path` names the file for errors.
+    /// and new (NULL: an erased id); `path` names the file for errors.
     pub(crate) fn load_chunk(&self, path: &Path, first: u32, ids: &dyn Array) -> Result<()> {
         let corrupted = |reason: String| Error::Corrupted {
             path: path.to_path_buf(),
@@ -394,10 +452,35 @@ impl Dictionary {
                 self.len()
             )));
         }
-        let ordinals = self.assign(ids).map_err(|e| corrupted(e.to_string()))?;
-        let expected = (first..).take(ordinals.len());
-        if !ordinals.iter().copied().eq(expected) {
-            return Err(corrupted("an id appears twice".to_string()));
+        let column = self.column(ids).map_err(|e| corrupted(e.to_string()))?;
+        let mut inner = self.write();
+        for row in 0..ids.len() {
+            let ordinal = inner.keys.len() as u32;
+            let id = match &column {
+                Column::Int(values) => values[row].map(Id::Int),
+                Column::Text(values) => {
+                    (!values.is_null(row)).then(|| Id::Text(values.value(row).as_bytes()))
+                }
+            };
+            match id {
+                Some(id) => {
+                    if inner
+                        .find_or_insert(id)
+                        .map_err(|e| corrupted(e.to_string()))?
+                        != ordinal
+                    {
+                        return Err(corrupted("an id appears twice".to_string()));
+                    }
+                }
+                None => {
+                    let blank = match self.key_type {
+                        UserKeyType::BigInt => Id::Int(0),
+                        UserKeyType::Text => Id::Text(&[]),
+                    };
+                    inner.keys.push(blank);
+                    inner.erased.insert(ordinal);
+                }
+            }
         }
         Ok(())
     }
@@ -407,9 +490,15 @@ fn truncate_inner(inner: &mut Inner, len: usize) {
     if inner.keys.len() <= len {
         return;
     }
-    let Inner { keys, table, .. } = inner;
+    let Inner {
+        keys,
+        table,
+        erased,
+        ..
+    } = inner;
     table.retain(|&mut o| (o as usize) < len);
     keys.truncate(len);
+    erased.remove_range(len as u32..);
 }
 
 /// A dictionary's files in the manifest: each a run of ordinals, written by
@@ -419,8 +508,15 @@ fn truncate_inner(inner: &mut Inner, len: usize) {
 pub(crate) struct Chunk {
     pub first: u32,
     pub count: u32,
+    /// Rewritten after ids in it were erased: 1, 2, ... (0: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
     pub bytes: u64,
     pub crc32c: u32,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `CDBKEYS` and the format version.
@@ -428,19 +524,24 @@ const CHUNK_MAGIC: [u8; 8] = *b"CDBKEYS\x02";
 /// Bytes before the ids.
 const CHUNK_HEADER_BYTES: usize = 32;
 
-/// `users/<first ordinal as 10 digits>.keys`.
-pub(crate) fn chunk_path(users_dir: &Path, first: u32) -> std::path::PathBuf {
-    users_dir.join(format!("{first:010}.keys"))
+/// `users/<first ordinal as 10 digits>.keys`, and
+/// `<first ordinal>-<generation>.keys` once rewritten.
+pub(crate) fn chunk_path(users_dir: &Path, first: u32, generation: u64) -> std::path::PathBuf {
+    match generation {
+        0 => users_dir.join(format!("{first:010}.keys")),
+        g => users_dir.join(format!("{first:010}-{g}.keys")),
+    }
 }
 
-/// Writes the dictionary file of ordinals `first..first + count` whole and
-/// returns the manifest's record of it.
+/// Writes the dictionary file of ordinals `first..first + count` whole, as
+/// its `generation`, and returns the manifest's record of it.
 pub(crate) fn write_chunk(
     storage: &dyn crate::io::Storage,
     users_dir: &Path,
     dictionary: &Dictionary,
     first: u32,
     count: u32,
+    generation: u64,
 ) -> Result<Chunk> {
     let ids = dictionary.chunk(first, count);
     let batch = arrow::array::RecordBatch::try_from_iter([("id", ids)])?;
@@ -458,11 +559,12 @@ pub(crate) fn write_chunk(
     out[24..32].copy_from_slice(&ipc_bytes.to_le_bytes());
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    let path = chunk_path(users_dir, first);
+    let path = chunk_path(users_dir, first, generation);
     crate::durable::write_whole(storage, &path.with_extension("keys.tmp"), &path, &out)?;
     Ok(Chunk {
         first,
         count,
+        generation,
         bytes: out.len() as u64,
         crc32c: crc32c::crc32c(&out),
     })
@@ -471,7 +573,7 @@ pub(crate) fn write_chunk(
 /// Reads the dictionary file the manifest records as `chunk` into
 /// `dictionary`.
 pub(crate) fn load_chunk(users_dir: &Path, dictionary: &Dictionary, chunk: &Chunk) -> Result<()> {
-    let path = chunk_path(users_dir, chunk.first);
+    let path = chunk_path(users_dir, chunk.first, chunk.generation);
     let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
     let corrupted = |reason: String| Error::Corrupted {
         path: path.clone(),
@@ -576,6 +678,46 @@ mod tests {
         dict.truncate(1);
         assert_eq!(dict.lookup_text("bob", 3), None);
         assert_eq!(dict.lookup_text("ann", 3), Some(0));
+    }
+
+    #[test]
+    fn erased_ids_are_not_found_and_their_ordinals_stay_used() {
+        for (dict, ids) in [
+            (
+                Dictionary::new(UserKeyType::BigInt),
+                Arc::new(Int64Array::from(vec![10, 20, 30])) as ArrayRef,
+            ),
+            (
+                Dictionary::new(UserKeyType::Text),
+                Arc::new(StringArray::from(vec!["ann", "bob", "cy"])) as ArrayRef,
+            ),
+        ] {
+            assert_eq!(dict.assign(ids.as_ref()).expect("assigned"), vec![0, 1, 2]);
+            dict.erase(&RoaringBitmap::from_iter([1, 7]));
+            assert!(dict.is_erased(1) && !dict.is_erased(0) && !dict.is_erased(7));
+            assert_eq!(
+                dict.lookup(ids.as_ref(), 3).expect("looked up"),
+                vec![Some(0), None, Some(2)]
+            );
+            // A dictionary file has NULL for it; loaded, it stays erased.
+            let chunk = dict.chunk(0, 3);
+            assert_eq!(chunk.null_count(), 1);
+            assert!(chunk.is_null(1));
+            let loaded = Dictionary::new(dict.key_type());
+            loaded
+                .load_chunk(Path::new("users/x.keys"), 0, chunk.as_ref())
+                .expect("loads");
+            assert!(loaded.is_erased(1));
+            assert_eq!(loaded.len(), 3);
+            for d in [&dict, &loaded] {
+                // Seen again, the id is a new user.
+                assert_eq!(
+                    d.assign(ids.slice(1, 1).as_ref()).expect("assigned"),
+                    vec![3]
+                );
+                assert_eq!(d.chunk(0, 4).null_count(), 1);
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub(crate) enum RecordKind {
     PutRecommender = 14,
     DropRecommender = 15,
     Privacy = 16,
+    Forget = 17,
 }
 
 impl RecordKind {
@@ -63,6 +64,7 @@ impl RecordKind {
             14 => RecordKind::PutRecommender,
             15 => RecordKind::DropRecommender,
             16 => RecordKind::Privacy,
+            17 => RecordKind::Forget,
             _ => return None,
         })
     }

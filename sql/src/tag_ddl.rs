@@ -22,6 +22,7 @@
 //! CREATE PSEUDONYM KEY name [ SECRET 'hex' ]
 //! ALTER PSEUDONYM KEY name ROTATE [ SECRET 'hex' ]
 //! DROP PSEUDONYM KEY [ IF EXISTS ] name
+//! FORGET USER id [, ...] [ IMMEDIATELY ]      (id: 'text' or an integer)
 //! ```
 //!
 //! They are recognised in the token stream ([`split`]), checked with the SQL
@@ -124,6 +125,11 @@ pub(crate) enum TagStatement {
         name: String,
         if_exists: bool,
     },
+    /// `FORGET USER`, the ids as written.
+    Forget {
+        ids: Vec<String>,
+        immediately: bool,
+    },
 }
 
 /// What a tag or segment is made of.
@@ -160,6 +166,7 @@ impl TagStatement {
             TagStatement::PseudonymKey { rotate: false, .. } => "CREATE PSEUDONYM KEY",
             TagStatement::PseudonymKey { rotate: true, .. } => "ALTER PSEUDONYM KEY",
             TagStatement::DropPseudonymKey { .. } => "DROP PSEUDONYM KEY",
+            TagStatement::Forget { .. } => "FORGET USER",
         }
     }
 }
@@ -210,6 +217,7 @@ fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
         || (at(0, "drop") && (object(1) || at(1, "pseudonym")))
         || (at(0, "refresh") && object(1))
         || (at(0, "alter") && (at(1, "system") || at(1, "pseudonym")))
+        || (at(0, "forget") && at(1, "user"))
 }
 
 /// The statements of `sql` (as `tokens`), tag statements replaced by the
@@ -548,8 +556,18 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
             };
             TagStatement::AlterSystem { name, value }
         }
+    } else if word(&mut p, "forget") {
+        if !word(&mut p, "user") {
+            return p.expected("USER", p.peek_token());
+        }
+        let ids = p.parse_comma_separated(user_id)?;
+        let immediately = word(&mut p, "immediately");
+        TagStatement::Forget { ids, immediately }
     } else {
-        return p.expected("CREATE, DROP, REFRESH or ALTER SYSTEM", p.peek_token());
+        return p.expected(
+            "CREATE, DROP, REFRESH, ALTER SYSTEM or FORGET USER",
+            p.peek_token(),
+        );
     };
     p.expect_token(&Token::EOF)?;
     Ok(statement)
@@ -568,6 +586,18 @@ fn secret(p: &mut Parser) -> std::result::Result<Option<String>, ParserError> {
     match word(p, "secret") {
         true => p.parse_literal_string().map(Some),
         false => Ok(None),
+    }
+}
+
+/// A user id in `FORGET USER`: a string or an integer, as written.
+fn user_id(p: &mut Parser) -> std::result::Result<String, ParserError> {
+    let negative = p.consume_token(&Token::Minus);
+    let token = p.next_token();
+    match token.token {
+        Token::SingleQuotedString(id) if !negative => Ok(id),
+        Token::Number(digits, _) if negative => Ok(format!("-{digits}")),
+        Token::Number(digits, _) => Ok(digits),
+        _ => p.expected("a user id ('text' or an integer)", token),
     }
 }
 
@@ -619,6 +649,7 @@ pub(crate) async fn run(
             superuser_only(session, "manage pseudonym keys")?;
             catalog.drop_pseudonym_key(&name, if_exists)?;
         }
+        TagStatement::Forget { ids, immediately } => forget(session, ids, immediately).await?,
         TagStatement::CreateIndex {
             table,
             columns,
@@ -840,6 +871,43 @@ fn alter_system(session: &Session, name: &str, value: Option<String>) -> Result<
     let value =
         value.unwrap_or_else(|| cohortdb_engine::privacy::DEFAULT_SUPPRESSION_TAG.to_string());
     session.catalog().set_suppression_tag(&value)?;
+    Ok(())
+}
+
+/// `FORGET USER`: superusers erase users (docs/privacy.md § Forgetting a
+/// user); a NOTICE says what was removed.
+async fn forget(session: &Session, ids: Vec<String>, immediately: bool) -> Result<()> {
+    use cohortdb_engine::users::UserKeyType;
+    superuser_only(session, "forget users")?;
+    let catalog = session.catalog();
+    let ids: ArrayRef = match catalog.tags().dictionary()?.key_type() {
+        UserKeyType::Text => Arc::new(arrow::array::StringArray::from(ids)),
+        UserKeyType::BigInt => Arc::new(
+            ids.iter()
+                .map(|id| {
+                    id.parse::<i64>().map_err(|_| Error::Execution {
+                        message: format!("invalid input syntax for type bigint: \"{id}\""),
+                    })
+                })
+                .collect::<Result<arrow::array::Int64Array>>()?,
+        ),
+    };
+    let done =
+        crate::provider::blocking(catalog, move |c| c.forget_users(&ids, immediately)).await?;
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut message = format!(
+        "forgot {}: deleted {} in {}, removed from {}, rebuilt {}; ",
+        plural(done.users, "user", "users"),
+        plural(done.rows, "row", "rows"),
+        plural(done.tables, "table", "tables"),
+        plural(done.tags, "stored tag", "stored tags"),
+        plural(done.recommenders, "recommender", "recommenders"),
+    );
+    message.push_str(match immediately {
+        true => "no file holds them any more",
+        false => "the files still holding them are rewritten by the next checkpoint",
+    });
+    session.lock().notice("NOTICE", "00000", message);
     Ok(())
 }
 

@@ -318,12 +318,14 @@ pub(crate) fn write(
 
 /// Builds the recommender `definition` describes from `table`'s rows as of
 /// now (`now_micros`, which time decay counts from). Rows whose user, item
-/// or weight is NULL, or whose weight is not positive, are no interaction.
+/// or weight is NULL, or whose weight is not positive, are no interaction;
+/// nor are the rows of the users in `without` (being forgotten).
 pub fn build(
     tags: &Tags,
     table: &Table,
     definition: &Definition,
     now_micros: i64,
+    without: &roaring::RoaringBitmap,
 ) -> Result<Recommender> {
     let settings = Settings::parse(&definition.algorithm, &definition.options)?;
     let columns = table.columns();
@@ -421,7 +423,7 @@ pub fn build(
             .transpose()?;
         for (row, ordinal) in ordinals.iter().enumerate() {
             let Some(ordinal) = *ordinal else { continue };
-            if items.is_null(row) {
+            if items.is_null(row) || without.contains(ordinal) {
                 continue;
             }
             let mut weight = 1.0f64;
