@@ -119,7 +119,7 @@ impl Database {
     /// `SELECT audience_count(expr)` does, without SQL): the suppression
     /// tag's users left out (docs/privacy.md).
     pub fn audience_count(&self, expr: &str) -> Result<u64> {
-        Ok(self.tags().count(expr, Policy::new(today()))?)
+        Ok(self.tags().count(expr, &Policy::new(today()))?)
     }
 
     /// The external user ids of the audience `expr` (`BIGINT` or `TEXT` by
@@ -127,7 +127,7 @@ impl Database {
     /// suppression tag's users left out.
     pub fn audience(&self, expr: &str) -> Result<arrow::array::ArrayRef> {
         let tags = self.tags();
-        let users = tags.evaluate(expr, Policy::new(today()))?;
+        let users = tags.evaluate(expr, &Policy::new(today()))?;
         Ok(tags.user_ids(&users)?)
     }
 
@@ -178,13 +178,12 @@ impl Database {
             self.catalog
                 .alter_role(user, |role| role.password = Some(verifier))?;
         } else {
-            self.catalog.create_role(cohortdb_engine::roles::Role {
-                name: user.to_string(),
-                superuser: true,
-                login: true,
-                password: Some(verifier),
-                min_audience_size: 0,
-            })?;
+            self.catalog.create_role(cohortdb_engine::roles::Role::new(
+                user,
+                true,
+                true,
+                Some(verifier),
+            ))?;
         }
         Ok(())
     }

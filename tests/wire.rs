@@ -22,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::connection_limit", connection_limit),
         trial("wire::scram_logins_and_roles", scram_logins_and_roles),
         trial("wire::min_audience_size", min_audience_size),
+        trial("wire::grants", grants),
         trial("wire::tls", tls),
         trial("wire::column_names_and_types", column_names_and_types),
         trial("wire::psql_describe", psql_describe),
@@ -993,6 +994,242 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
 /// A role with a minimum audience size sees counts of at least that many
 /// users (NULL below it, also when a small part of the audience could be
 /// subtracted) and no users at all.
+/// The SQLSTATE and message of a statement that must fail.
+async fn refused(client: &Client, sql: &str) -> Result<(String, String), Failed> {
+    let error = client
+        .batch_execute(sql)
+        .await
+        .err()
+        .ok_or(format!("{sql}: no error"))?;
+    let db = error.as_db_error().ok_or(format!("{sql}: {error}"))?;
+    Ok((db.code().code().to_string(), db.message().to_string()))
+}
+
+/// GRANT and REVOKE hold an ordinary role to what it was given: tables by
+/// SELECT/INSERT/UPDATE/DELETE (every way of reading a table, COPY TO and
+/// cursors too), tags, segments, tag indexes and recommenders by USAGE
+/// (a segment as a view: its own terms need no grant), CREATE TAG for
+/// making tags; the privilege functions say the same.
+fn grants() -> Result<(), Failed> {
+    block_on(async {
+        let (_dir, _db, port) = serve_with_admin("pw0").await?;
+        let admin = login(port, "admin", "pw0").await?;
+        admin
+            .batch_execute(
+                "CREATE TABLE users (user_id BIGINT USER KEY, city TEXT, email TEXT);
+                 INSERT INTO users VALUES (1, 'beijing', 'a@x'), (2, 'beijing', 'b@x'),
+                   (3, 'shanghai', 'c@x'), (4, 'shanghai', 'd@x');
+                 CREATE TABLE events (user_id BIGINT USER KEY, item TEXT);
+                 INSERT INTO events VALUES (1, 'a'), (1, 'b'), (2, 'a'), (3, 'b'), (3, 'c');
+                 CREATE TAG INDEX ON users (city);
+                 CREATE TAG vip AS SELECT user_id FROM users WHERE user_id IN (1, 3);
+                 CREATE SEGMENT beijing_vip AS 'city=beijing AND vip';
+                 CREATE RECOMMENDER r ON events (user_id, item) USING item_knn;
+                 CREATE ROLE ana LOGIN PASSWORD 'pw1'",
+            )
+            .await?;
+        let ana = login(port, "ana", "pw1").await?;
+        let denied = |object: &str| {
+            (
+                "42501".to_string(),
+                format!("permission denied for {object}"),
+            )
+        };
+        for (sql, object) in [
+            ("SELECT * FROM users", "table users"),
+            (
+                "SELECT count(*) FROM (SELECT city FROM users) s",
+                "table users",
+            ),
+            (
+                "SELECT 1 WHERE EXISTS (SELECT 1 FROM events)",
+                "table events",
+            ),
+            (
+                "BEGIN; DECLARE c CURSOR FOR SELECT * FROM users; FETCH NEXT FROM c",
+                "table users",
+            ),
+            ("INSERT INTO users VALUES (9, 'x', 'y')", "table users"),
+            ("DELETE FROM events", "table events"),
+            (
+                "SELECT audience_count('city=beijing')",
+                "tag index of table users",
+            ),
+            ("SELECT audience_count('vip OR city=beijing')", "tag vip"),
+            (
+                "SELECT * FROM audience_profile('beijing_vip', 'city')",
+                "tag beijing_vip",
+            ),
+            ("SELECT * FROM recommend('r', 1, 3)", "recommender r"),
+            ("SELECT * FROM audience('NOT vip')", "tag vip"),
+            (
+                "SELECT bitmap_count(tag_bitmap('city=shanghai'))",
+                "tag index of table users",
+            ),
+        ] {
+            ana.batch_execute("ROLLBACK").await?;
+            assert_eq!(refused(&ana, sql).await?, denied(object), "{sql}");
+        }
+        ana.batch_execute("ROLLBACK").await?;
+        let copy = ana
+            .copy_out("COPY users TO STDOUT")
+            .await
+            .err()
+            .ok_or("COPY TO")?;
+        assert_eq!(
+            copy.as_db_error().map(|e| e.message()),
+            Some("permission denied for table users")
+        );
+        for (sql, message) in [
+            (
+                "CREATE TABLE t (x INT)",
+                "permission denied for schema public (only superusers create tables)",
+            ),
+            (
+                "CREATE TAG mine AS AUDIENCE 'city=shanghai'",
+                "permission denied to create, refresh or drop tags, segments and models (GRANT CREATE TAG TO role)",
+            ),
+            (
+                "GRANT SELECT ON users TO ana",
+                "must be superuser to grant or revoke privileges",
+            ),
+        ] {
+            assert_eq!(
+                refused(&ana, sql).await?,
+                ("42501".to_string(), message.to_string()),
+                "{sql}"
+            );
+        }
+        let privileges = "SELECT has_table_privilege('users', 'SELECT'), \
+             has_table_privilege('ana', 'public.users', 'select, insert'), \
+             has_table_privilege('events', 'SELECT'), has_table_privilege('pg_class', 'SELECT'), \
+             has_schema_privilege('public', 'CREATE'), has_schema_privilege('public', 'USAGE')";
+        let flags =
+            |row: tokio_postgres::Row| (0..6).map(|i| row.get::<_, bool>(i)).collect::<Vec<_>>();
+        assert_eq!(
+            flags(ana.query_one(privileges, &[]).await?),
+            [false, false, false, true, false, true]
+        );
+        assert_eq!(
+            flags(admin.query_one(privileges, &[]).await?),
+            [true, false, true, true, true, true]
+        );
+
+        admin
+            .batch_execute(
+                "GRANT SELECT ON TABLE users TO ana;
+                 GRANT USAGE ON SEGMENT beijing_vip TO ana;
+                 GRANT USAGE ON RECOMMENDER r TO ana;
+                 GRANT CREATE TAG TO ana",
+            )
+            .await?;
+        assert_eq!(
+            flags(ana.query_one(privileges, &[]).await?),
+            [true, true, false, true, false, true]
+        );
+        let one = |sql: &'static str| {
+            let ana = &ana;
+            async move { Ok::<_, Failed>(ana.query_one(sql, &[]).await?.get::<_, i64>(0)) }
+        };
+        assert_eq!(one("SELECT count(*) FROM users").await?, 4);
+        // The catalog lists every tag, with sizes only of those the role may use.
+        let sizes: Vec<(String, Option<i64>)> = ana
+            .query("SELECT name, users FROM cohortdb_tags ORDER BY name", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                ("city=beijing".to_string(), Some(2)),
+                ("city=shanghai".to_string(), Some(2)),
+                ("vip".to_string(), None)
+            ]
+        );
+        // SELECT on a table lets its column tags be used; a segment granted
+        // is evaluated whatever it names.
+        assert_eq!(one("SELECT audience_count('city=beijing')").await?, 2);
+        assert_eq!(one("SELECT audience_count('beijing_vip')").await?, 1);
+        assert_eq!(
+            refused(&ana, "SELECT audience_count('vip')").await?,
+            denied("tag vip")
+        );
+        assert_eq!(one("SELECT count(*) FROM recommend('r', 2, 2)").await?, 2);
+        // What a role makes with CREATE TAG it may use.
+        ana.batch_execute("CREATE TAG mine AS AUDIENCE 'city=shanghai'")
+            .await?;
+        assert_eq!(one("SELECT audience_count('mine')").await?, 2);
+        assert_eq!(
+            refused(&ana, "CREATE TAG theirs AS SELECT user_id FROM events").await?,
+            denied("table events")
+        );
+        assert_eq!(
+            refused(&ana, "UPDATE users SET city = 'x'").await?,
+            denied("table users")
+        );
+
+        for (sql, code, message) in [
+            (
+                "GRANT SELECT ON TAG vip TO ana",
+                "0LP01",
+                "invalid privilege type SELECT for tag vip",
+            ),
+            (
+                "GRANT SELECT ON nosuch TO ana",
+                "42P01",
+                "relation \"nosuch\" does not exist",
+            ),
+            (
+                "GRANT SELECT ON users TO nobody",
+                "42704",
+                "role \"nobody\" does not exist",
+            ),
+            (
+                "GRANT USAGE ON TAG nosuch TO ana",
+                "42704",
+                "tag \"nosuch\" does not exist",
+            ),
+            (
+                "GRANT SELECT ON users TO ana WITH GRANT OPTION",
+                "42601",
+                "syntax error: Expected: end of statement (WITH GRANT OPTION is not supported), found: EOF",
+            ),
+        ] {
+            assert_eq!(
+                refused(&admin, sql).await?,
+                (code.to_string(), message.to_string()),
+                "{sql}"
+            );
+        }
+        // REVOKE takes away; dropping an object drops its grants, so one made
+        // later under the name starts with none.
+        admin
+            .batch_execute(
+                "REVOKE SELECT ON users FROM ana;
+                 DROP SEGMENT beijing_vip;
+                 CREATE SEGMENT beijing_vip AS 'city=beijing'",
+            )
+            .await?;
+        assert_eq!(
+            refused(&ana, "SELECT count(*) FROM users").await?,
+            denied("table users")
+        );
+        assert_eq!(
+            refused(&ana, "SELECT audience_count('beijing_vip')").await?,
+            denied("tag beijing_vip")
+        );
+        admin
+            .batch_execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO ana")
+            .await?;
+        assert_eq!(one("SELECT count(*) FROM events").await?, 5);
+        ana.batch_execute("INSERT INTO events VALUES (4, 'a')")
+            .await?;
+        assert_eq!(one("SELECT count(*) FROM events").await?, 6);
+        Ok(())
+    })
+}
+
 fn min_audience_size() -> Result<(), Failed> {
     block_on(async {
         let (_dir, _db, port) = serve_with_admin("pw0").await?;
@@ -1007,6 +1244,8 @@ fn min_audience_size() -> Result<(), Failed> {
                  CREATE TAG INDEX ON users (city);
                  CREATE TAG vip AS SELECT user_id FROM users WHERE vip;
                  CREATE ROLE reporter LOGIN PASSWORD 'pw1';
+                 GRANT USAGE ON TAG INDEX users TO reporter;
+                 GRANT USAGE ON TAG vip TO reporter;
                  ALTER ROLE reporter SET min_audience_size = 5",
             )
             .await?;

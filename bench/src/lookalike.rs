@@ -181,7 +181,7 @@ async fn audiences(
     users: u64,
 ) -> Result<Audiences, String> {
     let seed = tags
-        .evaluate(SEED_TAG, Policy::new(today()))
+        .evaluate(SEED_TAG, &Policy::new(today()))
         .map_err(|e| e.to_string())?;
     let (_, batches) = cohortdb_run(session, &planted_sql(users)).await?;
     let planted: RoaringBitmap = ordinals(tags, &int64_column(&batches, 0)?)?
@@ -246,14 +246,15 @@ type Quality = BTreeMap<String, RankingMetrics>;
 fn api_run(tags: &Tags, timings: &mut Timings, size: usize) -> Result<Vec<(u32, f32)>, String> {
     let at = Instant::now();
     let seed = tags
-        .evaluate(SEED_TAG, Policy::new(today()))
+        .evaluate(SEED_TAG, &Policy::new(today()))
         .map_err(|e| e.to_string())?;
     let universe = tags.universe().map_err(|e| e.to_string())?;
     let exclude = TagsRead {
         stored: [SEED_TAG.to_string()].into(),
         ..TagsRead::default()
     };
-    let features = lookalike::features(tags, None, &exclude).map_err(|e| e.to_string())?;
+    let features = lookalike::features(tags, None, &exclude, &Policy::new(today()))
+        .map_err(|e| e.to_string())?;
     let inputs = at.elapsed().as_secs_f64();
     let at = Instant::now();
     let model = lookalike::fit(&features, &seed, &universe, &Settings::default())
@@ -291,7 +292,8 @@ fn logistic_run(
         stored: [SEED_TAG.to_string()].into(),
         ..TagsRead::default()
     };
-    let features = lookalike::features(tags, None, &exclude).map_err(|e| e.to_string())?;
+    let features = lookalike::features(tags, None, &exclude, &Policy::new(today()))
+        .map_err(|e| e.to_string())?;
     let settings = Settings {
         method: Method::Logistic,
         ..Settings::default()

@@ -29,7 +29,7 @@ use crate::io::Storage;
 use crate::limits;
 use crate::manifest::{self, Manifest, WalSync};
 use crate::recommend::{self, StoredRecommender};
-use crate::roles::Role;
+use crate::roles::{Object, Privilege, Role};
 use crate::segment_file::{self, SegmentFile, SegmentReader};
 use crate::store::Store;
 use crate::table::{Segment, Table, TableSnapshot};
@@ -636,6 +636,35 @@ impl Catalog {
     }
 
     /// The one write path for roles: the whole list after `change`.
+    /// Grants `privileges` on `objects` to `roles` (with `revoke`, takes
+    /// them away), in one change; every role and object must exist.
+    pub fn change_grants(
+        &self,
+        roles: &[String],
+        objects: &[Object],
+        privileges: &[Privilege],
+        revoke: bool,
+    ) -> Result<()> {
+        self.commit(|state| {
+            for object in objects {
+                state.check_exists(object)?;
+            }
+            let mut all = state.roles.clone();
+            for name in roles {
+                let role = all
+                    .get_mut(name)
+                    .ok_or_else(|| Error::RoleNotFound(name.clone()))?;
+                for object in objects {
+                    match revoke {
+                        false => role.grant(object, privileges),
+                        true => role.revoke(object, privileges),
+                    }
+                }
+            }
+            Ok(Some(Change::Roles(all.into_values().collect())))
+        })
+    }
+
     fn change_roles(
         &self,
         change: impl FnOnce(&mut BTreeMap<String, Role>) -> Result<()>,
@@ -1845,7 +1874,11 @@ impl State {
                 next.tables.remove(table.name());
                 next.snapshots.remove(table_id);
                 tags_changed = next.tags.tables.remove(table_id).is_some();
-                Effect::Tables(next.tables.clone())
+                let name = table.name().to_string();
+                next.forget_grants(
+                    &[Object::Table(name.clone()), Object::TagIndex(name)],
+                    Effect::Tables(next.tables.clone()),
+                )
             }
             Change::Append(append) => {
                 let table = table_of(append.table_id)?;
@@ -1942,7 +1975,9 @@ impl State {
                 if next.tags.stored.remove(name).is_none() {
                     return Err(Error::UnknownTag(format!("tag \"{name}\" does not exist")));
                 }
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                let effect = Effect::Tags(Arc::new(next.tags.clone()));
+                let effect = next.forget_grants(&[Object::Tag(name.clone())], effect);
+                return Ok((next, effect, false));
             }
             Change::PutModel(put) => {
                 let name = &put.model.name;
@@ -1958,7 +1993,9 @@ impl State {
                 if next.tags.models.remove(name).is_none() {
                     return Err(Error::ModelNotFound(name.clone()));
                 }
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                let effect = Effect::Tags(Arc::new(next.tags.clone()));
+                let effect = next.forget_grants(&[Object::Model(name.clone())], effect);
+                return Ok((next, effect, false));
             }
             Change::PutRecommender {
                 recommender,
@@ -1971,7 +2008,9 @@ impl State {
                 if next.tags.recommenders.remove(name).is_none() {
                     return Err(Error::RecommenderNotFound(name.clone()));
                 }
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                let effect = Effect::Tags(Arc::new(next.tags.clone()));
+                let effect = next.forget_grants(&[Object::Recommender(name.clone())], effect);
+                return Ok((next, effect, false));
             }
             Change::Privacy(privacy) => {
                 next.tags.privacy = privacy.clone();
@@ -1983,6 +2022,22 @@ impl State {
             }
         };
         Ok((next, effect, tags_changed))
+    }
+
+    /// Drops every role's grants on `objects` (which were dropped), and adds
+    /// the new role list to `effect` if that changed any.
+    fn forget_grants(&mut self, objects: &[Object], effect: Effect) -> Effect {
+        let mut changed = false;
+        for object in objects {
+            changed |= crate::roles::forget_object(&mut self.roles, object);
+        }
+        match changed {
+            true => Effect::Both(
+                Box::new(effect),
+                Box::new(Effect::Roles(self.roles.clone())),
+            ),
+            false => effect,
+        }
     }
 
     /// Keeps a built recommender (`replace`: in place of one of its name).
@@ -2007,6 +2062,39 @@ impl State {
         };
         self.tags.recommenders.insert(entry.name.clone(), stored);
         Ok(())
+    }
+
+    /// An error unless `object` exists.
+    fn check_exists(&self, object: &Object) -> Result<()> {
+        let found = match object {
+            Object::Table(name) => self.tables.contains_key(name),
+            Object::TagIndex(name) => {
+                let table = self
+                    .tables
+                    .get(name)
+                    .ok_or_else(|| Error::TableNotFound(name.clone()))?;
+                if !self.tags.tables.contains_key(&table.id) {
+                    return Err(Error::UnknownTag(format!(
+                        "table \"{name}\" has no user key, so no tag index"
+                    )));
+                }
+                true
+            }
+            Object::Tag(name) => self.tags.stored.contains_key(name),
+            Object::Model(name) => self.tags.models.contains_key(name),
+            Object::Recommender(name) => self.tags.recommenders.contains_key(name),
+        };
+        match (found, object) {
+            (true, _) => Ok(()),
+            (false, Object::Table(name) | Object::TagIndex(name)) => {
+                Err(Error::TableNotFound(name.clone()))
+            }
+            (false, Object::Tag(name)) => {
+                Err(Error::UnknownTag(format!("tag \"{name}\" does not exist")))
+            }
+            (false, Object::Model(name)) => Err(Error::ModelNotFound(name.clone())),
+            (false, Object::Recommender(name)) => Err(Error::RecommenderNotFound(name.clone())),
+        }
     }
 
     /// Adds `append` to `table` as an in-memory segment.

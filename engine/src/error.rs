@@ -96,6 +96,9 @@ pub enum Error {
     #[error("{0}")]
     InUse(String),
 
+    #[error("{0}")]
+    PermissionDenied(String),
+
     /// A function argument or option out of its domain.
     #[error("{0}")]
     InvalidArgument(String),

@@ -60,12 +60,22 @@ pub struct Feature<'a> {
 /// never the columns and tags `exclude` lists: those the seed is defined by,
 /// which would find the seed by how it was made (a hidden seed user has the
 /// seed's value of a column, so even the column's other values give them
-/// away).
+/// away). Only tags `policy`'s reader may use are features; naming another
+/// in `families` is refused.
 pub fn features<'a>(
     tags: &'a Tags,
     families: Option<&[String]>,
     exclude: &TagsRead,
+    policy: &crate::privacy::Policy,
 ) -> Result<Vec<Feature<'a>>> {
+    use crate::roles::Object;
+    let usable = |object: Object, asked: bool| -> Result<bool> {
+        match (policy.may_use(&object), asked) {
+            (true, _) => Ok(true),
+            (false, false) => Ok(false),
+            (false, true) => policy.check_use(&object).map(|()| false),
+        }
+    };
     let mut by_column: BTreeMap<&str, usize> = BTreeMap::new();
     for table in tags.tables.values() {
         for column in &table.columns {
@@ -91,7 +101,10 @@ pub fn features<'a>(
     for table in tags.tables.values() {
         for column in &table.columns {
             let qualified = format!("{}.{}", table.table_name, column.name);
-            if !take(&[column.name.as_str(), qualified.as_str()]) {
+            let asked = families.is_some();
+            if !take(&[column.name.as_str(), qualified.as_str()])
+                || !usable(Object::TagIndex(table.table_name.clone()), asked)?
+            {
                 continue;
             }
             let family = if by_column[column.name.as_str()] > 1 {
@@ -122,6 +135,7 @@ pub fn features<'a>(
         if tag.source == TagSourceKind::Segment
             || exclude.stored.contains(name)
             || !take(&[name.as_str()])
+            || !usable(Object::Tag(name.clone()), families.is_some())?
         {
             continue;
         }

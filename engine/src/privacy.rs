@@ -19,6 +19,7 @@
 //! new secret: pseudonyms from before no longer match) and dropped by name.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use hmac::{KeyInit, Mac};
 use roaring::RoaringBitmap;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audience::{self, Audience, Term};
 use crate::error::{Error, Result};
+use crate::roles::{Object, Privilege, Role};
 use crate::tags::Tags;
 
 /// The suppression tag of a new database.
@@ -209,9 +211,10 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// How a reader selects users: the day `DURING LAST n DAYS` counts back from,
-/// whether the suppression tag's users are left out, and the fewest users a
-/// count it is shown may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// whether the suppression tag's users are left out, the fewest users a
+/// count it is shown may have, and whose privileges decide which tags it may
+/// use.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Days since 1970-01-01 UTC.
     pub today: i32,
@@ -222,6 +225,10 @@ pub struct Policy {
     /// are. A reader with a threshold is shown no users either (the SQL
     /// layer refuses the functions that name them).
     pub min_audience_size: u64,
+    /// The role reading, when its privileges limit the tags an expression
+    /// may use ([`Tags::check_usage`]); `None`: any tag (a superuser, or the
+    /// engine itself).
+    pub reader: Option<Arc<Role>>,
 }
 
 impl Policy {
@@ -231,6 +238,7 @@ impl Policy {
             today,
             include_suppressed: false,
             min_audience_size: 0,
+            reader: None,
         }
     }
 
@@ -241,20 +249,43 @@ impl Policy {
             today,
             include_suppressed: true,
             min_audience_size: 0,
+            reader: None,
+        }
+    }
+
+    /// Whether the reader may use `object` (USAGE; a tag index's tags also
+    /// with SELECT on its table).
+    pub fn may_use(&self, object: &Object) -> bool {
+        let Some(role) = &self.reader else {
+            return true;
+        };
+        role.may(Privilege::Usage, object)
+            || matches!(object, Object::TagIndex(table)
+                if role.may(Privilege::Select, &Object::Table(table.clone())))
+    }
+
+    /// An error unless the reader may use `object`.
+    pub fn check_use(&self, object: &Object) -> Result<()> {
+        match self.may_use(object) {
+            true => Ok(()),
+            false => Err(Error::PermissionDenied(format!(
+                "permission denied for {}",
+                object.describe()
+            ))),
         }
     }
 }
 
 impl Tags {
     /// The suppression tag `policy` leaves out, if one is set and exists.
-    pub fn suppression(&self, policy: Policy) -> Option<&str> {
+    pub fn suppression(&self, policy: &Policy) -> Option<&str> {
         let name = self.privacy.suppression_tag.as_str();
         (!policy.include_suppressed && !name.is_empty() && self.stored.contains_key(name))
             .then_some(name)
     }
 
     /// The users `policy` leaves out (`None`: nobody).
-    pub fn suppressed(&self, policy: Policy) -> Result<Option<RoaringBitmap>> {
+    pub fn suppressed(&self, policy: &Policy) -> Result<Option<RoaringBitmap>> {
         self.suppression(policy)
             .map(|name| {
                 audience::evaluate(
@@ -265,36 +296,71 @@ impl Tags {
             .transpose()
     }
 
-    /// `audience` as `policy` reads it: without the suppressed users.
-    pub fn with_policy(&self, audience: Audience, policy: Policy) -> Audience {
+    /// `audience` as `policy` reads it: refused unless its reader may use
+    /// every tag it names ([`Tags::check_usage`]); without the suppressed
+    /// users.
+    pub fn with_policy(&self, audience: Audience, policy: &Policy) -> Result<Audience> {
+        self.check_usage(&audience, policy)?;
         let Some(name) = self.suppression(policy) else {
-            return audience;
+            return Ok(audience);
         };
         let not_suppressed = Audience::Not(Box::new(Audience::Term(Term::Tag(name.to_string()))));
-        match audience {
+        Ok(match audience {
             Audience::And(mut parts) => {
                 parts.push(not_suppressed);
                 Audience::And(parts)
             }
             other => Audience::And(vec![other, not_suppressed]),
+        })
+    }
+
+    /// An error unless `policy`'s reader may use every tag `audience` names:
+    /// USAGE on each stored tag and segment (what a segment's expression
+    /// names is its own affair, as a view's tables are), and USAGE on the tag
+    /// index (or SELECT on the table) of each column tag. Names that are no
+    /// tag are left to the evaluation to report.
+    pub fn check_usage(&self, audience: &Audience, policy: &Policy) -> Result<()> {
+        if policy.reader.is_none() {
+            return Ok(());
+        }
+        let term = match audience {
+            Audience::Term(term) | Audience::During(term, _) => term,
+            Audience::Not(inner) => return self.check_usage(inner, policy),
+            Audience::And(parts) | Audience::Or(parts) => {
+                return parts.iter().try_for_each(|p| self.check_usage(p, policy));
+            }
+        };
+        let column = match term {
+            Term::Tag(name) if self.stored.contains_key(name) => {
+                return policy.check_use(&Object::Tag(name.clone()));
+            }
+            Term::Tag(column)
+            | Term::Equals { column, .. }
+            | Term::In { column, .. }
+            | Term::Compare { column, .. }
+            | Term::Between { column, .. } => column,
+        };
+        match self.column(column) {
+            Ok((table, _)) => policy.check_use(&Object::TagIndex(table.table_name.clone())),
+            Err(_) => Ok(()),
         }
     }
 
     /// The users of the audience expression `text`.
-    pub fn evaluate(&self, text: &str, policy: Policy) -> Result<RoaringBitmap> {
-        let audience = self.with_policy(audience::parse(text)?, policy);
+    pub fn evaluate(&self, text: &str, policy: &Policy) -> Result<RoaringBitmap> {
+        let audience = self.with_policy(audience::parse(text)?, policy)?;
         audience::evaluate(&audience, &self.source(policy.today))
     }
 
     /// How many users the audience expression `text` has.
-    pub fn count(&self, text: &str, policy: Policy) -> Result<u64> {
-        let audience = self.with_policy(audience::parse(text)?, policy);
+    pub fn count(&self, text: &str, policy: &Policy) -> Result<u64> {
+        let audience = self.with_policy(audience::parse(text)?, policy)?;
         audience::count(&audience, &self.source(policy.today))
     }
 
     /// How many users the audience expression `text` has, if `policy` may be
     /// shown it ([`Tags::may_count`]).
-    pub fn reportable_count(&self, text: &str, policy: Policy) -> Result<Option<u64>> {
+    pub fn reportable_count(&self, text: &str, policy: &Policy) -> Result<Option<u64>> {
         let users = self.count(text, policy)?;
         Ok(self.may_count(text, users, policy)?.then_some(users))
     }
@@ -304,7 +370,7 @@ impl Tags {
     /// when any part of the expression (a term, a group, what a NOT leaves
     /// out) is, so that a small group cannot be counted as the difference of
     /// two large ones (`A` less `A AND NOT x`).
-    pub fn may_count(&self, text: &str, users: u64, policy: Policy) -> Result<bool> {
+    pub fn may_count(&self, text: &str, users: u64, policy: &Policy) -> Result<bool> {
         if policy.min_audience_size == 0 {
             return Ok(true);
         }
@@ -315,7 +381,7 @@ impl Tags {
         let mut parts = Vec::new();
         parts_of(&audience, &mut parts);
         for part in parts {
-            let part = self.with_policy(part.clone(), policy);
+            let part = self.with_policy(part.clone(), policy)?;
             if audience::count(&part, &self.source(policy.today))? < policy.min_audience_size {
                 return Ok(false);
             }
@@ -324,7 +390,7 @@ impl Tags {
     }
 
     /// Every user `policy` sees: the universe less the suppressed.
-    pub fn population(&self, policy: Policy) -> Result<RoaringBitmap> {
+    pub fn population(&self, policy: &Policy) -> Result<RoaringBitmap> {
         let mut all = self.universe()?;
         if let Some(suppressed) = self.suppressed(policy)? {
             all -= suppressed;
@@ -336,7 +402,7 @@ impl Tags {
     pub fn without_suppressed(
         &self,
         mut users: RoaringBitmap,
-        policy: Policy,
+        policy: &Policy,
     ) -> Result<RoaringBitmap> {
         if let Some(suppressed) = self.suppressed(policy)? {
             users -= suppressed;
@@ -346,7 +412,7 @@ impl Tags {
 
     /// Turns the ordinals of users `policy` leaves out into `None`, as if
     /// they were nobody: they get no score, reasons or personal list.
-    pub fn forget_suppressed(&self, ordinals: &mut [Option<u32>], policy: Policy) -> Result<()> {
+    pub fn forget_suppressed(&self, ordinals: &mut [Option<u32>], policy: &Policy) -> Result<()> {
         if let Some(suppressed) = self.suppressed(policy)? {
             for o in ordinals.iter_mut() {
                 if o.is_some_and(|o| suppressed.contains(o)) {
@@ -383,7 +449,7 @@ impl Tags {
 }
 
 /// `users` if `policy` may be shown a count that small.
-pub fn reportable(users: u64, policy: Policy) -> Option<u64> {
+pub fn reportable(users: u64, policy: &Policy) -> Option<u64> {
     (users >= policy.min_audience_size).then_some(users)
 }
 

@@ -1547,7 +1547,7 @@ mod tests {
             }),
         );
         fn eval_in(all: &Tags, text: &str) -> Result<Vec<u32>> {
-            all.evaluate(text, crate::privacy::Policy::new(20))
+            all.evaluate(text, &crate::privacy::Policy::new(20))
                 .map(|b| b.iter().collect())
         }
         let eval = |text: &str| eval_in(&all, text);
@@ -1565,7 +1565,7 @@ mod tests {
         assert_eq!(eval("NOT vip").expect("ok"), vec![0, 3]);
         assert_eq!(eval("north").expect("ok"), vec![0]);
         assert_eq!(
-            all.count("city=bj OR vip", crate::privacy::Policy::new(20))
+            all.count("city=bj OR vip", &crate::privacy::Policy::new(20))
                 .expect("ok"),
             3
         );
@@ -1640,27 +1640,30 @@ mod tests {
         let eval = |all: &Tags, text: &str, policy| -> Vec<u32> {
             all.evaluate(text, policy).expect("ok").iter().collect()
         };
-        assert_eq!(all.suppression(ordinary), Some("vip"));
-        assert_eq!(all.suppression(everyone), None);
-        assert_eq!(eval(&all, "city=bj", ordinary), vec![0]);
-        assert_eq!(eval(&all, "city=bj", everyone), vec![0, 2]);
-        assert_eq!(eval(&all, "vip", ordinary), Vec::<u32>::new());
+        assert_eq!(all.suppression(&ordinary), Some("vip"));
+        assert_eq!(all.suppression(&everyone), None);
+        assert_eq!(eval(&all, "city=bj", &ordinary), vec![0]);
+        assert_eq!(eval(&all, "city=bj", &everyone), vec![0, 2]);
+        assert_eq!(eval(&all, "vip", &ordinary), Vec::<u32>::new());
         // NOT is relative to every user but the suppressed: {1, 3} less {1}.
-        assert_eq!(eval(&all, "NOT city=bj", ordinary), vec![3]);
-        assert_eq!(all.count("NOT city=bj", ordinary).expect("ok"), 1);
-        assert_eq!(all.count("city=bj AND NOT north", ordinary).expect("ok"), 0);
-        let population: Vec<u32> = all.population(ordinary).expect("ok").iter().collect();
+        assert_eq!(eval(&all, "NOT city=bj", &ordinary), vec![3]);
+        assert_eq!(all.count("NOT city=bj", &ordinary).expect("ok"), 1);
+        assert_eq!(
+            all.count("city=bj AND NOT north", &ordinary).expect("ok"),
+            0
+        );
+        let population: Vec<u32> = all.population(&ordinary).expect("ok").iter().collect();
         assert_eq!(population, vec![0, 3]);
         let mut ordinals = [Some(1), Some(3), None, Some(2)];
-        all.forget_suppressed(&mut ordinals, ordinary).expect("ok");
+        all.forget_suppressed(&mut ordinals, &ordinary).expect("ok");
         assert_eq!(ordinals, [None, Some(3), None, None]);
         // A segment suppresses what it evaluates to, read as everyone.
         all.privacy.suppression_tag = "north".to_string();
-        assert_eq!(eval(&all, "city=bj", ordinary), vec![2]);
+        assert_eq!(eval(&all, "city=bj", &ordinary), vec![2]);
         // A name no tag has suppresses nobody; the tag in force cannot go.
         all.privacy.suppression_tag = "opted_out".to_string();
-        assert_eq!(all.suppressed(ordinary).expect("ok"), None);
-        assert_eq!(eval(&all, "city=bj", ordinary), vec![0, 2]);
+        assert_eq!(all.suppressed(&ordinary).expect("ok"), None);
+        assert_eq!(eval(&all, "city=bj", &ordinary), vec![0, 2]);
         assert!(all.check_not_suppression_tag("vip").is_ok());
         all.privacy.suppression_tag = "vip".to_string();
         let err = all.check_not_suppression_tag("vip").expect_err("in force");

@@ -105,7 +105,13 @@ fn target_table(
     if !columns.is_empty() {
         return Err(Error::unsupported("COPY with a column list", position));
     }
-    resolve_table(session, table_name)
+    let table = resolve_table(session, table_name)?;
+    crate::grants::check(
+        session,
+        cohortdb_engine::roles::Privilege::Insert,
+        &cohortdb_engine::roles::Object::Table(table.name().to_string()),
+    )?;
+    Ok(table)
 }
 
 /// The query whose rows a COPY TO writes.

@@ -26,6 +26,11 @@ pub(crate) async fn create_table(
     create: CreateTable,
 ) -> Result<SendableRecordBatchStream> {
     let position = position_of(&create.name);
+    if !session.is_superuser() {
+        return Err(Error::PermissionDenied {
+            message: "permission denied for schema public (only superusers create tables)".into(),
+        });
+    }
     for (unsupported, what) in [
         (create.or_replace, "CREATE OR REPLACE TABLE"),
         (create.temporary, "CREATE TEMPORARY TABLE"),
@@ -176,6 +181,11 @@ pub(crate) fn drop_tables(
     names: &[ObjectName],
     if_exists: bool,
 ) -> Result<SendableRecordBatchStream> {
+    if let (false, Some(name)) = (session.is_superuser(), names.first()) {
+        return Err(Error::PermissionDenied {
+            message: format!("must be owner of table {name} (only superusers drop tables)"),
+        });
+    }
     // Check every name first so a failing DROP of several tables drops none.
     let mut tables = Vec::with_capacity(names.len());
     for name in names {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use cohortdb_engine::catalog::row_ids;
+use cohortdb_engine::roles::{Object, Privilege};
 use cohortdb_engine::{Error as EngineError, ROW_ID_COLUMN, Table};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -36,6 +37,11 @@ pub(crate) async fn insert(
     let columns = match &insert.table {
         TableObject::TableName(name) => {
             let table = resolve_table(session, name)?;
+            crate::grants::check(
+                session,
+                Privilege::Insert,
+                &Object::Table(table.name().to_string()),
+            )?;
             let columns: Vec<String> = if insert.columns.is_empty() {
                 table
                     .schema()
@@ -147,7 +153,7 @@ pub(crate) async fn delete(session: &Session, delete: Delete) -> Result<Sendable
     if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
         return Err(Error::unsupported(*what, position));
     }
-    let target = target(session, &from[0])?;
+    let target = target(session, &from[0], Privilege::Delete)?;
     let count = retrying_conflicts(|| async {
         let query = row_query(&target, Vec::new(), delete.selection.clone())?;
         let batches = collect(session, query).await?;
@@ -202,7 +208,7 @@ pub(crate) async fn update(session: &Session, update: Update) -> Result<Sendable
     if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
         return Err(Error::unsupported(*what, position));
     }
-    let target = target(session, &update.table)?;
+    let target = target(session, &update.table, Privilege::Update)?;
     let schema = target.table.schema();
     // One new value per table column: the assigned expression or the old value.
     let mut values: Vec<Option<Expr>> = vec![None; schema.fields().len()];
@@ -265,7 +271,9 @@ struct Target {
     alias: Ident,
 }
 
-fn target(session: &Session, from: &TableWithJoins) -> Result<Target> {
+/// The table a DELETE or UPDATE changes, if the session holds `privilege`
+/// on it (reading the rows to change needs SELECT too, checked by the scan).
+fn target(session: &Session, from: &TableWithJoins, privilege: Privilege) -> Result<Target> {
     let TableFactor::Table { name, alias, .. } = &from.relation else {
         return Err(Error::unsupported(
             "changing rows of anything but a table",
@@ -279,6 +287,7 @@ fn target(session: &Session, from: &TableWithJoins) -> Result<Target> {
         ));
     }
     let table = resolve_table(session, name)?;
+    crate::grants::check(session, privilege, &Object::Table(table.name().to_string()))?;
     let alias = match alias {
         Some(alias) => alias.name.clone(),
         None => name

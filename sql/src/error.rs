@@ -104,6 +104,10 @@ pub enum Error {
     #[error("{message}")]
     PermissionDenied { message: String },
 
+    /// A privilege that does not apply to the object granted on.
+    #[error("{message}")]
+    InvalidGrant { message: String },
+
     /// A statement at odds with the transaction block it runs in (or outside).
     #[error("{0}")]
     Transaction(TransactionError),
@@ -234,6 +238,7 @@ impl Error {
             Error::Canceled { .. } => "57014",
             Error::OutOfMemory { .. } => "53200",
             Error::InvalidArgument { .. } => "22023",
+            Error::InvalidGrant { .. } => "0LP01",
             Error::Execution { message } => {
                 if message.contains("Divide by zero") {
                     "22012"
@@ -271,6 +276,7 @@ impl Error {
                 EngineError::TagExists(_) => "42710",
                 EngineError::InvalidArgument(_) => "22023",
                 EngineError::InUse(_) => "2BP01",
+                EngineError::PermissionDenied(_) => "42501",
                 EngineError::ModelNotFound(_) => "42704",
                 EngineError::ModelExists(_) => "42710",
                 EngineError::RecommenderNotFound(_) => "42704",

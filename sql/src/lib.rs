@@ -16,6 +16,7 @@ mod ddl;
 mod dml;
 pub mod error;
 mod functions;
+mod grants;
 mod names;
 mod pg_catalog;
 mod prepare;

@@ -22,6 +22,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use cohortdb_engine::Catalog;
+use cohortdb_engine::roles::Object;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::MemTable;
@@ -543,6 +544,10 @@ impl std::fmt::Debug for PgCatalogSchema {
 }
 
 impl PgCatalogSchema {
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     pub(crate) fn new(
         catalog: Arc<Catalog>,
         state: Arc<Mutex<State>>,
@@ -584,7 +589,10 @@ impl PgCatalogSchema {
         }));
         let (settings, policy) = {
             let state = self.state.lock().expect("session state lock");
-            (state.settings.all(), crate::privacy::policy(&state))
+            (
+                state.settings.all(),
+                crate::privacy::policy(&self.catalog, &state),
+            )
         };
         Snapshot {
             policy,
@@ -1139,7 +1147,8 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
                     ScalarValue::Int64(Some(n)) => ScalarValue::Int64(Some(n + days)),
                     other => other,
                 };
-                let (users, total) = sized(s, Some(entry.all.len()), total);
+                let table = Object::TagIndex(index.table_name.clone());
+                let (users, total) = sized(s, table, Some(entry.all.len()), total);
                 rows.push(vec![
                     text(format!(
                         "{}={}",
@@ -1161,7 +1170,8 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
         }
     }
     for tag in s.tags.stored.values().filter(|t| !t.source.is_segment()) {
-        let (users, bytes) = sized(s, Some(tag.bits.len()), bytes(&tag.bits));
+        let object = Object::Tag(tag.name.clone());
+        let (users, bytes) = sized(s, object, Some(tag.bits.len()), bytes(&tag.bits));
         rows.push(vec![
             text(&tag.name),
             text(tag.source.as_str()),
@@ -1176,9 +1186,16 @@ fn tag_rows(s: &Snapshot) -> Vec<Row> {
 }
 
 /// A tag's user count and bytes as the session may see them: both NULL
-/// below its role's minimum audience size (the bytes would tell the count).
-fn sized(s: &Snapshot, users: Option<u64>, bytes: ScalarValue) -> (ScalarValue, ScalarValue) {
-    match users.and_then(|n| cohortdb_engine::privacy::reportable(n, s.policy)) {
+/// below its role's minimum audience size (the bytes would tell the count),
+/// and when the role may not use the tag (`object`).
+fn sized(
+    s: &Snapshot,
+    object: Object,
+    users: Option<u64>,
+    bytes: ScalarValue,
+) -> (ScalarValue, ScalarValue) {
+    let users = users.filter(|_| s.policy.may_use(&object));
+    match users.and_then(|n| cohortdb_engine::privacy::reportable(n, &s.policy)) {
         Some(n) => (ScalarValue::Int64(Some(n as i64)), bytes),
         None => (NULL, NULL),
     }
@@ -1196,6 +1213,7 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
             let (users, bytes) = if frozen {
                 sized(
                     s,
+                    Object::Tag(tag.name.clone()),
                     Some(tag.bits.len()),
                     tag.bits.get().map_or(NULL, |b| {
                         ScalarValue::Int64(Some(b.serialized_size() as i64))
@@ -1206,10 +1224,10 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
                     .tags
                     .count(
                         &tag.definition,
-                        cohortdb_engine::privacy::Policy::everyone(today),
+                        &cohortdb_engine::privacy::Policy::everyone(today),
                     )
                     .ok();
-                sized(s, users, NULL)
+                sized(s, Object::Tag(tag.name.clone()), users, NULL)
             };
             vec![
                 text(&tag.name),

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use cohortdb_engine::Catalog;
 use cohortdb_engine::privacy::Policy;
+use cohortdb_engine::roles::{Object, Privilege, Role};
 use cohortdb_engine::tags::Tags;
 
 use crate::state::State;
@@ -35,10 +36,24 @@ impl UserAccess {
         self.catalog.tags()
     }
 
+    /// An error unless the session holds `privilege` on `object`.
+    pub(crate) fn require(
+        &self,
+        privilege: Privilege,
+        object: &Object,
+    ) -> datafusion::common::Result<()> {
+        let state = self.state.lock().expect("session state lock");
+        require(&self.catalog, &state, privilege, object)
+            .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))
+    }
+
     /// The session's policy now: today's date, and whether it keeps the
     /// suppressed users.
     pub(crate) fn policy(&self) -> Policy {
-        policy(&self.state.lock().expect("session state lock"))
+        policy(
+            &self.catalog,
+            &self.state.lock().expect("session state lock"),
+        )
     }
 
     /// The session's policy, for `function`, which names users (lists them,
@@ -60,9 +75,10 @@ impl UserAccess {
     }
 }
 
-/// The policy of a session in `state`.
-pub(crate) fn policy(state: &State) -> Policy {
+/// The policy of a session in `state` over `catalog`.
+pub(crate) fn policy(catalog: &Catalog, state: &State) -> Policy {
     Policy {
+        reader: reader(catalog, state),
         today: cohortdb_engine::tags::today(),
         include_suppressed: state.settings.flag("include_suppressed"),
         min_audience_size: state
@@ -72,6 +88,35 @@ pub(crate) fn policy(state: &State) -> Policy {
             .flatten()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+    }
+}
+
+/// The role whose privileges limit what the session reads: `None` for a
+/// superuser; a role no longer in the catalog holds no privileges.
+pub(crate) fn reader(catalog: &Catalog, state: &State) -> Option<Arc<Role>> {
+    if state.superuser() {
+        return None;
+    }
+    let user = state.user();
+    Some(Arc::new(
+        catalog
+            .role(&user)
+            .unwrap_or_else(|| Role::new(&user, false, false, None)),
+    ))
+}
+
+/// An error unless the session in `state` holds `privilege` on `object`.
+pub(crate) fn require(
+    catalog: &Catalog,
+    state: &State,
+    privilege: Privilege,
+    object: &Object,
+) -> crate::error::Result<()> {
+    match reader(catalog, state) {
+        Some(role) if !role.may(privilege, object) => Err(crate::error::Error::PermissionDenied {
+            message: format!("permission denied for {}", object.describe()),
+        }),
+        _ => Ok(()),
     }
 }
 

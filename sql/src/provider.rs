@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use cohortdb_engine::roles::{Object, Privilege};
 use cohortdb_engine::{Catalog, Predicate, ScanColumn, ScanSpec, Table};
 use datafusion::catalog::{SchemaProvider, Session as DfSession, TableProvider};
 use datafusion::common::{DataFusionError, Result, not_impl_err};
@@ -105,7 +106,7 @@ impl EngineTable {
         let (tags, policy) = (self.access.tags(), self.access.policy());
         let parts: Vec<Predicate> = filters
             .iter()
-            .map(|f| pushdown::translate(f, &table_schema, &tags, policy))
+            .map(|f| pushdown::translate(f, &table_schema, &tags, &policy))
             .collect::<Option<_>>()?;
         match parts.len() {
             0 => None,
@@ -134,7 +135,7 @@ impl TableProvider for EngineTable {
         Ok(filters
             .iter()
             .map(
-                |f| match pushdown::translate(f, &table_schema, &tags, policy) {
+                |f| match pushdown::translate(f, &table_schema, &tags, &policy) {
                     Some(_) => TableProviderFilterPushDown::Exact,
                     None => TableProviderFilterPushDown::Unsupported,
                 },
@@ -171,6 +172,12 @@ impl TableProvider for EngineTable {
                 all
             }
         };
+        // Every read of a table, whatever planned it (a query, COPY TO, a
+        // cursor, a query inside a function's argument), comes here.
+        self.access.require(
+            Privilege::Select,
+            &Object::Table(self.table.name().to_string()),
+        )?;
         let snapshot = self.table.snapshot();
         let spec = ScanSpec::with_columns(&snapshot, scan_columns, self.predicate(filters))
             .map_err(to_datafusion)?;
@@ -193,6 +200,10 @@ impl TableProvider for EngineTable {
         if insert_op != InsertOp::Append {
             return not_impl_err!("{insert_op} into a table");
         }
+        self.access.require(
+            Privilege::Insert,
+            &Object::Table(self.table.name().to_string()),
+        )?;
         // The sink declares every column nullable so that DataFusion leaves NOT NULL
         // to the engine, whose error names the column and table.
         let table_schema = self.table.schema();

@@ -23,7 +23,7 @@ pub(crate) fn translate(
     expr: &Expr,
     schema: &Schema,
     tags: &Arc<Tags>,
-    policy: Policy,
+    policy: &Policy,
 ) -> Option<Predicate> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
@@ -210,7 +210,7 @@ mod tests {
     }
 
     fn translate(expr: &Expr, schema: &Schema) -> Option<Predicate> {
-        super::translate(expr, schema, &Arc::new(Tags::default()), Policy::new(0))
+        super::translate(expr, schema, &Arc::new(Tags::default()), &Policy::new(0))
     }
 
     #[test]

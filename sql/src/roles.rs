@@ -195,13 +195,12 @@ pub(crate) fn create_role(session: &Session, create: CreateRole) -> Result<()> {
         if create.if_not_exists && session.catalog().role(&name).is_some() {
             continue;
         }
-        session.catalog().create_role(Role {
-            name,
-            superuser: create.superuser.unwrap_or(false),
-            login: create.login.unwrap_or(false),
-            password: password.clone(),
-            min_audience_size: 0,
-        })?;
+        session.catalog().create_role(Role::new(
+            &name,
+            create.superuser.unwrap_or(false),
+            create.login.unwrap_or(false),
+            password.clone(),
+        ))?;
     }
     Ok(())
 }

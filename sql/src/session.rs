@@ -142,12 +142,7 @@ impl Session {
 
     /// The user the session runs as (`session_authorization`).
     pub fn user(&self) -> String {
-        self.lock()
-            .settings
-            .get("session_authorization")
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        self.lock().user()
     }
 
     /// Whether the session's user is a superuser.
@@ -157,7 +152,7 @@ impl Session {
 
     /// How the session selects users now (privacy.rs).
     pub(crate) fn policy(&self) -> cohortdb_engine::privacy::Policy {
-        crate::privacy::policy(&self.lock())
+        crate::privacy::policy(&self.catalog, &self.lock())
     }
 
     /// A handle that cancels the statement this session is running.

@@ -77,6 +77,15 @@ impl State {
         self.settings.flag("is_superuser")
     }
 
+    /// The user the session runs as (`session_authorization`).
+    pub(crate) fn user(&self) -> String {
+        self.settings
+            .get("session_authorization")
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     /// The current value of every reported setting, marked as heard.
     pub(crate) fn report_all(&mut self) -> Vec<(String, String)> {
         self.reported = current_reported(&self.settings);

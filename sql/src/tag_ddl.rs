@@ -23,6 +23,7 @@
 //! ALTER PSEUDONYM KEY name ROTATE [ SECRET 'hex' ]
 //! DROP PSEUDONYM KEY [ IF EXISTS ] name
 //! FORGET USER id [, ...] [ IMMEDIATELY ]      (id: 'text' or an integer)
+//! GRANT ... / REVOKE ...                       (grants.rs)
 //! ```
 //!
 //! They are recognised in the token stream ([`split`]), checked with the SQL
@@ -35,6 +36,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
+use cohortdb_engine::roles::Object;
 use cohortdb_engine::tags::{TagSourceKind, TagUsers, now_micros};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::{
@@ -125,6 +127,8 @@ pub(crate) enum TagStatement {
         name: String,
         if_exists: bool,
     },
+    /// `GRANT` or `REVOKE`.
+    Grant(crate::grants::GrantStatement),
     /// `FORGET USER`, the ids as written.
     Forget {
         ids: Vec<String>,
@@ -167,6 +171,8 @@ impl TagStatement {
             TagStatement::PseudonymKey { rotate: true, .. } => "ALTER PSEUDONYM KEY",
             TagStatement::DropPseudonymKey { .. } => "DROP PSEUDONYM KEY",
             TagStatement::Forget { .. } => "FORGET USER",
+            TagStatement::Grant(g) if g.revoke => "REVOKE",
+            TagStatement::Grant(_) => "GRANT",
         }
     }
 }
@@ -218,6 +224,8 @@ fn starts_tag_statement(tokens: &[TokenWithSpan]) -> bool {
         || (at(0, "refresh") && object(1))
         || (at(0, "alter") && (at(1, "system") || at(1, "pseudonym")))
         || (at(0, "forget") && at(1, "user"))
+        || at(0, "grant")
+        || at(0, "revoke")
 }
 
 /// The statements of `sql` (as `tokens`), tag statements replaced by the
@@ -556,6 +564,10 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
             };
             TagStatement::AlterSystem { name, value }
         }
+    } else if word(&mut p, "grant") {
+        TagStatement::Grant(crate::grants::parse(&mut p, false)?)
+    } else if word(&mut p, "revoke") {
+        TagStatement::Grant(crate::grants::parse(&mut p, true)?)
     } else if word(&mut p, "forget") {
         if !word(&mut p, "user") {
             return p.expected("USER", p.peek_token());
@@ -628,6 +640,31 @@ pub(crate) async fn run(
     statement: TagStatement,
 ) -> Result<SendableRecordBatchStream> {
     let catalog = session.catalog();
+    // Who may run what: indexes and recommenders are built from tables, so
+    // they are the superusers' (as tables are); tags, segments and models
+    // are for roles granted CREATE TAG too.
+    match &statement {
+        TagStatement::CreateIndex { .. } | TagStatement::DropIndex { .. } => {
+            crate::grants::superuser_only(session, "create or drop tag indexes")?
+        }
+        TagStatement::CreateRecommender { .. }
+        | TagStatement::RefreshRecommender { .. }
+        | TagStatement::DropRecommender { .. } => {
+            crate::grants::superuser_only(session, "create, refresh or drop recommenders")?
+        }
+        TagStatement::Create { .. }
+        | TagStatement::Refresh { .. }
+        | TagStatement::Drop { .. }
+        | TagStatement::CreateModel { .. }
+        | TagStatement::RefreshModel { .. }
+        | TagStatement::DropModel { .. } => crate::grants::may_create_tags(session)?,
+        // Each checks for itself below.
+        TagStatement::AlterSystem { .. }
+        | TagStatement::PseudonymKey { .. }
+        | TagStatement::DropPseudonymKey { .. }
+        | TagStatement::Forget { .. }
+        | TagStatement::Grant(_) => {}
+    }
     match statement {
         TagStatement::AlterSystem { name, value } => alter_system(session, &name, value)?,
         TagStatement::PseudonymKey {
@@ -635,7 +672,7 @@ pub(crate) async fn run(
             rotate,
             secret,
         } => {
-            superuser_only(session, "manage pseudonym keys")?;
+            crate::grants::superuser_only(session, "manage pseudonym keys")?;
             let secret = secret
                 .as_deref()
                 .map(cohortdb_engine::privacy::parse_secret)
@@ -646,10 +683,11 @@ pub(crate) async fn run(
             }
         }
         TagStatement::DropPseudonymKey { name, if_exists } => {
-            superuser_only(session, "manage pseudonym keys")?;
+            crate::grants::superuser_only(session, "manage pseudonym keys")?;
             catalog.drop_pseudonym_key(&name, if_exists)?;
         }
         TagStatement::Forget { ids, immediately } => forget(session, ids, immediately).await?,
+        TagStatement::Grant(grant) => crate::grants::run(session, grant)?,
         TagStatement::CreateIndex {
             table,
             columns,
@@ -660,7 +698,10 @@ pub(crate) async fn run(
             name,
             or_replace,
             definition,
-        } => create(session, &name, or_replace, definition).await?,
+        } => {
+            create(session, &name, or_replace, definition).await?;
+            crate::grants::grant_to_creator(session, Object::Tag(name))?;
+        }
         TagStatement::Refresh { name, segment } => {
             let tags = catalog.tags();
             let Some(tag) = tags.stored.get(&name) else {
@@ -713,6 +754,7 @@ pub(crate) async fn run(
         } => {
             let model = train_model(session, &name, &seed, &options).await?;
             catalog.put_model(model, or_replace)?;
+            crate::grants::grant_to_creator(session, Object::Model(name))?;
         }
         TagStatement::RefreshModel { name } => {
             let Some(model) = catalog.tags().models.get(&name).cloned() else {
@@ -823,7 +865,7 @@ async fn create(
             (TagSourceKind::Query, text, TagUsers::Ids(ids))
         }
         Definition::Audience(expr) => {
-            let users = catalog.tags().evaluate(&expr, policy)?;
+            let users = catalog.tags().evaluate(&expr, &policy)?;
             (TagSourceKind::Audience, expr, TagUsers::Ordinals(users))
         }
         Definition::Bitmap(expr) => {
@@ -837,7 +879,7 @@ async fn create(
         }
         Definition::Segment { expr, frozen } => {
             // Evaluated now either way, so a bad expression fails here.
-            let users = catalog.tags().evaluate(&expr, policy)?;
+            let users = catalog.tags().evaluate(&expr, &policy)?;
             if frozen {
                 (TagSourceKind::Frozen, expr, TagUsers::Ordinals(users))
             } else {
@@ -856,7 +898,7 @@ async fn create(
 /// `ALTER SYSTEM SET name = value` (RESET: `None`): superusers change the
 /// database's privacy settings; `suppression_tag` is the one there is.
 fn alter_system(session: &Session, name: &str, value: Option<String>) -> Result<()> {
-    superuser_only(session, "execute ALTER SYSTEM command")?;
+    crate::grants::superuser_only(session, "execute ALTER SYSTEM command")?;
     if name != "suppression_tag" {
         return Err(match crate::settings::is_registered(name) {
             true => Error::Unsupported {
@@ -878,7 +920,7 @@ fn alter_system(session: &Session, name: &str, value: Option<String>) -> Result<
 /// user); a NOTICE says what was removed.
 async fn forget(session: &Session, ids: Vec<String>, immediately: bool) -> Result<()> {
     use cohortdb_engine::users::UserKeyType;
-    superuser_only(session, "forget users")?;
+    crate::grants::superuser_only(session, "forget users")?;
     let catalog = session.catalog();
     let ids: ArrayRef = match catalog.tags().dictionary()?.key_type() {
         UserKeyType::Text => Arc::new(arrow::array::StringArray::from(ids)),
@@ -909,16 +951,6 @@ async fn forget(session: &Session, ids: Vec<String>, immediately: bool) -> Resul
     });
     session.lock().notice("NOTICE", "00000", message);
     Ok(())
-}
-
-/// Refuses `what` to a session that is not a superuser's.
-fn superuser_only(session: &Session, what: &str) -> Result<()> {
-    match session.is_superuser() {
-        true => Ok(()),
-        false => Err(Error::PermissionDenied {
-            message: format!("must be superuser to {what}"),
-        }),
-    }
 }
 
 /// Trains the lookalike model `name` from a seed (an audience expression or

@@ -310,7 +310,7 @@ mod tests {
     fn count(catalog: &Catalog, expr: &str) -> u64 {
         catalog
             .tags()
-            .evaluate(expr, crate::privacy::Policy::everyone(0))
+            .evaluate(expr, &crate::privacy::Policy::everyone(0))
             .expect("evaluates")
             .len()
     }

@@ -91,12 +91,17 @@ pub(crate) fn train(
     Ok(stored)
 }
 
-/// The stored model `name` and the users of the tags it weighs.
-pub(crate) fn stored_model(tags: &Tags, name: &str) -> Result<Arc<StoredModel>> {
-    tags.models
+/// The stored model `name`, if `policy`'s reader may use it.
+pub(crate) fn stored_model(tags: &Tags, name: &str, policy: &Policy) -> Result<Arc<StoredModel>> {
+    let model = tags
+        .models
         .get(name)
         .cloned()
-        .ok_or_else(|| to_datafusion(EngineError::ModelNotFound(name.to_string())))
+        .ok_or_else(|| to_datafusion(EngineError::ModelNotFound(name.to_string())))?;
+    policy
+        .check_use(&cohortdb_engine::roles::Object::Model(name.to_string()))
+        .map_err(to_datafusion)?;
+    Ok(model)
 }
 
 fn invalid(message: String) -> DataFusionError {
@@ -353,21 +358,23 @@ impl<'a> Inputs<'a> {
         let (seed_users, read) = match (seed, seed_users) {
             (_, Some(users)) => (users, TagsRead::default()),
             (Seed::Audience(parsed), None) => (
-                audience::evaluate(parsed, &source).map_err(to_datafusion)?,
+                tags.check_usage(parsed, &policy)
+                    .and_then(|()| audience::evaluate(parsed, &source))
+                    .map_err(to_datafusion)?,
                 source.tags_read(parsed).map_err(to_datafusion)?,
             ),
             (Seed::Query(_), None) => return internal_err!("a query seed was not run"),
         };
         let seed_users = tags
-            .without_suppressed(seed_users, policy)
+            .without_suppressed(seed_users, &policy)
             .map_err(to_datafusion)?;
         let universe = match &options.universe {
-            Some(text) => tags.evaluate(text, policy),
-            None => tags.population(policy),
+            Some(text) => tags.evaluate(text, &policy),
+            None => tags.population(&policy),
         }
         .map_err(to_datafusion)?;
         let features =
-            cohortdb_engine::lookalike::features(tags, options.features.as_deref(), &read)
+            cohortdb_engine::lookalike::features(tags, options.features.as_deref(), &read, &policy)
                 .map_err(to_datafusion)?;
         Ok(Inputs {
             tags,

@@ -30,6 +30,8 @@ use crate::pg_catalog::{
 use crate::session::{CATALOG_NAME, SCHEMA_NAME};
 use crate::state::State;
 
+mod privilege;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     UserById,
@@ -41,7 +43,7 @@ enum Kind {
     EncodingToChar,
     FunctionResult,
     FunctionArguments,
-    HasPrivilege,
+    HasPrivilege(privilege::Inquiry),
     CurrentSchema,
     CurrentSchemas,
     CurrentDatabase,
@@ -85,11 +87,23 @@ const FUNCTIONS: &[(&str, Kind)] = &[
         "pg_get_function_identity_arguments",
         Kind::FunctionArguments,
     ),
-    ("has_table_privilege", Kind::HasPrivilege),
-    ("has_schema_privilege", Kind::HasPrivilege),
-    ("has_database_privilege", Kind::HasPrivilege),
-    ("has_column_privilege", Kind::HasPrivilege),
-    ("pg_has_role", Kind::HasPrivilege),
+    (
+        "has_table_privilege",
+        Kind::HasPrivilege(privilege::Inquiry::Table),
+    ),
+    (
+        "has_schema_privilege",
+        Kind::HasPrivilege(privilege::Inquiry::Schema),
+    ),
+    (
+        "has_database_privilege",
+        Kind::HasPrivilege(privilege::Inquiry::Database),
+    ),
+    (
+        "has_column_privilege",
+        Kind::HasPrivilege(privilege::Inquiry::Column),
+    ),
+    ("pg_has_role", Kind::HasPrivilege(privilege::Inquiry::Role)),
     ("pg_size_pretty", Kind::SizePretty),
     ("pg_table_size", Kind::RelationSize),
     ("pg_relation_size", Kind::RelationSize),
@@ -187,7 +201,8 @@ fn arity(kind: Kind) -> (usize, usize) {
         }
         Kind::GetExpr | Kind::LikeEscape => (2, 3),
         Kind::Undefined => (1, 3),
-        Kind::HasPrivilege => (2, 4),
+        Kind::HasPrivilege(privilege::Inquiry::Column) => (3, 4),
+        Kind::HasPrivilege(_) => (2, 3),
         Kind::SizePretty | Kind::DatabaseSize => (1, 1),
         Kind::RelationSize => (1, 2),
         Kind::JsonBuildObject => (0, 100),
@@ -213,7 +228,7 @@ impl ScalarUDFImpl for CatalogFunc {
             );
         }
         Ok(match self.kind {
-            Kind::IsVisible | Kind::NotPublishable | Kind::HasPrivilege => DataType::Boolean,
+            Kind::IsVisible | Kind::NotPublishable | Kind::HasPrivilege(_) => DataType::Boolean,
             // bigint, not PostgreSQL's integer: generate_series takes bigint bounds.
             Kind::ArrayUpper | Kind::ArrayLower => DataType::Int64,
             Kind::RelationSize | Kind::DatabaseSize => DataType::Int64,
@@ -244,7 +259,13 @@ impl ScalarUDFImpl for CatalogFunc {
                 Arc::new(StringArray::from(vec![user; rows]))
             }
             Kind::CurrentSchemas => current_schemas(&arrays[0])?,
-            Kind::IsVisible | Kind::HasPrivilege => Arc::new(BooleanArray::from(vec![true; rows])),
+            Kind::IsVisible => Arc::new(BooleanArray::from(vec![true; rows])),
+            Kind::HasPrivilege(inquiry) => privilege::answer(
+                inquiry,
+                &arrays,
+                &self.schema.snapshot(),
+                self.schema.catalog(),
+            )?,
             Kind::NotPublishable => Arc::new(BooleanArray::from(vec![false; rows])),
             Kind::Undefined => arrow::array::new_null_array(&DataType::Utf8, rows),
             Kind::GetExpr => cast(&arrays[0], &DataType::Utf8)?,

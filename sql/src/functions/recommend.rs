@@ -28,7 +28,7 @@ use cohortdb_engine::recommend::{
     Filter, ItemKey, ItemKeys, Recommender, Request, Scored, StoredRecommender,
 };
 use cohortdb_engine::tags::Tags;
-use cohortdb_engine::{Catalog, Error as EngineError, options};
+use cohortdb_engine::{Error as EngineError, options};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::execution::SessionState;
@@ -77,17 +77,24 @@ fn invalid(message: String) -> DataFusionError {
     to_datafusion(EngineError::InvalidArgument(message))
 }
 
-/// The recommender `name` and its model, read from its file the first time.
+/// The recommender `name` and its model, read from its file the first time,
+/// if the session may use it.
 pub(crate) fn recommender(
-    catalog: &Catalog,
+    access: &UserAccess,
     name: &str,
 ) -> Result<(Arc<StoredRecommender>, Arc<Recommender>)> {
-    let stored = catalog
+    let stored = access
         .tags()
         .recommenders
         .get(name)
         .cloned()
         .ok_or_else(|| to_datafusion(EngineError::RecommenderNotFound(name.to_string())))?;
+    access
+        .policy()
+        .check_use(&cohortdb_engine::roles::Object::Recommender(
+            name.to_string(),
+        ))
+        .map_err(to_datafusion)?;
     let model = stored.model().map_err(to_datafusion)?;
     Ok((stored, model))
 }
@@ -106,7 +113,7 @@ pub(crate) fn personal_ordinal(
         return Ok(None);
     }
     let mut ordinals = ordinals_of(tags, user.to_array()?.as_ref())?;
-    tags.forget_suppressed(&mut ordinals, access.naming_users(function)?)
+    tags.forget_suppressed(&mut ordinals, &access.naming_users(function)?)
         .map_err(to_datafusion)?;
     Ok(ordinals[0])
 }

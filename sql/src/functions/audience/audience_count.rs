@@ -73,7 +73,7 @@ impl ScalarUDFImpl for AudienceCountFunc {
                         _ => {
                             // Below the role's minimum audience size: NULL.
                             let count = tags
-                                .reportable_count(&text, policy)
+                                .reportable_count(&text, &policy)
                                 .map_err(to_datafusion)?
                                 .map(|n| n as i64);
                             last = Some((text, count));

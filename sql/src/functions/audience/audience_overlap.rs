@@ -48,9 +48,9 @@ impl TableFunctionImpl for AudienceOverlapFunc {
         let mut audiences = Vec::with_capacity(exprs.len());
         for expr in exprs {
             let text = constant_text(args.session(), expr, "audience_overlap", "an audience")?;
-            let users = tags.evaluate(&text, policy).map_err(to_datafusion)?;
+            let users = tags.evaluate(&text, &policy).map_err(to_datafusion)?;
             let shown = tags
-                .may_count(&text, users.len(), policy)
+                .may_count(&text, users.len(), &policy)
                 .map_err(to_datafusion)?;
             audiences.push((text, users, shown));
         }
@@ -62,7 +62,7 @@ impl TableFunctionImpl for AudienceOverlapFunc {
             for (b, b_users, b_shown) in &audiences[i + 1..] {
                 let both = a_users.intersection_len(b_users);
                 let either = a_users.len() + b_users.len() - both;
-                let both_shown = *a_shown && *b_shown && reportable(both, policy).is_some();
+                let both_shown = *a_shown && *b_shown && reportable(both, &policy).is_some();
                 let jaccard = (either > 0 && both_shown).then(|| both as f64 / either as f64);
                 rows.push((
                     a,

@@ -51,14 +51,19 @@ impl TableFunctionImpl for AudienceProfileFunc {
         )?;
         let tags = self.access.tags();
         let policy = self.access.policy();
-        let audience = tags.evaluate(&text, policy).map_err(to_datafusion)?;
-        let universe = tags.population(policy).map_err(to_datafusion)?;
-        let suppressing = tags.suppression(policy).is_some();
-        let (_, column) = tags.column(&dimension).map_err(to_datafusion)?;
+        let audience = tags.evaluate(&text, &policy).map_err(to_datafusion)?;
+        let universe = tags.population(&policy).map_err(to_datafusion)?;
+        let suppressing = tags.suppression(&policy).is_some();
+        let (table, column) = tags.column(&dimension).map_err(to_datafusion)?;
+        policy
+            .check_use(&cohortdb_engine::roles::Object::TagIndex(
+                table.table_name.clone(),
+            ))
+            .map_err(to_datafusion)?;
         // Counts below the role's minimum audience size are NULL; all of the
         // audience's are when the audience itself may not be counted.
         let shown = tags
-            .may_count(&text, audience.len(), policy)
+            .may_count(&text, audience.len(), &policy)
             .map_err(to_datafusion)?;
         let mut rows: Vec<(String, Option<u64>, Option<u64>)> =
             Vec::with_capacity(column.values.len());
@@ -71,11 +76,11 @@ impl TableFunctionImpl for AudienceProfileFunc {
             };
             rows.push((
                 key.to_string(),
-                reportable(audience.intersection_len(users), policy).filter(|_| shown),
+                reportable(audience.intersection_len(users), &policy).filter(|_| shown),
                 // A value's users all have a live row in its table, so they
                 // are all in the universe: its count is its population, less
                 // the suppressed.
-                reportable(population, policy),
+                reportable(population, &policy),
             ));
         }
         // Most users first; values in order among equals, hidden counts last.

@@ -74,7 +74,7 @@ impl TableFunctionImpl for AudienceSampleFunc {
         };
         let tags = self.access.tags();
         let audience = tags
-            .evaluate(&text, self.access.naming_users("audience_sample")?)
+            .evaluate(&text, &self.access.naming_users("audience_sample")?)
             .map_err(to_datafusion)?;
         let chosen = sample(&audience, size, seed);
         super::user_ids_table(tags.user_ids(&chosen).map_err(to_datafusion)?)

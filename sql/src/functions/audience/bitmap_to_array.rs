@@ -91,7 +91,7 @@ impl ScalarUDFImpl for BitmapToArrayFunc {
         let item = Arc::clone(item);
         let tags = self.access.tags();
         let suppressed = tags
-            .suppressed(self.access.naming_users("bitmap_to_array")?)
+            .suppressed(&self.access.naming_users("bitmap_to_array")?)
             .map_err(to_datafusion)?;
         let bitmaps = BitmapArg::new(&args.args[0], NAME)?;
         let rows = result_rows(&args.args, args.number_rows);

@@ -56,7 +56,7 @@ impl InAudienceFunc {
         {
             return Ok(Arc::clone(users));
         }
-        let users = Arc::new(tags.evaluate(text, policy).map_err(to_datafusion)?);
+        let users = Arc::new(tags.evaluate(text, &policy).map_err(to_datafusion)?);
         *last = Some((
             text.to_string(),
             Arc::clone(tags),

@@ -68,7 +68,7 @@ impl ScalarUDFImpl for TagBitmapFunc {
             match text_at(&args.args[0], row, "tag_bitmap", "the tag")? {
                 None => out.append_null(),
                 Some(text) => {
-                    let users = tags.evaluate(&text, policy).map_err(to_datafusion)?;
+                    let users = tags.evaluate(&text, &policy).map_err(to_datafusion)?;
                     out.append_value(bitmap_bytes(&users));
                 }
             }

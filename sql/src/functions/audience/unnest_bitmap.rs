@@ -64,7 +64,7 @@ impl TableFunctionImpl for UnnestBitmapFunc {
         // A bitmap made anywhere lists no suppressed user.
         let tags = self.access.tags();
         let bitmap = tags
-            .without_suppressed(bitmap, self.access.naming_users("unnest_bitmap")?)
+            .without_suppressed(bitmap, &self.access.naming_users("unnest_bitmap")?)
             .map_err(to_datafusion)?;
         let ids = tags.user_ids(&bitmap).map_err(to_datafusion)?;
         user_ids_table(ids)

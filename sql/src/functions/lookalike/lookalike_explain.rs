@@ -62,18 +62,18 @@ impl TableFunctionImpl for LookalikeExplainFunc {
             None => Some(10),
         };
         let tags = self.access.tags();
-        let model = stored_model(&tags, &name)?;
         let (Some(id), Some(n)) = (id, n) else {
             // Described before its parameters are bound: only the columns
             // matter (the bound statement is planned again).
             return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
         };
         let policy = self.access.naming_users("lookalike_explain")?;
+        let model = stored_model(&tags, &name, &policy)?;
         let source = tags.source(policy.today);
         let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let mut ordinals = ordinals_of(&tags, id.to_array()?.as_ref())?;
         // A suppressed user is explained by nothing.
-        tags.forget_suppressed(&mut ordinals, policy)
+        tags.forget_suppressed(&mut ordinals, &policy)
             .map_err(to_datafusion)?;
         let ordinal = ordinals.first().copied().flatten();
         let mut parts = ordinal.map_or_else(Vec::new, |o| model.explain(&bitmaps, o));

@@ -84,8 +84,8 @@ impl ScalarUDFImpl for LookalikeScoreFunc {
             return Ok(ColumnarValue::Scalar(ScalarValue::Float64(None)));
         };
         let tags = self.access.tags();
-        let model = stored_model(&tags, &name)?;
         let policy = self.access.naming_users("lookalike_score")?;
+        let model = stored_model(&tags, &name, &policy)?;
         let source = tags.source(policy.today);
         let bitmaps = model.tags(&source).map_err(to_datafusion)?;
         let ids = args.args[1].to_array(args.number_rows)?;
@@ -98,7 +98,7 @@ impl ScalarUDFImpl for LookalikeScoreFunc {
             }
         }
         // A suppressed user is not scored: NULL.
-        tags.forget_suppressed(&mut ordinals, policy)
+        tags.forget_suppressed(&mut ordinals, &policy)
             .map_err(to_datafusion)?;
         let scores = Float64Array::from(model.score(&bitmaps, &ordinals));
         Ok(match &args.args[1] {

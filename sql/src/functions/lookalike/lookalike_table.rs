@@ -83,7 +83,7 @@ fn compute(inputs: &Inputs<'_>, options: &Options) -> Result<RecordBatch> {
     if let Some(exclude) = &options.exclude {
         candidates -= inputs
             .tags
-            .evaluate(exclude, inputs.policy)
+            .evaluate(exclude, &inputs.policy)
             .map_err(to_datafusion)?;
     }
     let scored = model.score(&inputs.features, &candidates);

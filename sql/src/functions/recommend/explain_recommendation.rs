@@ -62,7 +62,7 @@ impl TableFunctionImpl for ExplainRecommendationFunc {
             Some(n) => count_or_parameter(session, n, FUNCTION, "n", K_MAX)?,
             None => Some(10),
         };
-        let (_, model) = recommender(&self.access.catalog, &name)?;
+        let (_, model) = recommender(&self.access, &name)?;
         let schema = Arc::new(Schema::new(vec![
             Field::new("history_item_id", item_type(&model), false),
             Field::new("weight", DataType::Float64, false),

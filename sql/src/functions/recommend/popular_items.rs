@@ -73,7 +73,7 @@ impl TableFunctionImpl for PopularItemsFunc {
                 audience = Some(value);
             }
         }
-        let (stored, model) = recommender(&self.access.catalog, &name)?;
+        let (stored, model) = recommender(&self.access, &name)?;
         let schema = Arc::new(Schema::new(vec![
             Field::new("item_id", item_type(&model), false),
             Field::new("score", DataType::Float64, false),
@@ -123,7 +123,7 @@ impl Compute for PopularCall {
                 let members = self
                     .access
                     .tags()
-                    .evaluate(audience, self.access.naming_users("popular_items")?)
+                    .evaluate(audience, &self.access.naming_users("popular_items")?)
                     .map_err(to_datafusion)?;
                 let (users, _) = self.model.popularity_among(&members, false);
                 let scores = if self.weighted {

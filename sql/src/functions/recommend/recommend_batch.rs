@@ -48,7 +48,7 @@ impl TableFunctionImpl for RecommendBatchFunc {
         if audience.trim() != "*" {
             cohortdb_engine::audience::parse(&audience).map_err(to_datafusion)?;
         }
-        let (_, model) = recommender(&self.access.catalog, &name)?;
+        let (_, model) = recommender(&self.access, &name)?;
         let key_type = self
             .access
             .tags()
@@ -95,7 +95,7 @@ impl Compute for BatchCall {
         // An audience leaves out the suppressed users; so does every user.
         let users: Vec<u32> = if self.audience.trim() == "*" {
             let suppressed = tags
-                .suppressed(self.access.naming_users("recommend_batch")?)
+                .suppressed(&self.access.naming_users("recommend_batch")?)
                 .map_err(to_datafusion)?
                 .unwrap_or_default();
             let users = self.model.interactions.users().iter();
@@ -104,10 +104,13 @@ impl Compute for BatchCall {
                 .copied()
                 .collect()
         } else {
-            tags.evaluate(&self.audience, self.access.naming_users("recommend_batch")?)
-                .map_err(to_datafusion)?
-                .iter()
-                .collect()
+            tags.evaluate(
+                &self.audience,
+                &self.access.naming_users("recommend_batch")?,
+            )
+            .map_err(to_datafusion)?
+            .iter()
+            .collect()
         };
         let request = resolved.request(bound(&self.k, FUNCTION)?);
         let lists = self.model.recommend_many(&users, &request);

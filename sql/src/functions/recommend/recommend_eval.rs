@@ -56,7 +56,7 @@ impl TableFunctionImpl for RecommendEvalFunc {
         if k == 0 {
             return plan_err!("{FUNCTION}: k is at least 1");
         }
-        let (_, model) = recommender(&self.access.catalog, &name)?;
+        let (_, model) = recommender(&self.access, &name)?;
         let mut fields = vec![
             Field::new("k", DataType::Int64, false),
             Field::new("users", DataType::Int64, false),

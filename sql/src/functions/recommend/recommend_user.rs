@@ -55,7 +55,7 @@ impl TableFunctionImpl for RecommendFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (name, user, k, options) = top_args(&args, FUNCTION, "user_id")?;
         let user = constant_or_parameter(args.session(), user)?;
-        let (_, model) = recommender(&self.access.catalog, &name)?;
+        let (_, model) = recommender(&self.access, &name)?;
         let schema = Arc::new(Schema::new(top_fields(&model)));
         Ok(Arc::new(Deferred {
             schema: Arc::clone(&schema),

@@ -54,7 +54,7 @@ impl TableFunctionImpl for SimilarItemsFunc {
         let name = constant_text(session, name, FUNCTION, "the recommender")?;
         let item = constant_or_parameter(session, item)?;
         let k = count_or_parameter(session, k, FUNCTION, "k", K_MAX)?;
-        let (_, model) = recommender(&self.access.catalog, &name)?;
+        let (_, model) = recommender(&self.access, &name)?;
         let float = |name: &str| Field::new(name, DataType::Float64, false);
         let schema = Arc::new(Schema::new(vec![
             Field::new("item_id", item_type(&model), false),
