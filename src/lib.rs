@@ -146,6 +146,19 @@ impl Database {
         }
     }
 
+    /// A new session acting as `role`: held to its privileges (docs/privacy.md
+    /// § Grants), minimum audience size and superuser status, as a client
+    /// logged in as it is. The role must exist (42704).
+    pub fn session_as(&self, role: &str) -> Result<Session> {
+        let found = self
+            .catalog
+            .role(role)
+            .ok_or_else(|| cohortdb_engine::Error::RoleNotFound(role.to_string()))?;
+        let inner = self.sql_session();
+        inner.start(role, found.superuser, &std::collections::HashMap::new())?;
+        Ok(Session { inner })
+    }
+
     fn sql_session(&self) -> cohortdb_sql::Session {
         cohortdb_sql::Session::with_query_memory(Arc::clone(&self.catalog), self.query_memory)
     }

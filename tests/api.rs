@@ -43,7 +43,39 @@ pub fn trials() -> Vec<Trial> {
             "api::forget_user_leaves_no_file_holding_them",
             forget_user_leaves_no_file_holding_them,
         ),
+        trial(
+            "api::grants_hold_for_an_embedded_role",
+            grants_hold_for_an_embedded_role,
+        ),
     ]
+}
+
+/// A session started as a role that is not a superuser is held to its
+/// grants in the embedding API as over the wire.
+fn grants_hold_for_an_embedded_role() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let admin = db.session();
+        admin
+            .execute("CREATE TABLE t (user_id BIGINT USER KEY, city TEXT)")
+            .await?;
+        admin.execute("INSERT INTO t VALUES (1, 'paris')").await?;
+        admin.execute("CREATE TAG INDEX ON t (city)").await?;
+        admin.execute("CREATE ROLE ana").await?;
+        let err = db.session_as("nobody").err().ok_or("no such role")?;
+        assert_eq!(err.sqlstate(), "42704");
+        let ana = db.session_as("ana")?;
+        for sql in ["SELECT * FROM t", "SELECT audience_count('city=paris')"] {
+            let err = ana.execute(sql).await.expect_err("denied");
+            assert_eq!(err.sqlstate(), "42501", "{sql}");
+        }
+        admin.execute("GRANT USAGE ON TAG INDEX t TO ana").await?;
+        let batches = ana.execute("SELECT audience_count('city=paris')").await?;
+        assert_eq!(rows(batches), ["1"]);
+        let err = ana.execute("SELECT * FROM t").await.expect_err("denied");
+        assert_eq!(err.to_string(), "permission denied for table t");
+        Ok(())
+    })
 }
 
 /// The files under `dir` whose bytes contain `needle`, relative to `dir`.

@@ -1186,6 +1186,11 @@ fn grants() -> Result<(), Failed> {
                 "role \"nobody\" does not exist",
             ),
             (
+                "GRANT SELECT ON users TO PUBLIC",
+                "0A000",
+                "granting to PUBLIC (grant to roles) is not supported",
+            ),
+            (
                 "GRANT USAGE ON TAG nosuch TO ana",
                 "42704",
                 "tag \"nosuch\" does not exist",

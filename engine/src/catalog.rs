@@ -635,7 +635,6 @@ impl Catalog {
         Ok(dropped)
     }
 
-    /// The one write path for roles: the whole list after `change`.
     /// Grants `privileges` on `objects` to `roles` (with `revoke`, takes
     /// them away), in one change; every role and object must exist.
     pub fn change_grants(
@@ -665,6 +664,7 @@ impl Catalog {
         })
     }
 
+    /// The one write path for roles: the whole list after `change`.
     fn change_roles(
         &self,
         change: impl FnOnce(&mut BTreeMap<String, Role>) -> Result<()>,

@@ -27,6 +27,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::session::Session;
+use crate::tag_ddl::word;
 
 /// A parsed `GRANT` or `REVOKE`.
 #[derive(Debug, Clone)]
@@ -146,23 +147,17 @@ fn objects(p: &mut Parser) -> std::result::Result<Objects, ParserError> {
     Ok(Objects::Named(names.into_iter().map(kind).collect()))
 }
 
-/// Consumes the word `w` if it comes next.
-fn word(p: &mut Parser, w: &str) -> bool {
-    let next = p.peek_token();
-    if matches!(&next.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
-    {
-        p.next_token();
-        true
-    } else {
-        false
-    }
-}
-
 /// Runs a `GRANT` or `REVOKE`.
 pub(crate) fn run(session: &Session, statement: GrantStatement) -> Result<()> {
     if !session.is_superuser() {
         return Err(Error::PermissionDenied {
             message: "must be superuser to grant or revoke privileges".into(),
+        });
+    }
+    if statement.roles.iter().any(|r| r == "public") {
+        return Err(Error::Unsupported {
+            feature: "granting to PUBLIC (grant to roles)".into(),
+            position: None,
         });
     }
     let catalog = session.catalog();

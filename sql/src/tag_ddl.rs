@@ -614,7 +614,7 @@ fn user_id(p: &mut Parser) -> std::result::Result<String, ParserError> {
 }
 
 /// Consumes the word `w` if it comes next.
-fn word(p: &mut Parser, w: &str) -> bool {
+pub(crate) fn word(p: &mut Parser, w: &str) -> bool {
     if is_word(&p.peek_token(), w) {
         p.next_token();
         true
