@@ -12,7 +12,7 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::predicate::Predicate;
 use crate::table::{Segment, SegmentData, TableSnapshot};
-use crate::tags::{ColumnTags, IndexedRows, TableTags, Tags, indexable};
+use crate::tags::{ColumnTags, IndexedRows, StoredTag, TableTags, Tags, indexable};
 use crate::types::ColumnType;
 use crate::users::{Dictionary, UserKeyType};
 use crate::{ScanSpec, Table};
@@ -82,7 +82,7 @@ pub(crate) fn segments_added(
         schema: Arc::clone(&snapshot.schema),
         segments: segments.to_vec(),
     };
-    let batches = read_rows(&only, &index.read_columns(), None)?;
+    let batches = read_rows(&only, &index.read_columns(), None, false)?;
     projected_rows_added(tags, table_id, &batches)
 }
 
@@ -195,13 +195,8 @@ pub(crate) fn users_rows(
     let user_at = columns
         .binary_search(&user_column)
         .expect("the user key is read");
-    let spec = ScanSpec::new(snapshot, Some(columns), predicate, row_ids)?;
     let mut out = Vec::new();
-    for unit in spec.units(snapshot)? {
-        let batch = spec.apply(&unit)?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
+    for batch in read_rows(snapshot, columns, predicate, row_ids)? {
         let ordinals = dictionary.lookup(batch.column(user_at).as_ref(), visible)?;
         let keep: BooleanArray = ordinals
             .iter()
@@ -220,11 +215,16 @@ pub(crate) fn users_rows(
     Ok(out)
 }
 
+/// Whether the stored tag `tag` holds any of `users`.
+pub(crate) fn holds_any(tag: &StoredTag, users: &RoaringBitmap) -> Result<bool> {
+    Ok(!tag.bits.is_empty() && !tag.bits.get()?.is_disjoint(users))
+}
+
 /// What `FORGET USER` does to stored tags and frozen segments: `users` leave
 /// each that holds any of them.
 pub(crate) fn users_forgotten(tags: &mut Tags, users: &RoaringBitmap) -> Result<()> {
     for tag in tags.stored.values_mut() {
-        if tag.bits.is_empty() || tag.bits.get()?.is_disjoint(users) {
+        if !holds_any(tag, users)? {
             continue;
         }
         let bits = crate::tags::Bits::from(tag.bits.get()? - users);
@@ -317,7 +317,7 @@ pub(crate) fn index_columns(
         .binary_search(&index.user_column)
         .expect("the user key is read");
     if !added.is_empty() {
-        for batch in read_rows(snapshot, &read, None)? {
+        for batch in read_rows(snapshot, &read, None, false)? {
             let ordinals: Vec<u32> = dictionary
                 .lookup(batch.column(user_at).as_ref(), tags.users)?
                 .into_iter()
@@ -384,13 +384,14 @@ fn raw_column(segment: &Segment, column: usize) -> Result<ArrayRef> {
 }
 
 /// The live rows of `snapshot` with table columns `columns` (ascending), that
-/// `predicate` keeps.
+/// `predicate` keeps, and with `row_ids` the row id last.
 pub(crate) fn read_rows(
     snapshot: &TableSnapshot,
     columns: &[usize],
     predicate: Option<Predicate>,
+    row_ids: bool,
 ) -> Result<Vec<RecordBatch>> {
-    let spec = ScanSpec::new(snapshot, Some(columns), predicate, false)?;
+    let spec = ScanSpec::new(snapshot, Some(columns), predicate, row_ids)?;
     let mut out = Vec::new();
     for unit in spec.units(snapshot)? {
         let batch = spec.apply(&unit)?;

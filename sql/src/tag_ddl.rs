@@ -577,7 +577,7 @@ fn parse(tokens: Vec<TokenWithSpan>) -> std::result::Result<TagStatement, Parser
         TagStatement::Forget { ids, immediately }
     } else {
         return p.expected(
-            "CREATE, DROP, REFRESH, ALTER SYSTEM or FORGET USER",
+            "CREATE, DROP, REFRESH, ALTER SYSTEM, GRANT, REVOKE or FORGET USER",
             p.peek_token(),
         );
     };

@@ -106,15 +106,9 @@ impl Catalog {
                 let deletes = state.rows_of(&users)?;
                 forgotten.rows = deletes.iter().map(|(_, rows)| rows).sum();
                 forgotten.tables = deletes.len() as u64;
-                forgotten.tags = state
-                    .tags
-                    .stored
-                    .values()
-                    .map(|t| Ok(!t.bits.is_empty() && !t.bits.get()?.is_disjoint(&users)))
-                    .collect::<Result<Vec<bool>>>()?
-                    .into_iter()
-                    .filter(|&held| held)
-                    .count() as u64;
+                for tag in state.tags.stored.values() {
+                    forgotten.tags += u64::from(tag_changes::holds_any(tag, &users)?);
+                }
                 Ok(Some(Change::Forget(change::Forget {
                     users: users.clone(),
                     deletes: deletes.into_iter().map(|(delete, _)| delete).collect(),
