@@ -15,6 +15,7 @@ pub fn trials() -> Vec<Trial> {
         trial("api::typed_errors", typed_errors),
         trial("api::query_memory_limit", query_memory_limit),
         trial("api::roles_survive_reopen", roles_survive_reopen),
+        trial("api::audit_log_survives_reopen", audit_log_survives_reopen),
         trial(
             "api::notices_of_the_last_statement",
             notices_of_the_last_statement,
@@ -74,6 +75,58 @@ fn grants_hold_for_an_embedded_role() -> Result<(), Failed> {
         assert_eq!(rows(batches), ["1"]);
         let err = ana.execute("SELECT * FROM t").await.expect_err("denied");
         assert_eq!(err.to_string(), "permission denied for table t");
+        Ok(())
+    })
+}
+
+/// Embedded sessions are audited as the role they act as, without an
+/// address; a result dropped unread is recorded with the rows read; the log
+/// outlives the process and continues its numbering.
+fn audit_log_survives_reopen() -> Result<(), Failed> {
+    use futures::StreamExt;
+    block_on(async {
+        let dir = tempfile::tempdir()?;
+        {
+            let db = Database::open(dir.path())?;
+            let admin = db.session();
+            admin.execute("CREATE TABLE t (x INT)").await?;
+            admin
+                .execute("INSERT INTO t VALUES (1), (2); CREATE ROLE ana")
+                .await?;
+            let mut stream = admin.execute_stream("SELECT x FROM t").await?;
+            assert!(stream.next().await.is_some());
+            drop(stream);
+            let ana = db.session_as("ana")?;
+            let err = ana.execute("SELECT * FROM t").await.expect_err("denied");
+            assert_eq!(err.sqlstate(), "42501");
+            let err = ana
+                .execute("SELECT count(*) FROM cohortdb_audit")
+                .await
+                .expect_err("denied");
+            assert_eq!(
+                err.to_string(),
+                "permission denied for table cohortdb_audit"
+            );
+        }
+        let db = Database::open(dir.path())?;
+        let batches = db
+            .session()
+            .execute(
+                "SELECT seq, role, address, command, statement, rows, sqlstate \
+                 FROM cohortdb_audit ORDER BY seq",
+            )
+            .await?;
+        assert_eq!(
+            rows(batches),
+            [
+                "1|cohortdb|NULL|CREATE TABLE|CREATE TABLE t (x INT)|NULL|NULL",
+                "2|cohortdb|NULL|INSERT|INSERT INTO t VALUES (?), (?)|2|NULL",
+                "3|cohortdb|NULL|CREATE ROLE|CREATE ROLE ana|NULL|NULL",
+                "4|cohortdb|NULL|SELECT|SELECT x FROM t|2|NULL",
+                "5|ana|NULL|SELECT|SELECT * FROM t|NULL|42501",
+                "6|ana|NULL|SELECT|SELECT count(*) FROM cohortdb_audit|NULL|42501",
+            ]
+        );
         Ok(())
     })
 }

@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::scram_logins_and_roles", scram_logins_and_roles),
         trial("wire::min_audience_size", min_audience_size),
         trial("wire::grants", grants),
+        trial("wire::audit_log", audit_log),
         trial("wire::tls", tls),
         trial("wire::column_names_and_types", column_names_and_types),
         trial("wire::psql_describe", psql_describe),
@@ -962,12 +963,14 @@ fn scram_logins_and_roles() -> Result<(), Failed> {
             .batch_execute("DROP ROLE IF EXISTS ghost; DROP ROLE nologin")
             .await?;
 
-        // Only verifiers are stored: no password appears in the data directory.
+        // Only verifiers are stored: no password appears in the data directory
+        // (the audit log included, which names the role without a verifier).
         for entry in std::fs::read_dir(dir.path())? {
-            let bytes = std::fs::read(entry?.path()).unwrap_or_default();
+            let path = entry?.path();
+            let bytes = std::fs::read(&path).unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes);
             assert!(!text.contains("correct horse") && !text.contains("pw3"));
-            if text.contains("analyst") {
+            if text.contains("analyst") && !path.ends_with("audit.log") {
                 assert!(text.contains("SCRAM-SHA-256$4096:"));
             }
         }
@@ -1003,6 +1006,185 @@ async fn refused(client: &Client, sql: &str) -> Result<(String, String), Failed>
         .ok_or(format!("{sql}: no error"))?;
     let db = error.as_db_error().ok_or(format!("{sql}: {error}"))?;
     Ok((db.code().code().to_string(), db.message().to_string()))
+}
+
+/// Every statement and login is in the audit log with its role, address,
+/// application, command, literal-free text, rows and SQLSTATE; only
+/// superusers read it; no password or forgotten id reaches the file.
+fn audit_log() -> Result<(), Failed> {
+    use futures::TryStreamExt;
+    block_on(async {
+        let (dir, _db, port) = serve_with_admin("pw0").await?;
+        let admin = login(port, "admin", "pw0").await?;
+        admin
+            .batch_execute(
+                "CREATE TABLE users (user_id BIGINT USER KEY, city TEXT);
+                 INSERT INTO users VALUES (101, 'beijing'), (102, 'beijing'), (987654321, 'x');
+                 CREATE ROLE ana LOGIN PASSWORD 'hunter2-secret';
+                 GRANT SELECT ON users TO ana",
+            )
+            .await?;
+        assert!(login(port, "ana", "wrong").await.is_err());
+        let (ana, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={port} user=ana password=hunter2-secret \
+                 dbname=cohortdb application_name=campaigns"
+            ),
+            NoTls,
+        )
+        .await?;
+        tokio::spawn(connection);
+        let rows = ana
+            .query("SELECT user_id FROM users WHERE city = $1", &[&"beijing"])
+            .await?;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            refused(&ana, "SELECT * FROM nowhere").await?.0,
+            "42P01".to_string()
+        );
+        assert_eq!(
+            refused(&ana, "SELECT * FROM cohortdb_audit").await?,
+            (
+                "42501".to_string(),
+                "permission denied for table cohortdb_audit".to_string()
+            )
+        );
+        let (may, _) = simple(
+            &ana,
+            "SELECT has_table_privilege('cohortdb_audit', 'SELECT')",
+        )
+        .await?;
+        assert_eq!(may, [[Some("f".to_string())]]);
+        let copied: Vec<bytes::Bytes> = ana
+            .copy_out("COPY users TO STDOUT")
+            .await?
+            .try_collect()
+            .await?;
+        assert_eq!(copied.len(), 3);
+        admin
+            .batch_execute(
+                "FORGET USER 987654321 IMMEDIATELY; ALTER ROLE ana PASSWORD 'second-secret'",
+            )
+            .await?;
+        let (log, _) = simple(
+            &admin,
+            "SELECT role, application, command, statement, rows, sqlstate, \
+                    address LIKE '127.0.0.1:%', seq = row_number() OVER (ORDER BY at, seq) \
+             FROM cohortdb_audit ORDER BY seq",
+        )
+        .await?;
+        let row = |cells: [Option<&str>; 6]| {
+            let mut row: Vec<Option<String>> =
+                cells.iter().map(|c| c.map(str::to_string)).collect();
+            row.extend([Some("t".to_string()), Some("t".to_string())]);
+            row
+        };
+        let (admin_, ana_, app) = (Some("admin"), Some("ana"), Some("campaigns"));
+        assert_eq!(
+            log,
+            [
+                row([admin_, None, Some("LOGIN"), None, None, None]),
+                row([
+                    admin_,
+                    None,
+                    Some("CREATE TABLE"),
+                    Some("CREATE TABLE users (user_id BIGINT USER KEY, city TEXT)"),
+                    None,
+                    None
+                ]),
+                row([
+                    admin_,
+                    None,
+                    Some("INSERT"),
+                    Some("INSERT INTO users VALUES (?, ?), (?, ?), (?, ?)"),
+                    Some("3"),
+                    None
+                ]),
+                row([
+                    admin_,
+                    None,
+                    Some("CREATE ROLE"),
+                    Some("CREATE ROLE ana LOGIN PASSWORD ?"),
+                    None,
+                    None
+                ]),
+                row([
+                    admin_,
+                    None,
+                    Some("GRANT"),
+                    Some("GRANT SELECT ON users TO ana"),
+                    None,
+                    None
+                ]),
+                row([ana_, None, Some("LOGIN"), None, None, Some("28P01")]),
+                row([ana_, app, Some("LOGIN"), None, None, None]),
+                row([
+                    ana_,
+                    app,
+                    Some("SELECT"),
+                    Some("SELECT user_id FROM users WHERE city = $1"),
+                    Some("2"),
+                    None
+                ]),
+                row([
+                    ana_,
+                    app,
+                    Some("SELECT"),
+                    Some("SELECT * FROM nowhere"),
+                    None,
+                    Some("42P01")
+                ]),
+                row([
+                    ana_,
+                    app,
+                    Some("SELECT"),
+                    Some("SELECT * FROM cohortdb_audit"),
+                    None,
+                    Some("42501")
+                ]),
+                row([
+                    ana_,
+                    app,
+                    Some("SELECT"),
+                    Some("SELECT has_table_privilege(?, ?)"),
+                    Some("1"),
+                    None
+                ]),
+                row([
+                    ana_,
+                    app,
+                    Some("COPY"),
+                    Some("COPY users TO STDOUT"),
+                    Some("3"),
+                    None
+                ]),
+                row([
+                    admin_,
+                    None,
+                    Some("FORGET USER"),
+                    Some("FORGET USER ? IMMEDIATELY"),
+                    None,
+                    None
+                ]),
+                row([
+                    admin_,
+                    None,
+                    Some("ALTER ROLE"),
+                    Some("ALTER ROLE ana PASSWORD ?"),
+                    None,
+                    None
+                ]),
+            ]
+        );
+        // The file holds what the table shows, and none of the secrets.
+        let file = std::fs::read_to_string(dir.path().join("audit.log"))?;
+        assert_eq!(file.lines().count(), log.len() + 1);
+        assert!(file.contains(r#""statement":"CREATE ROLE ana LOGIN PASSWORD ?""#));
+        for secret in ["hunter2", "second-secret", "987654321", "beijing"] {
+            assert!(!file.contains(secret), "{secret} in the audit log");
+        }
+        Ok(())
+    })
 }
 
 /// GRANT and REVOKE hold an ordinary role to what it was given: tables by

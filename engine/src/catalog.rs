@@ -58,6 +58,8 @@ pub struct Catalog {
     pending: Mutex<VecDeque<(u64, Effect)>>,
     /// What recovery did at open that an operator should know.
     recovery: Option<String>,
+    /// Where sessions record what they run (audit.rs).
+    audit: crate::audit::AuditLog,
     /// Cleared by [`Catalog::close_without_checkpoint`].
     checkpoint_on_drop: std::sync::atomic::AtomicBool,
     /// Ids of segment files being written by large appends, not yet named by
@@ -118,7 +120,8 @@ impl Catalog {
         let mut state = State::empty();
         state.tags.privacy = crate::privacy::Privacy::new_database(tags::now_micros())
             .expect("the operating system's random source gives bytes");
-        Catalog::new(None, WalSync::Off, state, None, None)
+        let audit = crate::audit::AuditLog::in_memory();
+        Catalog::new(None, WalSync::Off, state, None, None, audit)
     }
 
     /// Opens the data directory `dir`, creating it if needed: reads the
@@ -131,14 +134,20 @@ impl Catalog {
     /// [`Catalog::open`] with the writes going through `storage` (tests inject
     /// faults with it).
     pub fn open_with(dir: &Path, storage: Arc<dyn Storage>) -> Result<Catalog> {
-        let (store, manifest) = Store::open(dir, storage)?;
+        let (store, manifest) = Store::open(dir, Arc::clone(&storage))?;
         let (state, wal, recovery) = recover(&store, &manifest)?;
+        let (audit, cut) = crate::audit::AuditLog::open(dir, storage)?;
+        let recovery = match (recovery, cut) {
+            (Some(log), Some(audit)) => Some(format!("{log}; {audit}")),
+            (log, audit) => log.or(audit),
+        };
         Ok(Catalog::new(
             Some(store),
             manifest.wal_sync,
             state,
             Some(wal),
             recovery,
+            audit,
         ))
     }
 
@@ -175,6 +184,7 @@ impl Catalog {
         state: State,
         wal: Option<Wal>,
         recovery: Option<String>,
+        audit: crate::audit::AuditLog,
     ) -> Catalog {
         let stored = store.is_some();
         let catalog = Catalog {
@@ -190,6 +200,7 @@ impl Catalog {
             durable: Mutex::new(0),
             pending: Mutex::new(VecDeque::new()),
             recovery,
+            audit,
             checkpoint_on_drop: std::sync::atomic::AtomicBool::new(true),
             reserved: Mutex::new(std::collections::BTreeSet::new()),
             append_memory_max: std::sync::atomic::AtomicU64::new(limits::APPEND_MEMORY_BYTES_MAX),
@@ -199,6 +210,12 @@ impl Catalog {
             start_batch_syncs(&catalog.writer);
         }
         catalog
+    }
+
+    /// The audit log (audit.rs): sessions append to it, the `cohortdb_audit`
+    /// system table reads it.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
     }
 
     /// The data directory, or `None` for an in-memory catalog.
@@ -733,6 +750,7 @@ impl Catalog {
     /// vectors and a manifest, and empties the write-ahead log (the
     /// `CHECKPOINT` statement). Segments are compacted where due.
     pub fn checkpoint(&self) -> Result<()> {
+        self.audit.sync()?;
         let mut writer = self.lock_writer();
         if writer.wal.as_ref().is_some_and(|w| w.appended_bytes() == 0) {
             // Nothing was logged since the last checkpoint: nothing to flush.

@@ -17,6 +17,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
         OpenOptions::new().create_new(true).append(true).open(path)
     }
 
+    /// Opens `path` for reading and appending, creating it if needed.
+    fn open_append(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+    }
+
     /// Creates or truncates `path` for writing.
     fn create(&self, path: &Path) -> io::Result<File> {
         File::create(path)

@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate does not depend on DataFusion or tokio.
 
 pub mod audience;
+pub mod audit;
 pub mod catalog;
 mod change;
 pub mod check;

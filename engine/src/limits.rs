@@ -64,3 +64,7 @@ pub const COMPACTION_BYTES_PER_CHECKPOINT_MAX: u64 = 64 * 1024 * 1024;
 
 /// How often the background compactor looks for work.
 pub const COMPACTION_INTERVAL_MS: u64 = 1_000;
+
+/// Audit records an in-memory database keeps (the newest); a data directory
+/// keeps every record in its `audit.log`.
+pub const AUDIT_MEMORY_RECORDS: usize = 100_000;

@@ -59,14 +59,14 @@ impl Connection {
     pub(crate) async fn copy_out<C>(
         &self,
         client: &mut C,
-        copy: ClientCopy,
+        mut copy: ClientCopy,
     ) -> PgWireResult<Result<(), cohortdb_sql::Error>>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let stream = match self.session.copy_out(&copy).await {
+        let stream = match self.session.copy_out(&mut copy).await {
             Ok(stream) => stream,
             Err(e) => return Ok(Err(e)),
         };

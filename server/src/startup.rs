@@ -64,14 +64,19 @@ pub(crate) enum Scram {
     },
 }
 
-fn login_failed(user: &str) -> PgWireError {
-    fatal(
-        "28P01",
-        format!("password authentication failed for user \"{user}\""),
-    )
-}
-
 impl Connection {
+    /// The error a failed password login ends with, recorded in the audit log.
+    fn login_failed(&self, user: &str) -> PgWireError {
+        const CODE: &str = "28P01";
+        if let Err(e) = self.session.audit_login(user, Some(CODE)) {
+            return fatal(e.sqlstate(), e.message());
+        }
+        fatal(
+            CODE,
+            format!("password authentication failed for user \"{user}\""),
+        )
+    }
+
     /// Counts this connection against the limit, or refuses it.
     fn admit(&self) -> PgWireResult<()> {
         let limit = self.shared.options.max_connections;
@@ -91,9 +96,12 @@ impl Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let reported = self
+        let reported = self.session.start(user, superuser, client.metadata());
+        let login = self
             .session
-            .start(user, superuser, client.metadata())
+            .audit_login(user, reported.as_ref().err().map(|e| e.sqlstate()));
+        let reported = reported
+            .and_then(|reported| login.map(|()| reported))
             .map_err(|e| fatal(e.sqlstate(), e.message()))?;
         let (pid, key) = self.shared.keys.generate(client);
         client.set_pid_and_secret_key(pid, key.clone());
@@ -145,7 +153,7 @@ impl Connection {
                 };
                 let (server_first, exchange) = ScramServerAuth::new()
                     .on_client_first_message_with_secret(&data, secret)
-                    .map_err(|_| login_failed(&user))?;
+                    .map_err(|_| self.login_failed(&user))?;
                 *self.scram.lock().expect("scram state lock") = Scram::WaitingForProof {
                     exchange: Box::new(exchange),
                     superuser,
@@ -164,8 +172,8 @@ impl Connection {
                 let response = message.into_sasl_response()?;
                 let server_final = exchange
                     .on_client_final_message(&response.data)
-                    .map_err(|_| login_failed(&user))?;
-                let superuser = superuser.ok_or_else(|| login_failed(&user))?;
+                    .map_err(|_| self.login_failed(&user))?;
+                let superuser = superuser.ok_or_else(|| self.login_failed(&user))?;
                 client
                     .feed(PgWireBackendMessage::Authentication(
                         Authentication::SASLFinal(server_final.into()),
@@ -193,6 +201,8 @@ impl StartupHandler for Connection {
             PgWireFrontendMessage::Startup(startup) => {
                 protocol_negotiation(client, &startup).await?;
                 save_startup_parameters_to_metadata(client, &startup);
+                self.session
+                    .set_client_address(&client.socket_addr().to_string());
                 if self.shared.options.require_tls && !client.is_secure() {
                     return Err(fatal(
                         "28000",

@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::StreamExt;
 
+use crate::audit::Pending;
 use crate::error::{Error, Position, Result};
 use crate::names::position_of;
 use crate::provider::commit;
@@ -334,6 +335,8 @@ pub struct ClientCopy {
     /// Set when the data passed [`limits::COPY_IN_BYTES_MAX`]; what comes
     /// after is dropped and the statement fails.
     too_large: bool,
+    /// The statement's audit record, written when the copy ends.
+    audit: Option<Pending>,
 }
 
 #[derive(Debug)]
@@ -353,6 +356,7 @@ impl ClientCopy {
             columns,
             data: Vec::new(),
             too_large: false,
+            audit: None,
         }
     }
 
@@ -399,10 +403,20 @@ impl Session {
         else {
             return None;
         };
-        Some(
-            self.check_client_copy(statement, source, *to, options, legacy_options)
-                .await,
-        )
+        let audit = self.audit_start(statement);
+        let checked = self
+            .check_client_copy(statement, source, *to, options, legacy_options)
+            .await;
+        Some(match checked {
+            Ok(mut copy) => {
+                copy.audit = Some(audit);
+                Ok(copy)
+            }
+            Err(e) => {
+                audit.failed(&e);
+                Err(e)
+            }
+        })
     }
 
     async fn check_client_copy(
@@ -438,27 +452,50 @@ impl Session {
 
     /// The rows `COPY ... TO STDOUT` sends; a cancel request or
     /// `statement_timeout` stops them as it stops any statement.
-    pub async fn copy_out(&self, copy: &ClientCopy) -> Result<SendableRecordBatchStream> {
+    pub async fn copy_out(&self, copy: &mut ClientCopy) -> Result<SendableRecordBatchStream> {
         let Direction::Out(plan) = &copy.direction else {
             return Err(Error::invalid("COPY FROM STDIN sends no rows", None));
         };
         let result = self
             .stoppable(self.stream_plan(plan.as_ref().clone()))
             .await;
-        if result.is_err() {
-            self.statement_failed();
+        let audit = copy.audit.take();
+        match result {
+            Ok(stream) => Ok(match audit {
+                Some(audit) => audit.stream(stream),
+                None => stream,
+            }),
+            Err(e) => {
+                self.statement_failed();
+                if let Some(audit) = audit {
+                    audit.failed(&e);
+                }
+                Err(e)
+            }
         }
-        result
     }
 
     /// Appends the rows the client sent with `COPY ... FROM STDIN`, all in one
     /// commit: a bad row anywhere leaves the table as it was. Returns how many.
-    pub async fn copy_in(&self, copy: ClientCopy) -> Result<u64> {
+    pub async fn copy_in(&self, mut copy: ClientCopy) -> Result<u64> {
+        let audit = copy.audit.take();
+        let result = self.append_copy_data(copy).await;
+        if let Err(e) = &result {
+            self.statement_failed();
+            if let Some(audit) = audit {
+                audit.failed(e);
+            }
+        } else if let (Ok(rows), Some(audit)) = (&result, audit) {
+            audit.finish(Some(*rows), None)?;
+        }
+        result
+    }
+
+    async fn append_copy_data(&self, copy: ClientCopy) -> Result<u64> {
         let Direction::In(table) = &copy.direction else {
             return Err(Error::invalid("COPY TO STDOUT takes no rows", None));
         };
         if copy.too_large {
-            self.statement_failed();
             return Err(Error::engine_at(
                 cohortdb_engine::Error::LimitExceeded {
                     what: "COPY FROM STDIN data (bytes)",
@@ -469,16 +506,12 @@ impl Session {
         }
         let format = copy.format.data_format();
         let data = copy.data;
-        let result = commit(self.catalog(), table, move |catalog, table| {
+        commit(self.catalog(), table, move |catalog, table| {
             let batches = import::read_copy_data(&data, &format, &table.schema())?;
             catalog.append(table, batches)
         })
         .await
-        .map_err(Error::from);
-        if result.is_err() {
-            self.statement_failed();
-        }
-        result
+        .map_err(Error::from)
     }
 }
 

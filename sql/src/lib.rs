@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate never touches files directly; reading and
 //! writing data files is the engine's job (`cohortdb_engine::import`/`export`).
 
+mod audit;
 mod cancel;
 mod copy;
 mod cursor;

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use cohortdb_engine::Catalog;
 use cohortdb_engine::roles::Object;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::MemTable;
 
 use crate::session::{CATALOG_NAME, SCHEMA_NAME};
@@ -296,6 +296,14 @@ const RELATIONS: &[CatalogRelation] = &[
         rows: Some(recommender_rows),
     },
     CatalogRelation {
+        name: crate::audit::TABLE,
+        oid: 0,
+        columns: "seq int8, at timestamptz, role text, address text, application text, \
+                  command text, statement text, rows int8, duration_ms float8, sqlstate text",
+        // Read by SystemSchema::table from the log, for superusers only.
+        rows: Some(|_| Vec::new()),
+    },
+    CatalogRelation {
         name: "cohortdb_pseudonym_keys",
         oid: 0,
         columns: "name text, version int4, created_at timestamptz, rotated_at timestamptz",
@@ -522,9 +530,12 @@ impl SchemaProvider for SystemSchema {
             return Ok(None);
         };
         let schema = parse_columns(relation.columns);
-        let rows = relation
-            .rows
-            .map_or_else(Vec::new, |rows| rows(&self.source.snapshot()));
+        let rows = match relation.name {
+            crate::audit::TABLE => self.source.audit_rows()?,
+            _ => relation
+                .rows
+                .map_or_else(Vec::new, |rows| rows(&self.source.snapshot())),
+        };
         let batch = batch(&schema, rows)?;
         Ok(Some(Arc::new(MemTable::try_new(
             schema,
@@ -558,6 +569,42 @@ impl PgCatalogSchema {
             state,
             functions: Arc::new(functions),
         }
+    }
+
+    /// The rows of `cohortdb_audit`: the audit log, which only a superuser
+    /// may read.
+    fn audit_rows(&self) -> Result<Vec<Row>> {
+        if !self.state.lock().expect("session state lock").superuser() {
+            return Err(DataFusionError::External(Box::new(
+                crate::error::Error::PermissionDenied {
+                    message: format!("permission denied for table {}", crate::audit::TABLE),
+                },
+            )));
+        }
+        let records = self
+            .catalog
+            .audit()
+            .records()
+            .map_err(|e| DataFusionError::External(Box::new(crate::error::Error::from(e))))?;
+        let optional = |value: Option<String>| value.map_or(NULL, text);
+        let count = |value: Option<u64>| ScalarValue::Int64(value.map(|n| n as i64));
+        Ok(records
+            .into_iter()
+            .map(|(seq, r)| {
+                vec![
+                    ScalarValue::Int64(Some(seq as i64)),
+                    refreshed(r.at_micros),
+                    text(r.role),
+                    optional(r.address),
+                    optional(r.application),
+                    text(r.command),
+                    optional(r.statement),
+                    count(r.rows),
+                    ScalarValue::Float64(Some(r.duration_micros as f64 / 1000.0)),
+                    optional(r.sqlstate),
+                ]
+            })
+            .collect())
     }
 
     /// What every relation is built from, read now.

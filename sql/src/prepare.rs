@@ -111,7 +111,7 @@ impl Session {
             }
             ControlFlow::<()>::Continue(())
         });
-        Ok(ParsedStatement::from_statement(bound))
+        Ok(statement.with_statement(bound))
     }
 }
 

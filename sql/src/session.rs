@@ -219,7 +219,7 @@ impl Session {
 
     /// Parses a string of `;`-separated statements.
     pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
-        Ok(parse_sql(sql)?.into_iter().map(ParsedStatement).collect())
+        parse_sql(sql)
     }
 
     /// Runs every statement in `sql` and returns the rows of the last one.
@@ -236,17 +236,19 @@ impl Session {
             return Ok(empty_stream());
         };
         for statement in statements {
-            let stream = self.run(ParsedStatement(statement)).await?;
+            let stream = self.run(statement).await?;
             let _: Vec<RecordBatch> = stream.try_collect().await?;
         }
-        self.run(ParsedStatement(last)).await
+        self.run(last).await
     }
 
     /// Runs one parsed statement and returns its rows as a stream. The statement
     /// stops with SQLSTATE 57014 when canceled or past `statement_timeout`, and an
     /// error (now or from the stream) aborts the transaction block it is in.
+    /// The statement is recorded in the audit log when it ends (audit.rs).
     pub async fn run(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
-        let statement = statement.0;
+        let audit = self.audit_start(&statement);
+        let statement = statement.statement;
         let admitted = {
             let mut state = self.lock();
             // Notices nobody took belong to earlier statements; drop them so a
@@ -276,15 +278,23 @@ impl Session {
             Ok(()) => self.run_guarded(statement).await,
             Err(e) => Err(e),
         };
-        let mut state = self.lock();
-        if result.is_err() {
-            state.fail();
+        {
+            let mut state = self.lock();
+            if result.is_err() {
+                state.fail();
+            }
+            // Outside a block each statement is its own transaction.
+            if state.block.is_none() {
+                state.settings.end_transaction();
+            }
         }
-        // Outside a block each statement is its own transaction.
-        if state.block.is_none() {
-            state.settings.end_transaction();
+        match result {
+            Ok(stream) => Ok(audit.stream(stream)),
+            Err(e) => {
+                audit.failed(&e);
+                Err(e)
+            }
         }
-        result
     }
 
     async fn run_guarded(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
@@ -563,11 +573,11 @@ impl Session {
     }
 }
 
-pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
+pub(crate) fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
     let statements = parse_statements(sql)?;
     if statements.iter().any(|s| {
         matches!(
-            s,
+            &s.statement,
             Statement::Copy {
                 to: false,
                 target: CopyTarget::Stdin,
@@ -629,7 +639,7 @@ fn statements_end_at_copy_from_stdin(sql: &str) -> Result<()> {
     }
 }
 
-fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
+fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
     let dialect = PostgreSqlDialect {};
     Tokenizer::new(&dialect, sql)
         .with_unescape(true)
@@ -637,13 +647,14 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
         .map_err(ParserError::from)
         .and_then(|tokens| {
             let tokens = checkpoint_as_pragma(crate::tag_ddl::user_key_as_comment(tokens));
-            if let Some(statements) = crate::tag_ddl::split(sql, &tokens)? {
-                return Ok(statements);
-            }
-            Parser::new(&dialect)
-                .with_recursion_limit(PARSER_RECURSION_MAX)
-                .with_tokens_with_locations(tokens)
-                .parse_statements()
+            let statements = match crate::tag_ddl::split(sql, &tokens)? {
+                Some(statements) => statements,
+                None => Parser::new(&dialect)
+                    .with_recursion_limit(PARSER_RECURSION_MAX)
+                    .with_tokens_with_locations(tokens.clone())
+                    .parse_statements()?,
+            };
+            Ok(with_texts(sql, &tokens, statements))
         })
         .map_err(|e| match Error::from(e) {
             // The parser gives no location for an unexpected end of input: it is
@@ -657,6 +668,76 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
             },
             other => other,
         })
+}
+
+/// Each statement with the text it was parsed from. Statements are split at
+/// the `;` between them, as the parser splits them; should the counts differ
+/// (the inline rows of a COPY FROM STDIN are no statements), every statement
+/// gets its own rendering instead.
+fn with_texts(
+    sql: &str,
+    tokens: &[TokenWithSpan],
+    statements: Vec<Statement>,
+) -> Vec<ParsedStatement> {
+    let groups = statement_groups(tokens);
+    let texts: Vec<Arc<str>> = match groups.len() == statements.len() {
+        true => groups.iter().map(|g| source_text(sql, g).into()).collect(),
+        false => statements.iter().map(|s| s.to_string().into()).collect(),
+    };
+    statements
+        .into_iter()
+        .zip(texts)
+        .map(|(statement, text)| ParsedStatement { statement, text })
+        .collect()
+}
+
+/// The tokens of each statement in `tokens`: split at every `;`, without
+/// the end of input, statements of only whitespace and comments left out (the
+/// parser skips them).
+pub(crate) fn statement_groups(tokens: &[TokenWithSpan]) -> Vec<&[TokenWithSpan]> {
+    let tokens = match tokens.last() {
+        Some(last) if last.token == Token::EOF => &tokens[..tokens.len() - 1],
+        _ => tokens,
+    };
+    tokens
+        .split(|t| t.token == Token::SemiColon)
+        .filter(|group| {
+            group
+                .iter()
+                .any(|t| !matches!(t.token, Token::Whitespace(_)))
+        })
+        .collect()
+}
+
+/// The text of `sql` the significant tokens of `group` span, as written.
+pub(crate) fn source_text(sql: &str, group: &[TokenWithSpan]) -> String {
+    let significant = |t: &&TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let (Some(first), Some(last)) = (
+        group.iter().find(significant),
+        group.iter().rfind(significant),
+    ) else {
+        return String::new();
+    };
+    sql[offset(sql, first.span.start)..offset(sql, last.span.end)].to_string()
+}
+
+/// The byte offset in `sql` of a tokenizer location (line and column count
+/// from 1, columns in characters).
+pub(crate) fn offset(
+    sql: &str,
+    location: datafusion::sql::sqlparser::tokenizer::Location,
+) -> usize {
+    let line_start: usize = sql
+        .split_inclusive('\n')
+        .take(location.line.saturating_sub(1) as usize)
+        .map(str::len)
+        .sum();
+    let line = &sql[line_start..];
+    line_start
+        + line
+            .char_indices()
+            .nth(location.column.saturating_sub(1) as usize)
+            .map_or(line.len(), |(i, _)| i)
 }
 
 /// Whether `statement` is `CHECKPOINT` (see [`checkpoint_as_pragma`]).
@@ -718,7 +799,7 @@ pub(crate) fn parse_expr(sql: &str) -> datafusion::sql::sqlparser::ast::Expr {
 
 /// Parses SQL the sql layer writes itself (templates that must be one query).
 pub(crate) fn parse_query(sql: &str) -> Result<Query> {
-    match parse_sql(sql)?.pop() {
+    match parse_sql(sql)?.pop().map(|s| s.statement) {
         Some(Statement::Query(query)) => Ok(*query),
         _ => unreachable!("internal query templates are one SELECT: {sql}"),
     }
@@ -737,15 +818,29 @@ pub enum Deallocation {
 
 /// One statement of a script, parsed, ready for [`Session::run`].
 #[derive(Debug, Clone)]
-pub struct ParsedStatement(Statement);
+pub struct ParsedStatement {
+    statement: Statement,
+    /// The text it was parsed from, as the client wrote it.
+    text: Arc<str>,
+}
 
 impl ParsedStatement {
-    pub(crate) fn from_statement(statement: Statement) -> ParsedStatement {
-        ParsedStatement(statement)
+    /// `statement` in place of this one's, parsed from the same text (a
+    /// prepared statement with its parameters bound).
+    pub(crate) fn with_statement(&self, statement: Statement) -> ParsedStatement {
+        ParsedStatement {
+            statement,
+            text: Arc::clone(&self.text),
+        }
     }
 
     pub(crate) fn statement(&self) -> &Statement {
-        &self.0
+        &self.statement
+    }
+
+    /// The text the statement was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// What the client is told when the statement finishes. Taken before the
@@ -760,7 +855,7 @@ impl ParsedStatement {
     /// The command name PostgreSQL reports for this statement (`SELECT`, `INSERT`,
     /// `CREATE TABLE`, ...), the start of its command tag.
     fn command(&self) -> String {
-        match &self.0 {
+        match &self.statement {
             Statement::Query(_) => "SELECT".into(),
             Statement::Insert(_) => "INSERT".into(),
             Statement::Delete(_) => "DELETE".into(),
@@ -768,6 +863,8 @@ impl ParsedStatement {
             Statement::Copy { .. } => "COPY".into(),
             Statement::CreateTable(c) if c.query.is_some() => "SELECT".into(),
             Statement::CreateTable(_) => "CREATE TABLE".into(),
+            Statement::CreateRole(_) => "CREATE ROLE".into(),
+            Statement::AlterRole { .. } => "ALTER ROLE".into(),
             Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
             Statement::StartTransaction { begin: true, .. } => "BEGIN".into(),
             Statement::StartTransaction { .. } => "START TRANSACTION".into(),
@@ -801,7 +898,7 @@ impl ParsedStatement {
     /// as COPY data rather than as a result.
     pub fn copies_to_client(&self) -> bool {
         matches!(
-            &self.0,
+            &self.statement,
             Statement::Copy {
                 to: true,
                 target: CopyTarget::Stdout,
@@ -813,7 +910,7 @@ impl ParsedStatement {
     /// What the statement deallocates of the prepared statements a protocol
     /// layer keeps: DEALLOCATE name | ALL, and DISCARD ALL.
     pub fn deallocates(&self) -> Option<Deallocation> {
-        match &self.0 {
+        match &self.statement {
             Statement::Deallocate { name, .. }
                 if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
             {
@@ -831,12 +928,12 @@ impl ParsedStatement {
     /// rather than rows to show.
     fn returns_count(&self) -> bool {
         matches!(
-            &self.0,
+            &self.statement,
             Statement::Insert(_)
                 | Statement::Delete(_)
                 | Statement::Update(_)
                 | Statement::Copy { .. }
-        ) || matches!(&self.0, Statement::CreateTable(c) if c.query.is_some())
+        ) || matches!(&self.statement, Statement::CreateTable(c) if c.query.is_some())
     }
 }
 
@@ -884,7 +981,7 @@ impl Completion {
 
 impl std::fmt::Display for ParsedStatement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.statement.fmt(f)
     }
 }
 

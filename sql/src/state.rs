@@ -41,6 +41,8 @@ pub(crate) struct State {
     messages: Vec<Message>,
     /// The values of reported settings the client last heard.
     reported: Vec<(&'static str, String)>,
+    /// The client's address, for the audit log; `None` when embedded.
+    pub(crate) client_address: Option<String>,
 }
 
 impl State {

@@ -235,31 +235,16 @@ pub(crate) fn split(
     sql: &str,
     tokens: &[TokenWithSpan],
 ) -> std::result::Result<Option<Vec<Statement>>, ParserError> {
-    let mut groups: Vec<&[TokenWithSpan]> = Vec::new();
-    let mut start = 0;
-    for (i, token) in tokens.iter().enumerate() {
-        if token.token == Token::SemiColon {
-            groups.push(&tokens[start..i]);
-            start = i + 1;
-        }
-    }
-    groups.push(&tokens[start..]);
+    let groups = crate::session::statement_groups(tokens);
     if !groups.iter().any(|g| starts_tag_statement(g)) {
         return Ok(None);
     }
     let mut statements = Vec::new();
     for group in groups {
-        let group: Vec<TokenWithSpan> = group
-            .iter()
-            .filter(|t| t.token != Token::EOF)
-            .cloned()
-            .collect();
-        if !group.iter().any(significant) {
-            continue;
-        }
+        let group = group.to_vec();
         if starts_tag_statement(&group) {
             parse(group.clone())?;
-            let text = source_text(sql, &group);
+            let text = crate::session::source_text(sql, &group);
             statements.push(Statement::Pragma {
                 name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(PRAGMA))]),
                 value: Some(Value::SingleQuotedString(text.trim().to_string()).into()),
@@ -274,30 +259,6 @@ pub(crate) fn split(
         }
     }
     Ok(Some(statements))
-}
-
-/// The text of `sql` the significant tokens of `group` span, as written.
-fn source_text(sql: &str, group: &[TokenWithSpan]) -> String {
-    let (Some(first), Some(last)) = (
-        group.iter().find(|t| significant(t)),
-        group.iter().rfind(|t| significant(t)),
-    ) else {
-        return String::new();
-    };
-    let offset = |location: datafusion::sql::sqlparser::tokenizer::Location| {
-        let line_start: usize = sql
-            .split_inclusive('\n')
-            .take(location.line.saturating_sub(1) as usize)
-            .map(str::len)
-            .sum();
-        let line = &sql[line_start..];
-        line_start
-            + line
-                .char_indices()
-                .nth(location.column.saturating_sub(1) as usize)
-                .map_or(line.len(), |(i, _)| i)
-    };
-    sql[offset(first.span.start)..offset(last.span.end)].to_string()
 }
 
 /// `USER KEY` in the column list of a CREATE TABLE, as the column comment

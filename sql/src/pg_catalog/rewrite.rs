@@ -1037,7 +1037,7 @@ mod tests {
 
     fn rewritten(sql: &str) -> String {
         let mut statements = crate::session::parse_sql(sql).expect("test SQL parses");
-        let mut statement = statements.remove(0);
+        let mut statement = statements.remove(0).statement().clone();
         rewrite(&mut statement, &|name| name == "pg_user_table");
         statement.to_string()
     }

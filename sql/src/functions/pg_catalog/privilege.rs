@@ -147,7 +147,8 @@ pub(super) fn answer(
 }
 
 /// The database table a privilege function names (by name, `public.name`,
-/// or OID); `None` for a system catalog, which everyone may read.
+/// or OID); `None` for a system catalog, which everyone may read (but the
+/// audit log).
 fn relation(snapshot: &Snapshot, column: &dyn Array, text: &str) -> Result<Option<String>> {
     let found = match column.data_type().is_integer() {
         true => snapshot
@@ -177,6 +178,8 @@ fn relation(snapshot: &Snapshot, column: &dyn Array, text: &str) -> Result<Optio
     };
     match found {
         Some((name, true)) => Ok(Some(name)),
+        // The audit log is for superusers, whom no grant reaches.
+        Some((name, false)) if name == crate::audit::TABLE => Ok(Some(name)),
         Some((_, false)) => Ok(None),
         None => Err(fail(
             cohortdb_engine::Error::TableNotFound(text.to_string()).into(),
