@@ -1413,6 +1413,57 @@ fn grants() -> Result<(), Failed> {
         ana.batch_execute("INSERT INTO events VALUES (4, 'a')")
             .await?;
         assert_eq!(one("SELECT count(*) FROM events").await?, 6);
+        admin
+            .batch_execute("REVOKE UPDATE ON events FROM ana")
+            .await?;
+
+        // The grants are listed as PostgreSQL lists them, granted by the
+        // owner of every object (cohortdb): information_schema and
+        // pg_class.relacl, which psql's \dp shows.
+        let (listed, _) = simple(
+            &ana,
+            "SELECT grantor, grantee, table_name, privilege_type, is_grantable, with_hierarchy \
+             FROM information_schema.table_privileges ORDER BY table_name, privilege_type",
+        )
+        .await?;
+        let grant = |table: &str, privilege: &str, hierarchy: &str| {
+            ["cohortdb", "ana", table, privilege, "NO", hierarchy]
+                .map(|cell| Some(cell.to_string()))
+                .to_vec()
+        };
+        assert_eq!(
+            listed,
+            [
+                grant("events", "DELETE", "NO"),
+                grant("events", "INSERT", "NO"),
+                grant("events", "SELECT", "YES"),
+                grant("users", "DELETE", "NO"),
+                grant("users", "INSERT", "NO"),
+                grant("users", "SELECT", "YES"),
+                grant("users", "UPDATE", "NO"),
+            ]
+        );
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new("psql")
+                .args(["-X", "-A", "-h", "127.0.0.1", "-U", "admin", "-p"])
+                .arg(port.to_string())
+                .args(["-c", "\\dp", "cohortdb"])
+                .env("PGPASSWORD", "pw0")
+                .output()
+        })
+        .await??;
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "Access privileges\n\
+             Schema|Name|Type|Access privileges|Column privileges|Policies\n\
+             public|events|table|cohortdb=arwd/cohortdb\n\
+             ana=ard/cohortdb||\n\
+             public|users|table|cohortdb=arwd/cohortdb\n\
+             ana=arwd/cohortdb||\n\
+             (2 rows)\n",
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         Ok(())
     })
 }

@@ -22,7 +22,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use cohortdb_engine::Catalog;
-use cohortdb_engine::roles::Object;
+use cohortdb_engine::roles::{Object, Privilege};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::MemTable;
@@ -63,6 +63,8 @@ pub(crate) struct Snapshot {
     /// The session's policy: tags smaller than its minimum audience size
     /// have NULL sizes.
     pub policy: cohortdb_engine::privacy::Policy,
+    /// Every role's grants on tables: (grantee, table, privileges).
+    pub table_grants: Vec<(String, String, Vec<Privilege>)>,
 }
 
 /// A table as the catalog shows it.
@@ -641,9 +643,27 @@ impl PgCatalogSchema {
                 crate::privacy::policy(&self.catalog, &state),
             )
         };
+        let table_grants = self
+            .catalog
+            .roles()
+            .into_iter()
+            .flat_map(|role| {
+                role.grants
+                    .into_iter()
+                    .filter_map(move |grant| match grant.object {
+                        Object::Table(table) => Some((
+                            role.name.clone(),
+                            table,
+                            grant.privileges.into_iter().collect(),
+                        )),
+                        _ => None,
+                    })
+            })
+            .collect();
         Snapshot {
             policy,
             tables,
+            table_grants,
             roles: role_rows(&self.catalog),
             functions: Arc::clone(&self.functions),
             settings,
@@ -848,12 +868,43 @@ fn class_rows(s: &Snapshot) -> Vec<Row> {
                 text("d"),
                 flag(false),
                 oid(0),
-                NULL,
+                table_acl(s, &t.name),
                 NULL,
                 NULL,
             ]
         })
         .collect()
+}
+
+/// A table's `relacl`: NULL (the owner's default) until something on it is
+/// granted, then the owner's and each grantee's privileges as PostgreSQL
+/// writes them (`ana=r/cohortdb`: `a` INSERT, `r` SELECT, `w` UPDATE, `d`
+/// DELETE, granted by the owner).
+fn table_acl(s: &Snapshot, table: &str) -> ScalarValue {
+    let granted: Vec<&(String, String, Vec<Privilege>)> = s
+        .table_grants
+        .iter()
+        .filter(|(_, t, _)| t == table)
+        .collect();
+    if granted.is_empty() {
+        return NULL;
+    }
+    let owner = owner_name(&s.roles);
+    let mut items = vec![text(format!("{owner}=arwd/{owner}"))];
+    for (grantee, _, privileges) in granted {
+        let letters: String = [
+            (Privilege::Insert, 'a'),
+            (Privilege::Select, 'r'),
+            (Privilege::Update, 'w'),
+            (Privilege::Delete, 'd'),
+        ]
+        .iter()
+        .filter(|(p, _)| privileges.contains(p))
+        .map(|(_, letter)| *letter)
+        .collect();
+        items.push(text(format!("{grantee}={letters}/{owner}")));
+    }
+    ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Utf8))
 }
 
 fn attribute_rows(s: &Snapshot) -> Vec<Row> {

@@ -11,6 +11,8 @@ use super::{
     CatalogRelation, NULL, PG_CATALOG, PG_CATALOG_OID, PUBLIC_OID, Relation, Row, Snapshot, int4,
     owner_name, text,
 };
+use cohortdb_engine::roles::Privilege;
+
 use crate::error::{Error, Result};
 use crate::session::{CATALOG_NAME, SCHEMA_NAME, Session, resolve_table};
 
@@ -58,6 +60,18 @@ pub(super) const RELATIONS: &[CatalogRelation] = &[
                   identity_minimum varchar, identity_cycle varchar, is_generated varchar, \
                   generation_expression varchar, is_updatable varchar",
         rows: Some(columns_rows),
+    },
+    CatalogRelation {
+        name: "table_privileges",
+        oid: 0,
+        columns: TABLE_PRIVILEGE_COLUMNS,
+        rows: Some(table_privilege_rows),
+    },
+    CatalogRelation {
+        name: "role_table_grants",
+        oid: 0,
+        columns: TABLE_PRIVILEGE_COLUMNS,
+        rows: Some(table_privilege_rows),
     },
     CatalogRelation {
         name: "views",
@@ -136,6 +150,33 @@ fn schemata_rows(s: &Snapshot) -> Vec<Row> {
 
 /// User tables and the system catalogs (`BASE TABLE`), catalog views such as
 /// `pg_roles` and these views themselves (`VIEW`).
+const TABLE_PRIVILEGE_COLUMNS: &str = "grantor name, grantee name, table_catalog name, \
+    table_schema name, table_name name, privilege_type varchar, is_grantable varchar, \
+    with_hierarchy varchar";
+
+/// `table_privileges` (and `role_table_grants`, the same here): one row per
+/// privilege granted on a table, by the owner. Superusers hold every
+/// privilege without a grant, as in PostgreSQL, and are not listed.
+fn table_privilege_rows(s: &Snapshot) -> Vec<Row> {
+    let owner = owner_name(&s.roles);
+    let mut rows = Vec::new();
+    for (grantee, table, privileges) in &s.table_grants {
+        for privilege in privileges {
+            rows.push(vec![
+                text(&owner),
+                text(grantee),
+                text(CATALOG_NAME),
+                text(SCHEMA_NAME),
+                text(table),
+                text(privilege.as_str()),
+                yes_no(false),
+                yes_no(privilege == &Privilege::Select),
+            ]);
+        }
+    }
+    rows
+}
+
 fn tables_rows(s: &Snapshot) -> Vec<Row> {
     let row = |schema: &str, name: &str, base: bool| -> Row {
         vec![
