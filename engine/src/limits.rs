@@ -68,3 +68,8 @@ pub const COMPACTION_INTERVAL_MS: u64 = 1_000;
 /// Audit records an in-memory database keeps (the newest); a data directory
 /// keeps every record in its `audit.log`.
 pub const AUDIT_MEMORY_RECORDS: usize = 100_000;
+
+/// Bytes of a statement's text an audit record keeps; the rest is replaced by
+/// a note of how many bytes were left out (a multi-megabyte INSERT's text,
+/// its literals already `?`, says nothing more past this).
+pub const AUDIT_STATEMENT_BYTES_MAX: usize = 64 * 1024;

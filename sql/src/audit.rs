@@ -14,6 +14,7 @@ use std::time::Instant;
 use arrow::datatypes::SchemaRef;
 use cohortdb_engine::Catalog;
 use cohortdb_engine::audit::Record;
+use cohortdb_engine::limits;
 use datafusion::common::DataFusionError;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -48,7 +49,7 @@ impl Session {
     pub(crate) fn audit_start(&self, statement: &ParsedStatement) -> Pending {
         let completion = statement.completion();
         let mut record = self.audit_record(completion.command());
-        record.statement = Some(redact(statement.text()));
+        record.statement = Some(shortened(redact(statement.text())));
         Pending {
             record: Some(record),
             started: Instant::now(),
@@ -230,6 +231,23 @@ pub(crate) fn redact(sql: &str) -> String {
     out
 }
 
+/// `text` cut to [`limits::AUDIT_STATEMENT_BYTES_MAX`] bytes (at a character
+/// boundary), with a note of how many were left out.
+fn shortened(mut text: String) -> String {
+    let max = limits::AUDIT_STATEMENT_BYTES_MAX;
+    if text.len() <= max {
+        return text;
+    }
+    let cut = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    let left_out = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!(" … ({left_out} more bytes)"));
+    text
+}
+
 /// Whether `token` is a literal: a string of any quoting or a number.
 fn is_literal(token: &Token) -> bool {
     matches!(
@@ -248,7 +266,7 @@ fn is_literal(token: &Token) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{limits, redact, shortened};
 
     #[test]
     fn every_literal_is_redacted() {
@@ -287,5 +305,19 @@ mod tests {
         for (sql, redacted) in cases {
             assert_eq!(redact(sql), redacted, "{sql}");
         }
+    }
+
+    #[test]
+    fn long_statements_are_cut_with_a_note() {
+        let max = limits::AUDIT_STATEMENT_BYTES_MAX;
+        assert_eq!(shortened("SELECT 1".into()), "SELECT 1");
+        let exact = "x".repeat(max);
+        assert_eq!(shortened(exact.clone()), exact);
+        // A two-byte character straddling the limit is left out whole.
+        let text = format!("{}é{}", "x".repeat(max - 1), "y".repeat(10));
+        assert_eq!(
+            shortened(text),
+            format!("{} … (12 more bytes)", "x".repeat(max - 1))
+        );
     }
 }
