@@ -1297,6 +1297,20 @@ fn grants() -> Result<(), Failed> {
             [true, false, true, true, true, true]
         );
 
+        // A role that does not exist fails the whole statement: no role changes.
+        assert_eq!(
+            refused(&admin, "GRANT CREATE TAG TO ana, nobody").await?,
+            (
+                "42704".to_string(),
+                "role \"nobody\" does not exist".to_string()
+            )
+        );
+        assert_eq!(
+            refused(&ana, "CREATE TAG mine AS AUDIENCE 'city=shanghai'")
+                .await?
+                .0,
+            "42501"
+        );
         admin
             .batch_execute(
                 "GRANT SELECT ON TABLE users TO ana;

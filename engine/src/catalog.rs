@@ -638,6 +638,20 @@ impl Catalog {
         })
     }
 
+    /// Applies `change` to each role of `names` in one change: all or none
+    /// (42704 for a name that is not a role, and then nothing changes).
+    pub fn alter_roles(&self, names: &[String], change: impl Fn(&mut Role)) -> Result<()> {
+        self.change_roles(|roles| {
+            for name in names {
+                let role = roles
+                    .get_mut(name)
+                    .ok_or_else(|| Error::RoleNotFound(name.clone()))?;
+                change(role);
+            }
+            Ok(())
+        })
+    }
+
     /// Drops a role. Returns false when it does not exist and `if_exists` is set.
     pub fn drop_role(&self, name: &str, if_exists: bool) -> Result<bool> {
         let mut dropped = false;

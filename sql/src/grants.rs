@@ -163,14 +163,7 @@ pub(crate) fn run(session: &Session, statement: GrantStatement) -> Result<()> {
     let catalog = session.catalog();
     match statement.what {
         Granted::CreateTag => {
-            for name in &statement.roles {
-                if catalog.role(name).is_none() {
-                    return Err(cohortdb_engine::Error::RoleNotFound(name.clone()).into());
-                }
-            }
-            for name in &statement.roles {
-                catalog.alter_role(name, |r| r.create_tag = !statement.revoke)?;
-            }
+            catalog.alter_roles(&statement.roles, |r| r.create_tag = !statement.revoke)?;
         }
         Granted::Privileges {
             privileges,
