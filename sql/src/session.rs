@@ -647,14 +647,18 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
         .map_err(ParserError::from)
         .and_then(|tokens| {
             let tokens = checkpoint_as_pragma(crate::tag_ddl::user_key_as_comment(tokens));
+            let texts: Vec<Arc<str>> = statement_groups(&tokens)
+                .iter()
+                .map(|group| source_text(sql, group).into())
+                .collect();
             let statements = match crate::tag_ddl::split(sql, &tokens)? {
                 Some(statements) => statements,
                 None => Parser::new(&dialect)
                     .with_recursion_limit(PARSER_RECURSION_MAX)
-                    .with_tokens_with_locations(tokens.clone())
+                    .with_tokens_with_locations(tokens)
                     .parse_statements()?,
             };
-            Ok(with_texts(sql, &tokens, statements))
+            Ok(with_texts(texts, statements))
         })
         .map_err(|e| match Error::from(e) {
             // The parser gives no location for an unexpected end of input: it is
@@ -670,18 +674,13 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
         })
 }
 
-/// Each statement with the text it was parsed from. Statements are split at
-/// the `;` between them, as the parser splits them; should the counts differ
+/// Each statement with the text it was parsed from: `texts`, the text
+/// between each `;`, as the parser splits statements. Should the counts differ
 /// (the inline rows of a COPY FROM STDIN are no statements), every statement
 /// gets its own rendering instead.
-fn with_texts(
-    sql: &str,
-    tokens: &[TokenWithSpan],
-    statements: Vec<Statement>,
-) -> Vec<ParsedStatement> {
-    let groups = statement_groups(tokens);
-    let texts: Vec<Arc<str>> = match groups.len() == statements.len() {
-        true => groups.iter().map(|g| source_text(sql, g).into()).collect(),
+fn with_texts(texts: Vec<Arc<str>>, statements: Vec<Statement>) -> Vec<ParsedStatement> {
+    let texts = match texts.len() == statements.len() {
+        true => texts,
         false => statements.iter().map(|s| s.to_string().into()).collect(),
     };
     statements
