@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::min_audience_size", min_audience_size),
         trial("wire::grants", grants),
         trial("wire::audit_log", audit_log),
+        trial("wire::views_read_as_their_owner", views_read_as_their_owner),
         trial("wire::tls", tls),
         trial("wire::column_names_and_types", column_names_and_types),
         trial("wire::psql_describe", psql_describe),
@@ -1187,6 +1188,123 @@ fn audit_log() -> Result<(), Failed> {
     })
 }
 
+/// A role granted a view reads it (its tables read with the view owner's
+/// privileges) and nothing else: the pseudonymised view of a table is all
+/// it sees of it, whichever way it asks.
+fn views_read_as_their_owner() -> Result<(), Failed> {
+    block_on(async {
+        let (_dir, _db, port) = serve_with_admin("pw0").await?;
+        let admin = login(port, "admin", "pw0").await?;
+        admin
+            .batch_execute(
+                "CREATE TABLE users (user_id BIGINT USER KEY, email TEXT, city TEXT);
+                 INSERT INTO users VALUES (1, 'ann@example.com', 'beijing'),
+                   (2, 'bo@example.com', 'beijing'), (3, 'cy@example.com', 'shanghai');
+                 CREATE VIEW users_pseudo AS
+                   SELECT pseudonymize(email) AS email_id, city FROM users;
+                 CREATE VIEW emails AS SELECT email FROM users;
+                 CREATE ROLE ana LOGIN PASSWORD 'pw1';
+                 GRANT SELECT ON users_pseudo TO ana",
+            )
+            .await?;
+        let ana = login(port, "ana", "pw1").await?;
+        let (rows, _) = simple(
+            &ana,
+            "SELECT email_id FROM users_pseudo WHERE city = 'beijing' ORDER BY 1",
+        )
+        .await?;
+        let (expected, _) = simple(
+            &admin,
+            "SELECT pseudonymize(email) FROM users WHERE city = 'beijing' ORDER BY 1",
+        )
+        .await?;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows, expected);
+        let (subquery, _) =
+            simple(&ana, "SELECT count(*) FROM (SELECT * FROM users_pseudo) s").await?;
+        assert_eq!(subquery, [[Some("3".to_string())]]);
+        let denied = |what: &str| ("42501".to_string(), format!("permission denied for {what}"));
+        for (sql, what) in [
+            ("SELECT * FROM users", "table users"),
+            ("SELECT * FROM emails", "table emails"),
+            (
+                "SELECT * FROM users_pseudo p JOIN users u ON p.city = u.city",
+                "table users",
+            ),
+            (
+                "SELECT * FROM users_pseudo WHERE city IN (SELECT city FROM users)",
+                "table users",
+            ),
+        ] {
+            assert_eq!(refused(&ana, sql).await?, denied(what), "{sql}");
+        }
+        assert_eq!(
+            refused(&ana, "COPY users_pseudo FROM STDIN").await?,
+            (
+                "42809".to_string(),
+                "\"users_pseudo\" is not a table".to_string()
+            )
+        );
+        for sql in [
+            "COPY (SELECT city FROM users_pseudo ORDER BY city) TO STDOUT",
+            "COPY users_pseudo (city) TO STDOUT",
+        ] {
+            let copied: Vec<bytes::Bytes> =
+                futures::TryStreamExt::try_collect(ana.copy_out(sql).await?).await?;
+            let text = String::from_utf8(copied.concat())?;
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort_unstable();
+            assert_eq!(lines, ["beijing", "beijing", "shanghai"], "{sql}");
+        }
+        let (may, _) = simple(
+            &ana,
+            "SELECT has_table_privilege('users_pseudo', 'SELECT'), \
+                    has_table_privilege('emails', 'SELECT')",
+        )
+        .await?;
+        assert_eq!(may, [[Some("t".to_string()), Some("f".to_string())]]);
+
+        // A view reads with its owner's privileges as they are now.
+        admin
+            .batch_execute("CREATE ROLE boss SUPERUSER LOGIN PASSWORD 'pw2'")
+            .await?;
+        login(port, "boss", "pw2")
+            .await?
+            .batch_execute(
+                "CREATE VIEW cities AS SELECT DISTINCT city FROM users;
+                 GRANT SELECT ON cities TO ana",
+            )
+            .await?;
+        let (cities, _) = simple(&ana, "SELECT count(*) FROM cities").await?;
+        assert_eq!(cities, [[Some("2".to_string())]]);
+        admin.batch_execute("ALTER ROLE boss NOSUPERUSER").await?;
+        assert_eq!(
+            refused(&ana, "SELECT count(*) FROM cities").await?,
+            denied("table users (the owner of a view reading it, boss, lacks it)")
+        );
+
+        // Grants go with the view: the same name made again grants nothing.
+        admin
+            .batch_execute(
+                "DROP VIEW users_pseudo;
+                 CREATE VIEW users_pseudo AS SELECT city FROM users",
+            )
+            .await?;
+        assert_eq!(
+            refused(&ana, "SELECT * FROM users_pseudo").await?,
+            denied("table users_pseudo")
+        );
+        assert_eq!(
+            refused(&ana, "CREATE VIEW mine AS SELECT 1").await?,
+            (
+                "42501".to_string(),
+                "permission denied for schema public (only superusers create views)".to_string()
+            )
+        );
+        Ok(())
+    })
+}
+
 /// GRANT and REVOKE hold an ordinary role to what it was given: tables by
 /// SELECT/INSERT/UPDATE/DELETE (every way of reading a table, COPY TO and
 /// cursors too), tags, segments, tag indexes and recommenders by USAGE
@@ -1915,6 +2033,27 @@ fn psql_describe() -> Result<(), Failed> {
         assert!(
             databases.contains("| 0 bytes | pg_default |"),
             "{databases}"
+        );
+        client
+            .batch_execute("CREATE VIEW cities AS SELECT city, count(*) FROM users GROUP BY city")
+            .await?;
+        assert_eq!(
+            describe("\\dv").await?,
+            "         List of relations\n \
+             Schema |  Name  | Type |  Owner   \n\
+             --------+--------+------+----------\n \
+             public | cities | view | cohortdb\n\
+             (1 row)\n\n"
+        );
+        assert_eq!(
+            describe("\\d+ cities").await?,
+            "                           View \"public.cities\"\n \
+             Column |  Type  | Collation | Nullable | Default | Storage  | Description \n\
+             --------+--------+-----------+----------+---------+----------+-------------\n \
+             city   | text   |           |          |         | extended | \n \
+             count  | bigint |           |          |         | plain    | \n\
+             View definition:\n\
+             SELECT city, count(*) FROM users GROUP BY city\n\n"
         );
         Ok(())
     })

@@ -252,7 +252,7 @@ impl Catalog {
         types::table_schema(columns)?;
         let mut created = false;
         self.commit(|state| {
-            if state.tables.contains_key(name) {
+            if state.tables.contains_key(name) || state.tags.views.contains_key(name) {
                 return if if_not_exists {
                     Ok(None)
                 } else {
@@ -277,6 +277,10 @@ impl Catalog {
                 dropped = true;
                 Ok(Some(Change::DropTable { table_id: table.id }))
             }
+            None if state.tags.views.contains_key(name) => Err(Error::WrongObjectType {
+                name: name.to_string(),
+                kind: "table",
+            }),
             None if if_exists => Ok(None),
             None => Err(Error::TableNotFound(name.to_string())),
         })?;
@@ -450,6 +454,52 @@ impl Catalog {
             change(&mut privacy, &state.tags)?;
             Ok((privacy != state.tags.privacy).then_some(Change::Privacy(privacy)))
         })
+    }
+
+    /// Creates (or with `replace`, replaces) the view `view.name`; 42P07
+    /// when a table, or without `replace` a view, has the name.
+    pub fn put_view(&self, view: crate::views::View, replace: bool) -> Result<()> {
+        types::check_name(&view.name)?;
+        self.commit(|state| {
+            let name = &view.name;
+            if state.tables.contains_key(name) || state.tags.views.contains_key(name) && !replace {
+                return Err(Error::TableExists(name.clone()));
+            }
+            Ok(Some(Change::PutView(change::PutView {
+                view: view.clone(),
+                replace,
+            })))
+        })
+    }
+
+    /// Drops the view `name` and the grants on it. Returns false when there
+    /// is none and `if_exists` is set; a table of that name is 42809.
+    pub fn drop_view(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let mut dropped = false;
+        self.commit(|state| {
+            if state.tables.contains_key(name) {
+                return Err(Error::WrongObjectType {
+                    name: name.to_string(),
+                    kind: "view",
+                });
+            }
+            if !state.tags.views.contains_key(name) {
+                return match if_exists {
+                    true => Ok(None),
+                    false => Err(Error::TableNotFound(name.to_string())),
+                };
+            }
+            dropped = true;
+            Ok(Some(Change::DropView {
+                name: name.to_string(),
+            }))
+        })?;
+        Ok(dropped)
+    }
+
+    /// The view `name`, if there is one.
+    pub fn view(&self, name: &str) -> Option<Arc<crate::views::View>> {
+        self.tags().views.get(name).cloned()
     }
 
     /// Creates (or with `replace`, replaces) the stored model `model.name`.
@@ -1813,6 +1863,11 @@ impl State {
                 .models
                 .insert(model.name.clone(), Arc::new(model.clone()));
         }
+        for view in &manifest.views {
+            self.tags
+                .views
+                .insert(view.name.clone(), Arc::new(view.clone()));
+        }
         self.tags.privacy = manifest.privacy.clone();
         for entry in &manifest.recommenders {
             let path = store.recommender_path(entry.id);
@@ -1872,7 +1927,7 @@ impl State {
                 name,
                 columns,
             } => {
-                if self.tables.contains_key(name) {
+                if self.tables.contains_key(name) || self.tags.views.contains_key(name) {
                     return Err(Error::TableExists(name.clone()));
                 }
                 let entry = manifest::Table {
@@ -2011,6 +2066,27 @@ impl State {
                 let effect = next.forget_grants(&[Object::Tag(name.clone())], effect);
                 return Ok((next, effect, false));
             }
+            Change::PutView(put) => {
+                let name = &put.view.name;
+                if self.tables.contains_key(name) {
+                    return Err(Error::TableExists(name.clone()));
+                }
+                if next.tags.views.contains_key(name) && !put.replace {
+                    return Err(Error::TableExists(name.clone()));
+                }
+                next.tags
+                    .views
+                    .insert(name.clone(), Arc::new(put.view.clone()));
+                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+            }
+            Change::DropView { name } => {
+                if next.tags.views.remove(name).is_none() {
+                    return Err(Error::TableNotFound(name.clone()));
+                }
+                let effect = Effect::Tags(Arc::new(next.tags.clone()));
+                let effect = next.forget_grants(&[Object::Table(name.clone())], effect);
+                return Ok((next, effect, false));
+            }
             Change::PutModel(put) => {
                 let name = &put.model.name;
                 if next.tags.models.contains_key(name) && !put.replace {
@@ -2099,7 +2175,9 @@ impl State {
     /// An error unless `object` exists.
     fn check_exists(&self, object: &Object) -> Result<()> {
         let found = match object {
-            Object::Table(name) => self.tables.contains_key(name),
+            Object::Table(name) => {
+                self.tables.contains_key(name) || self.tags.views.contains_key(name)
+            }
             Object::TagIndex(name) => {
                 let table = self
                     .tables
@@ -2253,6 +2331,12 @@ impl State {
                     users: tag.bits.len(),
                     file: tag.file.clone(),
                 })
+                .collect(),
+            views: self
+                .tags
+                .views
+                .values()
+                .map(|v| v.as_ref().clone())
                 .collect(),
             models: self
                 .tags

@@ -74,6 +74,20 @@ pub(crate) enum Change {
     Privacy(crate::privacy::Privacy),
     /// `FORGET USER`.
     Forget(Forget),
+    /// A view created or replaced.
+    PutView(PutView),
+    /// `DROP VIEW`.
+    DropView {
+        name: String,
+    },
+}
+
+/// A view and whether it replaces one of the same name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutView {
+    pub view: crate::views::View,
+    pub replace: bool,
 }
 
 /// Users forgotten (`FORGET USER`): their rows deleted, left out of every
@@ -259,6 +273,14 @@ impl Change {
                 out.extend_from_slice(name.as_bytes());
                 RecordKind::DropModel
             }
+            Change::PutView(put) => {
+                serde_json::to_writer(&mut out, put).expect("writing to a Vec does not fail");
+                RecordKind::PutView
+            }
+            Change::DropView { name } => {
+                out.extend_from_slice(name.as_bytes());
+                RecordKind::DropView
+            }
             Change::PutRecommender {
                 recommender,
                 replace,
@@ -397,6 +419,12 @@ impl Change {
                     serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
                 ),
                 RecordKind::DropModel => Change::DropModel {
+                    name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
+                },
+                RecordKind::PutView => Change::PutView(
+                    serde_json::from_slice(reader.rest()).map_err(|e| e.to_string())?,
+                ),
+                RecordKind::DropView => Change::DropView {
                     name: String::from_utf8(reader.rest().to_vec()).map_err(|e| e.to_string())?,
                 },
                 RecordKind::PutRecommender => {

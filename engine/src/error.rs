@@ -14,6 +14,11 @@ pub enum Error {
     #[error("relation \"{0}\" already exists")]
     TableExists(String),
 
+    /// A statement for one kind of relation named another (`DROP VIEW` of a
+    /// table): the message says what it is not.
+    #[error("\"{name}\" is not a {kind}")]
+    WrongObjectType { name: String, kind: &'static str },
+
     #[error("column \"{column}\" of relation \"{table}\" does not exist")]
     ColumnNotFound { table: String, column: String },
 

@@ -40,6 +40,7 @@ pub mod tags;
 pub mod types;
 mod upgrade;
 pub mod users;
+pub mod views;
 mod wal;
 
 pub use catalog::Catalog;

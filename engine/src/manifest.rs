@@ -52,6 +52,9 @@ pub(crate) struct Manifest {
     /// Stored tags and segments.
     #[serde(default)]
     pub tags: Vec<StoredTag>,
+    /// Views (views.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<crate::views::View>,
     /// Stored models.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::lookalike::StoredModel>,
@@ -115,6 +118,7 @@ impl Manifest {
             users: None,
             tag_indexes: Vec::new(),
             tags: Vec::new(),
+            views: Vec::new(),
             models: Vec::new(),
             recommenders: Vec::new(),
             privacy: crate::privacy::Privacy::default(),
@@ -308,6 +312,7 @@ mod tests {
             users: None,
             tag_indexes: Vec::new(),
             tags: Vec::new(),
+            views: Vec::new(),
             models: vec![crate::lookalike::StoredModel {
                 name: "buyers_like".to_string(),
                 seed: "event_type=purchase".to_string(),

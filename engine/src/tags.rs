@@ -664,6 +664,8 @@ pub struct Tags {
     pub recommenders: BTreeMap<String, Arc<crate::recommend::StoredRecommender>>,
     /// The suppression tag (privacy.rs).
     pub privacy: crate::privacy::Privacy,
+    /// Views, by name (views.rs).
+    pub views: BTreeMap<String, Arc<crate::views::View>>,
 }
 
 impl Tags {
@@ -1519,6 +1521,7 @@ mod tests {
             models: BTreeMap::new(),
             recommenders: BTreeMap::new(),
             privacy: crate::privacy::Privacy::default(),
+            views: BTreeMap::new(),
         };
         all.stored.insert(
             "vip".to_string(),
@@ -1635,6 +1638,7 @@ mod tests {
                 suppression_tag: "vip".to_string(),
                 ..Default::default()
             },
+            views: BTreeMap::new(),
         };
         let (ordinary, everyone) = (Policy::new(20), Policy::everyone(20));
         let eval = |all: &Tags, text: &str, policy| -> Vec<u32> {

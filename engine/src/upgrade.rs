@@ -102,6 +102,7 @@ pub(crate) fn upgrade(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Manifest
         users: None,
         tag_indexes: Vec::new(),
         tags: Vec::new(),
+        views: Vec::new(),
         models: Vec::new(),
         recommenders: Vec::new(),
         privacy: crate::privacy::Privacy::default(),

@@ -43,6 +43,8 @@ pub(crate) enum RecordKind {
     DropRecommender = 15,
     Privacy = 16,
     Forget = 17,
+    PutView = 18,
+    DropView = 19,
 }
 
 impl RecordKind {
@@ -65,6 +67,8 @@ impl RecordKind {
             15 => RecordKind::DropRecommender,
             16 => RecordKind::Privacy,
             17 => RecordKind::Forget,
+            18 => RecordKind::PutView,
+            19 => RecordKind::DropView,
             _ => return None,
         })
     }

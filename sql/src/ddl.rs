@@ -1,4 +1,5 @@
-//! CREATE TABLE [AS], DROP TABLE and the mapping from SQL type names to column types.
+//! CREATE TABLE [AS], DROP TABLE, CREATE/DROP VIEW and the mapping from SQL type
+//! names to column types.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use arrow::error::ArrowError;
 use cohortdb_engine::{ColumnDef, ColumnType};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::{
-    self, ColumnOption, CreateTable, DataType, ExactNumberInfo, ObjectName, TimezoneInfo,
+    self, ColumnOption, CreateTable, CreateView, DataType, ExactNumberInfo, ObjectName,
+    TimezoneInfo,
 };
 use futures::TryStreamExt;
 
@@ -17,6 +19,27 @@ use crate::error::{Error, Position, Result, TransactionError};
 use crate::names::{self, position_of};
 use crate::pg_catalog::types::bytea_input;
 use crate::session::{Session, count_stream, empty_stream};
+
+/// Checks that the session may create `relations` (tables or views: only
+/// superusers) and uses none of the `unsupported` options that are set.
+fn check_create(
+    session: &Session,
+    relations: &str,
+    position: Option<Position>,
+    unsupported: &[(bool, &str)],
+) -> Result<()> {
+    if !session.is_superuser() {
+        return Err(Error::PermissionDenied {
+            message: format!(
+                "permission denied for schema public (only superusers create {relations})"
+            ),
+        });
+    }
+    match unsupported.iter().find(|(set, _)| *set) {
+        Some((_, what)) => Err(Error::unsupported(*what, position)),
+        None => Ok(()),
+    }
+}
 
 /// Precision and scale of a DECIMAL/NUMERIC declared without them.
 const DEFAULT_DECIMAL: (u8, i8) = (38, 10);
@@ -26,25 +49,21 @@ pub(crate) async fn create_table(
     create: CreateTable,
 ) -> Result<SendableRecordBatchStream> {
     let position = position_of(&create.name);
-    if !session.is_superuser() {
-        return Err(Error::PermissionDenied {
-            message: "permission denied for schema public (only superusers create tables)".into(),
-        });
-    }
-    for (unsupported, what) in [
-        (create.or_replace, "CREATE OR REPLACE TABLE"),
-        (create.temporary, "CREATE TEMPORARY TABLE"),
-        (create.external, "CREATE EXTERNAL TABLE"),
-        (create.like.is_some(), "CREATE TABLE ... LIKE"),
-        (
-            !create.constraints.is_empty(),
-            "table constraints (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY)",
-        ),
-    ] {
-        if unsupported {
-            return Err(Error::unsupported(what, position));
-        }
-    }
+    check_create(
+        session,
+        "tables",
+        position,
+        &[
+            (create.or_replace, "CREATE OR REPLACE TABLE"),
+            (create.temporary, "CREATE TEMPORARY TABLE"),
+            (create.external, "CREATE EXTERNAL TABLE"),
+            (create.like.is_some(), "CREATE TABLE ... LIKE"),
+            (
+                !create.constraints.is_empty(),
+                "table constraints (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY)",
+            ),
+        ],
+    )?;
     let name = names::table_name(&create.name)?;
     match create.query {
         Some(query) => {
@@ -186,20 +205,115 @@ pub(crate) fn drop_tables(
             message: format!("must be owner of table {name} (only superusers drop tables)"),
         });
     }
-    // Check every name first so a failing DROP of several tables drops none.
-    let mut tables = Vec::with_capacity(names.len());
+    for table in checked_names(session, names, if_exists, "table")? {
+        session.catalog().drop_table(&table, if_exists)?;
+    }
+    Ok(empty_stream())
+}
+
+/// The relation names a DROP of `kind` (`table` or `view`) names, each
+/// checked first so that a failing DROP of several drops none: 42P01 for a
+/// missing one (unless `if_exists`), 42809 for one of the other kind.
+fn checked_names(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+    kind: &'static str,
+) -> Result<Vec<String>> {
+    let catalog = session.catalog();
+    let mut checked = Vec::with_capacity(names.len());
     for name in names {
-        let table = names::table_name(name)?;
-        if !if_exists && session.catalog().table(&table).is_err() {
+        let relation = names::table_name(name)?;
+        let is_view = catalog.view(&relation).is_some();
+        let is_table = catalog.table(&relation).is_ok();
+        let error = match (is_table, is_view) {
+            (true, _) if kind == "view" => Some(cohortdb_engine::Error::WrongObjectType {
+                name: relation.clone(),
+                kind,
+            }),
+            (_, true) if kind == "table" => Some(cohortdb_engine::Error::WrongObjectType {
+                name: relation.clone(),
+                kind,
+            }),
+            (false, false) if !if_exists => {
+                Some(cohortdb_engine::Error::TableNotFound(relation.clone()))
+            }
+            _ => None,
+        };
+        if let Some(error) = error {
+            return Err(Error::engine_at(error, position_of(name)));
+        }
+        checked.push(relation);
+    }
+    Ok(checked)
+}
+
+/// `CREATE [OR REPLACE] VIEW name AS query` (superusers): the query is planned
+/// now, to check it and learn its columns, and kept as text; reading the
+/// view plans it again, reading its tables with its owner's privileges.
+pub(crate) async fn create_view(
+    session: &Session,
+    create: CreateView,
+) -> Result<SendableRecordBatchStream> {
+    let position = position_of(&create.name);
+    check_create(
+        session,
+        "views",
+        position,
+        &[
+            (create.materialized, "CREATE MATERIALIZED VIEW"),
+            (create.temporary, "CREATE TEMPORARY VIEW"),
+            (
+                !create.columns.is_empty(),
+                "column names after the view name (name the columns in its query)",
+            ),
+            (create.if_not_exists, "CREATE VIEW IF NOT EXISTS"),
+        ],
+    )?;
+    let name = names::table_name(&create.name)?;
+    let plan = session.plan_query(*create.query.clone()).await?;
+    let mut columns: Vec<cohortdb_engine::views::ViewColumn> = Vec::new();
+    // The names a client sees: repeats are not made unique there.
+    for field in names::client_schema(plan.schema().inner()).fields() {
+        if columns.iter().any(|c| c.name == *field.name()) {
             return Err(Error::engine_at(
-                cohortdb_engine::Error::TableNotFound(table),
-                position_of(name),
+                cohortdb_engine::Error::DuplicateColumn {
+                    column: field.name().clone(),
+                },
+                position_of(create.query.as_ref()),
             ));
         }
-        tables.push(table);
+        columns.push(cohortdb_engine::views::ViewColumn {
+            name: field.name().clone(),
+            data_type: field.data_type().to_string(),
+        });
     }
-    for table in tables {
-        session.catalog().drop_table(&table, if_exists)?;
+    let view = cohortdb_engine::views::View {
+        name,
+        query: create.query.to_string(),
+        columns,
+        owner: Some(session.user()).filter(|user| session.catalog().role(user).is_some()),
+    };
+    session
+        .catalog()
+        .put_view(view, create.or_replace)
+        .map_err(|e| Error::engine_at(e, position))?;
+    Ok(empty_stream())
+}
+
+/// `DROP VIEW [IF EXISTS] name, ...` (superusers), with the grants on them.
+pub(crate) fn drop_views(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<SendableRecordBatchStream> {
+    if let (false, Some(name)) = (session.is_superuser(), names.first()) {
+        return Err(Error::PermissionDenied {
+            message: format!("must be owner of view {name} (only superusers drop views)"),
+        });
+    }
+    for view in checked_names(session, names, if_exists, "view")? {
+        session.catalog().drop_view(&view, if_exists)?;
     }
     Ok(empty_stream())
 }

@@ -76,6 +76,10 @@ pub enum Error {
         position: Option<Position>,
     },
 
+    /// An object whose definition cannot be used (a view naming itself).
+    #[error("{message}")]
+    InvalidDefinition { message: String },
+
     /// A statement used against its protocol (wrong number of bound parameters).
     #[error("{message}")]
     Protocol { message: String },
@@ -238,6 +242,7 @@ impl Error {
             Error::Canceled { .. } => "57014",
             Error::OutOfMemory { .. } => "53200",
             Error::InvalidArgument { .. } => "22023",
+            Error::InvalidDefinition { .. } => "42P17",
             Error::InvalidGrant { .. } => "0LP01",
             Error::Execution { message } => {
                 if message.contains("Divide by zero") {
@@ -256,6 +261,7 @@ impl Error {
             Error::Engine { source, .. } => match source {
                 EngineError::TableNotFound(_) => "42P01",
                 EngineError::TableExists(_) => "42P07",
+                EngineError::WrongObjectType { .. } => "42809",
                 EngineError::RoleNotFound(_) => "42704",
                 EngineError::RoleExists(_) => "42710",
                 EngineError::ColumnNotFound { .. } => "42703",

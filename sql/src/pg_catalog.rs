@@ -76,8 +76,10 @@ pub(crate) struct Relation {
     /// Which columns are NOT NULL; built-in relations have every column nullable.
     pub not_null: Vec<bool>,
     /// Bytes its rows take (segment files and memtables); 0 for a system
-    /// relation, whose rows are built when read.
+    /// relation, whose rows are built when read, and a view.
     pub bytes: u64,
+    /// A view's query; `None` for a table.
+    pub definition: Option<String>,
 }
 
 pub(crate) struct RoleRow {
@@ -328,7 +330,7 @@ const RELATIONS: &[CatalogRelation] = &[
         name: "pg_views",
         oid: 0,
         columns: "schemaname name, viewname name, viewowner name, definition text",
-        rows: None,
+        rows: Some(views_rows),
     },
     CatalogRelation {
         name: "pg_matviews",
@@ -623,8 +625,28 @@ impl PgCatalogSchema {
                 schema: table.schema(),
                 not_null: table.columns().iter().map(|c| !c.nullable).collect(),
                 bytes: table.snapshot().bytes(),
+                definition: None,
             })
             .collect();
+        tables.extend(self.catalog.tags().views.values().map(|view| {
+            let fields: Vec<Field> = view
+                .columns
+                .iter()
+                .map(|c| {
+                    let data_type = c.data_type.parse().unwrap_or(DataType::Utf8);
+                    Field::new(&c.name, data_type, true)
+                })
+                .collect();
+            Relation {
+                oid: view_oid(&view.name),
+                name: view.name.clone(),
+                namespace: PUBLIC_OID,
+                not_null: vec![false; fields.len()],
+                schema: Arc::new(Schema::new(fields)),
+                bytes: 0,
+                definition: Some(view.query.clone()),
+            }
+        }));
         tables.extend(RELATIONS.iter().filter(|r| r.oid != 0).map(|r| {
             let schema = parse_columns(r.columns);
             Relation {
@@ -634,6 +656,7 @@ impl PgCatalogSchema {
                 not_null: vec![false; schema.fields().len()],
                 schema,
                 bytes: 0,
+                definition: None,
             }
         }));
         let (settings, policy) = {
@@ -696,6 +719,13 @@ pub(crate) fn role_oid(name: &str) -> u32 {
     }
     let hash = cohortdb_engine::stats::assignment::fnv1a32(name);
     0x4000_0000 | (hash & 0x3fff_ffff)
+}
+
+/// A view's OID, from its name: stable across restarts, above the range of
+/// tables and below that of functions.
+pub(crate) fn view_oid(name: &str) -> u32 {
+    let hash = cohortdb_engine::stats::assignment::fnv1a32(name);
+    0x1000_0000 | (hash & 0x0fff_ffff)
 }
 
 /// A function's OID, from its name: stable across restarts, above the range of
@@ -856,7 +886,7 @@ fn class_rows(s: &Snapshot) -> Vec<Row> {
                 flag(false),
                 flag(false),
                 text("p"),
-                text("r"),
+                text(if t.definition.is_some() { "v" } else { "r" }),
                 int2(i16::try_from(t.schema.fields().len()).unwrap_or(i16::MAX)),
                 int2(0),
                 flag(false),
@@ -1199,9 +1229,26 @@ fn tablespace_rows(_: &Snapshot) -> Vec<Row> {
         .collect()
 }
 
+/// `pg_views`: every view, with its query.
+fn views_rows(s: &Snapshot) -> Vec<Row> {
+    s.tables
+        .iter()
+        .filter_map(|t| {
+            let definition = t.definition.as_ref()?;
+            Some(vec![
+                text(SCHEMA_NAME),
+                text(&t.name),
+                text(owner_name(&s.roles)),
+                text(definition),
+            ])
+        })
+        .collect()
+}
+
 fn tables_rows(s: &Snapshot) -> Vec<Row> {
     s.tables
         .iter()
+        .filter(|t| t.definition.is_none())
         .map(|t| {
             let schema = if t.namespace == PUBLIC_OID {
                 SCHEMA_NAME

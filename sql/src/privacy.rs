@@ -21,6 +21,10 @@ use crate::state::State;
 pub(crate) struct UserAccess {
     pub(crate) catalog: Arc<Catalog>,
     state: Arc<Mutex<State>>,
+    /// Whose table privileges [`UserAccess::require`] checks instead of the
+    /// session's, as a view's tables are read: its owner role (`Some`), or
+    /// a superuser of no stored role (`None`).
+    owner: Option<Option<String>>,
 }
 
 impl UserAccess {
@@ -28,6 +32,17 @@ impl UserAccess {
         Arc::new(UserAccess {
             catalog: Arc::clone(catalog),
             state: Arc::clone(state),
+            owner: None,
+        })
+    }
+
+    /// The same session reading tables with a view owner's privileges:
+    /// the role `owner`, or every privilege for `None` (views.rs).
+    pub(crate) fn as_owner(&self, owner: Option<&str>) -> Arc<UserAccess> {
+        Arc::new(UserAccess {
+            catalog: Arc::clone(&self.catalog),
+            state: Arc::clone(&self.state),
+            owner: Some(owner.map(str::to_string)),
         })
     }
 
@@ -42,9 +57,23 @@ impl UserAccess {
         privilege: Privilege,
         object: &Object,
     ) -> datafusion::common::Result<()> {
-        let state = self.state.lock().expect("session state lock");
-        require(&self.catalog, &state, privilege, object)
-            .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))
+        let result = match &self.owner {
+            Some(None) => Ok(()),
+            Some(Some(owner)) => match self.catalog.role(owner) {
+                Some(role) if role.superuser || role.may(privilege, object) => Ok(()),
+                _ => Err(crate::error::Error::PermissionDenied {
+                    message: format!(
+                        "permission denied for {} (the owner of a view reading it, {owner}, lacks it)",
+                        object.describe()
+                    ),
+                }),
+            },
+            None => {
+                let state = self.state.lock().expect("session state lock");
+                require(&self.catalog, &state, privilege, object)
+            }
+        };
+        result.map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))
     }
 
     /// The session's policy now: today's date, and whether it keeps the
@@ -123,7 +152,9 @@ pub(crate) fn require(
 /// Functions are equal when they read through the same session.
 impl PartialEq for UserAccess {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog) && Arc::ptr_eq(&self.state, &other.state)
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+            && Arc::ptr_eq(&self.state, &other.state)
+            && self.owner == other.owner
     }
 }
 impl Eq for UserAccess {}

@@ -15,11 +15,17 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use cohortdb_engine::roles::{Object, Privilege};
+use cohortdb_engine::views::View;
 use cohortdb_engine::{Catalog, Predicate, ScanColumn, ScanSpec, Table};
-use datafusion::catalog::{SchemaProvider, Session as DfSession, TableProvider};
+use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    SchemaProvider, Session as DfSession, TableProvider,
+};
 use datafusion::common::{DataFusionError, Result, not_impl_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -34,12 +40,106 @@ use crate::scan::EngineScanExec;
 /// Prefix of the reserved relation names that expose row ids.
 pub(crate) const ROW_ID_RELATION_PREFIX: &str = "__cohortdb_rowid__";
 
-/// The `public` schema: every engine table.
+/// Deepest nesting of views in views.
+const VIEW_DEPTH_MAX: usize = 8;
+
+/// The `public` schema: every engine table and view.
 #[derive(Debug)]
 pub(crate) struct EngineSchema {
     /// The catalog, as the session reads users from it (for `in_audience`
-    /// filters pushed into scans).
+    /// filters pushed into scans), or as a view's owner reads its tables.
     pub access: Arc<UserAccess>,
+    planner: Planner,
+    /// The views whose queries this schema resolves names for, outermost
+    /// first (empty for the session's own schema).
+    expanding: Vec<String>,
+}
+
+/// The session's planning state, reached from its own schema to plan views.
+/// Set once the session's context exists; held weakly (the context holds
+/// the schema).
+#[derive(Clone, Default)]
+pub(crate) struct Planner(Arc<std::sync::OnceLock<StateSource>>);
+
+type StateSource = Box<dyn Fn() -> Option<datafusion::execution::SessionState> + Send + Sync>;
+
+impl Planner {
+    pub(crate) fn set(&self, ctx: &datafusion::prelude::SessionContext) {
+        let weak = ctx.state_weak_ref();
+        let source: StateSource =
+            Box::new(move || weak.upgrade().map(|state| state.read().clone()));
+        let _ = self.0.set(source);
+    }
+
+    fn state(&self) -> Result<datafusion::execution::SessionState> {
+        self.0
+            .get()
+            .and_then(|source| source())
+            .ok_or_else(|| DataFusionError::Internal("the session is gone".into()))
+    }
+}
+
+impl fmt::Debug for Planner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Planner")
+    }
+}
+
+impl EngineSchema {
+    pub(crate) fn new(access: Arc<UserAccess>, planner: Planner) -> EngineSchema {
+        EngineSchema {
+            access,
+            planner,
+            expanding: Vec::new(),
+        }
+    }
+
+    /// The view `view` as a table: its query planned now, its tables read
+    /// with its owner's privileges (a reader needs SELECT on the view only,
+    /// checked here).
+    async fn view_table(&self, view: &View) -> Result<Arc<dyn TableProvider>> {
+        self.access
+            .require(Privilege::Select, &Object::Table(view.name.clone()))?;
+        let invalid = |message: String| {
+            DataFusionError::External(Box::new(crate::error::Error::InvalidDefinition { message }))
+        };
+        if self.expanding.contains(&view.name) {
+            return Err(invalid(format!(
+                "infinite recursion detected in rules for relation \"{}\"",
+                view.name
+            )));
+        }
+        if self.expanding.len() >= VIEW_DEPTH_MAX {
+            return Err(invalid(format!(
+                "views nested more than {VIEW_DEPTH_MAX} deep (reading \"{}\")",
+                view.name
+            )));
+        }
+        let mut expanding = self.expanding.clone();
+        expanding.push(view.name.clone());
+        let owner = EngineSchema {
+            access: self.access.as_owner(view.owner.as_deref()),
+            planner: self.planner.clone(),
+            expanding,
+        };
+        let schemas = MemoryCatalogProvider::new();
+        schemas.register_schema(crate::session::SCHEMA_NAME, Arc::new(owner))?;
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(crate::session::CATALOG_NAME.into(), Arc::new(schemas));
+        let state = SessionStateBuilder::new_from_existing(self.planner.state()?)
+            .with_catalog_list(Arc::new(catalogs))
+            .build();
+        let to_datafusion = |e: crate::error::Error| DataFusionError::External(Box::new(e));
+        let query = crate::session::parse_query(&view.query).map_err(to_datafusion)?;
+        let plan = crate::session::plan_with(
+            &state,
+            &self.access.catalog,
+            datafusion::sql::sqlparser::ast::Statement::Query(Box::new(query)),
+        )
+        .await
+        .map_err(to_datafusion)?;
+        Ok(Arc::new(ViewTable::new(plan, Some(view.query.clone()))))
+    }
 }
 
 #[async_trait]
@@ -53,6 +153,9 @@ impl SchemaProvider for EngineSchema {
             Some(base) => (base, true),
             None => (name, false),
         };
+        if !with_row_id && let Some(view) = self.access.catalog.view(name) {
+            return self.view_table(&view).await.map(Some);
+        }
         match self.access.catalog.table(name) {
             Ok(table) => Ok(Some(Arc::new(EngineTable::new(
                 Arc::clone(&self.access),
@@ -73,7 +176,7 @@ impl SchemaProvider for EngineSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.access.catalog.table(name).is_ok()
+        self.access.catalog.table(name).is_ok() || self.access.catalog.view(name).is_some()
     }
 }
 

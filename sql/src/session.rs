@@ -94,12 +94,14 @@ impl Session {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let state = Arc::new(Mutex::new(State::default()));
         let schemas = MemoryCatalogProvider::new();
+        let planner = crate::provider::Planner::default();
         schemas
             .register_schema(
                 SCHEMA_NAME,
-                Arc::new(EngineSchema {
-                    access: crate::privacy::UserAccess::new(&catalog, &state),
-                }),
+                Arc::new(EngineSchema::new(
+                    crate::privacy::UserAccess::new(&catalog, &state),
+                    planner.clone(),
+                )),
             )
             .expect("a fresh catalog provider accepts a schema");
         let own = crate::functions::register(&ctx, &state, &catalog);
@@ -126,6 +128,7 @@ impl Session {
                 .expect("a fresh catalog provider accepts a schema");
         }
         ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
+        planner.set(&ctx);
         Session {
             ctx,
             catalog,
@@ -461,6 +464,13 @@ impl Session {
             // listening to; poolers send this when they reset a connection.
             Statement::UNLISTEN { .. } => Ok(empty_stream()),
             Statement::CreateTable(create) => ddl::create_table(self, create).await,
+            Statement::CreateView(create) => ddl::create_view(self, create).await,
+            Statement::Drop {
+                object_type: ObjectType::View,
+                if_exists,
+                names,
+                ..
+            } => ddl::drop_views(self, &names, if_exists),
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,
@@ -500,24 +510,10 @@ impl Session {
     /// Plans a statement DataFusion runs, after rewriting the PostgreSQL syntax
     /// it lacks and naming result columns as PostgreSQL does.
     pub(crate) async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan> {
-        let is_table = |name: &str| self.catalog.table(name).is_ok();
         if let Some(query) = information_schema::show_query(&statement, self) {
             statement = Statement::Query(Box::new(query?));
         }
-        let names = match &mut statement {
-            Statement::Query(query) => Some(names::name_columns(query)),
-            _ => None,
-        };
-        pg_catalog::rewrite::rewrite(&mut statement, &is_table);
-        let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
-            .await?;
-        Ok(match names {
-            Some(names) => names::rename_output(plan, &names)?,
-            None => plan,
-        })
+        plan_with(&self.ctx.state(), &self.catalog, statement).await
     }
 
     /// Runs a plan and returns its rows. A query is optimized and planned on one
@@ -571,6 +567,29 @@ impl Session {
         }
         self.stream_plan(plan).await
     }
+}
+
+/// Plans `statement` on `state` (a session's, or one reading as a view's
+/// owner), after rewriting the PostgreSQL syntax DataFusion lacks and naming
+/// result columns as PostgreSQL does.
+pub(crate) async fn plan_with(
+    state: &datafusion::execution::SessionState,
+    catalog: &Catalog,
+    mut statement: Statement,
+) -> Result<LogicalPlan> {
+    let is_table = |name: &str| catalog.table(name).is_ok() || catalog.view(name).is_some();
+    let names = match &mut statement {
+        Statement::Query(query) => Some(names::name_columns(query)),
+        _ => None,
+    };
+    pg_catalog::rewrite::rewrite(&mut statement, &is_table);
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+        .await?;
+    Ok(match names {
+        Some(names) => names::rename_output(plan, &names)?,
+        None => plan,
+    })
 }
 
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
@@ -863,6 +882,7 @@ impl ParsedStatement {
             Statement::CreateTable(c) if c.query.is_some() => "SELECT".into(),
             Statement::CreateTable(_) => "CREATE TABLE".into(),
             Statement::CreateRole(_) => "CREATE ROLE".into(),
+            Statement::CreateView(_) => "CREATE VIEW".into(),
             Statement::AlterRole { .. } => "ALTER ROLE".into(),
             Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
             Statement::StartTransaction { begin: true, .. } => "BEGIN".into(),
@@ -1051,6 +1071,15 @@ pub(crate) fn resolve_table(
     name: &datafusion::sql::sqlparser::ast::ObjectName,
 ) -> Result<Arc<cohortdb_engine::Table>> {
     let table = names::table_name(name)?;
+    if session.catalog.view(&table).is_some() {
+        return Err(Error::engine_at(
+            cohortdb_engine::Error::WrongObjectType {
+                name: table,
+                kind: "table",
+            },
+            position_of(name),
+        ));
+    }
     session
         .catalog
         .table(&table)

@@ -35,6 +35,8 @@ mod privilege;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     UserById,
+    /// `pg_get_viewdef(oid [, pretty])`: a view's query.
+    ViewDef,
     IsVisible,
     FormatType,
     GetExpr,
@@ -74,7 +76,7 @@ const FUNCTIONS: &[(&str, Kind)] = &[
     ("pg_get_constraintdef", Kind::Undefined),
     ("pg_get_statisticsobjdef_columns", Kind::Undefined),
     ("pg_get_serial_sequence", Kind::Undefined),
-    ("pg_get_viewdef", Kind::Undefined),
+    ("pg_get_viewdef", Kind::ViewDef),
     ("pg_tablespace_location", Kind::Undefined),
     ("obj_description", Kind::Undefined),
     ("col_description", Kind::Undefined),
@@ -200,6 +202,7 @@ fn arity(kind: Kind) -> (usize, usize) {
             (2, 2)
         }
         Kind::GetExpr | Kind::LikeEscape => (2, 3),
+        Kind::ViewDef => (1, 2),
         Kind::Undefined => (1, 3),
         Kind::HasPrivilege(privilege::Inquiry::Column) => (3, 4),
         Kind::HasPrivilege(_) => (2, 3),
@@ -397,6 +400,11 @@ impl CatalogFunc {
                         let oid = oids.value(row);
                         match self.kind {
                             Kind::UserById => Some(user_name(snapshot, oid)),
+                            Kind::ViewDef => snapshot
+                                .tables
+                                .iter()
+                                .find(|t| t.oid == oid)
+                                .and_then(|t| t.definition.clone()),
                             Kind::FormatType => {
                                 let typmod = typmods
                                     .as_ref()

@@ -80,7 +80,7 @@ pub(super) const RELATIONS: &[CatalogRelation] = &[
                   view_definition varchar, check_option varchar, is_updatable varchar, \
                   is_insertable_into varchar, is_trigger_updatable varchar, \
                   is_trigger_deletable varchar, is_trigger_insertable_into varchar",
-        rows: None,
+        rows: Some(views_rows),
     },
     CatalogRelation {
         name: "table_constraints",
@@ -177,6 +177,28 @@ fn table_privilege_rows(s: &Snapshot) -> Vec<Row> {
     rows
 }
 
+/// `views`: every view, with its query.
+fn views_rows(s: &Snapshot) -> Vec<Row> {
+    s.tables
+        .iter()
+        .filter_map(|t| {
+            let definition = t.definition.as_ref()?;
+            Some(vec![
+                text(CATALOG_NAME),
+                text(SCHEMA_NAME),
+                text(&t.name),
+                text(definition),
+                text("NONE"),
+                yes_no(false),
+                yes_no(false),
+                yes_no(false),
+                yes_no(false),
+                yes_no(false),
+            ])
+        })
+        .collect()
+}
+
 fn tables_rows(s: &Snapshot) -> Vec<Row> {
     let row = |schema: &str, name: &str, base: bool| -> Row {
         vec![
@@ -194,7 +216,10 @@ fn tables_rows(s: &Snapshot) -> Vec<Row> {
             NULL,
         ]
     };
-    let tables = s.tables.iter().map(|t| row(schema_name(t), &t.name, true));
+    let tables = s
+        .tables
+        .iter()
+        .map(|t| row(schema_name(t), &t.name, t.definition.is_none()));
     let catalog_views = super::RELATIONS
         .iter()
         .filter(|r| r.oid == 0)
