@@ -1294,6 +1294,12 @@ fn views_read_as_their_owner() -> Result<(), Failed> {
             refused(&ana, "SELECT * FROM users_pseudo").await?,
             denied("table users_pseudo")
         );
+        // ALL TABLES takes in the views, as in PostgreSQL.
+        admin
+            .batch_execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO ana")
+            .await?;
+        let (all, _) = simple(&ana, "SELECT count(*) FROM users_pseudo").await?;
+        assert_eq!(all, [[Some("3".to_string())]]);
         assert_eq!(
             refused(&ana, "CREATE VIEW mine AS SELECT 1").await?,
             (

@@ -52,7 +52,8 @@ pub(crate) enum Granted {
 #[derive(Debug, Clone)]
 pub(crate) enum Objects {
     Named(Vec<Object>),
-    /// `ALL TABLES IN SCHEMA public`: the tables there are when it runs.
+    /// `ALL TABLES IN SCHEMA public`: the tables and views there are when it
+    /// runs.
     AllTables,
 }
 
@@ -171,9 +172,11 @@ pub(crate) fn run(session: &Session, statement: GrantStatement) -> Result<()> {
         } => {
             let objects = match objects {
                 Objects::Named(objects) => objects,
+                // Views included, as in PostgreSQL.
                 Objects::AllTables => catalog
                     .table_names()
                     .into_iter()
+                    .chain(catalog.tags().views.keys().cloned())
                     .map(Object::Table)
                     .collect(),
             };

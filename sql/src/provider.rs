@@ -130,14 +130,28 @@ impl EngineSchema {
             .with_catalog_list(Arc::new(catalogs))
             .build();
         let to_datafusion = |e: crate::error::Error| DataFusionError::External(Box::new(e));
-        let query = crate::session::parse_query(&view.query).map_err(to_datafusion)?;
-        let plan = crate::session::plan_with(
-            &state,
-            &self.access.catalog,
-            datafusion::sql::sqlparser::ast::Statement::Query(Box::new(query)),
-        )
-        .await
-        .map_err(to_datafusion)?;
+        // The text was written from a parsed query; a manifest edited by hand
+        // may hold anything else.
+        let mut statements = crate::session::parse_sql(&view.query).map_err(to_datafusion)?;
+        let query = match (statements.pop(), statements.is_empty()) {
+            (Some(statement), true)
+                if matches!(
+                    statement.statement(),
+                    datafusion::sql::sqlparser::ast::Statement::Query(_)
+                ) =>
+            {
+                statement.statement().clone()
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "the query of view \"{}\" is not one SELECT",
+                    view.name
+                )));
+            }
+        };
+        let plan = crate::session::plan_with(&state, &self.access.catalog, query)
+            .await
+            .map_err(to_datafusion)?;
         Ok(Arc::new(ViewTable::new(plan, Some(view.query.clone()))))
     }
 }
