@@ -274,6 +274,34 @@ mod tests {
     }
 
     #[test]
+    fn appends_from_many_threads_stay_whole_lines() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (log, _) = AuditLog::open(dir.path(), Arc::new(crate::io::Os))?;
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let log = log.clone();
+                scope.spawn(move || {
+                    for i in 0..250 {
+                        let mut r = record("SELECT");
+                        r.statement = Some(format!("SELECT {thread}, {i}, '{}'", "x".repeat(i)));
+                        log.append(&r).expect("appended");
+                    }
+                });
+            }
+        });
+        let records = log.records()?;
+        assert_eq!(records.len(), 1000);
+        let mut seen: Vec<String> = records
+            .into_iter()
+            .map(|(_, r)| r.statement.unwrap_or_default())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 1000);
+        Ok(())
+    }
+
+    #[test]
     fn memory_keeps_the_last_records_numbered_from_the_first() -> TestResult {
         let log = AuditLog::in_memory();
         for _ in 0..limits::AUDIT_MEMORY_RECORDS + 2 {
