@@ -2104,6 +2104,7 @@ fn copy_stdin_stdout() -> Result<(), Failed> {
             db_error.message(),
             "STDIN: invalid value \"five\" for column \"id\" (INTEGER) at line 2"
         );
+        let bad_data = db_error.code().code().to_string();
         // A client that gives up (CopyFail) leaves nothing either.
         {
             let sink = client.copy_in("COPY t FROM STDIN").await?;
@@ -2117,6 +2118,34 @@ fn copy_stdin_stdout() -> Result<(), Failed> {
             .await?
             .get(0);
         assert_eq!(count, 3);
+        // The audit log has each COPY: rows copied, the failure's SQLSTATE,
+        // and the abandoned one as canceled (57014).
+        let (copies, _) = simple(
+            &client,
+            "SELECT statement, rows, sqlstate FROM cohortdb_audit \
+             WHERE command = 'COPY' ORDER BY seq",
+        )
+        .await?;
+        let copy = |statement: &str, rows: Option<&str>, sqlstate: Option<&str>| {
+            vec![
+                Some(statement.to_string()),
+                rows.map(str::to_string),
+                sqlstate.map(str::to_string),
+            ]
+        };
+        assert_eq!(
+            copies,
+            [
+                copy("COPY t FROM STDIN", Some("3"), None),
+                copy(
+                    "COPY (SELECT * FROM t ORDER BY id) TO STDOUT",
+                    Some("3"),
+                    None
+                ),
+                copy("COPY t FROM STDIN", None, Some(&bad_data)),
+                copy("COPY t FROM STDIN", None, Some("57014")),
+            ]
+        );
 
         // Simple protocol (psql's \copy), CSV with a header both ways.
         let dir = tempfile::tempdir()?;

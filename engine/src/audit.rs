@@ -103,7 +103,8 @@ impl AuditLog {
         self.sink.lock().expect("audit log lock")
     }
 
-    /// Appends one record.
+    /// Appends one record. A write that fails part-way (a full disk) is cut
+    /// back off, so the next record starts a line of its own.
     pub fn append(&self, record: &Record) -> Result<()> {
         match &mut *self.lock() {
             Sink::File {
@@ -113,7 +114,11 @@ impl AuditLog {
             } => {
                 let mut line = serde_json::to_vec(record).expect("a record serialises");
                 line.push(b'\n');
-                storage.write(file, path, &line).map_err(Error::io(&*path))
+                let before = file.metadata().map_err(Error::io(&*path))?.len();
+                storage.write(file, path, &line).map_err(|e| {
+                    let _ = file.set_len(before);
+                    Error::io(&*path)(e)
+                })
             }
             Sink::Memory { records, dropped } => {
                 if records.len() >= limits::AUDIT_MEMORY_RECORDS {
@@ -270,6 +275,27 @@ mod tests {
             error.ends_with("line 2 is not an audit record: expected ident at line 1 column 2"),
             "{error}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_torn_line() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let faulty = Arc::new(crate::io::Faulty::default());
+        let (log, _) = AuditLog::open(dir.path(), Arc::clone(&faulty) as Arc<dyn Storage>)?;
+        log.append(&record("SELECT"))?;
+        faulty.arm(1, crate::io::Fault::ShortWrite);
+        let error = log
+            .append(&record("INSERT"))
+            .err()
+            .ok_or("the write failed")?;
+        assert!(
+            error.to_string().contains("No space left on device"),
+            "{error}"
+        );
+        log.append(&record("DELETE"))?;
+        let commands: Vec<String> = log.records()?.into_iter().map(|(_, r)| r.command).collect();
+        assert_eq!(commands, ["SELECT", "DELETE"]);
         Ok(())
     }
 
