@@ -195,57 +195,70 @@ pub(crate) fn cast_batches(
         .collect()
 }
 
-pub(crate) fn drop_tables(
+/// What a DROP drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relation {
+    Table,
+    View,
+}
+
+impl Relation {
+    fn name(self) -> &'static str {
+        match self {
+            Relation::Table => "table",
+            Relation::View => "view",
+        }
+    }
+}
+
+/// `DROP TABLE | VIEW [IF EXISTS] name, ...` (superusers; a view's grants go
+/// with it). Every name is checked first so that a failing DROP of several
+/// drops none: 42P01 for a missing one (unless `if_exists`), 42809 for one of
+/// the other kind.
+pub(crate) fn drop_relations(
     session: &Session,
+    kind: Relation,
     names: &[ObjectName],
     if_exists: bool,
 ) -> Result<SendableRecordBatchStream> {
+    let noun = kind.name();
     if let (false, Some(name)) = (session.is_superuser(), names.first()) {
         return Err(Error::PermissionDenied {
-            message: format!("must be owner of table {name} (only superusers drop tables)"),
+            message: format!("must be owner of {noun} {name} (only superusers drop {noun}s)"),
         });
     }
-    for table in checked_names(session, names, if_exists, "table")? {
-        session.catalog().drop_table(&table, if_exists)?;
-    }
-    Ok(empty_stream())
-}
-
-/// The relation names a DROP of `kind` (`table` or `view`) names, each
-/// checked first so that a failing DROP of several drops none: 42P01 for a
-/// missing one (unless `if_exists`), 42809 for one of the other kind.
-fn checked_names(
-    session: &Session,
-    names: &[ObjectName],
-    if_exists: bool,
-    kind: &'static str,
-) -> Result<Vec<String>> {
     let catalog = session.catalog();
     let mut checked = Vec::with_capacity(names.len());
     for name in names {
         let relation = names::table_name(name)?;
-        let is_view = catalog.view(&relation).is_some();
         let is_table = catalog.table(&relation).is_ok();
-        let error = match (is_table, is_view) {
-            (true, _) if kind == "view" => Some(cohortdb_engine::Error::WrongObjectType {
+        let is_view = catalog.view(&relation).is_some();
+        let (is_kind, is_other) = match kind {
+            Relation::Table => (is_table, is_view),
+            Relation::View => (is_view, is_table),
+        };
+        let error = if is_other {
+            Some(cohortdb_engine::Error::WrongObjectType {
                 name: relation.clone(),
-                kind,
-            }),
-            (_, true) if kind == "table" => Some(cohortdb_engine::Error::WrongObjectType {
-                name: relation.clone(),
-                kind,
-            }),
-            (false, false) if !if_exists => {
-                Some(cohortdb_engine::Error::TableNotFound(relation.clone()))
-            }
-            _ => None,
+                kind: noun,
+            })
+        } else if !is_kind && !if_exists {
+            Some(cohortdb_engine::Error::TableNotFound(relation.clone()))
+        } else {
+            None
         };
         if let Some(error) = error {
             return Err(Error::engine_at(error, position_of(name)));
         }
         checked.push(relation);
     }
-    Ok(checked)
+    for relation in checked {
+        match kind {
+            Relation::Table => catalog.drop_table(&relation, if_exists)?,
+            Relation::View => catalog.drop_view(&relation, if_exists)?,
+        };
+    }
+    Ok(empty_stream())
 }
 
 /// `CREATE [OR REPLACE] VIEW name AS query` (superusers): the query is planned
@@ -298,23 +311,6 @@ pub(crate) async fn create_view(
         .catalog()
         .put_view(view, create.or_replace)
         .map_err(|e| Error::engine_at(e, position))?;
-    Ok(empty_stream())
-}
-
-/// `DROP VIEW [IF EXISTS] name, ...` (superusers), with the grants on them.
-pub(crate) fn drop_views(
-    session: &Session,
-    names: &[ObjectName],
-    if_exists: bool,
-) -> Result<SendableRecordBatchStream> {
-    if let (false, Some(name)) = (session.is_superuser(), names.first()) {
-        return Err(Error::PermissionDenied {
-            message: format!("must be owner of view {name} (only superusers drop views)"),
-        });
-    }
-    for view in checked_names(session, names, if_exists, "view")? {
-        session.catalog().drop_view(&view, if_exists)?;
-    }
     Ok(empty_stream())
 }
 

@@ -470,13 +470,13 @@ impl Session {
                 if_exists,
                 names,
                 ..
-            } => ddl::drop_views(self, &names, if_exists),
+            } => ddl::drop_relations(self, ddl::Relation::View, &names, if_exists),
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,
                 names,
                 ..
-            } => ddl::drop_tables(self, &names, if_exists),
+            } => ddl::drop_relations(self, ddl::Relation::Table, &names, if_exists),
             Statement::Drop {
                 object_type: ObjectType::Role | ObjectType::User,
                 if_exists,
