@@ -18,11 +18,11 @@ use cohortdb_engine::limits;
 use datafusion::common::DataFusionError;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use futures::{Stream, StreamExt};
 
 use crate::error::{Error, Result};
-use crate::session::{ParsedStatement, Session, changed_rows, offset};
+use crate::session::{Offsets, ParsedStatement, Session, bounds, changed_rows};
 
 /// The system table showing the audit log.
 pub(crate) const TABLE: &str = "cohortdb_audit";
@@ -49,7 +49,7 @@ impl Session {
     pub(crate) fn audit_start(&self, statement: &ParsedStatement) -> Pending {
         let completion = statement.completion();
         let mut record = self.audit_record(completion.command());
-        record.statement = Some(shortened(redact(statement.text())));
+        record.statement = Some(statement.logged_text().to_string());
         Pending {
             record: Some(record),
             started: Instant::now(),
@@ -208,26 +208,58 @@ impl Drop for Audited {
     }
 }
 
+/// One statement's text as the log records it: the text its `tokens` span
+/// in the text `offsets` walks, from the first significant one to the last,
+/// with every literal replaced (see [`redact`]) and cut to the limit. The
+/// statements of a script are taken in order.
+pub(crate) fn logged_text(tokens: &[TokenWithSpan], offsets: &mut Offsets<'_>) -> String {
+    let Some((first, last)) = bounds(tokens) else {
+        return String::new();
+    };
+    let start = offsets.at(first.span.start);
+    shortened(replace_literals(start, tokens, offsets, |offsets| {
+        offsets.at(last.span.end)
+    }))
+}
+
+/// A statement's own text (not cut from a script) as the log records it.
+pub(crate) fn logged(sql: &str) -> String {
+    shortened(redact(sql))
+}
+
 /// `sql` with every literal (a string of any quoting, a number) replaced by
 /// `?`, as query digests show statements: the log says what a statement did,
 /// never the data in it. So no password, pseudonym key secret, email address
 /// or user id reaches the log, and a forgotten user's id is in no file.
 /// Keywords, identifiers, operators and `$n` parameters stay.
-pub(crate) fn redact(sql: &str) -> String {
+fn redact(sql: &str) -> String {
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
         // Text that does not tokenize never parsed into a statement; say
         // nothing of it rather than something unredacted.
         return REDACTED.to_string();
     };
-    let mut out = String::with_capacity(sql.len());
-    let mut from = 0;
+    replace_literals(0, &tokens, &mut Offsets::new(sql), |_| sql.len())
+}
+
+/// The text `offsets` walks from byte `start` to `end` (found after the
+/// literals, so that `offsets` only walks forward), each literal among
+/// `tokens` (which lie in it, in order) replaced by [`REDACTED`].
+fn replace_literals(
+    start: usize,
+    tokens: &[TokenWithSpan],
+    offsets: &mut Offsets<'_>,
+    end: impl FnOnce(&mut Offsets<'_>) -> usize,
+) -> String {
+    let sql = offsets.sql;
+    let mut out = String::new();
+    let mut from = start;
     for token in tokens.iter().filter(|t| is_literal(&t.token)) {
-        let (start, end) = (offset(sql, token.span.start), offset(sql, token.span.end));
-        out.push_str(&sql[from..start]);
+        let literal_start = offsets.at(token.span.start);
+        out.push_str(&sql[from..literal_start]);
         out.push_str(REDACTED);
-        from = end;
+        from = offsets.at(token.span.end);
     }
-    out.push_str(&sql[from..]);
+    out.push_str(&sql[from..end(offsets)]);
     out
 }
 

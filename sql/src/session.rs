@@ -665,11 +665,14 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
         .tokenize_with_location()
         .map_err(ParserError::from)
         .and_then(|tokens| {
-            let tokens = checkpoint_as_pragma(crate::tag_ddl::user_key_as_comment(tokens));
+            // Logged as written: before the rewrites below, which put
+            // literals where the client wrote words (`USER KEY`).
+            let mut offsets = Offsets::new(sql);
             let texts: Vec<Arc<str>> = statement_groups(&tokens)
                 .iter()
-                .map(|group| source_text(sql, group).into())
+                .map(|group| crate::audit::logged_text(group, &mut offsets).into())
                 .collect();
+            let tokens = checkpoint_as_pragma(crate::tag_ddl::user_key_as_comment(tokens));
             let statements = match crate::tag_ddl::split(sql, &tokens)? {
                 Some(statements) => statements,
                 None => Parser::new(&dialect)
@@ -693,19 +696,22 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
         })
 }
 
-/// Each statement with the text it was parsed from: `texts`, the text
-/// between each `;`, as the parser splits statements. Should the counts differ
-/// (the inline rows of a COPY FROM STDIN are no statements), every statement
-/// gets its own rendering instead.
+/// Each statement with its text as the audit log records it: `texts`, of the
+/// text between each `;`, as the parser splits statements. Should the counts
+/// differ (the inline rows of a COPY FROM STDIN are no statements), every
+/// statement's own rendering is recorded instead.
 fn with_texts(texts: Vec<Arc<str>>, statements: Vec<Statement>) -> Vec<ParsedStatement> {
     let texts = match texts.len() == statements.len() {
         true => texts,
-        false => statements.iter().map(|s| s.to_string().into()).collect(),
+        false => statements
+            .iter()
+            .map(|s| crate::audit::logged(&s.to_string()).into())
+            .collect(),
     };
     statements
         .into_iter()
         .zip(texts)
-        .map(|(statement, text)| ParsedStatement { statement, text })
+        .map(|(statement, logged)| ParsedStatement { statement, logged })
         .collect()
 }
 
@@ -727,35 +733,77 @@ pub(crate) fn statement_groups(tokens: &[TokenWithSpan]) -> Vec<&[TokenWithSpan]
         .collect()
 }
 
-/// The text of `sql` the significant tokens of `group` span, as written.
-pub(crate) fn source_text(sql: &str, group: &[TokenWithSpan]) -> String {
-    let significant = |t: &&TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
-    let (Some(first), Some(last)) = (
-        group.iter().find(significant),
-        group.iter().rfind(significant),
-    ) else {
+/// The text the significant tokens of `group` span, as written in the text
+/// `offsets` walks (groups taken in order cost one pass over it).
+pub(crate) fn source_text(group: &[TokenWithSpan], offsets: &mut Offsets<'_>) -> String {
+    let Some((first, last)) = bounds(group) else {
         return String::new();
     };
-    sql[offset(sql, first.span.start)..offset(sql, last.span.end)].to_string()
+    let start = offsets.at(first.span.start);
+    offsets.sql[start..offsets.at(last.span.end)].to_string()
 }
 
-/// The byte offset in `sql` of a tokenizer location (line and column count
-/// from 1, columns in characters).
-pub(crate) fn offset(
-    sql: &str,
-    location: datafusion::sql::sqlparser::tokenizer::Location,
-) -> usize {
-    let line_start: usize = sql
-        .split_inclusive('\n')
-        .take(location.line.saturating_sub(1) as usize)
-        .map(str::len)
-        .sum();
-    let line = &sql[line_start..];
-    line_start
-        + line
+/// The first and last significant tokens of `group`; `None` when it has none.
+pub(crate) fn bounds(group: &[TokenWithSpan]) -> Option<(&TokenWithSpan, &TokenWithSpan)> {
+    let significant = |t: &&TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    Some((
+        group.iter().find(significant)?,
+        group.iter().rfind(significant)?,
+    ))
+}
+
+/// Byte offsets in a text of tokenizer locations (line and column count from
+/// 1, columns in characters). Each is found by walking on from the one before,
+/// so locations asked for in order cost one pass over the text in all, however
+/// many there are (a script of many statements, a statement of many literals).
+pub(crate) struct Offsets<'a> {
+    pub(crate) sql: &'a str,
+    /// The last location found, and its byte offset.
+    line: u64,
+    column: u64,
+    byte: usize,
+}
+
+impl<'a> Offsets<'a> {
+    pub(crate) fn new(sql: &'a str) -> Offsets<'a> {
+        Offsets {
+            sql,
+            line: 1,
+            column: 1,
+            byte: 0,
+        }
+    }
+
+    /// The byte offset of `location` (the end of the text when it is past it).
+    pub(crate) fn at(
+        &mut self,
+        location: datafusion::sql::sqlparser::tokenizer::Location,
+    ) -> usize {
+        let (line, column) = (location.line.max(1), location.column.max(1));
+        if (line, column) < (self.line, self.column) {
+            *self = Offsets::new(self.sql);
+        }
+        while self.line < line {
+            match self.sql[self.byte..].find('\n') {
+                Some(i) => {
+                    self.byte += i + 1;
+                    self.line += 1;
+                    self.column = 1;
+                }
+                None => {
+                    self.byte = self.sql.len();
+                    return self.byte;
+                }
+            }
+        }
+        let ahead = (column - self.column) as usize;
+        self.byte += self.sql[self.byte..]
             .char_indices()
-            .nth(location.column.saturating_sub(1) as usize)
-            .map_or(line.len(), |(i, _)| i)
+            .nth(ahead)
+            .map_or(self.sql.len() - self.byte, |(i, _)| i);
+        self.column = column;
+        self.byte
+    }
 }
 
 /// Whether `statement` is `CHECKPOINT` (see [`checkpoint_as_pragma`]).
@@ -838,8 +886,9 @@ pub enum Deallocation {
 #[derive(Debug, Clone)]
 pub struct ParsedStatement {
     statement: Statement,
-    /// The text it was parsed from, as the client wrote it.
-    text: Arc<str>,
+    /// Its text as the audit log records it (audit.rs): as the client wrote
+    /// it, every literal replaced by `?`. Taken once, when it is parsed.
+    logged: Arc<str>,
 }
 
 impl ParsedStatement {
@@ -848,7 +897,7 @@ impl ParsedStatement {
     pub(crate) fn with_statement(&self, statement: Statement) -> ParsedStatement {
         ParsedStatement {
             statement,
-            text: Arc::clone(&self.text),
+            logged: Arc::clone(&self.logged),
         }
     }
 
@@ -856,9 +905,10 @@ impl ParsedStatement {
         &self.statement
     }
 
-    /// The text the statement was parsed from.
-    pub fn text(&self) -> &str {
-        &self.text
+    /// The statement's text as the audit log records it: every literal
+    /// replaced by `?`.
+    pub fn logged_text(&self) -> &str {
+        &self.logged
     }
 
     /// What the client is told when the statement finishes. Taken before the
@@ -1084,4 +1134,25 @@ pub(crate) fn resolve_table(
         .catalog
         .table(&table)
         .map_err(|e| Error::engine_at(e, position_of(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::tokenizer::Location;
+
+    use super::Offsets;
+
+    #[test]
+    fn offsets_walk_forward_and_start_over_when_asked_for_an_earlier_place() {
+        let sql = "SELECT 'é',\n  ü; -- x\nSELECT 2";
+        let mut offsets = Offsets::new(sql);
+        let at = |offsets: &mut Offsets<'_>, line, column| offsets.at(Location::new(line, column));
+        assert_eq!(at(&mut offsets, 1, 1), 0);
+        assert_eq!(at(&mut offsets, 1, 8), 7); // 'é'
+        assert_eq!(at(&mut offsets, 1, 11), 11); // ',' after the two-byte é
+        assert_eq!(at(&mut offsets, 2, 3), 15); // ü
+        assert_eq!(at(&mut offsets, 3, 8), sql.len() - 1); // 2
+        assert_eq!(at(&mut offsets, 2, 4), 17); // ';', found again from the start
+        assert_eq!(at(&mut offsets, 9, 1), sql.len()); // past the end
+    }
 }

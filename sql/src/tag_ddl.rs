@@ -239,12 +239,13 @@ pub(crate) fn split(
     if !groups.iter().any(|g| starts_tag_statement(g)) {
         return Ok(None);
     }
+    let mut offsets = crate::session::Offsets::new(sql);
     let mut statements = Vec::new();
     for group in groups {
         let group = group.to_vec();
         if starts_tag_statement(&group) {
             parse(group.clone())?;
-            let text = crate::session::source_text(sql, &group);
+            let text = crate::session::source_text(&group, &mut offsets);
             statements.push(Statement::Pragma {
                 name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(PRAGMA))]),
                 value: Some(Value::SingleQuotedString(text.trim().to_string()).into()),
