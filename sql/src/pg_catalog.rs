@@ -666,28 +666,25 @@ impl PgCatalogSchema {
                 crate::privacy::policy(&self.catalog, &state),
             )
         };
-        let table_grants = self
-            .catalog
-            .roles()
-            .into_iter()
+        let roles = self.catalog.roles();
+        let table_grants = roles
+            .iter()
             .flat_map(|role| {
-                role.grants
-                    .into_iter()
-                    .filter_map(move |grant| match grant.object {
-                        Object::Table(table) => Some((
-                            role.name.clone(),
-                            table,
-                            grant.privileges.into_iter().collect(),
-                        )),
-                        _ => None,
-                    })
+                role.grants.iter().filter_map(|grant| match &grant.object {
+                    Object::Table(table) => Some((
+                        role.name.clone(),
+                        table.clone(),
+                        grant.privileges.iter().copied().collect(),
+                    )),
+                    _ => None,
+                })
             })
             .collect();
         Snapshot {
             policy,
             tables,
             table_grants,
-            roles: role_rows(&self.catalog),
+            roles: role_rows(roles),
             functions: Arc::clone(&self.functions),
             settings,
             tags: self.catalog.tags(),
@@ -735,9 +732,8 @@ pub(crate) fn function_oid(name: &str) -> u32 {
     0x2000_0000 | (hash & 0x1fff_ffff)
 }
 
-fn role_rows(catalog: &Catalog) -> Vec<RoleRow> {
-    let mut roles: Vec<RoleRow> = catalog
-        .roles()
+fn role_rows(roles: Vec<cohortdb_engine::roles::Role>) -> Vec<RoleRow> {
+    let mut roles: Vec<RoleRow> = roles
         .into_iter()
         .map(|r| RoleRow {
             oid: role_oid(&r.name),
