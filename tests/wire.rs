@@ -2263,6 +2263,49 @@ fn malformed_frames() -> Result<(), Failed> {
                 );
             }
         }
+        // Messages whose counts promise more than their bodies hold (pgwire's
+        // decoders would read past the end) and an oversized one: the client is
+        // told, as by PostgreSQL, and the connection ends.
+        let parameters = [("user", "cohortdb"), ("database", "cohortdb")];
+        let huge = {
+            let mut frame = vec![b'Q'];
+            frame.extend(i32::MAX.to_be_bytes());
+            frame
+        };
+        let cases: [(&str, Vec<u8>, &str); 4] = [
+            (
+                "a Bind announcing 1000 parameters",
+                b"B\0\0\0\x0a\0\0\0\0\x03\xe8".to_vec(),
+                "invalid message format",
+            ),
+            (
+                "a Bind announcing 7 format codes",
+                b"B\0\0\0\x08\0\0\0\x07".to_vec(),
+                "invalid message format",
+            ),
+            (
+                "a Parse announcing 9 parameter types",
+                b"P\0\0\0\x0e\0SELECT\0\0\x09".to_vec(),
+                "invalid message format",
+            ),
+            ("a 2 GiB query", huge, "Invalid message length"),
+        ];
+        for (case, frame, message) in cases {
+            let (mut raw, _) = Raw::connect(port, &parameters).await?;
+            raw.write(&frame).await?;
+            let mut frames = Vec::new();
+            while let Some(frame) = raw.read().await? {
+                frames.push(frame);
+            }
+            let errors = reports(&frames, b'E');
+            assert_eq!(errors.len(), 1, "{case}: {errors:?}");
+            assert_eq!(
+                (&errors[0].0[..], &errors[0].1[..]),
+                ("FATAL", "08P01"),
+                "{case}"
+            );
+            assert!(errors[0].2.contains(message), "{case}: {errors:?}");
+        }
         // Still serving.
         let client = connect(port).await?;
         let row = client.query_one("SELECT 1", &[]).await?;

@@ -12,6 +12,7 @@
 mod connection;
 mod copy;
 mod encode;
+mod socket;
 mod startup;
 mod tls;
 
@@ -105,7 +106,7 @@ where
         tokio::spawn(async move {
             // A connection's failure (a client that vanished, a malformed
             // message, a failed TLS handshake) ends that connection only.
-            let _ = pgwire::tokio::process_socket(socket, acceptor, handlers).await;
+            let _ = socket::serve_socket(socket, acceptor, handlers).await;
         });
     }
 }
