@@ -48,7 +48,44 @@ pub fn trials() -> Vec<Trial> {
             "api::grants_hold_for_an_embedded_role",
             grants_hold_for_an_embedded_role,
         ),
+        trial(
+            "api::kept_plans_follow_grants_and_time",
+            kept_plans_follow_grants_and_time,
+        ),
     ]
+}
+
+/// A query a session runs again reuses its plan only while nothing the plan
+/// was made from changed: a grant revoked by another session is honoured at
+/// once, and `now()` (evaluated while planning) is not frozen.
+fn kept_plans_follow_grants_and_time() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let admin = db.session();
+        admin
+            .execute("CREATE TABLE t (x INT); INSERT INTO t VALUES (1); CREATE ROLE ana")
+            .await?;
+        admin.execute("GRANT SELECT ON t TO ana").await?;
+        let ana = db.session_as("ana")?;
+        for _ in 0..2 {
+            let batches = ana.execute("SELECT x FROM t WHERE x > 0").await?;
+            assert_eq!(rows(batches), ["1"]);
+        }
+        admin.execute("REVOKE SELECT ON t FROM ana").await?;
+        let err = ana
+            .execute("SELECT x FROM t WHERE x > 0")
+            .await
+            .expect_err("revoked");
+        assert_eq!(err.to_string(), "permission denied for table t");
+        let now = || async {
+            let batches = admin.execute("SELECT now()::text").await?;
+            Ok::<_, cohortdb::Error>(rows(batches))
+        };
+        let first = now().await?;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_ne!(first, now().await?);
+        Ok(())
+    })
 }
 
 /// A session started as a role that is not a superuser is held to its

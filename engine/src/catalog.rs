@@ -68,6 +68,8 @@ pub struct Catalog {
     /// Bytes an [`Appender`] holds in memory before it writes a segment file
     /// (`limits::APPEND_MEMORY_BYTES_MAX`; smaller in tests).
     append_memory_max: std::sync::atomic::AtomicU64,
+    /// Counts the changes shown to readers (see [`Catalog::version`]).
+    version: std::sync::atomic::AtomicU64,
 }
 
 /// Only where the catalog is: its contents would flood any message that
@@ -204,6 +206,7 @@ impl Catalog {
             checkpoint_on_drop: std::sync::atomic::AtomicBool::new(true),
             reserved: Mutex::new(std::collections::BTreeSet::new()),
             append_memory_max: std::sync::atomic::AtomicU64::new(limits::APPEND_MEMORY_BYTES_MAX),
+            version: std::sync::atomic::AtomicU64::new(0),
         };
         catalog.publish_all(&catalog.lock_writer().state);
         if stored {
@@ -953,6 +956,8 @@ impl Catalog {
         *self.tables.write().expect("catalog lock is never poisoned") = state.tables.clone();
         *self.roles.write().expect("role lock is never poisoned") = state.roles.clone();
         *self.tags.write().expect("tag lock is never poisoned") = Arc::new(state.tags.clone());
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Shows readers a change.
@@ -980,6 +985,16 @@ impl Catalog {
                 self.publish(*second);
             }
         }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A number that grows whenever readers are shown a change (data, schema,
+    /// roles and grants, tags, views, models: anything a plan may depend on),
+    /// bumped after the change is visible. Whatever was read after seeing
+    /// version `v` is current while the version is still `v`.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The checkpoint, under the writer lock.

@@ -20,6 +20,7 @@ mod functions;
 mod grants;
 mod names;
 mod pg_catalog;
+mod plan_cache;
 mod prepare;
 mod privacy;
 mod provider;

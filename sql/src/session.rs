@@ -12,6 +12,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -30,6 +31,7 @@ use crate::error::{Error, Position, Result, TransactionError};
 use crate::names::{self, normalize, position_of};
 use crate::pg_catalog::information_schema::{self, INFORMATION_SCHEMA};
 use crate::pg_catalog::{self, PG_CATALOG, PgCatalogSchema, SystemSchema};
+use crate::plan_cache;
 use crate::provider::EngineSchema;
 use crate::settings;
 use crate::state::{Message, State, TransactionStatus};
@@ -532,17 +534,72 @@ impl Session {
             stream
         } else {
             let physical = self.ctx.state().create_physical_plan(&plan).await?;
-            let task_ctx = Arc::clone(
-                self.task_ctx
-                    .lock()
-                    .expect("task context")
-                    .get_or_insert_with(|| self.ctx.task_ctx()),
-            );
-            datafusion::physical_plan::execute_stream(physical, task_ctx)?
+            return self.execute_physical(physical);
         };
+        Ok(client_stream(stream))
+    }
+
+    /// Runs a physical plan with the session's task context, built once.
+    fn execute_physical(
+        &self,
+        physical: Arc<dyn ExecutionPlan>,
+    ) -> Result<SendableRecordBatchStream> {
+        let task_ctx = Arc::clone(
+            self.task_ctx
+                .lock()
+                .expect("task context")
+                .get_or_insert_with(|| self.ctx.task_ctx()),
+        );
+        let stream = datafusion::physical_plan::execute_stream(physical, task_ctx)?;
+        Ok(client_stream(stream))
+    }
+
+    pub(crate) async fn run_datafusion(
+        &self,
+        statement: Statement,
+    ) -> Result<SendableRecordBatchStream> {
+        // A query planned before runs its kept plan while nothing the plan was
+        // made from has changed (plan_cache.rs). The version is read before
+        // planning: a change shown meanwhile makes the plan kept out of date.
+        let query = matches!(statement, Statement::Query(_)).then(|| statement.to_string());
+        let version = self.catalog.version();
+        if let Some(query) = &query {
+            let kept = {
+                let state = self.lock();
+                state.plans.get(query, version, &state.settings)
+            };
+            if let Some(physical) = kept {
+                return self.execute_physical(physical);
+            }
+        }
+        let position = position_of(&statement);
+        let plan = self.plan(statement).await?;
+        if let LogicalPlan::Ddl(ddl) = &plan {
+            return Err(Error::unsupported(statement_name(ddl.name()), position));
+        }
+        match query {
+            Some(query) if plan_cache::reusable_logical(&plan) => {
+                let physical = self.ctx.state().create_physical_plan(&plan).await?;
+                if plan_cache::reusable_physical(&physical) {
+                    let mut state = self.lock();
+                    let state = &mut *state;
+                    state
+                        .plans
+                        .put(query, Arc::clone(&physical), version, &state.settings);
+                }
+                self.execute_physical(physical)
+            }
+            _ => self.stream_plan(plan).await,
+        }
+    }
+}
+
+/// A result stream with its columns named for the client.
+fn client_stream(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    {
         let schema = names::client_schema(&stream.schema());
         if Arc::ptr_eq(&schema, &stream.schema()) {
-            return Ok(stream);
+            return stream;
         }
         // Columns renamed for the client: the same arrays under its names.
         let output = Arc::clone(&schema);
@@ -553,19 +610,7 @@ impl Session {
                 batch.columns().to_vec(),
             )?)
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, renamed)))
-    }
-
-    pub(crate) async fn run_datafusion(
-        &self,
-        statement: Statement,
-    ) -> Result<SendableRecordBatchStream> {
-        let position = position_of(&statement);
-        let plan = self.plan(statement).await?;
-        if let LogicalPlan::Ddl(ddl) = &plan {
-            return Err(Error::unsupported(statement_name(ddl.name()), position));
-        }
-        self.stream_plan(plan).await
+        Box::pin(RecordBatchStreamAdapter::new(schema, renamed))
     }
 }
 

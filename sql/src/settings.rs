@@ -334,7 +334,7 @@ pub(crate) fn reported() -> impl Iterator<Item = &'static str> {
 }
 
 /// Values a session has set, layered over the registry's defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Settings {
     /// Values set for the session (canonical name → value).
     session: BTreeMap<String, String>,

@@ -43,6 +43,8 @@ pub(crate) struct State {
     reported: Vec<(&'static str, String)>,
     /// The client's address, for the audit log; `None` when embedded.
     pub(crate) client_address: Option<String>,
+    /// Plans of queries run before (plan_cache.rs).
+    pub(crate) plans: crate::plan_cache::PlanCache,
 }
 
 impl State {
