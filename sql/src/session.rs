@@ -394,6 +394,8 @@ impl Session {
                         message: "permission denied to set query engine options".into(),
                     });
                 }
+                // Kept plans were made under the options as they were.
+                self.lock().plans = plan_cache::PlanCache::default();
                 self.run_datafusion(statement).await
             }
             Statement::Set(set) => {
@@ -596,22 +598,20 @@ impl Session {
 
 /// A result stream with its columns named for the client.
 fn client_stream(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
-    {
-        let schema = names::client_schema(&stream.schema());
-        if Arc::ptr_eq(&schema, &stream.schema()) {
-            return stream;
-        }
-        // Columns renamed for the client: the same arrays under its names.
-        let output = Arc::clone(&schema);
-        let renamed = stream.map(move |batch| {
-            let batch = batch?;
-            Ok(RecordBatch::try_new(
-                Arc::clone(&output),
-                batch.columns().to_vec(),
-            )?)
-        });
-        Box::pin(RecordBatchStreamAdapter::new(schema, renamed))
+    let schema = names::client_schema(&stream.schema());
+    if Arc::ptr_eq(&schema, &stream.schema()) {
+        return stream;
     }
+    // Columns renamed for the client: the same arrays under its names.
+    let output = Arc::clone(&schema);
+    let renamed = stream.map(move |batch| {
+        let batch = batch?;
+        Ok(RecordBatch::try_new(
+            Arc::clone(&output),
+            batch.columns().to_vec(),
+        )?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, renamed))
 }
 
 /// Plans `statement` on `state` (a session's, or one reading as a view's
