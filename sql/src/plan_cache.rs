@@ -154,16 +154,9 @@ fn is_stable_call(expr: &Expr) -> bool {
 /// Whether a physical plan is made only of operators that run again from a
 /// clean state.
 pub(crate) fn reusable_physical(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let mut reusable = true;
-    let _ = plan.apply(|node| {
-        reusable = REUSABLE.contains(&node.name());
-        Ok(if reusable {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    reusable
+    !plan
+        .exists(|node| Ok(!REUSABLE.contains(&node.name())))
+        .unwrap_or(true)
 }
 
 #[cfg(test)]
