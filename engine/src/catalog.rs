@@ -255,7 +255,7 @@ impl Catalog {
         types::table_schema(columns)?;
         let mut created = false;
         self.commit(|state| {
-            if state.tables.contains_key(name) || state.tags.views.contains_key(name) {
+            if state.has_relation(name) {
                 return if if_not_exists {
                     Ok(None)
                 } else {
@@ -503,6 +503,11 @@ impl Catalog {
     /// The view `name`, if there is one.
     pub fn view(&self, name: &str) -> Option<Arc<crate::views::View>> {
         self.tags().views.get(name).cloned()
+    }
+
+    /// Whether a table or a view is called `name` (they share names).
+    pub fn has_relation(&self, name: &str) -> bool {
+        self.read_tables().contains_key(name) || self.tags().views.contains_key(name)
     }
 
     /// Creates (or with `replace`, replaces) the stored model `model.name`.
@@ -1942,7 +1947,7 @@ impl State {
                 name,
                 columns,
             } => {
-                if self.tables.contains_key(name) || self.tags.views.contains_key(name) {
+                if self.has_relation(name) {
                     return Err(Error::TableExists(name.clone()));
                 }
                 let entry = manifest::Table {
@@ -2061,17 +2066,17 @@ impl State {
                     &index.columns,
                     index.time.as_deref(),
                 )?;
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                return Ok(next.tags_only());
             }
             Change::DropTagIndex(index) => {
                 let table = table_of(index.table_id)?;
                 tag_changes::unindex_columns(&mut next.tags, &table, &index.columns)?;
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                return Ok(next.tags_only());
             }
             Change::PutTag(put) => {
                 tag_changes::put_tag(&mut next.tags, put)?;
                 next.next_id = next.next_id.max(put.meta.id + 1);
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                return Ok(next.tags_only());
             }
             Change::DropTag { name } => {
                 if next.tags.stored.remove(name).is_none() {
@@ -2092,7 +2097,7 @@ impl State {
                 next.tags
                     .views
                     .insert(name.clone(), Arc::new(put.view.clone()));
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                return Ok(next.tags_only());
             }
             Change::DropView { name } => {
                 if next.tags.views.remove(name).is_none() {
@@ -2110,7 +2115,7 @@ impl State {
                 next.tags
                     .models
                     .insert(name.clone(), Arc::new(put.model.clone()));
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                return Ok(next.tags_only());
             }
             Change::DropModel { name } => {
                 if next.tags.models.remove(name).is_none() {
@@ -2125,7 +2130,7 @@ impl State {
                 replace,
             } => {
                 next.install_recommender(recommender, *replace, store)?;
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                return Ok(next.tags_only());
             }
             Change::DropRecommender { name } => {
                 if next.tags.recommenders.remove(name).is_none() {
@@ -2137,7 +2142,7 @@ impl State {
             }
             Change::Privacy(privacy) => {
                 next.tags.privacy = privacy.clone();
-                return Ok((next.clone(), Effect::Tags(Arc::new(next.tags)), false));
+                return Ok(next.tags_only());
             }
             Change::Forget(forget) => {
                 tags_changed = true;
@@ -2187,12 +2192,22 @@ impl State {
         Ok(())
     }
 
+    /// Whether a table or a view is called `name` (they share names).
+    fn has_relation(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.tags.views.contains_key(name)
+    }
+
+    /// A change that touched the tag store only: the new state, and the tag
+    /// store readers are shown.
+    fn tags_only(self) -> (State, Effect, bool) {
+        let effect = Effect::Tags(Arc::new(self.tags.clone()));
+        (self, effect, false)
+    }
+
     /// An error unless `object` exists.
     fn check_exists(&self, object: &Object) -> Result<()> {
         let found = match object {
-            Object::Table(name) => {
-                self.tables.contains_key(name) || self.tags.views.contains_key(name)
-            }
+            Object::Table(name) => self.has_relation(name),
             Object::TagIndex(name) => {
                 let table = self
                     .tables

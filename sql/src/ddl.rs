@@ -107,7 +107,7 @@ async fn create_table_as(
             position,
         ));
     }
-    if if_not_exists && session.catalog().table(name).is_ok() {
+    if if_not_exists && session.catalog().has_relation(name) {
         return Ok(count_stream(0));
     }
     let plan = session.plan_query(query).await?;

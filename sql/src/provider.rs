@@ -190,7 +190,7 @@ impl SchemaProvider for EngineSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.access.catalog.table(name).is_ok() || self.access.catalog.view(name).is_some()
+        self.access.catalog.has_relation(name)
     }
 }
 

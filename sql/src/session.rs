@@ -622,7 +622,7 @@ pub(crate) async fn plan_with(
     catalog: &Catalog,
     mut statement: Statement,
 ) -> Result<LogicalPlan> {
-    let is_table = |name: &str| catalog.table(name).is_ok() || catalog.view(name).is_some();
+    let is_table = |name: &str| catalog.has_relation(name);
     let names = match &mut statement {
         Statement::Query(query) => Some(names::name_columns(query)),
         _ => None,
