@@ -33,6 +33,10 @@ pub fn trials() -> Vec<Trial> {
             recommendations_worked_example,
         ),
         trial(
+            "api::refreshed_recommenders_say_what_was_computed",
+            refreshed_recommenders_say_what_was_computed,
+        ),
+        trial(
             "api::format_v1_golden_directory",
             format_v1_golden_directory,
         ),
@@ -742,6 +746,81 @@ fn rows(batches: Vec<RecordBatch>) -> Vec<String> {
         }
     }
     rows
+}
+
+/// REFRESH RECOMMENDER of an item-kNN model says in a NOTICE how many items'
+/// neighbours it computed; after it, recommendations are those of a build
+/// from scratch.
+fn refreshed_recommenders_say_what_was_computed() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let session = db.session();
+        // Items 1-5 among users 1-40, each user on the items i with
+        // (user + i) % 3 != 0 and, from user 20 on, i <= 3.
+        session
+            .execute(
+                "CREATE TABLE likes (user_id BIGINT USER KEY, item_id BIGINT);
+                 INSERT INTO likes SELECT u, i FROM generate_series(1, 40) AS a(u),
+                   generate_series(1, 5) AS b(i) WHERE (u + i) % 3 <> 0 AND (u < 20 OR i <= 3);
+                 CREATE RECOMMENDER r ON likes (user_id, item_id) USING item_knn 'neighbours=2'",
+            )
+            .await?;
+        let notice = |message: &str| {
+            vec![cohortdb::Message::Notice {
+                severity: "NOTICE",
+                code: "00000",
+                message: message.to_string(),
+            }]
+        };
+        session.execute("REFRESH RECOMMENDER r").await?;
+        assert_eq!(
+            session.take_messages(),
+            notice(
+                "recommender \"r\": neighbours computed for 0 of 5 items, carried over for the rest"
+            )
+        );
+        // User 30 takes item 5: item 5 is computed again, and so is item 4,
+        // whose list (M = 2) held 5 last and sees that similarity fall (6
+        // users in common: 6/√(13·12) before, 6/√(13·13) after), so the items
+        // its previous list left out are looked at again.
+        session
+            .execute("INSERT INTO likes VALUES (30, 5); REFRESH RECOMMENDER r")
+            .await?;
+        assert_eq!(
+            session.take_messages(),
+            notice(
+                "recommender \"r\": neighbours computed for 2 of 5 items, carried over for the rest"
+            )
+        );
+        let everyone = "SELECT user_id, item_id, score, reason_item_id FROM recommend_batch";
+        let refreshed = rows(session.execute(&format!("{everyone}('r', '*', 3)")).await?);
+        session
+            .execute("CREATE RECOMMENDER whole ON likes (user_id, item_id) USING item_knn 'neighbours=2'")
+            .await?;
+        let whole = rows(
+            session
+                .execute(&format!("{everyone}('whole', '*', 3)"))
+                .await?,
+        );
+        // Every user's unseen items up to 3: users 1-19 have 3 or 4 items (1
+        // or 2 unseen: 6·1 + 13·2), users 20-40 two of items 1-3 (3 unseen),
+        // user 30 now also 5.
+        assert_eq!(refreshed.len(), 6 + 13 * 2 + 20 * 3 + 2);
+        assert_eq!(refreshed, whole);
+        // A rebuild from scratch when most items changed.
+        session
+            .execute(
+                "UPDATE likes SET item_id = item_id + 10 WHERE item_id > 1; REFRESH RECOMMENDER r",
+            )
+            .await?;
+        assert_eq!(
+            session.take_messages(),
+            notice(
+                "recommender \"r\": neighbours computed for 5 of 5 items, carried over for the rest"
+            )
+        );
+        Ok(())
+    })
 }
 
 /// docs/examples/recommendations.sql on the default demo data gives the

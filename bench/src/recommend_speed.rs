@@ -19,7 +19,11 @@
 //! loaded) and the file's size; the top 10 of 1,000 random users, each
 //! `SELECT * FROM recommend('r', id, 10)` timed alone (p50, p99), and the
 //! same through the engine API; and the top 10 of every user with
-//! `recommend_batch('r', '*', 10)`, `runs` times.
+//! `recommend_batch('r', '*', 10)`, `runs` times. Then new interactions
+//! arrive, `runs` times 0.1% and then `runs` times 1% of the users (each a
+//! random user's, drawn as the data's are, INSERTed): each time `REFRESH
+//! RECOMMENDER r` is timed, then a build from scratch of the same rows, and
+//! the two models must be equal.
 //!
 //! The peer (bench/peers/recommend_speed_implicit.py): implicit's
 //! CosineRecommender(K=200) fitted on the same pairs, then the top 10 of every
@@ -54,12 +58,27 @@ fn power_law(rng: &mut Rng, n: u64) -> u64 {
     (((n as f64) * rng.f64().powf(1.0 / (1.0 - POWER))) as u64).min(n - 1)
 }
 
+/// The catalogue of `users` users: one item per ten users, in whole
+/// categories.
+fn catalogue(users: u64) -> u64 {
+    (users / 10)
+        .max(CATEGORY_ITEMS)
+        .next_multiple_of(CATEGORY_ITEMS)
+}
+
+/// An item (from 0) of a user with home category `home` among `items`.
+fn draw_item(rng: &mut Rng, items: u64, home: u64) -> u64 {
+    if rng.f64() < IN_CATEGORY {
+        home * CATEGORY_ITEMS + power_law(rng, CATEGORY_ITEMS)
+    } else {
+        power_law(rng, items)
+    }
+}
+
 /// Writes the pairs of `users` users to `path` (once per size and seed);
 /// returns (items, interactions).
 fn generate(path: &Path, users: u64, seed: u64) -> Result<(u64, u64), String> {
-    let items = (users / 10)
-        .max(CATEGORY_ITEMS)
-        .next_multiple_of(CATEGORY_ITEMS);
+    let items = catalogue(users);
     let categories = items / CATEGORY_ITEMS;
     let meta = path.with_extension("json");
     if let Ok(text) = std::fs::read_to_string(&meta)
@@ -81,11 +100,7 @@ fn generate(path: &Path, users: u64, seed: u64) -> Result<(u64, u64), String> {
     for user in 1..=users {
         let home = power_law(&mut rng, categories);
         loop {
-            let item = if rng.f64() < IN_CATEGORY {
-                home * CATEGORY_ITEMS + power_law(&mut rng, CATEGORY_ITEMS)
-            } else {
-                power_law(&mut rng, items)
-            };
+            let item = draw_item(&mut rng, items, home);
             writeln!(out, "{user},{}", item + 1).map_err(|e| e.to_string())?;
             count += 1;
             if rng.f64() < stop {
@@ -100,6 +115,109 @@ fn generate(path: &Path, users: u64, seed: u64) -> Result<(u64, u64), String> {
     )
     .map_err(|e| e.to_string())?;
     Ok((items, count))
+}
+
+/// The column of a build from scratch beside a refresh.
+const WHOLE: &str = "cohortdb from scratch";
+
+/// Refreshes after the same number of new interactions.
+struct Refresh {
+    rows: u64,
+    refresh_seconds: Vec<f64>,
+    whole_seconds: Vec<f64>,
+    /// What the last REFRESH said it computed.
+    notice: String,
+}
+
+/// Appends 0.1% and then 1% of `users` new interactions to `interactions`,
+/// `runs` times each, and times `REFRESH RECOMMENDER r` and a build from
+/// scratch after each; the two models must be equal.
+async fn refreshes<F, Fut>(
+    db: &Database,
+    run: &F,
+    users: u64,
+    seed: u64,
+    runs: usize,
+) -> Result<Vec<Refresh>, String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(f64, Vec<arrow::array::RecordBatch>), String>>,
+{
+    let mut rng = Rng::new(seed ^ 0xf2e5);
+    let mut out = Vec::new();
+    for rows in [users / 1000, users / 100] {
+        let mut refresh = Refresh {
+            rows: rows.max(1),
+            refresh_seconds: Vec::new(),
+            whole_seconds: Vec::new(),
+            notice: String::new(),
+        };
+        for _ in 0..runs {
+            refresh_once(db, run, &mut rng, &mut refresh, users).await?;
+        }
+        out.push(refresh);
+    }
+    run("DROP RECOMMENDER whole".into()).await?;
+    Ok(out)
+}
+
+/// Appends `into.rows` new interactions, then times a refresh and a build
+/// from scratch into `into`.
+async fn refresh_once<F, Fut>(
+    db: &Database,
+    run: &F,
+    rng: &mut Rng,
+    into: &mut Refresh,
+    users: u64,
+) -> Result<(), String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(f64, Vec<arrow::array::RecordBatch>), String>>,
+{
+    let items = catalogue(users);
+    let categories = items / CATEGORY_ITEMS;
+    let rows = into.rows;
+    eprintln!("cohortdb: {rows} new interactions, refresh and build from scratch");
+    let values: Vec<String> = (0..rows)
+        .map(|_| {
+            let user = 1 + rng.below(users);
+            let home = power_law(rng, categories);
+            format!("({user}, {})", draw_item(rng, items, home) + 1)
+        })
+        .collect();
+    run(format!(
+        "INSERT INTO interactions VALUES {}",
+        values.join(", ")
+    ))
+    .await?;
+    let session = db.session();
+    let started = Instant::now();
+    session
+        .execute("REFRESH RECOMMENDER r")
+        .await
+        .map_err(|e| e.to_string())?;
+    let refresh_seconds = started.elapsed().as_secs_f64();
+    let notice = match session.take_messages().as_slice() {
+        [cohortdb::Message::Notice { message, .. }] => message.clone(),
+        other => return Err(format!("REFRESH RECOMMENDER said {other:?}")),
+    };
+    let (whole_seconds, _) = run(
+        "CREATE OR REPLACE RECOMMENDER whole ON interactions (user_id, item_id) USING item_knn"
+            .into(),
+    )
+    .await?;
+    let tags = db.tags();
+    let model = |name: &str| tags.recommenders[name].model().map_err(|e| e.to_string());
+    if model("r")? != model("whole")? {
+        return Err(format!(
+            "after {rows} new interactions the refreshed model differs from a build"
+        ));
+    }
+    eprintln!("refresh {refresh_seconds:.1} s, from scratch {whole_seconds:.1} s: {notice}");
+    into.refresh_seconds.push(refresh_seconds);
+    into.whole_seconds.push(whole_seconds);
+    into.notice = notice;
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -209,6 +327,8 @@ pub async fn recommend_speed(users: u64, seed: u64, runs: usize) -> Result<Suite
         .value(0);
     }
 
+    let refreshes = refreshes(&db, &run, users, seed, runs).await?;
+
     eprintln!("implicit: fitting and the top {K} of every user");
     let output = Command::new(&python)
         .arg(Path::new(BENCH_DIR).join("peers/recommend_speed_implicit.py"))
@@ -230,7 +350,7 @@ pub async fn recommend_speed(users: u64, seed: u64, runs: usize) -> Result<Suite
             .map(|a| a.iter().filter_map(Value::as_f64).collect())
             .unwrap_or_default()
     };
-    let workloads = vec![
+    let mut workloads = vec![
         Workload {
             name: "build item-kNN (cosine, 200 neighbours)".into(),
             rows: interactions,
@@ -253,6 +373,21 @@ pub async fn recommend_speed(users: u64, seed: u64, runs: usize) -> Result<Suite
             ]),
         },
     ];
+    for r in &refreshes {
+        workloads.push(Workload {
+            name: format!(
+                "bring the model up to date after {} new interactions",
+                r.rows
+            ),
+            rows: r.rows,
+            bytes: None,
+            seconds: BTreeMap::from([
+                ("cohortdb".to_string(), r.refresh_seconds.clone()),
+                (WHOLE.to_string(), r.whole_seconds.clone()),
+                ("implicit".to_string(), seconds_of(&peer["fit_seconds"])),
+            ]),
+        });
+    }
     let model_mib = (rss_after.saturating_sub(rss_before)) as f64 / 1024.0;
     let notes = format!(
         "{users} users, {items} items in categories of {CATEGORY_ITEMS}, {interactions} \
@@ -267,7 +402,11 @@ pub async fn recommend_speed(users: u64, seed: u64, runs: usize) -> Result<Suite
          (bar: p50 ≤ 5 ms)\n\
          - the same through the engine API: p50 {:.3} ms, p99 {:.3} ms\n\
          - top {K} of every user (`recommend_batch('r', '*', {K})`, {batch_rows} rows): \
-         median {:.1} s; implicit {:.1} s\n",
+         median {:.1} s; implicit {:.1} s\n\
+         - bringing the model up to date after new interactions (INSERTed): `REFRESH \
+         RECOMMENDER r` against a build from scratch of the same rows (`{WHOLE}`, which \
+         gave an equal model) and implicit's fit of the original pairs (it has no \
+         update):\n{}",
         model.interactions.user_count(),
         model.interactions.len(),
         rss_before as f64 / 1024.0,
@@ -285,6 +424,16 @@ pub async fn recommend_speed(users: u64, seed: u64, runs: usize) -> Result<Suite
         percentile(&api_ms, 0.99),
         median(&batch_seconds),
         median(&seconds_of(&peer["recommend_seconds"])),
+        refreshes
+            .iter()
+            .map(|r| format!(
+                "  - {} rows: refresh median {:.1} s, from scratch {:.1} s; the last said: {}\n",
+                r.rows,
+                median(&r.refresh_seconds),
+                median(&r.whole_seconds),
+                r.notice
+            ))
+            .collect::<String>(),
     );
     eprintln!("{notes}");
     let mut versions = BTreeMap::new();
@@ -317,6 +466,12 @@ pub async fn recommend_speed(users: u64, seed: u64, runs: usize) -> Result<Suite
             "api_ms": {"p50": percentile(&api_ms, 0.5), "p99": percentile(&api_ms, 0.99)},
             "batch_seconds": batch_seconds,
             "batch_rows": batch_rows,
+            "refreshes": refreshes.iter().map(|r| json!({
+                "rows": r.rows,
+                "refresh_seconds": r.refresh_seconds,
+                "whole_seconds": r.whole_seconds,
+                "notice": r.notice,
+            })).collect::<Vec<_>>(),
             "implicit": peer,
         }),
     })

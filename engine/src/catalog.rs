@@ -538,27 +538,38 @@ impl Catalog {
         if !replace && self.tags().recommenders.contains_key(name) {
             return Err(Error::RecommenderExists(name.to_string()));
         }
-        self.put_recommender(name, definition, replace)
+        let (stored, _) = self.put_recommender(name, definition, None, replace)?;
+        Ok(stored)
     }
 
-    /// Builds the recommender `name` again from its table's rows as of now.
-    pub fn refresh_recommender(&self, name: &str) -> Result<Arc<StoredRecommender>> {
-        let definition = self
+    /// Builds the recommender `name` again from its table's rows as of now;
+    /// item-kNN computes the neighbours of only the items the changes since
+    /// the last build touched (see [`recommend::build`]), and says how many.
+    pub fn refresh_recommender(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<StoredRecommender>, Option<usize>)> {
+        let recommender = self
             .tags()
             .recommenders
             .get(name)
-            .map(|r| r.entry.definition.clone())
+            .cloned()
             .ok_or_else(|| Error::RecommenderNotFound(name.to_string()))?;
-        self.put_recommender(name, definition, true)
+        // A model that cannot be read is built whole again.
+        let previous = recommender.model().ok();
+        let definition = recommender.entry.definition.clone();
+        self.put_recommender(name, definition, previous.as_deref(), true)
     }
 
     fn put_recommender(
         &self,
         name: &str,
         definition: recommend::Definition,
+        previous: Option<&recommend::Recommender>,
         replace: bool,
-    ) -> Result<Arc<StoredRecommender>> {
-        let stored = self.build_recommender(name, definition, &RoaringBitmap::new())?;
+    ) -> Result<(Arc<StoredRecommender>, Option<usize>)> {
+        let (stored, computed) =
+            self.build_recommender(name, definition, &RoaringBitmap::new(), previous)?;
         let committed = self.commit(|state| {
             if state.tags.recommenders.contains_key(name) && !replace {
                 return Err(Error::RecommenderExists(name.to_string()));
@@ -572,27 +583,32 @@ impl Catalog {
         // On failure the file stays until the next checkpoint or open, as a
         // large append's does.
         committed?;
-        Ok(stored)
+        Ok((stored, computed))
     }
 
     /// Builds recommender `name` from `definition` without the users in
-    /// `without`, and writes its file under a reserved id, which the caller
-    /// releases once the change naming it has committed or failed.
+    /// `without` (from its `previous` model where it can), and writes its
+    /// file under a reserved id, which the caller releases once the change
+    /// naming it has committed or failed. Also says how many items'
+    /// neighbours item-kNN computed.
     fn build_recommender(
         &self,
         name: &str,
         definition: recommend::Definition,
         without: &RoaringBitmap,
-    ) -> Result<Arc<StoredRecommender>> {
+        previous: Option<&recommend::Recommender>,
+    ) -> Result<(Arc<StoredRecommender>, Option<usize>)> {
         let table = self.table(&definition.table)?;
         let built_micros = crate::tags::now_micros();
-        let model = Arc::new(recommend::build(
+        let built = recommend::build(
             &self.tags(),
             &table,
             &definition,
             built_micros,
             without,
-        )?);
+            previous,
+        )?;
+        let model = Arc::new(built.recommender);
         let id = self.reserve_id();
         let written = match &self.store {
             Some(store) => recommend::write_file(
@@ -623,7 +639,10 @@ impl Catalog {
             bytes,
             crc32c,
         };
-        Ok(Arc::new(StoredRecommender::new(entry, path, Some(model))))
+        Ok((
+            Arc::new(StoredRecommender::new(entry, path, Some(model))),
+            built.computed_items,
+        ))
     }
 
     /// Drops a recommender. Returns false when it does not exist and

@@ -26,13 +26,14 @@
 //!   time-decayed, weights); the fallback for users without history.
 
 mod file;
+mod refresh;
 mod serve;
 mod stored;
 
 pub use serve::{Contribution, ItemKey, Request, Similar, top_items};
 pub use stored::{
-    Algorithm, DEFAULT_LAMBDA, DEFAULT_NEIGHBOURS, Definition, Entry, Settings, StoredRecommender,
-    build,
+    Algorithm, Built, DEFAULT_LAMBDA, DEFAULT_NEIGHBOURS, Definition, Entry, Settings,
+    StoredRecommender, build,
 };
 pub(crate) use stored::{DIR, path as file_path, read as read_file, write as write_file};
 
@@ -188,18 +189,21 @@ impl Interactions {
     }
 
     /// For every item j sharing a user with `item`: (j, users in common,
-    /// Σ w_ui · w_uj), in the order first met; `item` itself included.
-    /// `count` and `dot` are scratch of one entry per item, all zero, and
-    /// are left so.
-    fn co_occurrences(
-        &self,
-        item: u32,
-        count: &mut [u32],
-        dot: &mut [f32],
-        out: &mut Vec<(u32, u32, f32)>,
-    ) {
-        out.clear();
-        let mut touched: Vec<u32> = Vec::new();
+    /// Σ w_ui · w_uj), in the order first met; `item` itself included. The
+    /// sums run over the users in ascending order, so (i, j) and (j, i)
+    /// come out the same to the bit.
+    fn co_occurrences<'s>(&self, item: u32, scratch: &'s mut CoCounts) -> &'s [(u32, u32, f32)] {
+        let CoCounts {
+            count,
+            dot,
+            touched,
+            found,
+        } = scratch;
+        if count.len() != self.items {
+            *count = vec![0; self.items];
+            *dot = vec![0.0; self.items];
+        }
+        found.clear();
         let range = self.item_start[item as usize]..self.item_start[item as usize + 1];
         for k in range {
             let w = self.item_weights[k];
@@ -212,11 +216,12 @@ impl Interactions {
                 dot[j as usize] += w * wj;
             }
         }
-        for j in touched {
-            out.push((j, count[j as usize], dot[j as usize]));
+        for j in touched.drain(..) {
+            found.push((j, count[j as usize], dot[j as usize]));
             count[j as usize] = 0;
             dot[j as usize] = 0.0;
         }
+        found
     }
 
     /// Each item's users (or, with `weighted`, its summed weights).
@@ -232,6 +237,43 @@ impl Interactions {
             })
             .collect()
     }
+}
+
+/// Scratch of [`Interactions::co_occurrences`]: per item a count and a sum
+/// (zero between calls), the items met and what was found.
+#[derive(Debug, Default)]
+struct CoCounts {
+    count: Vec<u32>,
+    dot: Vec<f32>,
+    touched: Vec<u32>,
+    found: Vec<(u32, u32, f32)>,
+}
+
+/// `work(i, scratch)` for every i below `n`, in runs of consecutive i, one
+/// run per core; the results in order of i.
+fn per_item<T: Send>(n: usize, work: impl Fn(usize, &mut CoCounts) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, n.max(1));
+    let per_thread = n.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(per_thread)
+            .map(|first| {
+                let work = &work;
+                scope.spawn(move || {
+                    let mut scratch = CoCounts::default();
+                    (first..(first + per_thread).min(n))
+                        .map(|i| work(i, &mut scratch))
+                        .collect::<Vec<T>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("an item-kNN thread panicked"))
+            .collect()
+    })
 }
 
 /// Where each of `buckets` buckets starts when `keys` (each below `buckets`)
@@ -262,7 +304,7 @@ pub enum Similarity {
 }
 
 /// One neighbour of an item in an item-kNN model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Neighbour {
     pub item: u32,
     pub similarity: f32,
@@ -287,90 +329,19 @@ impl ItemKnn {
     /// Keeps, for every item, its `neighbours` most similar items (ties to
     /// the lower index). Items share the work among the cores.
     pub fn build(data: &Interactions, similarity: Similarity, neighbours: usize) -> ItemKnn {
-        let items = data.items;
-        let norms: Vec<f32> = (0..items)
-            .map(|i| {
-                let range = data.item_start[i]..data.item_start[i + 1];
-                data.item_weights[range]
-                    .iter()
-                    .map(|w| w * w)
-                    .sum::<f32>()
-                    .sqrt()
-            })
-            .collect();
-        let sim = |i: u32, j: u32, common: u32, dot: f32| -> f32 {
-            let (ci, cj) = (data.item_users(i) as f64, data.item_users(j) as f64);
-            let value = match similarity {
-                Similarity::Cosine => {
-                    f64::from(dot) / (f64::from(norms[i as usize]) * f64::from(norms[j as usize]))
-                }
-                Similarity::Jaccard => f64::from(common) / (ci + cj - f64::from(common)),
-                Similarity::AsymmetricCosine { alpha } => {
-                    f64::from(common) / (ci.powf(alpha) * cj.powf(1.0 - alpha))
-                }
-            };
-            if value.is_finite() { value as f32 } else { 0.0 }
-        };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, items.max(1));
-        let per_thread = items.div_ceil(threads).max(1);
-        let lists: Vec<Vec<Vec<Neighbour>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..items)
-                .step_by(per_thread)
-                .map(|first| {
-                    let sim = &sim;
-                    scope.spawn(move || {
-                        let mut count = vec![0u32; items];
-                        let mut dot = vec![0f32; items];
-                        let mut co = Vec::new();
-                        (first..(first + per_thread).min(items))
-                            .map(|i| {
-                                let i = i as u32;
-                                data.co_occurrences(i, &mut count, &mut dot, &mut co);
-                                let mut list: Vec<Neighbour> = co
-                                    .iter()
-                                    .filter(|&&(j, _, _)| j != i)
-                                    .map(|&(j, common, d)| Neighbour {
-                                        item: j,
-                                        similarity: sim(i, j, common, d),
-                                        common,
-                                    })
-                                    .filter(|n| n.similarity > 0.0)
-                                    .collect();
-                                let order = |a: &Neighbour, b: &Neighbour| {
-                                    b.similarity
-                                        .total_cmp(&a.similarity)
-                                        .then(a.item.cmp(&b.item))
-                                };
-                                if neighbours < list.len() {
-                                    if neighbours == 0 {
-                                        list.clear();
-                                    } else {
-                                        list.select_nth_unstable_by(neighbours - 1, order);
-                                        list.truncate(neighbours);
-                                    }
-                                }
-                                list.sort_unstable_by(order);
-                                // The list was collected from every co-occurring
-                                // item; kept at that capacity until the end, the
-                                // lists of a catalogue with popular items would
-                                // hold gigabytes.
-                                list.shrink_to_fit();
-                                list
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("an item-kNN thread panicked"))
-                .collect()
+        let likeness = Likeness::new(data, similarity);
+        let lists = per_item(data.items, |i, scratch| {
+            let co = data.co_occurrences(i as u32, scratch);
+            likeness.nearest(i as u32, co, neighbours)
         });
-        let mut start = Vec::with_capacity(items + 1);
-        let mut all = Vec::new();
-        for list in lists.into_iter().flatten() {
+        ItemKnn::from_item_lists(similarity, lists)
+    }
+
+    /// The model of each item's neighbour list.
+    fn from_item_lists(similarity: Similarity, lists: Vec<Vec<Neighbour>>) -> ItemKnn {
+        let mut start = Vec::with_capacity(lists.len() + 1);
+        let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        for list in lists {
             start.push(all.len());
             all.extend(list);
         }
@@ -412,6 +383,90 @@ impl ItemKnn {
     }
 }
 
+/// How similar two items of one set of interactions are, from what they
+/// share.
+struct Likeness<'a> {
+    data: &'a Interactions,
+    similarity: Similarity,
+    /// Per item, √(Σ w_ui²).
+    norms: Vec<f32>,
+}
+
+impl<'a> Likeness<'a> {
+    fn new(data: &'a Interactions, similarity: Similarity) -> Likeness<'a> {
+        let norms = (0..data.items)
+            .map(|i| {
+                let range = data.item_start[i]..data.item_start[i + 1];
+                data.item_weights[range]
+                    .iter()
+                    .map(|w| w * w)
+                    .sum::<f32>()
+                    .sqrt()
+            })
+            .collect();
+        Likeness {
+            data,
+            similarity,
+            norms,
+        }
+    }
+
+    /// sim(i, j) from their users in `common` and Σ w_ui · w_uj (`dot`); 0
+    /// where the formula has no value.
+    fn of(&self, i: u32, j: u32, common: u32, dot: f32) -> f32 {
+        let data = self.data;
+        let (ci, cj) = (data.item_users(i) as f64, data.item_users(j) as f64);
+        let value = match self.similarity {
+            Similarity::Cosine => {
+                f64::from(dot)
+                    / (f64::from(self.norms[i as usize]) * f64::from(self.norms[j as usize]))
+            }
+            Similarity::Jaccard => f64::from(common) / (ci + cj - f64::from(common)),
+            Similarity::AsymmetricCosine { alpha } => {
+                f64::from(common) / (ci.powf(alpha) * cj.powf(1.0 - alpha))
+            }
+        };
+        if value.is_finite() { value as f32 } else { 0.0 }
+    }
+
+    /// Item i's `neighbours` most similar items, in [`closer`] order, from
+    /// its co-occurrences `co`.
+    fn nearest(&self, i: u32, co: &[(u32, u32, f32)], neighbours: usize) -> Vec<Neighbour> {
+        let mut list: Vec<Neighbour> = co
+            .iter()
+            .filter(|&&(j, _, _)| j != i)
+            .map(|&(j, common, dot)| Neighbour {
+                item: j,
+                similarity: self.of(i, j, common, dot),
+                common,
+            })
+            .filter(|n| n.similarity > 0.0)
+            .collect();
+        if neighbours < list.len() {
+            if neighbours == 0 {
+                list.clear();
+            } else {
+                list.select_nth_unstable_by(neighbours - 1, closer);
+                list.truncate(neighbours);
+            }
+        }
+        list.sort_unstable_by(closer);
+        // The list was collected from every co-occurring item; kept at that
+        // capacity, the lists of a catalogue with popular items would hold
+        // gigabytes.
+        list.shrink_to_fit();
+        list
+    }
+}
+
+/// The order of a neighbour list: most similar first, ties to the lower
+/// item.
+fn closer(a: &Neighbour, b: &Neighbour) -> Ordering {
+    b.similarity
+        .total_cmp(&a.similarity)
+        .then(a.item.cmp(&b.item))
+}
+
 /// An EASE model: the items × items weights, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ease {
@@ -437,12 +492,9 @@ impl Ease {
             )));
         }
         let mut gram = faer::Mat::<f64>::zeros(n, n);
-        let mut count = vec![0u32; n];
-        let mut dot = vec![0f32; n];
-        let mut co = Vec::new();
+        let mut scratch = CoCounts::default();
         for i in 0..n {
-            data.co_occurrences(i as u32, &mut count, &mut dot, &mut co);
-            for &(j, _, d) in &co {
+            for &(j, _, d) in data.co_occurrences(i as u32, &mut scratch) {
                 gram[(i, j as usize)] = f64::from(d);
             }
             gram[(i, i)] += lambda;

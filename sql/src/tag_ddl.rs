@@ -743,7 +743,18 @@ pub(crate) async fn run(
             .await?;
         }
         TagStatement::RefreshRecommender { name } => {
-            crate::provider::blocking(catalog, move |c| c.refresh_recommender(&name)).await?;
+            let refreshing = name.clone();
+            let (stored, computed) =
+                crate::provider::blocking(catalog, move |c| c.refresh_recommender(&refreshing))
+                    .await?;
+            if let Some(computed) = computed {
+                let message = format!(
+                    "recommender \"{name}\": neighbours computed for {computed} of {} items, \
+                     carried over for the rest",
+                    stored.entry.items
+                );
+                session.lock().notice("NOTICE", "00000", message);
+            }
         }
         TagStatement::DropRecommender { name, if_exists } => {
             catalog.drop_recommender(&name, if_exists)?;

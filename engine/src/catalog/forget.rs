@@ -87,7 +87,9 @@ impl Catalog {
                 let known = model.interactions.users();
                 if users.iter().any(|u| known.binary_search(&u).is_ok()) {
                     let definition = recommender.entry.definition.clone();
-                    rebuilt.push(self.build_recommender(name, definition, &users)?);
+                    let (stored, _) =
+                        self.build_recommender(name, definition, &users, Some(&model))?;
+                    rebuilt.push(stored);
                 }
             }
             Ok(())

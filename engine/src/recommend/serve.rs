@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use roaring::RoaringBitmap;
 
-use super::{Filter, ItemKeys, Model, Recommender, Scored, Scores, top};
+use super::{CoCounts, Filter, ItemKeys, Model, Recommender, Scored, Scores, top};
 
 /// How a top k is chosen, besides the filter.
 #[derive(Debug, Clone)]
@@ -171,12 +171,10 @@ impl Recommender {
     /// (ties to the lower index), with their co-occurrence measures.
     pub fn similar(&self, item: u32, k: usize) -> Vec<Similar> {
         let data = &self.interactions;
-        let mut count = vec![0u32; data.items];
-        let mut dot = vec![0f32; data.items];
-        let mut co = Vec::new();
-        data.co_occurrences(item, &mut count, &mut dot, &mut co);
+        let mut scratch = CoCounts::default();
+        let co = data.co_occurrences(item, &mut scratch);
         let mut common = vec![0u32; data.items];
-        for &(j, c, _) in &co {
+        for &(j, c, _) in co {
             common[j as usize] = c;
         }
         let users = data.user_count() as f64;

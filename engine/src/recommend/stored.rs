@@ -316,17 +316,30 @@ pub(crate) fn write(
     Ok((bytes.len() as u64, crc32c::crc32c(&bytes)))
 }
 
+/// A recommender as [`build`] made it.
+#[derive(Debug)]
+pub struct Built {
+    pub recommender: Recommender,
+    /// item-kNN: how many items' neighbour lists were computed; the others
+    /// were carried over from the previous build.
+    pub computed_items: Option<usize>,
+}
+
 /// Builds the recommender `definition` describes from `table`'s rows as of
 /// now (`now_micros`, which time decay counts from). Rows whose user, item
 /// or weight is NULL, or whose weight is not positive, are no interaction;
-/// nor are the rows of the users in `without` (being forgotten).
+/// nor are the rows of the users in `without` (being forgotten). With the
+/// `previous` build of the same definition, item-kNN computes the neighbours
+/// of only the items whose users changed and of those whose lists they
+/// enter or leave (super::refresh); the model is the same as a whole build's.
 pub fn build(
     tags: &Tags,
     table: &Table,
     definition: &Definition,
     now_micros: i64,
     without: &roaring::RoaringBitmap,
-) -> Result<Recommender> {
+    previous: Option<&Recommender>,
+) -> Result<Built> {
     let settings = Settings::parse(&definition.algorithm, &definition.options)?;
     let columns = table.columns();
     let find = |name: &str, role: &str, allowed: &dyn Fn(ColumnType) -> bool| {
@@ -490,15 +503,38 @@ pub fn build(
     }
     let data = Interactions::new(keys.len(), interactions)?;
     let popularity = data.popularity(definition.weighted());
+    let mut computed_items = None;
     let model = match settings.algorithm {
         Algorithm::ItemKnn {
             similarity,
             neighbours,
-        } => Model::ItemKnn(ItemKnn::build(&data, similarity, neighbours)),
+        } => {
+            let (knn, computed) = match previous {
+                Some(
+                    before @ Recommender {
+                        model: Model::ItemKnn(knn),
+                        ..
+                    },
+                ) if knn.similarity == similarity => super::refresh::refresh(
+                    knn,
+                    &before.interactions,
+                    &before.items,
+                    &data,
+                    &keys,
+                    neighbours,
+                ),
+                _ => (ItemKnn::build(&data, similarity, neighbours), data.items()),
+            };
+            computed_items = Some(computed);
+            Model::ItemKnn(knn)
+        }
         Algorithm::Ease { lambda } => Model::Ease(Ease::build(&data, lambda)?),
         Algorithm::Popularity => Model::Popularity(popularity.clone()),
     };
-    Ok(Recommender::new(keys, data, popularity, model))
+    Ok(Built {
+        recommender: Recommender::new(keys, data, popularity, model),
+        computed_items,
+    })
 }
 
 /// For provisional indices listed in their final order, the final index of
@@ -694,6 +730,50 @@ mod tests {
     }
 
     #[test]
+    fn refreshing_item_knn_computes_what_the_new_rows_touched() {
+        let catalog = Catalog::in_memory();
+        // Users 1-6 share items a-c, users 7-12 items x-z: two groups with
+        // nothing in common.
+        let mut rows = Vec::new();
+        for user in 1..=12i64 {
+            let group: [&str; 3] = if user <= 6 {
+                ["a", "b", "c"]
+            } else {
+                ["x", "y", "z"]
+            };
+            for (k, item) in group.into_iter().enumerate() {
+                if (user + k as i64) % 3 != 0 {
+                    rows.push((user, item, Some(1.0 + k as f64)));
+                }
+            }
+        }
+        events(&catalog, &rows);
+        let create = |name: &str| {
+            catalog
+                .create_recommender(name, definition("item_knn", true), true)
+                .expect("create")
+                .model()
+                .expect("model")
+        };
+        create("r");
+        // User 7 (who has x and y) takes z: only z's users changed; x's and
+        // y's lists take z's new similarity by merging.
+        events(&catalog, &[(7, "z", Some(2.0))]);
+        let (refreshed, computed) = catalog.refresh_recommender("r").expect("refresh");
+        assert_eq!(computed, Some(1));
+        assert_eq!(refreshed.model().expect("model"), create("whole"));
+        // Nothing new: nothing computed.
+        let (again, computed) = catalog.refresh_recommender("r").expect("refresh");
+        assert_eq!(computed, Some(0));
+        assert_eq!(again.model().expect("model"), create("whole"));
+        // Other algorithms have no neighbours to count.
+        catalog
+            .create_recommender("p", definition("popularity", true), false)
+            .expect("create");
+        assert_eq!(catalog.refresh_recommender("p").expect("refresh").1, None);
+    }
+
+    #[test]
     fn recommenders_survive_a_crash_a_checkpoint_a_refresh_and_a_drop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (entry, model) = {
@@ -727,7 +807,9 @@ mod tests {
         assert_eq!(files(dir.path()), 1);
 
         events(&catalog, &[(4, "d", Some(1.0)), (4, "a", Some(1.0))]);
-        let refreshed = catalog.refresh_recommender("r").expect("refresh");
+        let (refreshed, computed) = catalog.refresh_recommender("r").expect("refresh");
+        // a changed and d is new: two of three items, so built whole.
+        assert_eq!(computed, Some(3));
         assert_ne!(refreshed.entry.id, entry.id);
         assert_eq!(refreshed.entry.items, 3);
         catalog.checkpoint().expect("checkpoint");
