@@ -695,6 +695,22 @@ fn session_statements() -> Result<(), Failed> {
         raw.send(b'S', b"").await?;
         let frames = raw.read_until_ready().await?;
         assert_eq!(reports(&frames, b'E')[0].1, "26000");
+        // As in PostgreSQL, the replies to Parse and Bind wait for a Sync or
+        // a Flush: nothing arrives before.
+        raw.send(b'P', b"\0SELECT 1\0\0\0").await?;
+        raw.send(b'B', b"\0\0\0\0\0\0\0\0").await?;
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), raw.read()).await;
+        assert!(early.is_err(), "a reply before Flush: {early:?}");
+        raw.send(b'H', b"").await?;
+        let mut replies = Vec::new();
+        for _ in 0..2 {
+            replies.push(raw.read().await?.ok_or("closed")?.0);
+        }
+        assert_eq!(replies, [b'1', b'2']);
+        raw.send(b'E', b"\0\0\0\0\0").await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(tags(&frames), ["SELECT 1"]);
         let error = client
             .batch_execute("DEALLOCATE nothing")
             .await
