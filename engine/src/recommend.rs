@@ -250,8 +250,8 @@ struct CoCounts {
 }
 
 /// `work(i, scratch)` for every i below `n`, in runs of consecutive i, one
-/// run per core; the results in order of i.
-fn per_item<T: Send>(n: usize, work: impl Fn(usize, &mut CoCounts) -> T + Sync) -> Vec<T> {
+/// run per core, each with its own scratch; the results in order of i.
+fn per_core<S: Default, T: Send>(n: usize, work: impl Fn(usize, &mut S) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .clamp(1, n.max(1));
@@ -262,7 +262,7 @@ fn per_item<T: Send>(n: usize, work: impl Fn(usize, &mut CoCounts) -> T + Sync) 
             .map(|first| {
                 let work = &work;
                 scope.spawn(move || {
-                    let mut scratch = CoCounts::default();
+                    let mut scratch = S::default();
                     (first..(first + per_thread).min(n))
                         .map(|i| work(i, &mut scratch))
                         .collect::<Vec<T>>()
@@ -271,7 +271,7 @@ fn per_item<T: Send>(n: usize, work: impl Fn(usize, &mut CoCounts) -> T + Sync) 
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("an item-kNN thread panicked"))
+            .flat_map(|h| h.join().expect("a recommender thread panicked"))
             .collect()
     })
 }
@@ -330,7 +330,7 @@ impl ItemKnn {
     /// the lower index). Items share the work among the cores.
     pub fn build(data: &Interactions, similarity: Similarity, neighbours: usize) -> ItemKnn {
         let likeness = Likeness::new(data, similarity);
-        let lists = per_item(data.items, |i, scratch| {
+        let lists = per_core(data.items, |i, scratch| {
             let co = data.co_occurrences(i as u32, scratch);
             likeness.nearest(i as u32, co, neighbours)
         });

@@ -25,7 +25,7 @@
 //! is no dearer and is what runs.
 
 use super::{
-    Interactions, ItemKeys, ItemKnn, Likeness, Neighbour, bucket_starts, closer, per_item,
+    Interactions, ItemKeys, ItemKnn, Likeness, Neighbour, bucket_starts, closer, per_core,
 };
 
 /// The model [`ItemKnn::build`] gives for `data` and `keys`, from the
@@ -78,7 +78,7 @@ pub fn refresh(
     let likeness = Likeness::new(data, similarity);
     // Changed items' lists, and their candidates for unchanged items' lists.
     let computed: Vec<(Vec<Neighbour>, Vec<Candidate>)> =
-        per_item(changed_items.len(), |k, scratch| {
+        per_core(changed_items.len(), |k, scratch| {
             let d = changed_items[k];
             let co = data.co_occurrences(d, scratch);
             let candidates = co
@@ -106,7 +106,7 @@ pub fn refresh(
         next[j as usize] += 1;
     }
 
-    let merged: Vec<Option<(Vec<Neighbour>, bool)>> = per_item(items, |j, scratch| {
+    let merged: Vec<Option<(Vec<Neighbour>, bool)>> = per_core(items, |j, scratch| {
         if changed[j] {
             return None;
         }

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use roaring::RoaringBitmap;
 
-use super::{CoCounts, Filter, ItemKeys, Model, Recommender, Scored, Scores, top};
+use super::{CoCounts, Filter, ItemKeys, Model, Recommender, Scored, Scores, per_core, top};
 
 /// How a top k is chosen, besides the filter.
 #[derive(Debug, Clone)]
@@ -105,27 +105,8 @@ impl Recommender {
 
     /// [`Recommender::recommend`] for each of `ordinals`, on every core.
     pub fn recommend_many(&self, ordinals: &[u32], request: &Request<'_>) -> Vec<Vec<Scored>> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, ordinals.len().max(1));
-        let per_thread = ordinals.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = ordinals
-                .chunks(per_thread)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        let mut scratch = Scores::default();
-                        chunk
-                            .iter()
-                            .map(|&o| self.recommend(Some(o), request, &mut scratch))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a recommending thread does not panic"))
-                .collect()
+        per_core(ordinals.len(), |i, scratch: &mut Scores| {
+            self.recommend(Some(ordinals[i]), request, scratch)
         })
     }
 

@@ -330,8 +330,9 @@ pub struct Built {
 /// or weight is NULL, or whose weight is not positive, are no interaction;
 /// nor are the rows of the users in `without` (being forgotten). With the
 /// `previous` build of the same definition, item-kNN computes the neighbours
-/// of only the items whose users changed and of those whose lists they
-/// enter or leave (super::refresh); the model is the same as a whole build's.
+/// of only the items whose users changed, merges their new similarities into
+/// the other lists and computes a list again only where the merge cannot be
+/// sure (super::refresh); the model is the same as a whole build's.
 pub fn build(
     tags: &Tags,
     table: &Table,
