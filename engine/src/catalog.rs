@@ -1846,7 +1846,7 @@ impl State {
                     column_type: crate::types::ColumnType::from_arrow(
                         schema.field(at).data_type(),
                     )?,
-                    values: Arc::new(BTreeMap::new()),
+                    values: Arc::default(),
                 });
             }
             if let Some(time) = &entry.time {

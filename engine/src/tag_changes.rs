@@ -64,7 +64,7 @@ pub(crate) fn rows_added(tags: &mut Tags, table_id: u64, batches: &[RecordBatch]
         .iter()
         .map(|b| b.project(&read))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    projected_rows_added(tags, table_id, &projected)
+    projected_rows_added(tags, table_id, projected.into_iter().map(Ok))
 }
 
 /// What appended segments (files a large append wrote) do, as
@@ -83,12 +83,16 @@ pub(crate) fn segments_added(
         segments: segments.to_vec(),
     };
     let batches = read_rows(&only, &index.read_columns(), None, false)?;
-    projected_rows_added(tags, table_id, &batches)
+    projected_rows_added(tags, table_id, batches)
 }
 
 /// [`rows_added`] for batches holding the columns the tag index reads
 /// ([`TableTags::read_columns`]).
-fn projected_rows_added(tags: &mut Tags, table_id: u64, batches: &[RecordBatch]) -> Result<()> {
+fn projected_rows_added(
+    tags: &mut Tags,
+    table_id: u64,
+    batches: impl IntoIterator<Item = Result<RecordBatch>>,
+) -> Result<()> {
     let Some(index) = tags.tables.get(&table_id) else {
         return Ok(());
     };
@@ -100,6 +104,7 @@ fn projected_rows_added(tags: &mut Tags, table_id: u64, batches: &[RecordBatch])
         .expect("the user key is read");
     let all: Vec<usize> = (0..index.columns.len()).collect();
     for projected in batches {
+        let projected = &projected?;
         let ordinals = dictionary.assign(projected.column(user_at).as_ref())?;
         index.add(
             &IndexedRows {
@@ -197,6 +202,7 @@ pub(crate) fn users_rows(
         .expect("the user key is read");
     let mut out = Vec::new();
     for batch in read_rows(snapshot, columns, predicate, row_ids)? {
+        let batch = batch?;
         let ordinals = dictionary.lookup(batch.column(user_at).as_ref(), visible)?;
         let keep: BooleanArray = ordinals
             .iter()
@@ -307,7 +313,7 @@ pub(crate) fn index_columns(
             column: at,
             name: name.clone(),
             column_type,
-            values: Arc::new(std::collections::BTreeMap::new()),
+            values: Arc::default(),
         });
         added.push(index.columns.len() - 1);
     }
@@ -318,6 +324,7 @@ pub(crate) fn index_columns(
         .expect("the user key is read");
     if !added.is_empty() {
         for batch in read_rows(snapshot, &read, None, false)? {
+            let batch = batch?;
             let ordinals: Vec<u32> = dictionary
                 .lookup(batch.column(user_at).as_ref(), tags.users)?
                 .into_iter()
@@ -384,22 +391,21 @@ fn raw_column(segment: &Segment, column: usize) -> Result<ArrayRef> {
 }
 
 /// The live rows of `snapshot` with table columns `columns` (ascending), that
-/// `predicate` keeps, and with `row_ids` the row id last.
+/// `predicate` keeps, and with `row_ids` the row id last: one batch per unit
+/// (row group or stored batch), read as the iterator is advanced, so only one
+/// unit is in memory at a time.
 pub(crate) fn read_rows(
     snapshot: &TableSnapshot,
     columns: &[usize],
     predicate: Option<Predicate>,
     row_ids: bool,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
     let spec = ScanSpec::new(snapshot, Some(columns), predicate, row_ids)?;
-    let mut out = Vec::new();
-    for unit in spec.units(snapshot)? {
-        let batch = spec.apply(&unit)?;
-        if batch.num_rows() > 0 {
-            out.push(batch);
-        }
-    }
-    Ok(out)
+    let units = spec.units(snapshot)?;
+    Ok(units
+        .into_iter()
+        .map(move |unit| spec.apply(&unit))
+        .filter(|batch| batch.as_ref().map_or(true, |b| b.num_rows() > 0)))
 }
 
 /// Creates or replaces a stored tag or segment.

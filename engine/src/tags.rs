@@ -129,11 +129,20 @@ impl Bits {
         }
     }
 
-    fn union(&self, more: &RoaringBitmap) -> Result<Bits> {
+    /// Adds `more`: in place when this bitmap is in memory and not shared
+    /// (so adding batch after batch to an index being built copies each
+    /// bitmap at most once), into a new bitmap otherwise.
+    fn insert_all(&mut self, more: &RoaringBitmap) -> Result<()> {
         if more.is_empty() {
-            return Ok(self.clone());
+            return Ok(());
         }
-        Ok(Bits::from(self.get()? | more))
+        if let Some(BitsInner::Loaded(bitmap)) = Arc::get_mut(&mut self.inner) {
+            *bitmap |= more;
+            self.len = bitmap.len();
+            return Ok(());
+        }
+        *self = Bits::from(self.get()? | more);
+        Ok(())
     }
 
     /// `self − remove ∪ add`.
@@ -387,7 +396,135 @@ pub struct ColumnTags {
     pub column: usize,
     pub name: String,
     pub column_type: ColumnType,
-    pub values: Arc<BTreeMap<Key, Entry>>,
+    pub values: Arc<ValueTags>,
+}
+
+/// The values of one indexed column and their users, in key order (read as
+/// the map it derefs to), with the range levels built from them on first
+/// use. Any change through `DerefMut` drops the levels, so they never
+/// outlive the values they were built from.
+#[derive(Debug, Clone, Default)]
+pub struct ValueTags {
+    map: BTreeMap<Key, Entry>,
+    levels: OnceLock<Arc<RangeLevels>>,
+}
+
+impl std::ops::Deref for ValueTags {
+    type Target = BTreeMap<Key, Entry>;
+    fn deref(&self) -> &BTreeMap<Key, Entry> {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for ValueTags {
+    fn deref_mut(&mut self) -> &mut BTreeMap<Key, Entry> {
+        self.levels = OnceLock::new();
+        &mut self.map
+    }
+}
+
+/// Consecutive values a range bucket unions.
+const RANGE_FANOUT: usize = 32;
+
+impl ValueTags {
+    /// The bitmaps whose union is the users of the values in `range`: the
+    /// values' own when there are at most [`RANGE_FANOUT`] of them (an
+    /// equality never builds the levels), otherwise buckets of the range
+    /// levels and the values at the range's two ends.
+    fn covering(&self, range: (Bound<Key>, Bound<Key>)) -> Result<Vec<&Bits>> {
+        let values = self.map.range(range.clone()).map(|(_, e)| &e.all);
+        if values.clone().nth(RANGE_FANOUT).is_none() {
+            return Ok(values.collect());
+        }
+        let levels = match self.levels.get() {
+            Some(levels) => levels,
+            None => {
+                let built = RangeLevels::build(&self.map, RANGE_FANOUT)?;
+                self.levels.get_or_init(|| Arc::new(built))
+            }
+        };
+        let (from, to) = levels.ranks(range);
+        Ok(levels.covering(from, to))
+    }
+}
+
+/// A bucketed index over a column's values in key order, for range terms
+/// (`age BETWEEN 25 AND 34`, `spend > 1000`) on columns with many values.
+/// Level 0 is the values' own bitmaps; each bitmap of level `l + 1` is the
+/// union of `fanout` consecutive ones of level `l`, up to a level of at most
+/// `fanout` bitmaps. A range of `n` values is the union of at most
+/// `2 · (fanout − 1)` bitmaps per level instead of `n`. Built in memory when
+/// a range first needs it (one union per value per level), not stored.
+#[derive(Debug)]
+struct RangeLevels {
+    keys: Vec<Key>,
+    fanout: usize,
+    levels: Vec<Vec<Bits>>,
+}
+
+impl RangeLevels {
+    fn build(values: &BTreeMap<Key, Entry>, fanout: usize) -> Result<RangeLevels> {
+        let keys: Vec<Key> = values.keys().cloned().collect();
+        let mut levels = vec![values.values().map(|e| e.all.clone()).collect::<Vec<_>>()];
+        while let Some(below) = levels.last().filter(|l| l.len() > fanout) {
+            let above = below
+                .chunks(fanout)
+                .map(|chunk| {
+                    let parts = chunk.iter().map(Bits::get).collect::<Result<Vec<_>>>()?;
+                    Ok(Bits::from(parts.into_iter().union()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            levels.push(above);
+        }
+        Ok(RangeLevels {
+            keys,
+            fanout,
+            levels,
+        })
+    }
+
+    /// The ranks (positions in key order) of the values in `range`, as
+    /// `from..to`.
+    fn ranks(&self, (low, high): (Bound<Key>, Bound<Key>)) -> (usize, usize) {
+        let from = match &low {
+            Bound::Included(k) => self.keys.partition_point(|x| x < k),
+            Bound::Excluded(k) => self.keys.partition_point(|x| x <= k),
+            Bound::Unbounded => 0,
+        };
+        let to = match &high {
+            Bound::Included(k) => self.keys.partition_point(|x| x <= k),
+            Bound::Excluded(k) => self.keys.partition_point(|x| x < k),
+            Bound::Unbounded => self.keys.len(),
+        };
+        (from, to.max(from))
+    }
+
+    /// The fewest bitmaps, level by level, whose union is values
+    /// `from..to`: at each level the ends that do not fill a bucket of the
+    /// level above, then the level above for the rest.
+    fn covering(&self, mut from: usize, mut to: usize) -> Vec<&Bits> {
+        let mut out = Vec::new();
+        for (l, level) in self.levels.iter().enumerate() {
+            if from >= to {
+                break;
+            }
+            let up_from = from.div_ceil(self.fanout);
+            // The last bucket of a level may hold fewer than `fanout`.
+            let up_to = if to == level.len() {
+                level.len().div_ceil(self.fanout)
+            } else {
+                to / self.fanout
+            };
+            if l + 1 == self.levels.len() || up_from >= up_to {
+                out.extend(&level[from..to]);
+                break;
+            }
+            out.extend(&level[from..up_from * self.fanout]);
+            out.extend(&level[(up_to * self.fanout).min(to)..to]);
+            (from, to) = (up_from, up_to);
+        }
+        out
+    }
 }
 
 /// The tag index of a table with a user key.
@@ -451,7 +588,8 @@ impl TableTags {
     ) -> Result<()> {
         let at = self.positions_in_batch();
         if presence {
-            self.present = self.present.union(&sorted_set(rows.ordinals.to_vec()))?;
+            self.present
+                .insert_all(&sorted_set(rows.ordinals.to_vec()))?;
         }
         let days = match &self.time {
             Some((c, _)) => Some(row_days(rows.batch.column(at(*c)).as_ref())?),
@@ -475,12 +613,13 @@ impl TableTags {
             let values = Arc::make_mut(&mut column.values);
             for ((key, users), by_day) in keys.into_iter().zip(users).zip(by_day) {
                 let entry = values.entry(key).or_default();
-                entry.all = entry.all.union(&sorted_set(users))?;
+                entry.all.insert_all(&sorted_set(users))?;
                 if !by_day.is_empty() {
                     let days = Arc::make_mut(&mut entry.days);
                     for (day, users) in by_day {
-                        let bits = days.entry(day).or_default();
-                        *bits = bits.union(&sorted_set(users))?;
+                        days.entry(day)
+                            .or_default()
+                            .insert_all(&sorted_set(users))?;
                     }
                 }
             }
@@ -538,7 +677,7 @@ impl TableTags {
                 .columns
                 .iter()
                 .map(|c| ColumnTags {
-                    values: Arc::new(BTreeMap::new()),
+                    values: Arc::default(),
                     ..c.clone()
                 })
                 .collect(),
@@ -918,14 +1057,13 @@ impl TagSet<'_> {
                 Some(self.days(w)?)
             }
         };
+        let Some((from, to)) = days else {
+            return tags.values.covering(range);
+        };
         let mut bits = Vec::new();
-        for (_, entry) in tags.values.range(range) {
-            match days {
-                None => bits.push(&entry.all),
-                Some((from, to)) if from <= to => {
-                    bits.extend(entry.days.range(from..=to).map(|(_, b)| b));
-                }
-                Some(_) => {}
+        if from <= to {
+            for (_, entry) in tags.values.range(range) {
+                bits.extend(entry.days.range(from..=to).map(|(_, b)| b));
             }
         }
         Ok(bits)
@@ -1344,6 +1482,92 @@ mod tests {
         v.iter().copied().collect()
     }
 
+    /// Every range over 200 values (users with one value and with several)
+    /// is answered by the range levels with the union the values' own
+    /// bitmaps give, from at most `2 · (fanout − 1)` bitmaps per level above
+    /// the values and `fanout` at the top.
+    #[test]
+    fn range_levels_cover_exactly_the_values_in_a_range() -> Result<()> {
+        fn union_of<'a>(bits: impl IntoIterator<Item = &'a Bits>) -> Result<RoaringBitmap> {
+            Ok(bits
+                .into_iter()
+                .map(Bits::get)
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .union())
+        }
+        let mut rng = crate::demo::Rng::new(7);
+        let mut values = BTreeMap::new();
+        for value in 0..200i64 {
+            let users: RoaringBitmap = (0..1 + rng.below(40))
+                .map(|_| rng.below(5_000) as u32)
+                .collect();
+            values.insert(
+                Key::Int(value * 10),
+                Entry {
+                    all: Bits::from(users),
+                    days: Arc::default(),
+                },
+            );
+        }
+        let bounds = |k: i64| {
+            [
+                Bound::Included(Key::Int(k)),
+                Bound::Excluded(Key::Int(k)),
+                Bound::Unbounded,
+            ]
+        };
+        for fanout in [2, 3, 32] {
+            let levels = RangeLevels::build(&values, fanout)?;
+            assert_eq!(levels.levels[0].len(), 200);
+            assert!(levels.levels.iter().all(|l| !l.is_empty()));
+            assert!(levels.levels[levels.levels.len() - 1].len() <= fanout);
+            let most = 2 * (fanout - 1) * (levels.levels.len() - 1) + fanout;
+            for low in (-10..2010).step_by(35) {
+                for high in (low - 20..2020).step_by(45) {
+                    for (l, h) in bounds(low).into_iter().zip(bounds(high)) {
+                        let range = (l, h);
+                        let expected = union_of(
+                            values
+                                .iter()
+                                .filter(|(k, _)| std::ops::RangeBounds::contains(&range, *k))
+                                .map(|(_, e)| &e.all),
+                        )?;
+                        let (from, to) = levels.ranks(range.clone());
+                        let cover = levels.covering(from, to);
+                        assert!(cover.len() <= most, "{} bitmaps for {range:?}", cover.len());
+                        let got = union_of(cover)?;
+                        assert_eq!(got, expected, "fanout {fanout}, {range:?}");
+                    }
+                }
+            }
+        }
+        // A change to the values drops the levels built from them.
+        let mut tags = ValueTags {
+            map: values,
+            levels: OnceLock::new(),
+        };
+        let all = (Bound::Unbounded, Bound::Unbounded);
+        let before = union_of(tags.covering(all.clone())?)?;
+        assert!(tags.levels.get().is_some());
+        tags.insert(
+            Key::Int(5),
+            Entry {
+                all: Bits::from(bitmap(&[9_999])),
+                days: Arc::default(),
+            },
+        );
+        assert!(tags.levels.get().is_none());
+        let after = union_of(tags.covering(all)?)?;
+        assert_eq!(after, &before | &bitmap(&[9_999]));
+        // An equality does not build them.
+        tags.levels = OnceLock::new();
+        let one = tags.covering((Bound::Included(Key::Int(5)), Bound::Included(Key::Int(5))))?;
+        assert_eq!(one.len(), 1);
+        assert!(tags.levels.get().is_none());
+        Ok(())
+    }
+
     #[test]
     fn dates_parse_to_days_since_1970() {
         assert_eq!(parse_date("1970-01-01"), Some(0));
@@ -1379,7 +1603,7 @@ mod tests {
             column: 1,
             name: "city".to_string(),
             column_type: ColumnType::Text,
-            values: Arc::new(BTreeMap::new()),
+            values: Arc::default(),
         });
         tags.time = Some((2, "ts".to_string()));
         tags
