@@ -16,6 +16,7 @@ mod lookalike;
 mod memory;
 mod peers;
 mod postgres;
+mod ranges;
 mod recommend;
 mod recommend_speed;
 mod report;
@@ -90,6 +91,9 @@ pub enum Suite {
     /// Audience counts, a listing and a profile over bitmap tags, against a raw
     /// roaring bound, DuckDB and chDB.
     Audience,
+    /// Numeric range audiences (`spend > 10000`) over a tag index, against the
+    /// union of the values' bitmaps and DuckDB.
+    Ranges,
     /// Lookalike scoring of the audience suite's users from a planted seed
     /// (cohortdb's SQL and engine API against scikit-learn), and the Caravan
     /// quality script.
@@ -172,6 +176,10 @@ fn main() {
                     .ok_or("audience-load needs --child-data")?;
                 return audience::load_child(cli.users, cli.tags, cli.seed, dir).await;
             }
+            Suite::Ranges => (
+                ranges::ranges_suite(cli.users, cli.seed, cli.runs, &chosen).await?,
+                cli.users,
+            ),
             Suite::Lookalike => (
                 lookalike::lookalike(cli.users, cli.seed, cli.runs).await?,
                 cli.users,

@@ -38,6 +38,7 @@ pub fn write(
         Suite::Wire => "wire",
         Suite::Scan => "scan",
         Suite::Audience => "audience",
+        Suite::Ranges => "ranges",
         Suite::Lookalike => "lookalike",
         Suite::Recommend => "recommend",
         Suite::RecommendSpeed => "recommend-speed",
