@@ -104,7 +104,7 @@ pub(crate) fn write(
 ) -> Result<(u64, u32)> {
     let bytes = encode(segment_id, deleted);
     let tmp = path.with_extension("dv.tmp");
-    durable::write_whole(storage, &tmp, path, &bytes)?;
+    durable::write_whole(storage, &tmp, path, &[&bytes])?;
     Ok((bytes.len() as u64, crc32c::crc32c(&bytes)))
 }
 

@@ -24,16 +24,18 @@ pub(crate) fn install(storage: &dyn Storage, tmp: &Path, path: &Path) -> Result<
     sync_dir(storage, path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Writes `bytes` as the file `path`, whole or not at all: to `tmp`, synced,
-/// then [`install`]ed.
+/// Writes `parts`, one after the other, as the file `path`, whole or not at
+/// all: to `tmp`, synced, then [`install`]ed.
 pub(crate) fn write_whole(
     storage: &dyn Storage,
     tmp: &Path,
     path: &Path,
-    bytes: &[u8],
+    parts: &[&[u8]],
 ) -> Result<()> {
     let written = storage.create(tmp).and_then(|file| {
-        storage.write(&file, tmp, bytes)?;
+        for part in parts {
+            storage.write(&file, tmp, part)?;
+        }
         storage.sync(&file, tmp)
     });
     if let Err(e) = written {

@@ -263,7 +263,7 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>> {
 pub(crate) fn write(storage: &dyn Storage, dir: &Path, manifest: &Manifest) -> Result<()> {
     let bytes = encode(manifest);
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    durable::write_whole(storage, &tmp, &dir.join(FILE_NAME), &bytes)
+    durable::write_whole(storage, &tmp, &dir.join(FILE_NAME), &[&bytes])
 }
 
 #[cfg(test)]

@@ -1263,11 +1263,14 @@ pub(crate) struct DirectoryEntry {
 
 /// Encodes a tag file of `owner`: the header, the directory (JSON), then
 /// each bitmap in the portable roaring format.
+/// A tag file's bytes in two parts, written one after the other: the header
+/// and directory, then the bitmaps (not copied into one buffer, which would
+/// hold the index's bytes twice while a checkpoint writes it).
 pub(crate) fn encode_file(
     owner: u64,
     generation: u64,
     entries: &[FileEntry<'_>],
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut bitmaps = Vec::new();
     let mut directory = Vec::with_capacity(entries.len());
     let mut spans = Vec::with_capacity(entries.len());
@@ -1301,7 +1304,7 @@ pub(crate) fn encode_file(
         }
         base = next;
     };
-    let mut out = Vec::with_capacity(HEADER_BYTES + json.len() + bitmaps.len());
+    let mut out = Vec::with_capacity(HEADER_BYTES + json.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&owner.to_le_bytes());
     out.extend_from_slice(&generation.to_le_bytes());
@@ -1309,8 +1312,7 @@ pub(crate) fn encode_file(
     out.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
-    out.extend_from_slice(&bitmaps);
-    Ok(out)
+    Ok((out, bitmaps))
 }
 
 /// Writes a tag file whole (temporary name, synced, renamed) and returns the
@@ -1322,13 +1324,18 @@ pub(crate) fn write_file(
     generation: u64,
     entries: &[FileEntry<'_>],
 ) -> Result<TagFile> {
-    let bytes = encode_file(owner, generation, entries)?;
+    let (head, bitmaps) = encode_file(owner, generation, entries)?;
     let path = tag_path(tags_dir, owner, generation);
-    durable::write_whole(storage, &path.with_extension("tags.tmp"), &path, &bytes)?;
+    durable::write_whole(
+        storage,
+        &path.with_extension("tags.tmp"),
+        &path,
+        &[&head, &bitmaps],
+    )?;
     Ok(TagFile {
         generation,
-        bytes: bytes.len() as u64,
-        crc32c: crc32c::crc32c(&bytes),
+        bytes: (head.len() + bitmaps.len()) as u64,
+        crc32c: crc32c::crc32c_append(crc32c::crc32c(&head), &bitmaps),
     })
 }
 

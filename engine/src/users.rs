@@ -560,7 +560,7 @@ pub(crate) fn write_chunk(
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     let path = chunk_path(users_dir, first, generation);
-    crate::durable::write_whole(storage, &path.with_extension("keys.tmp"), &path, &out)?;
+    crate::durable::write_whole(storage, &path.with_extension("keys.tmp"), &path, &[&out])?;
     Ok(Chunk {
         first,
         count,

@@ -312,7 +312,7 @@ pub(crate) fn write(
 ) -> Result<(u64, u32)> {
     let bytes = file::encode(recommender);
     let path = path(dir, id);
-    durable::write_whole(storage, &path.with_extension("rec.tmp"), &path, &bytes)?;
+    durable::write_whole(storage, &path.with_extension("rec.tmp"), &path, &[&bytes])?;
     Ok((bytes.len() as u64, crc32c::crc32c(&bytes)))
 }
 
