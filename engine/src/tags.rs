@@ -1262,10 +1262,10 @@ pub(crate) struct DirectoryEntry {
 }
 
 /// Encodes a tag file of `owner`: the header, the directory (JSON), then
-/// each bitmap in the portable roaring format.
-/// A tag file's bytes in two parts, written one after the other: the header
-/// and directory, then the bitmaps (not copied into one buffer, which would
-/// hold the index's bytes twice while a checkpoint writes it).
+/// each bitmap in the portable roaring format — as two parts written one
+/// after the other, the header and directory, then the bitmaps (not copied
+/// into one buffer, which would hold the index's bytes twice while a
+/// checkpoint writes it).
 pub(crate) fn encode_file(
     owner: u64,
     generation: u64,
