@@ -344,11 +344,7 @@ pub async fn audience(
     (memory.raw_bytes, memory.raw_bitmaps) = raw.bytes();
     let expected = check_cohortdb(&raw, &audiences, &answers)?;
 
-    let peers: Vec<Peer> = peers
-        .iter()
-        .copied()
-        .filter(|p| matches!(p, Peer::Duckdb | Peer::Chdb))
-        .collect();
+    let peers = Peer::among(peers, &[Peer::Duckdb, Peer::Chdb]);
     let (setups, versions) = setup_peers(&peers, &files.dir)?;
     let mut peer_loads = BTreeMap::new();
     for setup in &setups {

@@ -28,6 +28,16 @@ impl Peer {
             Peer::Chdb => "chdb",
         }
     }
+
+    /// The peers of `chosen` a suite runs, those among `supported`, in the
+    /// order chosen.
+    pub fn among(chosen: &[Peer], supported: &[Peer]) -> Vec<Peer> {
+        chosen
+            .iter()
+            .copied()
+            .filter(|p| supported.contains(p))
+            .collect()
+    }
 }
 
 /// One timed step of a job.

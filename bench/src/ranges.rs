@@ -196,11 +196,7 @@ pub async fn ranges_suite(
     peers: &[Peer],
 ) -> Result<SuiteResult, String> {
     let (file, bitmaps) = prepare(users, seed)?;
-    let peers: Vec<Peer> = peers
-        .iter()
-        .copied()
-        .filter(|p| *p == Peer::Duckdb)
-        .collect();
+    let peers = Peer::among(peers, &[Peer::Duckdb]);
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (setups, versions) = setup_peers(&peers, work.path())?;
     let dir = work.path().join("cohortdb");

@@ -433,11 +433,7 @@ pub async fn experiment(
     peers: &[Peer],
 ) -> Result<SuiteResult, String> {
     use crate::experiment::{COHORTDB_REPORT, CREATE, SUMS_REPORT};
-    let peers: Vec<Peer> = peers
-        .iter()
-        .copied()
-        .filter(|p| *p == Peer::Duckdb)
-        .collect();
+    let peers = Peer::among(peers, &[Peer::Duckdb]);
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (setups, versions) = setup_peers(&peers, work.path())?;
     let db = Database::open(work.path().join("cohortdb")).map_err(|e| e.to_string())?;
