@@ -618,6 +618,20 @@ fn startup_and_status() -> Result<(), Failed> {
             [("application_name".to_string(), "renamed".to_string())]
         );
         assert_eq!(tags(&frames), ["SET", "SET"]);
+        // A SET rolled back is reported again with the value it returns to;
+        // a statement that changes nothing reports nothing.
+        let frames = raw.query("BEGIN; SET application_name = 'inner'").await?;
+        assert_eq!(
+            parameters(&frames),
+            [("application_name".to_string(), "inner".to_string())]
+        );
+        let frames = raw.query("ROLLBACK").await?;
+        assert_eq!(
+            parameters(&frames),
+            [("application_name".to_string(), "renamed".to_string())]
+        );
+        let frames = raw.query("SELECT 1").await?;
+        assert_eq!(parameters(&frames), []);
         let frames = raw
             .query("CREATE TABLE t (x BIGINT); BEGIN; INSERT INTO t VALUES (1); ROLLBACK")
             .await?;

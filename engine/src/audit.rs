@@ -61,6 +61,8 @@ enum Sink {
         file: File,
         path: PathBuf,
         storage: Arc<dyn Storage>,
+        /// The file's length: where the next record starts.
+        length: u64,
     },
     Memory {
         records: VecDeque<Record>,
@@ -85,10 +87,12 @@ impl AuditLog {
         let path = dir.join(FILE_NAME);
         let file = storage.open_append(&path).map_err(Error::io(&path))?;
         let report = cut_torn_line(&file, &path)?;
+        let length = file.metadata().map_err(Error::io(&path))?.len();
         let sink = Sink::File {
             file,
             path,
             storage,
+            length,
         };
         Ok((AuditLog::with(sink), report))
     }
@@ -111,14 +115,16 @@ impl AuditLog {
                 file,
                 path,
                 storage,
+                length,
             } => {
                 let mut line = serde_json::to_vec(record).expect("a record serialises");
                 line.push(b'\n');
-                let before = file.metadata().map_err(Error::io(&*path))?.len();
                 storage.write(file, path, &line).map_err(|e| {
-                    let _ = file.set_len(before);
+                    let _ = file.set_len(*length);
                     Error::io(&*path)(e)
-                })
+                })?;
+                *length += line.len() as u64;
+                Ok(())
             }
             Sink::Memory { records, dropped } => {
                 if records.len() >= limits::AUDIT_MEMORY_RECORDS {
@@ -138,6 +144,7 @@ impl AuditLog {
                 file,
                 path,
                 storage,
+                ..
             } => storage.sync(file, path).map_err(Error::io(path)),
             Sink::Memory { .. } => Ok(()),
         }
@@ -147,11 +154,8 @@ impl AuditLog {
     /// file (1 for the first), or its place in the whole memory log.
     pub fn records(&self) -> Result<Vec<(u64, Record)>> {
         let (path, length) = match &*self.lock() {
-            Sink::File { file, path, .. } => {
-                // Appends hold the lock, so this length ends after a whole line.
-                let length = file.metadata().map_err(Error::io(path))?.len();
-                (path.clone(), length)
-            }
+            // Appends hold the lock, so this length ends after a whole line.
+            Sink::File { path, length, .. } => (path.clone(), *length),
             Sink::Memory { records, dropped } => {
                 return Ok((dropped + 1..).zip(records.iter().cloned()).collect());
             }

@@ -14,11 +14,12 @@ use cohortdb_sql::{
 };
 use futures::{Sink, SinkExt, StreamExt, TryStreamExt, stream};
 use pgwire::api::DEFAULT_NAME;
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::copy::send_copy_in_response;
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{
     ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_ready_for_query,
 };
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{DescribeResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
@@ -30,8 +31,8 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::RowDescription;
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
-    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, Sync as SyncMessage,
-    TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, PortalSuspended,
+    Sync as SyncMessage, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{
     EmptyQueryResponse, ReadyForQuery, TransactionStatus as ByteStatus,
@@ -684,9 +685,12 @@ impl ExtendedQueryHandler for Connection {
         Ok(())
     }
 
-    /// Runs a portal; `COPY ... TO STDOUT` is sent here rather than through
-    /// pgwire's copy-out path, which answers a failure mid-way with CopyFail (a
-    /// client's message) where PostgreSQL sends an ErrorResponse.
+    /// Runs a portal. pgwire's own `_on_execute` writes CommandComplete (and
+    /// PortalSuspended) to the socket at once; here every reply is queued for
+    /// Sync, as PostgreSQL does, so an exchange of Bind, Execute and Sync costs
+    /// the client one wake-up. `COPY ... TO STDOUT` is sent here rather than
+    /// through pgwire's copy-out path, which answers a failure mid-way with
+    /// CopyFail (a client's message) where PostgreSQL sends an ErrorResponse.
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -694,31 +698,78 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         let portal = match client.portal_store().get_portal(name) {
-            Some(Entry::Value(portal))
-                if portal.statement.statement.statement.copies_to_client() =>
-            {
-                portal
+            Some(Entry::Value(portal)) => portal,
+            Some(Entry::Empty) => {
+                // An empty query: it stays valid for another Execute.
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+                return Ok(());
             }
-            _ => return self._on_execute(client, message).await,
+            None => return Err(PgWireError::PortalNotFound(name.to_owned())),
         };
         let prepared = &portal.statement.statement;
-        let result = match self.session.client_copy(&prepared.statement).await {
-            Some(Ok(copy)) => self.copy_out(client, copy).await?,
-            Some(Err(e)) => Err(e),
-            None => unreachable!("copies_to_client said this is a COPY TO STDOUT"),
+        if prepared.statement.copies_to_client() {
+            let result = match self.session.client_copy(&prepared.statement).await {
+                Some(Ok(copy)) => self.copy_out(client, copy).await?,
+                Some(Err(e)) => Err(e),
+                None => unreachable!("copies_to_client said this is a COPY TO STDOUT"),
+            };
+            self.send_messages(client).await?;
+            return result.map_err(|e| {
+                self.session.statement_failed();
+                user_error(&e, Some(&prepared.sql))
+            });
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        let started = !matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if !started {
+            match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
+                Response::Query(results) => portal.start(results).await,
+                Response::Execution(tag) => {
+                    send_execution_response(client, tag).await?;
+                    client.set_state(PgWireConnectionState::ReadyForQuery);
+                    return Ok(());
+                }
+                Response::CopyIn(copy) => {
+                    client.set_state(PgWireConnectionState::CopyInProgress(true));
+                    return send_copy_in_response(client, copy).await;
+                }
+                _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
+            }
+        }
+        let fetched = portal.fetch(max_rows).await?;
+        let mut response = fetched.response;
+        let command = response.command_tag().to_owned();
+        let mut rows = 0;
+        while let Some(row) = response.data_rows().next().await {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            rows += 1;
+        }
+        let done = match fetched.suspended {
+            true => PgWireBackendMessage::PortalSuspended(PortalSuspended::new()),
+            false => {
+                PgWireBackendMessage::CommandComplete(Tag::new(&command).with_rows(rows).into())
+            }
         };
-        self.send_messages(client).await?;
-        result.map_err(|e| {
-            self.session.statement_failed();
-            user_error(&e, Some(&prepared.sql))
-        })
+        client.feed(done).await?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
-    /// Describes a statement as PostgreSQL does: a statement that returns no
-    /// rows (INSERT with parameters) gets NoData, not an empty RowDescription,
-    /// which drivers would read as a result set (pgjdbc then counts no updates).
+    /// Describes a statement or portal, the replies queued for Sync like
+    /// Execute's (pgwire's own `_on_describe` writes each one at once). A
+    /// statement that returns no rows (INSERT with parameters) gets NoData, as
+    /// in PostgreSQL, not an empty RowDescription, which drivers would read as
+    /// a result set (pgjdbc then counts no updates).
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -727,23 +778,45 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        if message.target_type == TARGET_TYPE_BYTE_STATEMENT
-            && let Some(Entry::Value(stored)) = client.portal_store().get_statement(name)
-            && stored.statement.description.columns.is_none()
-        {
-            let described = self.do_describe_statement(client, &stored).await?;
-            let oids = described.parameters.iter().map(Type::oid).collect();
+        // The parameters' types (statements only) and the columns, if any.
+        let (parameters, columns) = match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                Some(Entry::Value(stored)) => {
+                    let described = self.do_describe_statement(client, &stored).await?;
+                    let rows =
+                        stored.statement.description.columns.is_some() && !described.is_no_data();
+                    (Some(described.parameters), rows.then_some(described.fields))
+                }
+                Some(Entry::Empty) => (Some(Vec::new()), None),
+                None => return Err(PgWireError::StatementNotFound(name.to_owned())),
+            },
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => {
+                    let described = self.do_describe_portal(client, &portal).await?;
+                    let rows = !described.is_no_data();
+                    (None, rows.then_some(described.fields))
+                }
+                Some(Entry::Empty) => (None, None),
+                None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+            },
+            other => return Err(PgWireError::InvalidTargetType(other)),
+        };
+        if let Some(types) = parameters {
+            let oids = types.iter().map(Type::oid).collect();
             client
                 .feed(PgWireBackendMessage::ParameterDescription(
                     ParameterDescription::new(oids),
                 ))
                 .await?;
-            client
-                .feed(PgWireBackendMessage::NoData(NoData::new()))
-                .await?;
-            return Ok(());
         }
-        self._on_describe(client, message).await
+        let columns = match columns {
+            Some(fields) => PgWireBackendMessage::RowDescription(RowDescription::new(
+                fields.iter().map(Into::into).collect(),
+            )),
+            None => PgWireBackendMessage::NoData(NoData::new()),
+        };
+        client.feed(columns).await?;
+        Ok(())
     }
 
     /// Ends an extended-query exchange with the session's transaction status.

@@ -75,7 +75,9 @@ impl PlanCache {
         settings: &Settings,
     ) -> Option<Arc<dyn ExecutionPlan>> {
         let kept = self.plans.get(query)?;
-        if kept.catalog_version != catalog_version || kept.settings != *settings {
+        let same_settings =
+            kept.settings.version() == settings.version() || kept.settings == *settings;
+        if kept.catalog_version != catalog_version || !same_settings {
             return None;
         }
         reset_plan_states(Arc::clone(&kept.plan)).ok()

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -334,13 +335,27 @@ pub(crate) fn reported() -> impl Iterator<Item = &'static str> {
 }
 
 /// Values a session has set, layered over the registry's defaults.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Settings {
     /// Values set for the session (canonical name → value).
     session: BTreeMap<String, String>,
     /// Values set with SET LOCAL, gone when the transaction block ends.
     local: BTreeMap<String, String>,
+    /// Which change made these values: a number no other change in the
+    /// process was given (0 for the defaults), kept by copies. Two settings
+    /// with the same version hold the same values, so a session knows without
+    /// comparing them that nothing changed since it last looked.
+    version: u64,
 }
+
+impl PartialEq for Settings {
+    fn eq(&self, other: &Settings) -> bool {
+        self.session == other.session && self.local == other.local
+    }
+}
+
+/// The last version given to a change of any session's settings.
+static VERSIONS: AtomicU64 = AtomicU64::new(0);
 
 /// How long a SET lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +365,16 @@ pub(crate) enum Scope {
 }
 
 impl Settings {
+    /// Which change made the current values (see the field).
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Marks the values as changed.
+    fn changed(&mut self) {
+        self.version = VERSIONS.fetch_add(1, Ordering::Relaxed) + 1;
+    }
+
     /// The canonical name of a setting, or 42704 if nothing is called that.
     pub(crate) fn canonical_name(name: &str) -> Result<String> {
         if let Some(def) = find(name) {
@@ -417,6 +442,7 @@ impl Settings {
             Scope::Session => self.session.insert(canonical, value.clone()),
             Scope::Local => self.local.insert(canonical, value.clone()),
         };
+        self.changed();
         Ok(value)
     }
 
@@ -428,6 +454,7 @@ impl Settings {
         }
         self.session.remove(&canonical);
         self.local.remove(&canonical);
+        self.changed();
         Ok(())
     }
 
@@ -436,18 +463,26 @@ impl Settings {
         let keep = |name: &String| find(name).is_some_and(|d| d.access == ReadOnly);
         self.session.retain(|name, _| keep(name));
         self.local.clear();
+        self.changed();
     }
 
     /// Sets a value the session itself owns (is_superuser, session_authorization),
     /// which users cannot SET.
     pub(crate) fn set_internal(&mut self, name: &str, value: &str) {
         let def = find(name).expect("internal settings are registered");
+        if self.session.get(def.name).is_some_and(|v| v == value) {
+            return;
+        }
         self.session.insert(def.name.to_string(), value.to_string());
+        self.changed();
     }
 
     /// Ends a transaction block: SET LOCAL values lapse.
     pub(crate) fn end_transaction(&mut self) {
-        self.local.clear();
+        if !self.local.is_empty() {
+            self.local.clear();
+            self.changed();
+        }
     }
 
     /// Every registered setting with its current value and description, plus the
@@ -970,5 +1005,47 @@ mod tests {
             s.get("is_superuser").expect("accepted").as_deref(),
             Some("off")
         );
+    }
+
+    #[test]
+    fn every_change_gets_a_version_no_other_change_has() -> Result<()> {
+        let mut s = Settings::default();
+        let defaults = s.version();
+        s.set("application_name", "one", Scope::Session)?;
+        let one = s.version();
+        assert_ne!(one, defaults);
+        // A copy (a transaction's snapshot) keeps the version of its values.
+        let snapshot = s.clone();
+        assert_eq!(snapshot.version(), one);
+        // Setting an internal value to what it is, or ending a transaction
+        // without SET LOCAL, changes nothing.
+        s.set_internal("is_superuser", "on");
+        let superuser = s.version();
+        assert_ne!(superuser, one);
+        s.set_internal("is_superuser", "on");
+        s.end_transaction();
+        assert_eq!(s.version(), superuser);
+        s.set("application_name", "two", Scope::Local)?;
+        let two = s.version();
+        s.end_transaction();
+        let ended = s.version();
+        assert!(ended != two && ended != superuser);
+        // Back to the snapshot (a rollback), then changed again: the new
+        // values are not mistaken for any seen before.
+        s = snapshot;
+        s.set("application_name", "three", Scope::Session)?;
+        assert!(![defaults, one, superuser, two, ended].contains(&s.version()));
+        s.reset("application_name")?;
+        let reset = s.version();
+        s.reset_all();
+        assert_ne!(s.version(), reset);
+        // Equality is of the values, whatever their versions.
+        let mut a = Settings::default();
+        a.set("application_name", "x", Scope::Session)?;
+        let mut b = Settings::default();
+        b.set("application_name", "x", Scope::Session)?;
+        assert_ne!(a.version(), b.version());
+        assert_eq!(a, b);
+        Ok(())
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct State {
     messages: Vec<Message>,
     /// The values of reported settings the client last heard.
     reported: Vec<(&'static str, String)>,
+    /// The version of the settings those values were read from.
+    reported_version: u64,
     /// The client's address, for the audit log; `None` when embedded.
     pub(crate) client_address: Option<String>,
     /// Plans of queries run before (plan_cache.rs).
@@ -93,6 +95,7 @@ impl State {
     /// The current value of every reported setting, marked as heard.
     pub(crate) fn report_all(&mut self) -> Vec<(String, String)> {
         self.reported = current_reported(&self.settings);
+        self.reported_version = self.settings.version();
         self.reported
             .iter()
             .map(|(name, value)| (name.to_string(), value.clone()))
@@ -102,7 +105,8 @@ impl State {
     /// Queues a ParameterStatus for every reported setting that changed since the
     /// client last heard, then hands over everything queued.
     pub(crate) fn take_messages(&mut self) -> Vec<Message> {
-        if !self.reported.is_empty() {
+        if !self.reported.is_empty() && self.settings.version() != self.reported_version {
+            self.reported_version = self.settings.version();
             let now = current_reported(&self.settings);
             for ((name, before), (_, after)) in self.reported.iter().zip(&now) {
                 if before != after {
