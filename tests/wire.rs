@@ -721,9 +721,15 @@ fn session_statements() -> Result<(), Failed> {
             replies.push(raw.read().await?.ok_or("closed")?.0);
         }
         assert_eq!(replies, [b'1', b'2']);
+        // So do the replies to Describe and Execute: one write at Sync.
+        raw.send(b'D', b"P\0").await?;
         raw.send(b'E', b"\0\0\0\0\0").await?;
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), raw.read()).await;
+        assert!(early.is_err(), "a reply before Sync: {early:?}");
         raw.send(b'S', b"").await?;
         let frames = raw.read_until_ready().await?;
+        let kinds: Vec<u8> = frames.iter().map(|f| f.0).collect();
+        assert_eq!(kinds, [b'T', b'D', b'C', b'Z']);
         assert_eq!(tags(&frames), ["SELECT 1"]);
         let error = client
             .batch_execute("DEALLOCATE nothing")

@@ -1,4 +1,10 @@
-//! The plans of queries a session runs again (the plan cache).
+//! What a session keeps of the queries it runs again: their parsed
+//! statements, by text, and their plans (the plan cache).
+//!
+//! Parsing gives the same statements for the same text, always; a session keeps
+//! those of its last [`KEPT_MAX`] query strings (of up to [`PARSED_TEXT_MAX`]
+//! bytes), so a client that sends the same text again (a simple-protocol
+//! `SELECT 1`, a dashboard's refresh) is not parsed again.
 //!
 //! Planning a query with DataFusion (SQL to a logical plan, the optimizer, the
 //! physical planner) takes some 0.4 ms even for `SELECT 1`, far longer than
@@ -30,10 +36,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 
 use crate::provider::EngineTable;
+use crate::session::ParsedStatement;
 use crate::settings::Settings;
 
-/// Plans kept per session; past this the oldest half is dropped.
-const PLANS_MAX: usize = 64;
+/// Query strings (and plans) kept per session; past this the oldest half is
+/// dropped.
+const KEPT_MAX: usize = 64;
+
+/// The longest query string whose parsed statements are kept.
+const PARSED_TEXT_MAX: usize = 4096;
 
 /// The physical operators a kept plan may contain.
 const REUSABLE: &[&str] = &[
@@ -51,19 +62,73 @@ const REUSABLE: &[&str] = &[
     "UnionExec",
 ];
 
-#[derive(Debug, Default)]
-pub(crate) struct PlanCache {
-    plans: HashMap<String, Kept>,
-    /// Incremented per plan kept, to find the oldest.
+/// Values kept by query text, at most [`KEPT_MAX`]: when full, the oldest half
+/// goes.
+#[derive(Debug)]
+struct Recent<V> {
+    kept: HashMap<String, (V, u64)>,
+    /// Incremented per value kept, to find the oldest.
     added: u64,
 }
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            kept: HashMap::new(),
+            added: 0,
+        }
+    }
+}
+
+impl<V> Recent<V> {
+    fn get(&self, query: &str) -> Option<&V> {
+        self.kept.get(query).map(|(value, _)| value)
+    }
+
+    fn put(&mut self, query: String, value: V) {
+        if self.kept.len() >= KEPT_MAX && !self.kept.contains_key(&query) {
+            let mut ages: Vec<u64> = self.kept.values().map(|(_, added)| *added).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            self.kept.retain(|_, (_, added)| *added >= cutoff);
+        }
+        self.added += 1;
+        self.kept.insert(query, (value, self.added));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+/// The parsed statements of query strings a session ran.
+#[derive(Debug, Default)]
+pub(crate) struct ParseCache(Recent<Vec<ParsedStatement>>);
+
+impl ParseCache {
+    /// The statements `sql` parsed into before, if it is kept.
+    pub(crate) fn get(&self, sql: &str) -> Option<Vec<ParsedStatement>> {
+        self.0.get(sql).cloned()
+    }
+
+    /// Keeps the statements `sql` parsed into, unless it is long.
+    pub(crate) fn put(&mut self, sql: &str, statements: &[ParsedStatement]) {
+        if sql.len() <= PARSED_TEXT_MAX {
+            self.0.put(sql.to_string(), statements.to_vec());
+        }
+    }
+}
+
+/// The plans of queries a session ran.
+#[derive(Debug, Default)]
+pub(crate) struct PlanCache(Recent<Kept>);
 
 #[derive(Debug)]
 struct Kept {
     plan: Arc<dyn ExecutionPlan>,
     catalog_version: u64,
     settings: Settings,
-    added: u64,
 }
 
 impl PlanCache {
@@ -74,7 +139,7 @@ impl PlanCache {
         catalog_version: u64,
         settings: &Settings,
     ) -> Option<Arc<dyn ExecutionPlan>> {
-        let kept = self.plans.get(query)?;
+        let kept = self.0.get(query)?;
         let same_settings =
             kept.settings.version() == settings.version() || kept.settings == *settings;
         if kept.catalog_version != catalog_version || !same_settings {
@@ -91,27 +156,17 @@ impl PlanCache {
         catalog_version: u64,
         settings: &Settings,
     ) {
-        if self.plans.len() >= PLANS_MAX && !self.plans.contains_key(&query) {
-            let mut ages: Vec<u64> = self.plans.values().map(|k| k.added).collect();
-            ages.sort_unstable();
-            let cutoff = ages[ages.len() / 2];
-            self.plans.retain(|_, kept| kept.added >= cutoff);
-        }
-        self.added += 1;
-        self.plans.insert(
-            query,
-            Kept {
-                plan,
-                catalog_version,
-                settings: settings.clone(),
-                added: self.added,
-            },
-        );
+        let kept = Kept {
+            plan,
+            catalog_version,
+            settings: settings.clone(),
+        };
+        self.0.put(query, kept);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.plans.len()
+        self.0.len()
     }
 }
 
@@ -188,19 +243,35 @@ mod tests {
     }
 
     #[test]
+    fn parsed_statements_are_kept_by_text_unless_long() -> crate::error::Result<()> {
+        let mut cache = ParseCache::default();
+        let sql = "SELECT 1; SELECT 'a'";
+        cache.put(sql, &crate::session::parse_sql(sql)?);
+        let kept = cache.get(sql).expect("kept");
+        let texts: Vec<&str> = kept.iter().map(ParsedStatement::logged_text).collect();
+        assert_eq!(texts, ["SELECT ?", "SELECT ?"]);
+        assert_eq!(kept[1].statement().to_string(), "SELECT 'a'");
+        assert!(cache.get("SELECT 1").is_none());
+        let long = format!("SELECT {}", "1 + ".repeat(PARSED_TEXT_MAX / 4) + "1");
+        cache.put(&long, &crate::session::parse_sql(&long)?);
+        assert!(cache.get(&long).is_none());
+        Ok(())
+    }
+
+    #[test]
     fn the_oldest_half_goes_when_full() {
         let mut cache = PlanCache::default();
         let settings = Settings::default();
-        for i in 0..PLANS_MAX {
+        for i in 0..KEPT_MAX {
             cache.put(format!("SELECT {i}"), plan(), 1, &settings);
         }
-        assert_eq!(cache.len(), PLANS_MAX);
+        assert_eq!(cache.len(), KEPT_MAX);
         cache.put("SELECT last".into(), plan(), 1, &settings);
-        assert_eq!(cache.len(), PLANS_MAX / 2 + 1);
+        assert_eq!(cache.len(), KEPT_MAX / 2 + 1);
         assert!(cache.get("SELECT 0", 1, &settings).is_none());
         assert!(
             cache
-                .get(&format!("SELECT {}", PLANS_MAX - 1), 1, &settings)
+                .get(&format!("SELECT {}", KEPT_MAX - 1), 1, &settings)
                 .is_some()
         );
         assert!(cache.get("SELECT last", 1, &settings).is_some());

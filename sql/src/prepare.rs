@@ -104,6 +104,9 @@ impl Session {
                 values.len()
             )));
         }
+        if count == 0 {
+            return Ok(statement.clone());
+        }
         let mut bound = statement.statement().clone();
         let _ = visit_expressions_mut(&mut bound, |expr| {
             if let Some(i) = placeholder(expr) {

@@ -224,7 +224,12 @@ impl Session {
 
     /// Parses a string of `;`-separated statements.
     pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
-        parse_sql(sql)
+        if let Some(statements) = self.lock().parses.get(sql) {
+            return Ok(statements);
+        }
+        let statements = parse_sql(sql)?;
+        self.lock().parses.put(sql, &statements);
+        Ok(statements)
     }
 
     /// Runs every statement in `sql` and returns the rows of the last one.
@@ -236,7 +241,7 @@ impl Session {
     /// Runs every statement in `sql` but the last to completion and returns the
     /// last one's rows as a stream.
     pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        let mut statements = parse_sql(sql)?;
+        let mut statements = self.parse(sql)?;
         let Some(last) = statements.pop() else {
             return Ok(empty_stream());
         };

@@ -45,7 +45,8 @@ pub(crate) struct State {
     reported_version: u64,
     /// The client's address, for the audit log; `None` when embedded.
     pub(crate) client_address: Option<String>,
-    /// Plans of queries run before (plan_cache.rs).
+    /// Parsed statements and plans of queries run before (plan_cache.rs).
+    pub(crate) parses: crate::plan_cache::ParseCache,
     pub(crate) plans: crate::plan_cache::PlanCache,
 }
 
