@@ -140,9 +140,7 @@ impl PlanCache {
         settings: &Settings,
     ) -> Option<Arc<dyn ExecutionPlan>> {
         let kept = self.0.get(query)?;
-        let same_settings =
-            kept.settings.version() == settings.version() || kept.settings == *settings;
-        if kept.catalog_version != catalog_version || !same_settings {
+        if kept.catalog_version != catalog_version || kept.settings != *settings {
             return None;
         }
         reset_plan_states(Arc::clone(&kept.plan)).ok()

@@ -349,8 +349,11 @@ pub(crate) struct Settings {
 }
 
 impl PartialEq for Settings {
+    /// The same values, whatever change made them: the same version says so
+    /// at once.
     fn eq(&self, other: &Settings) -> bool {
-        self.session == other.session && self.local == other.local
+        self.version == other.version
+            || (self.session == other.session && self.local == other.local)
     }
 }
 
