@@ -23,15 +23,17 @@
 //! inside). `!=` and `<>` are refused with a hint: `NOT city=x` is what they
 //! would mean, and it includes users with no city. [`parse`] reports the 1-based character position of an error and
 //! what was expected there. [`evaluate`] and [`count`] compute an expression
-//! over any [`TagSource`] with roaring bitmaps, ordering each AND chain by
-//! cardinality and counting without building the final set where it can.
+//! over any [`TagSource`] one container key (2^16 users) at a time, reading
+//! each operand container where it lies ([`crate::frozen`]), ordering each
+//! AND chain by cardinality and counting without building the set.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use roaring::{MultiOps, RoaringBitmap};
+use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
+use crate::frozen::{Block, Frozen};
 
 /// A parsed audience expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,165 +97,254 @@ pub enum Window {
     Between { start: Value, end: Value },
 }
 
+/// The sets whose union is a term's users (or every user): borrowed where
+/// the source keeps them.
+pub type Sets<'a> = Vec<Cow<'a, Frozen>>;
+
 /// Where the sets of users behind terms come from (the tag store; a test
-/// model in tests). Sets are borrowed where the source holds them, so a term
-/// costs no copy.
+/// model in tests).
 pub trait TagSource {
-    /// Every user there is (what NOT is relative to).
-    fn universe(&self) -> Result<Cow<'_, RoaringBitmap>>;
-    /// The users of a term, in a window when given.
-    fn term(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>>;
-    /// How many users a term has; the default builds the set.
+    /// Every user there is (what NOT is relative to), as a union of sets.
+    fn universe(&self) -> Result<Sets<'_>>;
+    /// The users of a term, in a window when given, as a union of sets.
+    fn term(&self, term: &Term, window: Option<&Window>) -> Result<Sets<'_>>;
+    /// How many users a term has; the default counts the union of its sets.
     fn term_len(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
-        Ok(self.term(term, window)?.len())
+        let sets = self.term(term, window)?;
+        Ok(match sets.as_slice() {
+            [one] => one.len(),
+            _ => union_len(sets),
+        })
     }
-    /// A cheap upper bound of a term's size, to order AND chains; the
-    /// default is [`TagSource::term_len`].
-    fn term_estimate(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
-        self.term_len(term, window)
-    }
+}
+
+/// How many users the union of `sets` has.
+pub fn union_len(sets: Sets<'_>) -> u64 {
+    Plan::count_of(&Node::Sets(sets))
 }
 
 /// The users of `audience`.
 pub fn evaluate(audience: &Audience, source: &dyn TagSource) -> Result<RoaringBitmap> {
-    Ok(eval(audience, source)?.into_owned())
+    let plan = Plan::new(audience, source)?;
+    let mut users = RoaringBitmap::new();
+    plan.each_key(|key, block| block.append_to(key, &mut users));
+    Ok(users)
 }
 
-fn eval<'a>(audience: &Audience, source: &'a dyn TagSource) -> Result<Cow<'a, RoaringBitmap>> {
-    match audience {
-        Audience::Term(term) => source.term(term, None),
-        Audience::During(term, window) => source.term(term, Some(window)),
-        Audience::Not(inner) => {
-            let inner = eval(inner, source)?;
-            Ok(Cow::Owned(source.universe()?.as_ref() - inner.as_ref()))
-        }
-        Audience::And(parts) => {
-            let (result, negated, last) = and_parts(parts, source)?;
-            let mut result = match last {
-                Some(last) if !result.is_empty() => {
-                    Cow::Owned(result.as_ref() & eval(last, source)?.as_ref())
-                }
-                _ => result,
-            };
-            for part in negated {
-                if result.is_empty() {
-                    break;
-                }
-                *result.to_mut() -= eval(part, source)?.as_ref();
-            }
-            Ok(result)
-        }
-        Audience::Or(parts) => {
-            let parts = parts
-                .iter()
-                .map(|p| eval(p, source))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Cow::Owned(parts.iter().map(AsRef::as_ref).union()))
-        }
-    }
-}
-
-/// An AND chain taken apart for evaluation: the intersection of its positive
-/// parts but the largest (smallest first, so every intersection is as small
-/// as it can be; the universe when there are none; a part's own set, not a
-/// copy, when there is one), the insides of its negated parts, and the
-/// largest positive part, left for the caller to intersect or count against.
-fn and_parts<'p, 's>(
-    parts: &'p [Audience],
-    source: &'s dyn TagSource,
-) -> Result<(
-    Cow<'s, RoaringBitmap>,
-    Vec<&'p Audience>,
-    Option<&'p Audience>,
-)> {
-    let mut negated = Vec::new();
-    let mut sized = Vec::new();
-    for part in parts {
-        match part {
-            Audience::Not(inner) => negated.push(inner.as_ref()),
-            _ => sized.push((estimate(part, source)?, part)),
-        }
-    }
-    sized.sort_by_key(|(size, _)| *size);
-    let last = if sized.len() >= 2 {
-        sized.pop().map(|(_, p)| p)
-    } else {
-        None
-    };
-    let mut parts = sized.into_iter().map(|(_, p)| p);
-    let mut result = match parts.next() {
-        Some(first) => eval(first, source)?,
-        None => source.universe()?,
-    };
-    for part in parts {
-        if result.is_empty() {
-            break;
-        }
-        let part = eval(part, source)?;
-        result = match result {
-            Cow::Borrowed(first) => Cow::Owned(first & part.as_ref()),
-            Cow::Owned(mut so_far) => {
-                so_far &= part.as_ref();
-                Cow::Owned(so_far)
-            }
-        };
-    }
-    Ok((result, negated, last))
-}
-
-/// How many users `audience` has. The last step of an AND chain (an
-/// intersection or a NOT) and a NOT are counted without building the
-/// resulting set.
+/// How many users `audience` has, counted key by key without building the
+/// set; a single term's count comes from the source.
 pub fn count(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
     match audience {
         Audience::Term(term) => source.term_len(term, None),
         Audience::During(term, window) => source.term_len(term, Some(window)),
-        Audience::Not(inner) => {
-            let universe = source.universe()?;
-            Ok(universe.len() - eval(inner, source)?.intersection_len(&universe))
-        }
-        Audience::And(parts) => {
-            let (result, mut negated, last) = and_parts(parts, source)?;
-            let Some(final_not) = negated.pop() else {
-                return Ok(match last {
-                    Some(last) => result.intersection_len(eval(last, source)?.as_ref()),
-                    None => result.len(),
-                });
-            };
-            let mut result = match last {
-                Some(last) => result.as_ref() & eval(last, source)?.as_ref(),
-                None => result.into_owned(),
-            };
-            for part in negated {
-                result -= eval(part, source)?.as_ref();
-            }
-            Ok(result.len() - result.intersection_len(eval(final_not, source)?.as_ref()))
-        }
-        other => Ok(eval(other, source)?.len()),
+        _ => Ok(Plan::count_of(&Plan::new(audience, source)?.root)),
     }
 }
 
-/// A cheap size for ordering AND chains: exact for terms, an upper bound for
-/// OR, the smallest part for AND, the universe for NOT.
-fn estimate(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
+/// An expression with its terms resolved to sets, evaluated one container
+/// key (2^16 users) at a time: each node's result for a key is a [`Block`]
+/// that stays in cache, and each operand container is read once where it
+/// lies, instead of a whole bitmap being built for every step.
+struct Plan<'a> {
+    root: Node<'a>,
+}
+
+enum Node<'a> {
+    /// The union of these sets.
+    Sets(Sets<'a>),
+    /// The users in every positive part (smallest first, at least one) and
+    /// in none of the negated parts.
+    And {
+        positive: Vec<Node<'a>>,
+        negated: Vec<Node<'a>>,
+    },
+    Or(Vec<Node<'a>>),
+}
+
+impl<'a> Plan<'a> {
+    fn new(audience: &Audience, source: &'a dyn TagSource) -> Result<Plan<'a>> {
+        Ok(Plan {
+            root: resolve(audience, source)?.0,
+        })
+    }
+
+    fn count_of(root: &Node<'_>) -> u64 {
+        let mut total = 0;
+        Plan::each_key_of(root, |_, block| total += block.len());
+        total
+    }
+
+    fn each_key(&self, f: impl FnMut(u16, &Block)) {
+        Plan::each_key_of(&self.root, f);
+    }
+
+    /// Calls `f` with the users of each key that has any, keys ascending.
+    fn each_key_of(root: &Node<'_>, mut f: impl FnMut(u16, &Block)) {
+        let mut keys = Vec::new();
+        root.keys(&mut keys);
+        keys.sort_unstable();
+        keys.dedup();
+        let mut blocks = Blocks::default();
+        let mut block = Block::default();
+        for key in keys {
+            blocks.eval(root, key, &mut block);
+            if !block.is_empty() {
+                f(key, &block);
+            }
+        }
+    }
+}
+
+impl Node<'_> {
+    /// Every key the node's users can have (with repeats).
+    fn keys(&self, out: &mut Vec<u16>) {
+        match self {
+            Node::Sets(sets) => sets.iter().for_each(|s| out.extend(s.keys())),
+            // The smallest positive part's keys: none outside them qualify.
+            Node::And { positive, .. } => positive[0].keys(out),
+            Node::Or(parts) => parts.iter().for_each(|p| p.keys(out)),
+        }
+    }
+}
+
+/// Resolves `audience` to a node and a cheap upper bound of its size (exact
+/// for a set, the sum for a union, the smallest part for AND), which orders
+/// AND chains.
+fn resolve<'a>(audience: &Audience, source: &'a dyn TagSource) -> Result<(Node<'a>, u64)> {
+    let sets = |sets: Sets<'a>| {
+        let size = sets.iter().map(|s| s.len()).sum();
+        (Node::Sets(sets), size)
+    };
     Ok(match audience {
-        Audience::Term(term) => source.term_estimate(term, None)?,
-        Audience::During(term, window) => source.term_estimate(term, Some(window))?,
-        Audience::Not(_) => source.universe()?.len(),
-        Audience::And(parts) => parts
-            .iter()
-            .map(|p| estimate(p, source))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .min()
-            .unwrap_or(0),
-        Audience::Or(parts) => parts
-            .iter()
-            .map(|p| estimate(p, source))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .sum(),
+        Audience::Term(term) => sets(source.term(term, None)?),
+        Audience::During(term, window) => sets(source.term(term, Some(window))?),
+        Audience::Not(inner) => {
+            let (universe, size) = sets(source.universe()?);
+            let node = Node::And {
+                positive: vec![universe],
+                negated: vec![resolve(inner, source)?.0],
+            };
+            (node, size)
+        }
+        Audience::And(parts) => {
+            let mut positive = Vec::new();
+            let mut negated = Vec::new();
+            for part in parts {
+                match part {
+                    Audience::Not(inner) => negated.push(resolve(inner, source)?.0),
+                    _ => positive.push(resolve(part, source)?),
+                }
+            }
+            if positive.is_empty() {
+                positive.push(sets(source.universe()?));
+            }
+            positive.sort_by_key(|(_, size)| *size);
+            let size = positive[0].1;
+            let positive = positive.into_iter().map(|(node, _)| node).collect();
+            (Node::And { positive, negated }, size)
+        }
+        Audience::Or(parts) => {
+            let mut size = 0u64;
+            let mut nodes = Vec::new();
+            for part in parts {
+                let (node, part_size) = resolve(part, source)?;
+                size = size.saturating_add(part_size);
+                nodes.push(node);
+            }
+            (Node::Or(nodes), size)
+        }
     })
+}
+
+/// Evaluates nodes key by key, with spare blocks for the parts of a node
+/// that are not plain sets.
+#[derive(Default)]
+struct Blocks {
+    spare: Vec<Block>,
+}
+
+impl Blocks {
+    /// `node`'s users of `key` into `out`.
+    fn eval(&mut self, node: &Node<'_>, key: u16, out: &mut Block) {
+        match node {
+            Node::Sets(sets) => {
+                out.clear();
+                let mut containers = sets.iter().filter_map(|s| s.container(key));
+                if let Some(first) = containers.next() {
+                    out.set(first);
+                }
+                containers.for_each(|c| out.or(c));
+            }
+            Node::And { positive, negated } => {
+                self.eval(&positive[0], key, out);
+                for part in &positive[1..] {
+                    if out.is_empty() {
+                        return;
+                    }
+                    self.and(part, key, out);
+                }
+                for part in negated {
+                    if out.is_empty() {
+                        return;
+                    }
+                    self.and_not(part, key, out);
+                }
+            }
+            Node::Or(parts) => {
+                self.eval(&parts[0], key, out);
+                for part in &parts[1..] {
+                    self.or(part, key, out);
+                }
+            }
+        }
+    }
+
+    fn and(&mut self, node: &Node<'_>, key: u16, out: &mut Block) {
+        let mut spare = self.spare.pop().unwrap_or_default();
+        match node {
+            Node::Sets(sets) if sets.len() == 1 => match sets[0].container(key) {
+                Some(c) => out.and(c, &mut spare),
+                None => out.clear(),
+            },
+            _ => {
+                self.eval(node, key, &mut spare);
+                out.and_block(&spare);
+            }
+        }
+        self.spare.push(spare);
+    }
+
+    fn and_not(&mut self, node: &Node<'_>, key: u16, out: &mut Block) {
+        let mut spare = self.spare.pop().unwrap_or_default();
+        match node {
+            // Less a union is less each of its sets.
+            Node::Sets(sets) => {
+                for c in sets.iter().filter_map(|s| s.container(key)) {
+                    out.and_not(c, &mut spare);
+                }
+            }
+            _ => {
+                self.eval(node, key, &mut spare);
+                out.and_not_block(&spare);
+            }
+        }
+        self.spare.push(spare);
+    }
+
+    fn or(&mut self, node: &Node<'_>, key: u16, out: &mut Block) {
+        match node {
+            Node::Sets(sets) => sets
+                .iter()
+                .filter_map(|s| s.container(key))
+                .for_each(|c| out.or(c)),
+            _ => {
+                let mut spare = self.spare.pop().unwrap_or_default();
+                self.eval(node, key, &mut spare);
+                out.or_block(&spare);
+                self.spare.push(spare);
+            }
+        }
+    }
 }
 
 /// Parses an audience expression.
@@ -824,12 +915,16 @@ mod tests {
         fn generate(seed: u64, n: usize) -> Users {
             let mut rng = Rng::new(seed);
             let rows = (0..n)
-                .map(|_| {
-                    let tags = ["vip", "opted_out", "app", "web"]
+                .map(|i| {
+                    let mut tags: Vec<String> = ["vip", "opted_out", "app", "web"]
                         .iter()
                         .filter(|_| rng.below(3) == 0)
                         .map(|t| t.to_string())
                         .collect();
+                    // A contiguous run of users: run containers.
+                    if i < n / 3 {
+                        tags.push("early".to_string());
+                    }
                     let gender = ["f", "m"][rng.below(2) as usize].to_string();
                     let city = CITIES[rng.below(4) as usize].to_string();
                     let age = 15 + rng.below(60) as i64;
@@ -901,9 +996,17 @@ mod tests {
         }
     }
 
+    /// User `u`'s ordinal: 10,000 users to a container key, so larger test
+    /// data has several keys, and bitmap containers (over 4,096 users).
+    fn ordinal(u: usize) -> u32 {
+        (u / 10_000 * 65_536 + u % 10_000) as u32
+    }
+
     /// The users as bitmaps, the way the tag store keeps them: a bitmap per
     /// tag, per column value, per age and per purchase day.
     struct Bitmaps {
+        /// Whether sets are run-compressed where that is smaller.
+        optimize: bool,
         universe: RoaringBitmap,
         tags: BTreeMap<String, RoaringBitmap>,
         values: BTreeMap<(String, String), RoaringBitmap>,
@@ -912,8 +1015,9 @@ mod tests {
     }
 
     impl Bitmaps {
-        fn build(users: &Users) -> Bitmaps {
+        fn build(users: &Users, optimize: bool) -> Bitmaps {
             let mut b = Bitmaps {
+                optimize,
                 universe: RoaringBitmap::new(),
                 tags: BTreeMap::new(),
                 values: BTreeMap::new(),
@@ -921,7 +1025,7 @@ mod tests {
                 days: BTreeMap::new(),
             };
             for (user, row) in users.rows.iter().enumerate() {
-                let user = user as u32;
+                let user = ordinal(user);
                 b.universe.insert(user);
                 for t in &row.tags {
                     b.tags.entry(t.clone()).or_default().insert(user);
@@ -940,30 +1044,40 @@ mod tests {
             b
         }
 
-        fn ages(&self, keep: impl Fn(f64) -> bool) -> RoaringBitmap {
-            let mut out = RoaringBitmap::new();
-            for (age, users) in &self.ages {
-                if keep(*age as f64) {
-                    out |= users;
-                }
-            }
-            out
+        fn ages(&self, keep: impl Fn(f64) -> bool) -> Vec<&RoaringBitmap> {
+            let ages = self.ages.iter();
+            ages.filter(|(age, _)| keep(**age as f64))
+                .map(|(_, users)| users)
+                .collect()
         }
     }
 
     impl TagSource for Bitmaps {
-        fn universe(&self) -> Result<Cow<'_, RoaringBitmap>> {
-            Ok(Cow::Borrowed(&self.universe))
+        fn universe(&self) -> Result<Sets<'_>> {
+            Ok(vec![Cow::Owned(self.frozen(&self.universe))])
         }
 
-        fn term(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>> {
-            self.owned_term(term, window).map(Cow::Owned)
+        fn term(&self, term: &Term, window: Option<&Window>) -> Result<Sets<'_>> {
+            Ok(self
+                .parts(term, window)
+                .into_iter()
+                .map(|users| Cow::Owned(self.frozen(users)))
+                .collect())
         }
     }
 
     impl Bitmaps {
-        fn owned_term(&self, term: &Term, window: Option<&Window>) -> Result<RoaringBitmap> {
-            let empty = RoaringBitmap::new();
+        fn frozen(&self, users: &RoaringBitmap) -> Frozen {
+            let mut users = users.clone();
+            if self.optimize {
+                users.optimize();
+            }
+            Frozen::from_bitmap(&users)
+        }
+
+        /// The sets whose union a term is, as the tag store has them: one
+        /// per value, age or day.
+        fn parts(&self, term: &Term, window: Option<&Window>) -> Vec<&RoaringBitmap> {
             let number = |v: &Value| v.0.parse::<f64>().expect("number");
             if let Some(window) = window {
                 let (first, last) = match window {
@@ -972,25 +1086,24 @@ mod tests {
                         (start.0.parse().expect("day"), end.0.parse().expect("day"))
                     }
                 };
-                let mut out = RoaringBitmap::new();
-                if term == &Term::Tag("purchase".into()) {
-                    for (_, users) in self.days.range(first..=last) {
-                        out |= users;
-                    }
+                if term != &Term::Tag("purchase".into()) || first > last {
+                    return Vec::new();
                 }
-                return Ok(out);
+                return self
+                    .days
+                    .range(first..=last)
+                    .map(|(_, users)| users)
+                    .collect();
             }
-            Ok(match term {
-                Term::Tag(name) => self.tags.get(name).unwrap_or(&empty).clone(),
-                Term::Equals { column, value } => self
-                    .values
-                    .get(&(column.clone(), value.0.clone()))
-                    .unwrap_or(&empty)
-                    .clone(),
-                Term::In { column, values } => values
-                    .iter()
-                    .filter_map(|v| self.values.get(&(column.clone(), v.0.clone())))
-                    .fold(RoaringBitmap::new(), |a, b| a | b),
+            let value = |column: &String, value: &Value| {
+                self.values.get(&(column.clone(), value.0.clone()))
+            };
+            match term {
+                Term::Tag(name) => self.tags.get(name).into_iter().collect(),
+                Term::Equals { column, value: v } => value(column, v).into_iter().collect(),
+                Term::In { column, values } => {
+                    values.iter().filter_map(|v| value(column, v)).collect()
+                }
                 Term::Compare { op, value, .. } => {
                     let n = number(value);
                     match op {
@@ -1004,17 +1117,16 @@ mod tests {
                     let (l, h) = (number(low), number(high));
                     self.ages(|a| a >= l && a <= h)
                 }
-            })
+            }
         }
     }
 
     /// A random expression as text, up to `depth` levels of nesting.
     fn random_text(rng: &mut Rng, depth: u32) -> String {
         let leaf = |rng: &mut Rng| -> String {
-            match rng.below(9) {
-                0 => {
-                    ["vip", "opted_out", "app", "web", "nobody"][rng.below(5) as usize].to_string()
-                }
+            match rng.below(10) {
+                0 => ["vip", "opted_out", "app", "web", "early", "nobody"][rng.below(6) as usize]
+                    .to_string(),
                 1 => format!("gender={}", ["f", "m", "x"][rng.below(3) as usize]),
                 2 => format!("city='{}'", CITIES[rng.below(4) as usize]),
                 3 => format!(
@@ -1039,7 +1151,17 @@ mod tests {
                         start + rng.below(40)
                     )
                 }
-                _ => "NOT vip".to_string(),
+                8 => "NOT vip".to_string(),
+                // NOT of a term that is a union of several sets.
+                _ => match rng.below(3) {
+                    0 => format!(
+                        "NOT city IN ({}, {})",
+                        CITIES[0],
+                        CITIES[rng.below(4) as usize]
+                    ),
+                    1 => format!("NOT age > {}", 10 + rng.below(70)),
+                    _ => format!("NOT purchase DURING LAST {} DAYS", 1 + rng.below(120)),
+                },
             }
         };
         if depth == 0 || rng.below(3) == 0 {
@@ -1056,19 +1178,24 @@ mod tests {
     }
 
     /// Evaluation and counting over bitmaps agree with checking every user
-    /// against the expression, on random data and random expressions.
+    /// against the expression, on random data and random expressions: many
+    /// small sets of users (one container key, array containers), and a few
+    /// larger ones over three keys with bitmap and run containers.
     #[test]
     fn bitmap_evaluation_matches_a_scan_of_the_users() {
-        for seed in 0..20u64 {
-            let users = Users::generate(seed, 500);
-            let bitmaps = Bitmaps::build(&users);
+        let cases = (0..20u64)
+            .map(|seed| (seed, 500, 100))
+            .chain((20..24).map(|seed| (seed, 25_000, 25)));
+        for (seed, n, expressions) in cases {
+            let users = Users::generate(seed, n);
+            let bitmaps = Bitmaps::build(&users, seed % 2 == 1);
             let mut rng = Rng::new(seed ^ 0xA5A5);
-            for _ in 0..100 {
+            for _ in 0..expressions {
                 let text = random_text(&mut rng, 3);
                 let audience = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
                 let expected: RoaringBitmap = (0..users.rows.len())
                     .filter(|&u| users.naive(&audience, u))
-                    .map(|u| u as u32)
+                    .map(ordinal)
                     .collect();
                 let found = evaluate(&audience, &bitmaps).expect("evaluates");
                 assert_eq!(found, expected, "seed {seed}: {text}");

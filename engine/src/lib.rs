@@ -19,6 +19,7 @@ mod durable;
 pub mod error;
 pub mod export;
 mod framing;
+pub mod frozen;
 pub mod import;
 pub mod io;
 pub mod limits;

@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, VecDeque};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use crate::audience::{self, Audience, TagSource};
+use crate::audience::{self, Audience};
 use crate::error::{Error, Result};
 use crate::sampling::{self, Size};
 use crate::tags::{TagSet, TagSourceKind, Tags, TagsRead};
@@ -990,7 +990,7 @@ impl StoredModel {
                 let Ok(Audience::Term(term)) = audience::parse(&w.tag) else {
                     continue;
                 };
-                match source.term(&term, None) {
+                match source.users(&term, None) {
                     Ok(users) => {
                         found.insert(w.tag.clone(), users);
                     }

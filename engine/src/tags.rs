@@ -35,10 +35,11 @@ use bytes::Bytes;
 use roaring::{MultiOps, RoaringBitmap};
 use serde::{Deserialize, Serialize};
 
-use crate::audience::{self, Audience, CompareOp, TagSource, Term, Value, Window};
+use crate::audience::{self, Audience, CompareOp, Sets, TagSource, Term, Value, Window};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::framing;
+use crate::frozen::Frozen;
 use crate::io::Storage;
 use crate::types::ColumnType;
 use crate::users::Dictionary;
@@ -52,12 +53,19 @@ pub struct Bits {
 
 #[derive(Debug)]
 enum BitsInner {
-    Loaded(RoaringBitmap),
+    Loaded {
+        bitmap: RoaringBitmap,
+        /// Its portable bytes, written on first use by audience evaluation.
+        frozen: OnceLock<Frozen>,
+    },
     /// Portable roaring bytes in a memory-mapped tag file, read on first use.
     Mapped {
         bytes: Bytes,
         crc32c: u32,
         path: Arc<PathBuf>,
+        /// The bytes read in place (audience evaluation)...
+        frozen: OnceLock<Frozen>,
+        /// ...and read into a bitmap (everything else).
         loaded: OnceLock<RoaringBitmap>,
     },
 }
@@ -72,7 +80,10 @@ impl From<RoaringBitmap> for Bits {
     fn from(bitmap: RoaringBitmap) -> Bits {
         Bits {
             len: bitmap.len(),
-            inner: Arc::new(BitsInner::Loaded(bitmap)),
+            inner: Arc::new(BitsInner::Loaded {
+                bitmap,
+                frozen: OnceLock::new(),
+            }),
         }
     }
 }
@@ -90,30 +101,19 @@ impl Bits {
     /// The bitmap, read from its file (checksum verified) on first use.
     pub fn get(&self) -> Result<&RoaringBitmap> {
         match self.inner.as_ref() {
-            BitsInner::Loaded(bitmap) => Ok(bitmap),
-            BitsInner::Mapped {
-                bytes,
-                crc32c,
-                path,
-                loaded,
-            } => {
+            BitsInner::Loaded { bitmap, .. } => Ok(bitmap),
+            BitsInner::Mapped { bytes, loaded, .. } => {
                 if let Some(bitmap) = loaded.get() {
                     return Ok(bitmap);
                 }
-                let corrupted = |reason: String| Error::Corrupted {
-                    path: path.as_ref().clone(),
-                    reason,
-                };
-                if crc32c::crc32c(bytes) != *crc32c {
-                    return Err(corrupted("a bitmap's checksum does not match".to_string()));
-                }
+                let frozen = self.frozen()?;
                 let bitmap = RoaringBitmap::deserialize_from(&bytes[..])
-                    .map_err(|e| corrupted(format!("not a portable roaring bitmap: {e}")))?;
-                if bitmap.len() != self.len {
-                    return Err(corrupted(format!(
-                        "a bitmap holds {} users where the directory says {}",
+                    .map_err(|e| self.corrupted(format!("not a portable roaring bitmap: {e}")))?;
+                if bitmap.len() != frozen.len() {
+                    return Err(self.corrupted(format!(
+                        "a bitmap holds {} users where its containers say {}",
                         bitmap.len(),
-                        self.len
+                        frozen.len()
                     )));
                 }
                 Ok(loaded.get_or_init(|| bitmap))
@@ -121,10 +121,52 @@ impl Bits {
         }
     }
 
+    /// The bitmap read in place from its portable bytes: a tag file's, its
+    /// checksum and directory verified on first use, or, for a bitmap in
+    /// memory, written once.
+    pub fn frozen(&self) -> Result<&Frozen> {
+        match self.inner.as_ref() {
+            BitsInner::Loaded { bitmap, frozen } => {
+                Ok(frozen.get_or_init(|| Frozen::from_bitmap(bitmap)))
+            }
+            BitsInner::Mapped {
+                bytes,
+                crc32c,
+                frozen,
+                ..
+            } => {
+                if let Some(f) = frozen.get() {
+                    return Ok(f);
+                }
+                if crc32c::crc32c(bytes) != *crc32c {
+                    return Err(self.corrupted("a bitmap's checksum does not match".to_string()));
+                }
+                let f = Frozen::parse(bytes.clone())
+                    .map_err(|e| self.corrupted(format!("not a portable roaring bitmap: {e}")))?;
+                if f.len() != self.len {
+                    return Err(self.corrupted(format!(
+                        "a bitmap holds {} users where the directory says {}",
+                        f.len(),
+                        self.len
+                    )));
+                }
+                Ok(frozen.get_or_init(|| f))
+            }
+        }
+    }
+
+    fn corrupted(&self, reason: String) -> Error {
+        let path = match self.inner.as_ref() {
+            BitsInner::Mapped { path, .. } => path.as_ref().clone(),
+            BitsInner::Loaded { .. } => PathBuf::new(),
+        };
+        Error::Corrupted { path, reason }
+    }
+
     /// Whether the bitmap is in memory (not waiting in a file).
     fn is_loaded(&self) -> bool {
         match self.inner.as_ref() {
-            BitsInner::Loaded(_) => true,
+            BitsInner::Loaded { .. } => true,
             BitsInner::Mapped { loaded, .. } => loaded.get().is_some(),
         }
     }
@@ -136,8 +178,9 @@ impl Bits {
         if more.is_empty() {
             return Ok(());
         }
-        if let Some(BitsInner::Loaded(bitmap)) = Arc::get_mut(&mut self.inner) {
+        if let Some(BitsInner::Loaded { bitmap, frozen }) = Arc::get_mut(&mut self.inner) {
             *bitmap |= more;
+            frozen.take();
             self.len = bitmap.len();
             return Ok(());
         }
@@ -850,7 +893,6 @@ impl Tags {
         TagSet {
             tags: self,
             today,
-            universe: OnceLock::new(),
             depth: 0,
         }
     }
@@ -951,7 +993,6 @@ type KeyRange = (Bound<Key>, Bound<Key>);
 pub struct TagSet<'a> {
     tags: &'a Tags,
     today: i32,
-    universe: OnceLock<RoaringBitmap>,
     /// Segments being expanded (a segment naming itself is an error).
     depth: usize,
 }
@@ -1069,25 +1110,6 @@ impl TagSet<'_> {
         Ok(bits)
     }
 
-    /// The users of the column values in `range`, in `window` if given: a
-    /// single bitmap as it is, several as their union.
-    fn values(
-        &self,
-        column: &str,
-        window: Option<&Window>,
-        range: (Bound<Key>, Bound<Key>),
-    ) -> Result<Cow<'_, RoaringBitmap>> {
-        let bits = self.selected(column, window, range)?;
-        if let [one] = bits.as_slice() {
-            return Ok(Cow::Borrowed(one.get()?));
-        }
-        let parts = bits
-            .into_iter()
-            .map(Bits::get)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Cow::Owned(parts.into_iter().union()))
-    }
-
     /// The column and ranges of keys a term selects; `None` for a tag or
     /// segment name.
     fn range(&self, term: &Term) -> Result<Option<(String, Vec<KeyRange>)>> {
@@ -1135,16 +1157,15 @@ impl TagSet<'_> {
     }
 }
 
-impl TagSource for TagSet<'_> {
-    fn universe(&self) -> Result<Cow<'_, RoaringBitmap>> {
-        if let Some(u) = self.universe.get() {
-            return Ok(Cow::Borrowed(u));
-        }
-        let universe = self.tags.universe()?;
-        Ok(Cow::Borrowed(self.universe.get_or_init(|| universe)))
-    }
+/// What a term names: bitmaps of the store, whose union it is, or a
+/// segment's users, evaluated.
+enum Found<'a> {
+    Bits(Vec<&'a Bits>),
+    Users(RoaringBitmap),
+}
 
-    fn term(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>> {
+impl TagSet<'_> {
+    fn found(&self, term: &Term, window: Option<&Window>) -> Result<Found<'_>> {
         use Bound::Included;
         match term {
             Term::Tag(name) => {
@@ -1164,67 +1185,85 @@ impl TagSource for TagSet<'_> {
                         let inner = TagSet {
                             tags: self.tags,
                             today: self.today,
-                            universe: OnceLock::new(),
                             depth: self.depth + 1,
                         };
-                        return Ok(Cow::Owned(audience::evaluate(&audience, &inner)?));
+                        return Ok(Found::Users(audience::evaluate(&audience, &inner)?));
                     }
-                    return Ok(Cow::Borrowed(tag.bits.get()?));
+                    return Ok(Found::Bits(vec![&tag.bits]));
                 }
                 // A boolean column's name alone means its true value.
                 match self.tags.column(name) {
                     Ok((_, c)) if c.column_type == ColumnType::Boolean => {
                         let key = Key::Bool(true);
-                        self.values(name, window, (Included(key.clone()), Included(key)))
+                        let range = (Included(key.clone()), Included(key));
+                        Ok(Found::Bits(self.selected(name, window, range)?))
                     }
                     _ => Err(Error::UnknownTag(format!("tag \"{name}\" does not exist"))),
                 }
             }
             _ => {
                 let (column, ranges) = self.range(term)?.expect("a column term");
-                match ranges.as_slice() {
-                    [range] => self.values(&column, window, range.clone()),
-                    _ => {
-                        let parts = ranges
-                            .into_iter()
-                            .map(|range| self.values(&column, window, range))
-                            .collect::<Result<Vec<_>>>()?;
-                        Ok(Cow::Owned(parts.iter().map(AsRef::as_ref).union()))
-                    }
+                let mut bits = Vec::new();
+                for range in ranges {
+                    bits.extend(self.selected(&column, window, range)?);
                 }
+                Ok(Found::Bits(bits))
             }
         }
+    }
+
+    /// The users of a term as a bitmap: the store's own when the term is
+    /// one tag or value.
+    pub fn users(&self, term: &Term, window: Option<&Window>) -> Result<Cow<'_, RoaringBitmap>> {
+        Ok(match self.found(term, window)? {
+            Found::Bits(bits) => match bits.as_slice() {
+                [one] => Cow::Borrowed(one.get()?),
+                _ => Cow::Owned(
+                    bits.into_iter()
+                        .map(Bits::get)
+                        .collect::<Result<Vec<_>>>()?
+                        .into_iter()
+                        .union(),
+                ),
+            },
+            Found::Users(users) => Cow::Owned(users),
+        })
+    }
+}
+
+impl TagSource for TagSet<'_> {
+    fn universe(&self) -> Result<Sets<'_>> {
+        self.tags
+            .tables
+            .values()
+            .map(|table| table.present.frozen().map(Cow::Borrowed))
+            .collect()
+    }
+
+    fn term(&self, term: &Term, window: Option<&Window>) -> Result<Sets<'_>> {
+        Ok(match self.found(term, window)? {
+            Found::Bits(bits) => bits
+                .into_iter()
+                .map(|b| b.frozen().map(Cow::Borrowed))
+                .collect::<Result<_>>()?,
+            Found::Users(users) => vec![Cow::Owned(Frozen::from_bitmap(&users))],
+        })
     }
 
     fn term_len(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
-        // Single tags and values are counted without reading their bitmaps.
-        match (term, window) {
-            (Term::Tag(name), None) => match self.tags.stored.get(name) {
-                Some(tag) if tag.source != TagSourceKind::Segment => Ok(tag.bits.len()),
-                _ => Ok(self.term(term, window)?.len()),
+        // A single tag or value is counted from the directory, its bitmap
+        // not read.
+        Ok(match self.found(term, window)? {
+            Found::Bits(bits) => match bits.as_slice() {
+                [one] => one.len(),
+                _ => audience::union_len(
+                    bits.into_iter()
+                        .map(|b| b.frozen().map(Cow::Borrowed))
+                        .collect::<Result<_>>()?,
+                ),
             },
-            (Term::Equals { .. }, None) => Ok(self.term_estimate(term, window)?),
-            _ => Ok(self.term(term, window)?.len()),
-        }
-    }
-
-    fn term_estimate(&self, term: &Term, window: Option<&Window>) -> Result<u64> {
-        // The sum of the sizes of the bitmaps a term unions: read from the
-        // directory, no bitmap built.
-        match self.range(term)? {
-            Some((column, ranges)) => {
-                let mut total = 0;
-                for range in ranges {
-                    total += self
-                        .selected(&column, window, range)?
-                        .iter()
-                        .map(|b| b.len())
-                        .sum::<u64>();
-                }
-                Ok(total)
-            }
-            None => self.term_len(term, window),
-        }
+            Found::Users(users) => users.len(),
+        })
     }
 }
 
@@ -1405,6 +1444,7 @@ pub(crate) fn open_file(
                 bytes: bytes.slice(entry.offset as usize..end as usize),
                 crc32c: entry.crc32c,
                 path: Arc::clone(&shared_path),
+                frozen: OnceLock::new(),
                 loaded: OnceLock::new(),
             }),
         };
