@@ -33,7 +33,7 @@ use std::fmt;
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
-use crate::frozen::{Block, Frozen};
+use crate::frozen::{Block, Container, Frozen};
 
 /// A parsed audience expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +170,11 @@ impl<'a> Plan<'a> {
 
     fn count_of(root: &Node<'_>) -> u64 {
         let mut total = 0;
-        Plan::each_key_of(root, |_, block| total += block.len());
+        let mut blocks = Blocks::default();
+        let mut block = Block::default();
+        for key in root.all_keys() {
+            total += blocks.count(root, key, &mut block);
+        }
         total
     }
 
@@ -180,13 +184,9 @@ impl<'a> Plan<'a> {
 
     /// Calls `f` with the users of each key that has any, keys ascending.
     fn each_key_of(root: &Node<'_>, mut f: impl FnMut(u16, &Block)) {
-        let mut keys = Vec::new();
-        root.keys(&mut keys);
-        keys.sort_unstable();
-        keys.dedup();
         let mut blocks = Blocks::default();
         let mut block = Block::default();
-        for key in keys {
+        for key in root.all_keys() {
             blocks.eval(root, key, &mut block);
             if !block.is_empty() {
                 f(key, &block);
@@ -196,6 +196,15 @@ impl<'a> Plan<'a> {
 }
 
 impl Node<'_> {
+    /// Every key the node's users can have, ascending.
+    fn all_keys(&self) -> Vec<u16> {
+        let mut keys = Vec::new();
+        self.keys(&mut keys);
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     /// Every key the node's users can have (with repeats).
     fn keys(&self, out: &mut Vec<u16>) {
         match self {
@@ -275,21 +284,7 @@ impl Blocks {
                 }
                 containers.for_each(|c| out.or(c));
             }
-            Node::And { positive, negated } => {
-                self.eval(&positive[0], key, out);
-                for part in &positive[1..] {
-                    if out.is_empty() {
-                        return;
-                    }
-                    self.and(part, key, out);
-                }
-                for part in negated {
-                    if out.is_empty() {
-                        return;
-                    }
-                    self.and_not(part, key, out);
-                }
-            }
+            Node::And { positive, negated } => self.eval_and(positive, negated, key, out),
             Node::Or(parts) => {
                 self.eval(&parts[0], key, out);
                 for part in &parts[1..] {
@@ -297,6 +292,58 @@ impl Blocks {
                 }
             }
         }
+    }
+
+    /// The users of `key` in every `positive` node (at least one) and in no
+    /// `negated` one.
+    fn eval_and(&mut self, positive: &[Node<'_>], negated: &[Node<'_>], key: u16, out: &mut Block) {
+        self.eval(&positive[0], key, out);
+        for part in &positive[1..] {
+            if out.is_empty() {
+                return;
+            }
+            self.and(part, key, out);
+        }
+        for part in negated {
+            if out.is_empty() {
+                return;
+            }
+            self.and_not(part, key, out);
+        }
+    }
+
+    /// How many users of `key` `node` has. The last step of an AND, when
+    /// it is one set, is counted without being applied.
+    fn count(&mut self, node: &Node<'_>, key: u16, out: &mut Block) -> u64 {
+        let Node::And { positive, negated } = node else {
+            self.eval(node, key, out);
+            return out.len();
+        };
+        fn single<'n>(node: &'n Node<'_>, key: u16) -> Option<Option<Container<'n>>> {
+            match node {
+                Node::Sets(sets) if sets.len() == 1 => Some(sets[0].container(key)),
+                _ => None,
+            }
+        }
+        let (last, is_negated) = match (negated.last(), positive.len()) {
+            (Some(last), _) => (last, true),
+            (None, 1) => {
+                self.eval(node, key, out);
+                return out.len();
+            }
+            (None, _) => (&positive[positive.len() - 1], false),
+        };
+        let Some(container) = single(last, key) else {
+            self.eval(node, key, out);
+            return out.len();
+        };
+        let positive = &positive[..positive.len() - usize::from(!is_negated)];
+        let negated = &negated[..negated.len() - usize::from(is_negated)];
+        self.eval_and(positive, negated, key, out);
+        let mut spare = self.spare.pop().unwrap_or_default();
+        let found = container.map_or(0, |c| out.and_len(c, &mut spare));
+        self.spare.push(spare);
+        if is_negated { out.len() - found } else { found }
     }
 
     fn and(&mut self, node: &Node<'_>, key: u16, out: &mut Block) {

@@ -373,6 +373,43 @@ impl Block {
         }
     }
 
+    /// How many users are also in `container`, this block unchanged.
+    pub fn and_len(&self, container: Container<'_>, scratch: &mut Block) -> u64 {
+        let count = |n: usize| n as u64;
+        match (self.dense, container) {
+            (true, Container::Bitmap(bytes)) => self
+                .words
+                .iter()
+                .zip(bitmap_words(bytes))
+                .map(|(w, c)| u64::from((w & c).count_ones()))
+                .sum(),
+            (true, Container::Array(bytes)) => count(
+                array_values(bytes)
+                    .filter(|&v| self.words[usize::from(v >> 6)] >> (v & 63) & 1 == 1)
+                    .count(),
+            ),
+            (false, Container::Bitmap(bytes)) => count(
+                self.values
+                    .iter()
+                    .filter(|&&v| bitmap_has(bytes, v))
+                    .count(),
+            ),
+            (false, Container::Array(bytes)) => {
+                let mut other = array_values(bytes).peekable();
+                let found = self.values.iter().filter(|&&v| {
+                    while other.next_if(|&o| o < v).is_some() {}
+                    other.peek() == Some(&v)
+                });
+                count(found.count())
+            }
+            (_, Container::Run(_)) => {
+                scratch.set(container);
+                scratch.and_block(self);
+                scratch.len()
+            }
+        }
+    }
+
     /// Keeps only the users also in `other`.
     pub fn and_block(&mut self, other: &Block) {
         match (self.dense, other.dense) {
@@ -598,6 +635,9 @@ mod tests {
                         None => x.clear(),
                     }
                     assert_eq!(users(&x, 0), a & b, "and {dense}");
+                    let x = start(dense);
+                    let and_len = c.map_or(0, |c| x.and_len(c, &mut scratch));
+                    assert_eq!(and_len, (a & b).len(), "and_len {dense}");
                     let mut x = start(dense);
                     if let Some(c) = c {
                         x.and_not(c, &mut scratch);
