@@ -56,7 +56,52 @@ pub fn trials() -> Vec<Trial> {
             "api::kept_plans_follow_grants_and_time",
             kept_plans_follow_grants_and_time,
         ),
+        trial(
+            "api::kept_counts_follow_tags_and_let_the_database_close",
+            kept_counts_follow_tags_and_let_the_database_close,
+        ),
     ]
+}
+
+/// `audience_count` runs with its plan, so a kept plan counts the tags as
+/// they are when it runs; and kept plans, whose functions hold their
+/// session, go with the session, so the database closes and opens again.
+fn kept_counts_follow_tags_and_let_the_database_close() -> Result<(), Failed> {
+    block_on(async {
+        let dir = tempfile::tempdir()?;
+        {
+            let db = Database::open(dir.path())?;
+            let session = db.session();
+            session
+                .execute("CREATE TABLE t (user_id BIGINT USER KEY, city TEXT)")
+                .await?;
+            session.execute("CREATE TAG INDEX ON t (city)").await?;
+            for (id, expected) in [(1, "1"), (2, "2")] {
+                session
+                    .execute(&format!("INSERT INTO t VALUES ({id}, 'paris')"))
+                    .await?;
+                for _ in 0..2 {
+                    let batches = session
+                        .execute("SELECT audience_count('city=paris')")
+                        .await?;
+                    assert_eq!(rows(batches), [expected]);
+                }
+            }
+            for _ in 0..2 {
+                let batches = session
+                    .execute("SELECT set_config('application_name', 'x', false)")
+                    .await?;
+                assert_eq!(rows(batches), ["x"]);
+            }
+        }
+        let db = Database::open(dir.path())?;
+        let batches = db
+            .session()
+            .execute("SELECT audience_count('city=paris')")
+            .await?;
+        assert_eq!(rows(batches), ["2"]);
+        Ok(())
+    })
 }
 
 /// A query a session runs again reuses its plan only while nothing the plan

@@ -68,6 +68,17 @@ pub struct Session {
     task_ctx: Mutex<Option<Arc<TaskContext>>>,
 }
 
+impl Drop for Session {
+    /// Kept plans hold the session's functions, which hold its state (and
+    /// so the catalog): dropping the plans with the session breaks that
+    /// cycle, so the database closes when its last session does.
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.plans = plan_cache::PlanCache::default();
+        }
+    }
+}
+
 impl Session {
     /// A session whose statements may each use [`QUERY_MEMORY_DEFAULT`] bytes.
     pub fn new(catalog: Arc<Catalog>) -> Session {

@@ -1,6 +1,5 @@
 //! `audience_count(expr)`: how many users an audience expression selects,
-//! counted from tag bitmaps (the last intersection or NOT of the expression
-//! is counted without building the set).
+//! counted from tag bitmaps without building the set.
 //!
 //! ```sql
 //! SELECT audience_count('gender=f AND city IN (beijing, shanghai) AND NOT opted_out');
@@ -29,7 +28,11 @@ impl AudienceCountFunc {
     pub fn new(access: &Arc<UserAccess>) -> Self {
         AudienceCountFunc {
             access: Arc::clone(access),
-            signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+            // Volatile, so that the optimizer does not fold it into a
+            // constant while planning: a plan that counts when it runs can
+            // be kept and run again (the plan cache), where planning cost
+            // more than most counts.
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
         }
     }
 }
