@@ -1064,7 +1064,13 @@ impl Catalog {
         // The manifest is the commit point: from here the state is the
         // flushed one, and the log and superseded files can go.
         writer.state = state;
-        self.publish(Effect::Snapshots(changed));
+        // The tag store's bitmaps now read from the files just written
+        // (`TableTags::remap`): the same users, shown to readers too.
+        let tags = Effect::Tags(Arc::new(writer.state.tags.clone()));
+        self.publish(Effect::Both(
+            Box::new(Effect::Snapshots(changed)),
+            Box::new(tags),
+        ));
         let wal = writer.wal.as_mut().expect("a stored catalog has a log");
         wal.reset()?;
         let mut live = writer.state.live_files(store);
@@ -1756,6 +1762,8 @@ impl State {
                 &index.file_entries(),
             )?;
             let index = Arc::make_mut(index);
+            let path = tags::tag_path(&tags_dir, index.table_id, generation);
+            index.remap(&path, tags::open_file(&path, index.table_id, &file, false)?)?;
             index.file = Some(file);
             index.dirty = false;
         }
@@ -1775,6 +1783,10 @@ impl State {
                 )?)
             };
             let tag = Arc::make_mut(tag);
+            if let Some(file) = &file {
+                let path = tags::tag_path(&tags_dir, tag.id, file.generation);
+                tag.remap(&path, tags::open_file(&path, tag.id, file, false)?)?;
+            }
             tag.file = file;
             tag.dirty = false;
         }

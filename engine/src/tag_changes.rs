@@ -671,7 +671,18 @@ mod tests {
                         .update(&users, &chosen, vec![new_rows])
                         .expect("update");
                 }
-                8 => catalog.checkpoint().expect("checkpoint"),
+                8 => {
+                    let tags = catalog.tags();
+                    let dirty = tags.tables.values().filter(|i| i.dirty);
+                    let written: Vec<u64> = dirty.map(|i| i.table_id).collect();
+                    catalog.checkpoint().expect("checkpoint");
+                    // What the checkpoint wrote is read from the files now,
+                    // not held in memory.
+                    for id in written {
+                        let index = &catalog.tags().tables[&id];
+                        assert!(!index.all_loaded(), "{} is in memory", index.table_name);
+                    }
+                }
                 _ => {
                     // Reopen: after a clean close or as after a crash.
                     if rng.below(2) == 0 {

@@ -98,6 +98,14 @@ impl Bits {
         self.len == 0
     }
 
+    /// The size of its portable bytes: known without reading the bitmap.
+    pub fn bytes(&self) -> u64 {
+        match self.inner.as_ref() {
+            BitsInner::Loaded { bitmap, .. } => bitmap.serialized_size() as u64,
+            BitsInner::Mapped { bytes, .. } => bytes.len() as u64,
+        }
+    }
+
     /// The bitmap, read from its file (checksum verified) on first use.
     pub fn get(&self) -> Result<&RoaringBitmap> {
         match self.inner.as_ref() {
@@ -738,12 +746,8 @@ impl TableTags {
     }
 
     /// Bytes the index's bitmaps take serialized.
-    pub fn bytes(&self) -> Result<u64> {
-        let mut total = 0u64;
-        for bits in self.all_bits() {
-            total += bits.get()?.serialized_size() as u64;
-        }
-        Ok(total)
+    pub fn bytes(&self) -> u64 {
+        self.all_bits().map(Bits::bytes).sum()
     }
 
     fn all_bits(&self) -> impl Iterator<Item = &Bits> {
@@ -817,6 +821,28 @@ pub struct StoredTag {
     pub refreshed_micros: i64,
     pub file: Option<TagFile>,
     pub dirty: bool,
+}
+
+impl StoredTag {
+    /// After a checkpoint wrote this tag to `path`: its bitmap in memory
+    /// gives way to the same users read in place from the file, as an
+    /// index's do ([`TableTags::remap`]).
+    pub(crate) fn remap(
+        &mut self,
+        path: &Path,
+        entries: Vec<(DirectoryEntry, Bits)>,
+    ) -> Result<()> {
+        match entries.as_slice() {
+            [(_, bits)] if bits.len() == self.bits.len() => {
+                self.bits = bits.clone();
+                Ok(())
+            }
+            _ => Err(Error::Corrupted {
+                path: path.to_path_buf(),
+                reason: "a stored tag reads back other than it was written".to_string(),
+            }),
+        }
+    }
 }
 
 /// The manifest's record of a tag file.
@@ -1483,32 +1509,71 @@ impl TableTags {
 
     /// Fills this (empty) index from its file's entries.
     pub(crate) fn load(&mut self, path: &Path, entries: Vec<(DirectoryEntry, Bits)>) -> Result<()> {
+        self.place(path, entries, false)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// After a checkpoint wrote this index to `path`: each bitmap in memory
+    /// gives way to the same users read in place from the file (`entries`),
+    /// so what is not changing is held by the file's pages, which the kernel
+    /// may drop, rather than the heap. The range levels, unions of the same
+    /// users, are kept.
+    pub(crate) fn remap(
+        &mut self,
+        path: &Path,
+        entries: Vec<(DirectoryEntry, Bits)>,
+    ) -> Result<()> {
+        self.place(path, entries, true)
+    }
+
+    /// Sets the bitmaps the entries name; with `same`, each must hold as
+    /// many users as the one it replaces.
+    fn place(
+        &mut self,
+        path: &Path,
+        entries: Vec<(DirectoryEntry, Bits)>,
+        same: bool,
+    ) -> Result<()> {
         let corrupted = |reason: String| Error::Corrupted {
             path: path.to_path_buf(),
             reason,
         };
+        let put = |slot: &mut Bits, bits: Bits| {
+            if same && slot.len() != bits.len() {
+                return Err(corrupted(format!(
+                    "a bitmap written with {} users reads back with {}",
+                    slot.len(),
+                    bits.len()
+                )));
+            }
+            *slot = bits;
+            Ok(())
+        };
         for (entry, bits) in entries {
             match (entry.column, entry.key) {
-                (None, None) => self.present = bits,
+                (None, None) => put(&mut self.present, bits)?,
                 (Some(name), Some(key)) => {
                     let column = self
                         .columns
                         .iter_mut()
                         .find(|c| c.name == name)
                         .ok_or_else(|| corrupted(format!("column \"{name}\" is not indexed")))?;
-                    let values = Arc::make_mut(&mut column.values);
+                    // The map itself, not through `DerefMut`, which drops
+                    // the range levels: the users stay the same.
+                    let values = &mut Arc::make_mut(&mut column.values).map;
                     let value = values.entry(key).or_default();
                     match entry.day {
-                        None => value.all = bits,
+                        None => put(&mut value.all, bits)?,
                         Some(day) => {
-                            Arc::make_mut(&mut value.days).insert(day, bits);
+                            let days = Arc::make_mut(&mut value.days);
+                            put(days.entry(day).or_default(), bits)?;
                         }
                     }
                 }
                 _ => return Err(corrupted("an entry with a key but no column".to_string())),
             }
         }
-        self.dirty = false;
         Ok(())
     }
 

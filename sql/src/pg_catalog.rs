@@ -1269,25 +1269,13 @@ fn tables_rows(s: &Snapshot) -> Vec<Row> {
 /// stored tag, with its users and the bytes of its bitmaps (a time-bucketed
 /// value's days included).
 fn tag_rows(s: &Snapshot) -> Vec<Row> {
-    let bytes = |bits: &cohortdb_engine::tags::Bits| {
-        bits.get().map_or(ScalarValue::Null, |b| {
-            ScalarValue::Int64(Some(b.serialized_size() as i64))
-        })
-    };
+    let bytes = |bits: &cohortdb_engine::tags::Bits| ScalarValue::Int64(Some(bits.bytes() as i64));
     let mut rows = Vec::new();
     for index in s.tags.tables.values() {
         for column in &index.columns {
             for (key, entry) in column.values.iter() {
-                let all = bytes(&entry.all);
-                let days: i64 = entry
-                    .days
-                    .values()
-                    .filter_map(|b| b.get().ok().map(|b| b.serialized_size() as i64))
-                    .sum();
-                let total = match all {
-                    ScalarValue::Int64(Some(n)) => ScalarValue::Int64(Some(n + days)),
-                    other => other,
-                };
+                let days: u64 = entry.days.values().map(|b| b.bytes()).sum();
+                let total = ScalarValue::Int64(Some((entry.all.bytes() + days) as i64));
                 let table = Object::TagIndex(index.table_name.clone());
                 let (users, total) = sized(s, table, Some(entry.all.len()), total);
                 rows.push(vec![
@@ -1356,9 +1344,7 @@ fn segment_rows(s: &Snapshot) -> Vec<Row> {
                     s,
                     Object::Tag(tag.name.clone()),
                     Some(tag.bits.len()),
-                    tag.bits.get().map_or(NULL, |b| {
-                        ScalarValue::Int64(Some(b.serialized_size() as i64))
-                    }),
+                    ScalarValue::Int64(Some(tag.bits.bytes() as i64)),
                 )
             } else {
                 let users = s
