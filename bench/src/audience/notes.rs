@@ -390,13 +390,12 @@ impl Estimate {
         let users_bytes = model_bytes(&self.target_layout, self.target_users) * calibration;
         let events_bytes = self.events_bytes as f64 * scale;
         let kib = |k: u64| k as f64 * 1024.0;
-        let tags_here = (self.measured_users_bytes + self.events_bytes) as f64;
-        // The heap opening and using the database added beyond the bitmaps
-        // (the user-key dictionary above all) grows with users; the
-        // process's heap before opening it does not.
-        let other =
-            (kib(self.anon_after_kib) - kib(self.anon_before_kib) - tags_here).max(0.0) * scale;
-        let serving = kib(self.anon_before_kib) + users_bytes + events_bytes + other;
+        // Audiences read the tag files in place (mapped, not on the heap).
+        // The heap opening and using the database added (the user-key
+        // dictionary above all, and the bitmaps a profile reads whole) grows
+        // with users; the process's heap before opening it does not.
+        let other = (kib(self.anon_after_kib) - kib(self.anon_before_kib)).max(0.0) * scale;
+        let serving = kib(self.anon_before_kib) + other;
         // The load's memory above its start, taken as growing with users (an
         // upper bound where part of it is fixed-size buffers).
         let load_peak = kib(self.load_start_kib)
@@ -411,9 +410,9 @@ impl Estimate {
             "Estimate for {} users × {} tags (the same attributes, all but `gender` and `city` with \
              proportionally more values; `--tags 1000`): the users index by the roaring size \
              model calibrated on this run (model {} MB here, measured {} MB: × {:.3}) {} GiB; \
-             the event bitmaps scaled by users {} GiB; the heap opening and querying cohortdb \
-             added beyond the bitmaps, scaled by users {} GiB; serving (anonymous memory, with \
-             the process's own) ≈ {} GiB, plus mapped tag files the kernel can drop. Load peak \
+             the event bitmaps scaled by users {} GiB, both read in place from mapped tag files \
+             the kernel can drop; the heap opening and querying cohortdb added, scaled by users \
+             {} GiB; serving (anonymous memory, with the process's own) ≈ {} GiB. Load peak \
              (the loading child's peak above its start, scaled by users) ≈ {} GiB, against the \
              machine's 24 GiB.\n",
             self.target_users,
