@@ -120,14 +120,21 @@ pub trait TagSource {
 
 /// How many users the union of `sets` has.
 pub fn union_len(sets: Sets<'_>) -> u64 {
-    Plan::count_of(&Node::Sets(sets))
+    count_of(&Node::Sets(sets))
 }
 
 /// The users of `audience`.
 pub fn evaluate(audience: &Audience, source: &dyn TagSource) -> Result<RoaringBitmap> {
-    let plan = Plan::new(audience, source)?;
+    let root = resolve(audience, source)?.0;
     let mut users = RoaringBitmap::new();
-    plan.each_key(|key, block| block.append_to(key, &mut users));
+    let mut blocks = Blocks::default();
+    let mut block = Block::default();
+    for key in root.all_keys() {
+        blocks.eval(&root, key, &mut block);
+        if !block.is_empty() {
+            block.append_to(key, &mut users);
+        }
+    }
     Ok(users)
 }
 
@@ -137,18 +144,22 @@ pub fn count(audience: &Audience, source: &dyn TagSource) -> Result<u64> {
     match audience {
         Audience::Term(term) => source.term_len(term, None),
         Audience::During(term, window) => source.term_len(term, Some(window)),
-        _ => Ok(Plan::count_of(&Plan::new(audience, source)?.root)),
+        _ => Ok(count_of(&resolve(audience, source)?.0)),
     }
+}
+
+/// How many users `root` has, key by key.
+fn count_of(root: &Node<'_>) -> u64 {
+    let mut blocks = Blocks::default();
+    let mut block = Block::default();
+    let keys = root.all_keys().into_iter();
+    keys.map(|key| blocks.count(root, key, &mut block)).sum()
 }
 
 /// An expression with its terms resolved to sets, evaluated one container
 /// key (2^16 users) at a time: each node's result for a key is a [`Block`]
 /// that stays in cache, and each operand container is read once where it
 /// lies, instead of a whole bitmap being built for every step.
-struct Plan<'a> {
-    root: Node<'a>,
-}
-
 enum Node<'a> {
     /// The union of these sets.
     Sets(Sets<'a>),
@@ -159,40 +170,6 @@ enum Node<'a> {
         negated: Vec<Node<'a>>,
     },
     Or(Vec<Node<'a>>),
-}
-
-impl<'a> Plan<'a> {
-    fn new(audience: &Audience, source: &'a dyn TagSource) -> Result<Plan<'a>> {
-        Ok(Plan {
-            root: resolve(audience, source)?.0,
-        })
-    }
-
-    fn count_of(root: &Node<'_>) -> u64 {
-        let mut total = 0;
-        let mut blocks = Blocks::default();
-        let mut block = Block::default();
-        for key in root.all_keys() {
-            total += blocks.count(root, key, &mut block);
-        }
-        total
-    }
-
-    fn each_key(&self, f: impl FnMut(u16, &Block)) {
-        Plan::each_key_of(&self.root, f);
-    }
-
-    /// Calls `f` with the users of each key that has any, keys ascending.
-    fn each_key_of(root: &Node<'_>, mut f: impl FnMut(u16, &Block)) {
-        let mut blocks = Blocks::default();
-        let mut block = Block::default();
-        for key in root.all_keys() {
-            blocks.eval(root, key, &mut block);
-            if !block.is_empty() {
-                f(key, &block);
-            }
-        }
-    }
 }
 
 impl Node<'_> {

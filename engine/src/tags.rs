@@ -745,11 +745,6 @@ impl TableTags {
         }
     }
 
-    /// Bytes the index's bitmaps take serialized.
-    pub fn bytes(&self) -> u64 {
-        self.all_bits().map(Bits::bytes).sum()
-    }
-
     fn all_bits(&self) -> impl Iterator<Item = &Bits> {
         std::iter::once(&self.present).chain(self.columns.iter().flat_map(|c| {
             c.values
