@@ -280,7 +280,7 @@ impl Block {
         self.words.fill(0);
         if keep {
             for &v in &self.values {
-                self.words[usize::from(v >> 6)] |= 1 << (v & 63);
+                set_bit(&mut self.words, v);
             }
         }
         self.dense = true;
@@ -292,7 +292,7 @@ impl Block {
         match container {
             Container::Array(bytes) => {
                 for v in array_values(bytes) {
-                    self.words[usize::from(v >> 6)] |= 1 << (v & 63);
+                    set_bit(&mut self.words, v);
                 }
             }
             Container::Bitmap(bytes) => {
@@ -320,21 +320,15 @@ impl Block {
             (true, Container::Array(bytes)) => {
                 let words = &self.words;
                 self.values.clear();
-                self.values.extend(
-                    array_values(bytes)
-                        .filter(|&v| words[usize::from(v >> 6)] >> (v & 63) & 1 == 1),
-                );
+                self.values
+                    .extend(array_values(bytes).filter(|&v| has_bit(words, v)));
                 self.dense = false;
             }
             (false, Container::Bitmap(bytes)) => {
                 self.values.retain(|&v| bitmap_has(bytes, v));
             }
             (false, Container::Array(bytes)) => {
-                let mut other = array_values(bytes).peekable();
-                self.values.retain(|&v| {
-                    while other.next_if(|&o| o < v).is_some() {}
-                    other.peek() == Some(&v)
-                });
+                retain_merged(&mut self.values, array_values(bytes), true);
             }
             (_, Container::Run(_)) => {
                 scratch.set(container);
@@ -353,18 +347,14 @@ impl Block {
             }
             (true, Container::Array(bytes)) => {
                 for v in array_values(bytes) {
-                    self.words[usize::from(v >> 6)] &= !(1 << (v & 63));
+                    clear_bit(&mut self.words, v);
                 }
             }
             (false, Container::Bitmap(bytes)) => {
                 self.values.retain(|&v| !bitmap_has(bytes, v));
             }
             (false, Container::Array(bytes)) => {
-                let mut other = array_values(bytes).peekable();
-                self.values.retain(|&v| {
-                    while other.next_if(|&o| o < v).is_some() {}
-                    other.peek() != Some(&v)
-                });
+                retain_merged(&mut self.values, array_values(bytes), false);
             }
             (_, Container::Run(_)) => {
                 scratch.set(container);
@@ -385,7 +375,7 @@ impl Block {
                 .sum(),
             (true, Container::Array(bytes)) => count(
                 array_values(bytes)
-                    .filter(|&v| self.words[usize::from(v >> 6)] >> (v & 63) & 1 == 1)
+                    .filter(|&v| has_bit(&self.words, v))
                     .count(),
             ),
             (false, Container::Bitmap(bytes)) => count(
@@ -396,11 +386,12 @@ impl Block {
             ),
             (false, Container::Array(bytes)) => {
                 let mut other = array_values(bytes).peekable();
-                let found = self.values.iter().filter(|&&v| {
-                    while other.next_if(|&o| o < v).is_some() {}
-                    other.peek() == Some(&v)
-                });
-                count(found.count())
+                count(
+                    self.values
+                        .iter()
+                        .filter(|&&v| holds(&mut other, v))
+                        .count(),
+                )
             }
             (_, Container::Run(_)) => {
                 scratch.set(container);
@@ -421,22 +412,13 @@ impl Block {
             (true, false) => {
                 let words = &self.words;
                 self.values.clear();
-                self.values.extend(
-                    other
-                        .values
-                        .iter()
-                        .copied()
-                        .filter(|&v| words[usize::from(v >> 6)] >> (v & 63) & 1 == 1),
-                );
+                self.values
+                    .extend(other.values.iter().copied().filter(|&v| has_bit(words, v)));
                 self.dense = false;
             }
             (false, true) => self.values.retain(|&v| other.has(v)),
             (false, false) => {
-                let mut o = other.values.iter().copied().peekable();
-                self.values.retain(|&v| {
-                    while o.next_if(|&x| x < v).is_some() {}
-                    o.peek() == Some(&v)
-                });
+                retain_merged(&mut self.values, other.values.iter().copied(), true);
             }
         }
     }
@@ -453,14 +435,10 @@ impl Block {
             }
         } else if self.dense {
             for &v in &other.values {
-                self.words[usize::from(v >> 6)] &= !(1 << (v & 63));
+                clear_bit(&mut self.words, v);
             }
         } else {
-            let mut o = other.values.iter().copied().peekable();
-            self.values.retain(|&v| {
-                while o.next_if(|&x| x < v).is_some() {}
-                o.peek() != Some(&v)
-            });
+            retain_merged(&mut self.values, other.values.iter().copied(), false);
         }
     }
 
@@ -473,14 +451,14 @@ impl Block {
             }
         } else {
             for &v in &other.values {
-                self.words[usize::from(v >> 6)] |= 1 << (v & 63);
+                set_bit(&mut self.words, v);
             }
         }
     }
 
     fn has(&self, value: u16) -> bool {
         if self.dense {
-            self.words[usize::from(value >> 6)] >> (value & 63) & 1 == 1
+            has_bit(&self.words, value)
         } else {
             self.values.binary_search(&value).is_ok()
         }
@@ -501,6 +479,32 @@ impl Block {
             let _ = bitmap.append(self.values.iter().map(|&v| base | u32::from(v)));
         }
     }
+}
+
+fn has_bit(words: &[u64; WORDS], value: u16) -> bool {
+    words[usize::from(value >> 6)] >> (value & 63) & 1 == 1
+}
+
+fn set_bit(words: &mut [u64; WORDS], value: u16) {
+    words[usize::from(value >> 6)] |= 1 << (value & 63);
+}
+
+fn clear_bit(words: &mut [u64; WORDS], value: u16) {
+    words[usize::from(value >> 6)] &= !(1 << (value & 63));
+}
+
+/// Whether the ascending `other`, advanced past every value below `value`,
+/// holds `value` (asked with ascending values, this merges two lists).
+fn holds(other: &mut std::iter::Peekable<impl Iterator<Item = u16>>, value: u16) -> bool {
+    while other.next_if(|&o| o < value).is_some() {}
+    other.peek() == Some(&value)
+}
+
+/// Keeps the (ascending) `values` that the ascending `other` holds, or with
+/// `found` false, those it does not.
+fn retain_merged(values: &mut Vec<u16>, other: impl Iterator<Item = u16>, found: bool) {
+    let mut other = other.peekable();
+    values.retain(|&v| holds(&mut other, v) == found);
 }
 
 /// Sets bits `start..=end` of `words`.

@@ -1254,19 +1254,12 @@ impl TagSet<'_> {
 
 impl TagSource for TagSet<'_> {
     fn universe(&self) -> Result<Sets<'_>> {
-        self.tags
-            .tables
-            .values()
-            .map(|table| table.present.frozen().map(Cow::Borrowed))
-            .collect()
+        frozen_sets(self.tags.tables.values().map(|table| &table.present))
     }
 
     fn term(&self, term: &Term, window: Option<&Window>) -> Result<Sets<'_>> {
         Ok(match self.found(term, window)? {
-            Found::Bits(bits) => bits
-                .into_iter()
-                .map(|b| b.frozen().map(Cow::Borrowed))
-                .collect::<Result<_>>()?,
+            Found::Bits(bits) => frozen_sets(bits)?,
             Found::Users(users) => vec![Cow::Owned(Frozen::from_bitmap(&users))],
         })
     }
@@ -1277,15 +1270,18 @@ impl TagSource for TagSet<'_> {
         Ok(match self.found(term, window)? {
             Found::Bits(bits) => match bits.as_slice() {
                 [one] => one.len(),
-                _ => audience::union_len(
-                    bits.into_iter()
-                        .map(|b| b.frozen().map(Cow::Borrowed))
-                        .collect::<Result<_>>()?,
-                ),
+                _ => audience::union_len(frozen_sets(bits)?),
             },
             Found::Users(users) => users.len(),
         })
     }
+}
+
+/// `bits` read in place, for audience evaluation.
+fn frozen_sets<'a>(bits: impl IntoIterator<Item = &'a Bits>) -> Result<Sets<'a>> {
+    bits.into_iter()
+        .map(|b| b.frozen().map(Cow::Borrowed))
+        .collect()
 }
 
 /// `CDBTAGS` and the format version.
