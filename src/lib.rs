@@ -126,9 +126,7 @@ impl Database {
     /// the user key), in ordinal order, as `audience(expr)` gives them: the
     /// suppression tag's users left out.
     pub fn audience(&self, expr: &str) -> Result<arrow::array::ArrayRef> {
-        let tags = self.tags();
-        let users = tags.evaluate(expr, &Policy::new(today()))?;
-        Ok(tags.user_ids(&users)?)
+        Ok(self.tags().audience_ids(expr, &Policy::new(today()))?)
     }
 
     /// Sets the working memory each statement may use (default

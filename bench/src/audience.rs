@@ -177,12 +177,17 @@ fn list_answer(batches: &[RecordBatch]) -> Result<Rows, String> {
 }
 
 /// cohortdb's answer to a workload, as the peers' answers are compared.
-async fn cohortdb_answer(session: &cohortdb::Session, audience: &Audience) -> Result<Rows, String> {
-    let (_, batches) = cohortdb_run(session, &audience.cohortdb_sql()).await?;
-    match audience.kind {
-        Kind::List => list_answer(&batches),
-        _ => Ok(check::normalise(&batches)),
-    }
+/// cohortdb's answer to a workload, and the seconds it took.
+async fn cohortdb_answer(
+    session: &cohortdb::Session,
+    audience: &Audience,
+) -> Result<(Rows, f64), String> {
+    let (seconds, batches) = cohortdb_run(session, &audience.cohortdb_sql()).await?;
+    let rows = match audience.kind {
+        Kind::List => list_answer(&batches)?,
+        _ => check::normalise(&batches),
+    };
+    Ok((rows, seconds))
 }
 
 /// The raw bound's profile rows: (value, users, share, population, tgi) in
@@ -332,7 +337,8 @@ pub async fn audience(
         .into_iter()
         .filter(|a| profile || !matches!(a.kind, Kind::Profile(_)))
         .collect();
-    let (answers, mut memory) = first_runs(&session, &audiences, anon_before_open_kib).await?;
+    let (answers, first_seconds, mut memory) =
+        first_runs(&session, &audiences, anon_before_open_kib).await?;
     memory.directory_bytes = crate::memory::directory_bytes(&load::cohortdb_dir(&files))?;
 
     eprintln!("building the raw bitmaps");
@@ -375,6 +381,7 @@ pub async fn audience(
         floor: &floor,
         api_seconds: &api_seconds,
         profile_note: &profile_note,
+        first_seconds: &first_seconds,
     };
     let (notes, details) = (context.notes(), context.details());
     Ok(SuiteResult {
@@ -386,17 +393,20 @@ pub async fn audience(
 }
 
 /// cohortdb's first run of every workload (which reads each bitmap it uses
-/// from its tag file), its answers, and its memory once it is done, before
-/// this process allocates anything else.
+/// from its tag file, and for the profile builds the users' value ranks),
+/// its answers and seconds, and its memory once it is done, before this
+/// process allocates anything else.
 async fn first_runs(
     session: &cohortdb::Session,
     audiences: &[Audience],
     anon_before_open_kib: u64,
-) -> Result<(Vec<Rows>, MemoryFigures), String> {
+) -> Result<(Vec<Rows>, Vec<f64>, MemoryFigures), String> {
     eprintln!("cohortdb: first run of each workload");
-    let mut answers = Vec::new();
+    let (mut answers, mut seconds) = (Vec::new(), Vec::new());
     for audience in audiences {
-        answers.push(cohortdb_answer(session, audience).await?);
+        let (rows, s) = cohortdb_answer(session, audience).await?;
+        answers.push(rows);
+        seconds.push(s);
     }
     let memory = MemoryFigures {
         tag_store: tag_store(session).await?,
@@ -407,7 +417,7 @@ async fn first_runs(
         hwm_after_warm_kib: vm_hwm_kib()?,
         ..MemoryFigures::default()
     };
-    Ok((answers, memory))
+    Ok((answers, seconds, memory))
 }
 
 /// The raw bound's answers, checked equal to cohortdb's.

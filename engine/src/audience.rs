@@ -125,17 +125,41 @@ pub fn union_len(sets: Sets<'_>) -> u64 {
 
 /// The users of `audience`.
 pub fn evaluate(audience: &Audience, source: &dyn TagSource) -> Result<RoaringBitmap> {
-    let root = resolve(audience, source)?.0;
     let mut users = RoaringBitmap::new();
+    evaluate_blocks(audience, source, |key, block| {
+        block.append_to(key, &mut users)
+    })?;
+    Ok(users)
+}
+
+/// The users of `audience`, ascending, without building a bitmap (for
+/// listing them).
+pub fn ordinals(audience: &Audience, source: &dyn TagSource) -> Result<Vec<u32>> {
+    let mut users = Vec::new();
+    evaluate_blocks(audience, source, |key, block| {
+        let base = u32::from(key) << 16;
+        block.for_each(|v| users.push(base | u32::from(v)));
+    })?;
+    Ok(users)
+}
+
+/// Evaluates `audience` key by key, handing `each` every key's users where
+/// it has any, keys ascending.
+pub fn evaluate_blocks(
+    audience: &Audience,
+    source: &dyn TagSource,
+    mut each: impl FnMut(u16, &Block),
+) -> Result<()> {
+    let root = resolve(audience, source)?.0;
     let mut blocks = Blocks::default();
     let mut block = Block::default();
     for key in root.all_keys() {
         blocks.eval(&root, key, &mut block);
         if !block.is_empty() {
-            block.append_to(key, &mut users);
+            each(key, &block);
         }
     }
-    Ok(users)
+    Ok(())
 }
 
 /// How many users `audience` has, counted key by key without building the
@@ -1201,7 +1225,7 @@ mod tests {
         }
     }
 
-    /// Evaluation and counting over bitmaps agree with checking every user
+    /// Evaluation, listing and counting over bitmaps agree with checking every user
     /// against the expression, on random data and random expressions: many
     /// small sets of users (one container key, array containers), and a few
     /// larger ones over three keys with bitmap and run containers.
@@ -1223,6 +1247,11 @@ mod tests {
                     .collect();
                 let found = evaluate(&audience, &bitmaps).expect("evaluates");
                 assert_eq!(found, expected, "seed {seed}: {text}");
+                assert_eq!(
+                    ordinals(&audience, &bitmaps).expect("lists"),
+                    expected.iter().collect::<Vec<_>>(),
+                    "seed {seed}: {text}"
+                );
                 assert_eq!(
                     count(&audience, &bitmaps).expect("counts"),
                     expected.len(),

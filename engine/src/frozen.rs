@@ -162,14 +162,51 @@ impl Frozen {
     /// The container of `key`, if there is one.
     pub fn container(&self, key: u16) -> Option<Container<'_>> {
         let i = self.slots.binary_search_by_key(&key, |s| s.key).ok()?;
-        let slot = self.slots[i];
+        Some(self.container_at(self.slots[i]))
+    }
+
+    fn container_at(&self, slot: Slot) -> Container<'_> {
         let start = slot.start as usize;
         let data = |size: usize| &self.bytes[start..start + size];
-        Some(match slot.kind {
+        match slot.kind {
             Kind::Array => Container::Array(data(2 * slot.count as usize)),
             Kind::Bitmap => Container::Bitmap(data(BITMAP_BYTES)),
             Kind::Run => Container::Run(data(4 * slot.count as usize)),
-        })
+        }
+    }
+
+    /// One past the highest user its containers can hold (0 when empty).
+    pub fn end(&self) -> u64 {
+        self.slots
+            .last()
+            .map_or(0, |s| (u64::from(s.key) + 1) << 16)
+    }
+
+    /// Hands each user to `f`, ascending.
+    pub fn for_each(&self, mut f: impl FnMut(u32)) {
+        for &slot in &self.slots {
+            let base = u32::from(slot.key) << 16;
+            self.container_at(slot).for_each(|v| f(base | u32::from(v)));
+        }
+    }
+}
+
+impl Container<'_> {
+    /// Hands each value to `f`, ascending.
+    pub fn for_each(self, mut f: impl FnMut(u16)) {
+        match self {
+            Container::Array(bytes) => array_values(bytes).for_each(f),
+            Container::Bitmap(bytes) => {
+                for (i, word) in bitmap_words(bytes).enumerate() {
+                    each_bit(i, word, &mut f);
+                }
+            }
+            Container::Run(bytes) => {
+                for (start, end) in runs(bytes) {
+                    (start..=end).for_each(&mut f);
+                }
+            }
+        }
     }
 }
 
@@ -464,20 +501,43 @@ impl Block {
         }
     }
 
+    /// Hands each user to `f`, ascending.
+    pub fn for_each(&self, mut f: impl FnMut(u16)) {
+        if self.dense {
+            for (i, &word) in self.words.iter().enumerate() {
+                each_bit(i, word, &mut f);
+            }
+        } else {
+            self.values.iter().copied().for_each(f);
+        }
+    }
+
     /// Adds this block's users, as the container of `key`, to `bitmap`
-    /// (whose users all lie below `key`'s).
+    /// (whose users all lie below `key`'s): as a bitmap container when
+    /// there are more than an array container holds, else value by value.
     pub fn append_to(&self, key: u16, bitmap: &mut RoaringBitmap) {
         let base = u32::from(key) << 16;
-        if self.dense {
+        if self.dense && self.len() > u64::from(ARRAY_MAX) {
             let mut bytes = [0u8; BITMAP_BYTES];
             for (chunk, w) in bytes.chunks_exact_mut(8).zip(self.words.iter()) {
                 chunk.copy_from_slice(&w.to_le_bytes());
             }
             *bitmap |= RoaringBitmap::from_lsb0_bytes(base, &bytes);
         } else {
+            let mut values = Vec::with_capacity(ARRAY_MAX as usize);
+            self.for_each(|v| values.push(base | u32::from(v)));
             // Ascending and above every user already there.
-            let _ = bitmap.append(self.values.iter().map(|&v| base | u32::from(v)));
+            let _ = bitmap.append(values);
         }
+    }
+}
+
+/// Hands the values of the set bits of word `index` to `f`, ascending.
+fn each_bit(index: usize, mut word: u64, f: &mut impl FnMut(u16)) {
+    let base = (index * 64) as u16;
+    while word != 0 {
+        f(base + word.trailing_zeros() as u16);
+        word &= word - 1;
     }
 }
 
@@ -570,7 +630,12 @@ mod tests {
         for key in f.keys() {
             block(&f, key).append_to(key, &mut all);
         }
-        assert_eq!(all, values.into_iter().collect::<RoaringBitmap>());
+        assert_eq!(all, values.iter().copied().collect::<RoaringBitmap>());
+        let mut each = Vec::new();
+        f.for_each(|user| each.push(user));
+        assert_eq!(each, values);
+        assert_eq!(f.end(), 3 * 65_536);
+        assert_eq!(frozen([], true).end(), 0);
         // Without runs, and with fewer than four containers and runs (no
         // offsets), the same.
         let small = frozen((5..9).chain(65_536..65_540), true);

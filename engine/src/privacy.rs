@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::audience::{self, Audience, Term};
 use crate::error::{Error, Result};
 use crate::roles::{Object, Privilege, Role};
-use crate::tags::Tags;
+use crate::tags::{ColumnTags, Tags};
 
 /// The suppression tag of a new database.
 pub const DEFAULT_SUPPRESSION_TAG: &str = "opted_out";
@@ -350,6 +350,53 @@ impl Tags {
     pub fn evaluate(&self, text: &str, policy: &Policy) -> Result<RoaringBitmap> {
         let audience = self.with_policy(audience::parse(text)?, policy)?;
         audience::evaluate(&audience, &self.source(policy.today))
+    }
+
+    /// The external ids of the users of the audience expression `text`, in
+    /// ordinal order (listed key by key; no bitmap is built).
+    pub fn audience_ids(&self, text: &str, policy: &Policy) -> Result<arrow::array::ArrayRef> {
+        let audience = self.with_policy(audience::parse(text)?, policy)?;
+        self.user_ids(audience::ordinals(&audience, &self.source(policy.today))?)
+    }
+
+    /// The indexed column `dimension` ([`Tags::column`]), how many users the
+    /// audience expression `text` has, and how many of them have each of the
+    /// column's values (in key order): by looking each user's value up where
+    /// no user has two ([`crate::tags::ValueTags::user_values`]), else by
+    /// intersecting the audience with each value's users. The reader needs
+    /// USAGE on the column's tag index besides what the expression names.
+    pub fn audience_by_value(
+        &self,
+        text: &str,
+        dimension: &str,
+        policy: &Policy,
+    ) -> Result<(&ColumnTags, u64, Vec<u64>)> {
+        let audience = self.with_policy(audience::parse(text)?, policy)?;
+        let (table, column) = self.column(dimension)?;
+        policy.check_use(&Object::TagIndex(table.table_name.clone()))?;
+        let values = &column.values;
+        let source = self.source(policy.today);
+        let mut counts = vec![0u64; values.len()];
+        let Some(user_values) = values.user_values()? else {
+            let users = audience::evaluate(&audience, &source)?;
+            for (count, entry) in counts.iter_mut().zip(values.values()) {
+                *count = users.intersection_len(entry.all.get()?);
+            }
+            return Ok((column, users.len(), counts));
+        };
+        let mut size = 0;
+        audience::evaluate_blocks(&audience, &source, |key, block| {
+            let base = u32::from(key) << 16;
+            size += block.len();
+            block.for_each(|v| {
+                if let Some(count) =
+                    counts.get_mut(usize::from(user_values.rank(base | u32::from(v))))
+                {
+                    *count += 1;
+                }
+            });
+        })?;
+        Ok((column, size, counts))
     }
 
     /// How many users the audience expression `text` has.

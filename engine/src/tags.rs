@@ -451,13 +451,14 @@ pub struct ColumnTags {
 }
 
 /// The values of one indexed column and their users, in key order (read as
-/// the map it derefs to), with the range levels built from them on first
-/// use. Any change through `DerefMut` drops the levels, so they never
-/// outlive the values they were built from.
+/// the map it derefs to), with the range levels and each user's value built
+/// from them on first use. Any change through `DerefMut` drops both, so
+/// they never outlive the values they were built from.
 #[derive(Debug, Clone, Default)]
 pub struct ValueTags {
     map: BTreeMap<Key, Entry>,
     levels: OnceLock<Arc<RangeLevels>>,
+    user_values: OnceLock<Option<Arc<UserValues>>>,
 }
 
 impl std::ops::Deref for ValueTags {
@@ -470,7 +471,55 @@ impl std::ops::Deref for ValueTags {
 impl std::ops::DerefMut for ValueTags {
     fn deref_mut(&mut self) -> &mut BTreeMap<Key, Entry> {
         self.levels = OnceLock::new();
+        self.user_values = OnceLock::new();
         &mut self.map
+    }
+}
+
+/// Each user's value of a column where no user has two (a column of a table
+/// with one row per user): the value's rank in key order, by ordinal
+/// ([`NO_VALUE`] for users without one). A profile counts an audience's
+/// users by value with it, one lookup per user, instead of intersecting
+/// the audience with every value's bitmap. Two bytes per user; built in
+/// memory when a profile first needs it (one pass over the values' users),
+/// not stored.
+#[derive(Debug)]
+pub struct UserValues {
+    ranks: Vec<u16>,
+}
+
+/// The rank of users without a value.
+pub const NO_VALUE: u16 = u16::MAX;
+
+impl UserValues {
+    /// `None` when some user has two values or there are more values than
+    /// ranks (65,535).
+    fn build(values: &BTreeMap<Key, Entry>) -> Result<Option<UserValues>> {
+        if values.len() > usize::from(NO_VALUE) {
+            return Ok(None);
+        }
+        let mut end = 0;
+        for entry in values.values() {
+            end = end.max(entry.all.frozen()?.end());
+        }
+        let mut ranks = vec![NO_VALUE; end as usize];
+        for (rank, entry) in values.values().enumerate() {
+            let mut twice = false;
+            entry.all.frozen()?.for_each(|user| {
+                let slot = &mut ranks[user as usize];
+                twice |= *slot != NO_VALUE;
+                *slot = rank as u16;
+            });
+            if twice {
+                return Ok(None);
+            }
+        }
+        Ok(Some(UserValues { ranks }))
+    }
+
+    /// The rank of `user`'s value, [`NO_VALUE`] if none.
+    pub fn rank(&self, user: u32) -> u16 {
+        self.ranks.get(user as usize).copied().unwrap_or(NO_VALUE)
     }
 }
 
@@ -496,6 +545,16 @@ impl ValueTags {
         };
         let (from, to) = levels.ranks(range);
         Ok(levels.covering(from, to))
+    }
+
+    /// Each user's value, built on first use; `None` when some user has
+    /// two ([`UserValues`]).
+    pub fn user_values(&self) -> Result<Option<&UserValues>> {
+        if let Some(built) = self.user_values.get() {
+            return Ok(built.as_deref());
+        }
+        let built = UserValues::build(&self.map)?.map(Arc::new);
+        Ok(self.user_values.get_or_init(|| built).as_deref())
     }
 }
 
@@ -918,10 +977,10 @@ impl Tags {
         }
     }
 
-    /// The external ids of `users`, in ordinal order.
-    pub fn user_ids(&self, users: &RoaringBitmap) -> Result<ArrayRef> {
+    /// The external ids of `users` (ordinals, ascending), in ordinal order.
+    pub fn user_ids(&self, users: impl IntoIterator<Item = u32>) -> Result<ArrayRef> {
         let dictionary = self.dictionary()?;
-        Ok(dictionary.ids(users.iter().filter(|&o| o < self.users)))
+        Ok(dictionary.ids(users.into_iter().filter(|&o| o < self.users)))
     }
 
     /// The ordinal of each id of `ids` (`None` for NULL and unknown users).
@@ -1585,6 +1644,44 @@ mod tests {
         v.iter().copied().collect()
     }
 
+    /// Each user's value is the rank of the one value whose bitmap has the
+    /// user; a column where a user has two values, or with more values than
+    /// ranks, has none.
+    #[test]
+    fn user_values_rank_each_user_by_its_one_value() -> Result<()> {
+        let values = |sets: Vec<Vec<u32>>| -> BTreeMap<Key, Entry> {
+            sets.into_iter()
+                .enumerate()
+                .map(|(i, users)| {
+                    let all = Bits::from(bitmap(&users));
+                    (
+                        Key::Int(i as i64),
+                        Entry {
+                            all,
+                            ..Entry::default()
+                        },
+                    )
+                })
+                .collect()
+        };
+        let one_each = values(vec![vec![3, 70_000], vec![0, 1], vec![], vec![2]]);
+        let ranks = UserValues::build(&one_each)?.expect("one value per user");
+        let found: Vec<u16> = [0, 1, 2, 3, 4, 70_000, 200_000]
+            .map(|u| ranks.rank(u))
+            .to_vec();
+        assert_eq!(found, [1, 1, 3, 0, NO_VALUE, 0, NO_VALUE]);
+        let twice = values(vec![vec![3, 70_000], vec![0, 70_000]]);
+        assert!(UserValues::build(&twice)?.is_none());
+        let most = values((0..u32::from(NO_VALUE)).map(|u| vec![u]).collect());
+        assert_eq!(
+            UserValues::build(&most)?.map(|r| r.rank(65_534)),
+            Some(65_534)
+        );
+        let too_many = values((0..=u32::from(NO_VALUE)).map(|u| vec![u]).collect());
+        assert!(UserValues::build(&too_many)?.is_none());
+        Ok(())
+    }
+
     /// Every range over 200 values (users with one value and with several)
     /// is answered by the range levels with the union the values' own
     /// bitmaps give, from at most `2 · (fanout − 1)` bitmaps per level above
@@ -1648,7 +1745,7 @@ mod tests {
         // A change to the values drops the levels built from them.
         let mut tags = ValueTags {
             map: values,
-            levels: OnceLock::new(),
+            ..ValueTags::default()
         };
         let all = (Bound::Unbounded, Bound::Unbounded);
         let before = union_of(tags.covering(all.clone())?)?;

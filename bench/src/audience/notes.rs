@@ -53,6 +53,8 @@ pub(super) struct Context<'a> {
     pub(super) floor: &'a [f64],
     pub(super) api_seconds: &'a super::ApiSeconds,
     pub(super) profile_note: &'a str,
+    /// cohortdb's first run of each workload, through SQL.
+    pub(super) first_seconds: &'a [f64],
 }
 
 fn mb(bytes: u64) -> String {
@@ -74,7 +76,7 @@ impl Context<'_> {
         let mut out = format!(
             "Data: {} users (ids 1..{0}), {} tags over {} attributes plus `vip`, {} events over \
              the {} days up to {} (seed {}). cohortdb's statements (`audience_profile`: {}):\n\n\
-             | workload | tags | answer | cohortdb statement |\n|---|---|---|---|\n",
+             | workload | tags | answer | first run ms | cohortdb statement |\n|---|---|---|---|---|\n",
             self.files.users,
             self.files.layout.tag_count(),
             self.files.layout.attributes.len(),
@@ -84,15 +86,17 @@ impl Context<'_> {
             self.files.seed,
             self.profile_note,
         );
-        for (audience, expected) in self.audiences.iter().zip(self.expected) {
+        let rows = self.audiences.iter().zip(self.expected);
+        for ((audience, expected), first) in rows.zip(self.first_seconds) {
             let answer = match audience.kind {
                 Kind::Profile(_) => format!("{} rows", expected.len()),
                 _ => expected[0][0].trim_end_matches(".0000").to_string(),
             };
             out.push_str(&format!(
-                "| {} | {} | {answer} | `{}` |\n",
+                "| {} | {} | {answer} | {} | `{}` |\n",
                 audience.name,
                 audience.expr.tags(),
+                ms(*first),
                 audience.cohortdb_sql()
             ));
         }
@@ -337,6 +341,7 @@ impl Context<'_> {
             "open_seconds": self.open_seconds,
             "raw_build_seconds": self.raw_build_seconds,
             "select_1_seconds": self.floor,
+            "first_run_seconds": self.first_seconds,
             "rust_api_seconds": self.api_seconds,
             "memory": self.memory,
             "estimate_100m_1000_tags": self.estimate().json(),

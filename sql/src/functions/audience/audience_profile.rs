@@ -51,41 +51,36 @@ impl TableFunctionImpl for AudienceProfileFunc {
         )?;
         let tags = self.access.tags();
         let policy = self.access.policy();
-        let audience = tags.evaluate(&text, &policy).map_err(to_datafusion)?;
+        let (column, size, counts) = tags
+            .audience_by_value(&text, &dimension, &policy)
+            .map_err(to_datafusion)?;
         let universe = tags.population(&policy).map_err(to_datafusion)?;
         let suppressing = tags.suppression(&policy).is_some();
-        let (table, column) = tags.column(&dimension).map_err(to_datafusion)?;
-        policy
-            .check_use(&cohortdb_engine::roles::Object::TagIndex(
-                table.table_name.clone(),
-            ))
-            .map_err(to_datafusion)?;
         // Counts below the role's minimum audience size are NULL; all of the
         // audience's are when the audience itself may not be counted.
         let shown = tags
-            .may_count(&text, audience.len(), &policy)
+            .may_count(&text, size, &policy)
             .map_err(to_datafusion)?;
         let mut rows: Vec<(String, Option<u64>, Option<u64>)> =
             Vec::with_capacity(column.values.len());
-        for (key, entry) in column.values.iter() {
-            let users = entry.all.get().map_err(to_datafusion)?;
+        for ((key, entry), count) in column.values.iter().zip(counts) {
+            // A value's users all have a live row in its table, so they are
+            // all in the universe: its count is its population, less the
+            // suppressed.
             let population = if suppressing {
-                universe.intersection_len(users)
+                universe.intersection_len(entry.all.get().map_err(to_datafusion)?)
             } else {
                 entry.all.len()
             };
             rows.push((
                 key.to_string(),
-                reportable(audience.intersection_len(users), &policy).filter(|_| shown),
-                // A value's users all have a live row in its table, so they
-                // are all in the universe: its count is its population, less
-                // the suppressed.
+                reportable(count, &policy).filter(|_| shown),
                 reportable(population, &policy),
             ));
         }
         // Most users first; values in order among equals, hidden counts last.
         rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-        let (size, population) = (audience.len() as f64, universe.len() as f64);
+        let (size, population) = (size as f64, universe.len() as f64);
         let share = |n: Option<u64>| n.filter(|_| size > 0.0).map(|n| n as f64 / size);
         let tgi = |n: Option<u64>, p: Option<u64>| match (n, p) {
             (Some(n), Some(p)) if size > 0.0 && p > 0 => {

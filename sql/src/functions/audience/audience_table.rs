@@ -36,9 +36,9 @@ impl TableFunctionImpl for AudienceFunc {
         };
         let text = constant_text(args.session(), expr, "audience", "the audience")?;
         let tags = self.access.tags();
-        let users = tags
-            .evaluate(&text, &self.access.naming_users("audience")?)
+        let ids = tags
+            .audience_ids(&text, &self.access.naming_users("audience")?)
             .map_err(to_datafusion)?;
-        super::user_ids_table(tags.user_ids(&users).map_err(to_datafusion)?)
+        super::user_ids_table(ids)
     }
 }

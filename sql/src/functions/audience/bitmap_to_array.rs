@@ -107,7 +107,7 @@ impl ScalarUDFImpl for BitmapToArrayFunc {
                 Some(bitmap) => {
                     let ids = match &suppressed {
                         Some(suppressed) => tags.user_ids(&(bitmap.as_ref() - suppressed)),
-                        None => tags.user_ids(&bitmap),
+                        None => tags.user_ids(bitmap.as_ref()),
                     }
                     .map_err(to_datafusion)?;
                     lengths.push(ids.len());
