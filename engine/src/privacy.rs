@@ -25,10 +25,24 @@ use hmac::{KeyInit, Mac};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use crate::audience::{self, Audience, Term};
+use crate::audience::{self, Audience, TagSource, Term};
 use crate::error::{Error, Result};
 use crate::roles::{Object, Privilege, Role};
 use crate::tags::{ColumnTags, Tags};
+
+/// An audience over the values of an indexed column ([`Tags::profile`]).
+#[derive(Debug)]
+pub struct Profile<'a> {
+    pub column: &'a ColumnTags,
+    /// The audience's users.
+    pub size: u64,
+    /// Every user the policy sees.
+    pub population: u64,
+    /// The audience's users having each value, in key order.
+    pub users: Vec<u64>,
+    /// The population's users having each value, in key order.
+    pub value_populations: Vec<u64>,
+}
 
 /// The suppression tag of a new database.
 pub const DEFAULT_SUPPRESSION_TAG: &str = "opted_out";
@@ -359,44 +373,64 @@ impl Tags {
         self.user_ids(audience::ordinals(&audience, &self.source(policy.today))?)
     }
 
-    /// The indexed column `dimension` ([`Tags::column`]), how many users the
-    /// audience expression `text` has, and how many of them have each of the
-    /// column's values (in key order): by looking each user's value up where
-    /// no user has two ([`crate::tags::ValueTags::user_values`]), else by
-    /// intersecting the audience with each value's users. The reader needs
+    /// How the audience expression `text` spreads over the values of the
+    /// indexed column `dimension` ([`Tags::column`]), against everyone
+    /// `policy` sees. Each audience user's value is looked up where no user
+    /// has two ([`crate::tags::ValueTags::user_values`]); otherwise the
+    /// audience is intersected with each value's users. The reader needs
     /// USAGE on the column's tag index besides what the expression names.
-    pub fn audience_by_value(
-        &self,
-        text: &str,
-        dimension: &str,
-        policy: &Policy,
-    ) -> Result<(&ColumnTags, u64, Vec<u64>)> {
+    pub fn profile(&self, text: &str, dimension: &str, policy: &Policy) -> Result<Profile<'_>> {
         let audience = self.with_policy(audience::parse(text)?, policy)?;
         let (table, column) = self.column(dimension)?;
         policy.check_use(&Object::TagIndex(table.table_name.clone()))?;
         let values = &column.values;
         let source = self.source(policy.today);
-        let mut counts = vec![0u64; values.len()];
-        let Some(user_values) = values.user_values()? else {
-            let users = audience::evaluate(&audience, &source)?;
-            for (count, entry) in counts.iter_mut().zip(values.values()) {
-                *count = users.intersection_len(entry.all.get()?);
+        let mut users = vec![0u64; values.len()];
+        let size = match values.user_values()? {
+            Some(user_values) => {
+                let mut size = 0;
+                audience::evaluate_blocks(&audience, &source, |key, block| {
+                    let base = u32::from(key) << 16;
+                    size += block.len();
+                    block.for_each(|v| {
+                        let rank = user_values.rank(base | u32::from(v));
+                        if let Some(count) = users.get_mut(usize::from(rank)) {
+                            *count += 1;
+                        }
+                    });
+                })?;
+                size
             }
-            return Ok((column, users.len(), counts));
-        };
-        let mut size = 0;
-        audience::evaluate_blocks(&audience, &source, |key, block| {
-            let base = u32::from(key) << 16;
-            size += block.len();
-            block.for_each(|v| {
-                if let Some(count) =
-                    counts.get_mut(usize::from(user_values.rank(base | u32::from(v))))
-                {
-                    *count += 1;
+            None => {
+                let audience = audience::evaluate(&audience, &source)?;
+                for (count, entry) in users.iter_mut().zip(values.values()) {
+                    *count = audience.intersection_len(entry.all.get()?);
                 }
-            });
-        })?;
-        Ok((column, size, counts))
+                audience.len()
+            }
+        };
+        // A value's users all have a live row in its table, so they are all
+        // in the universe: its population is its users, less the suppressed.
+        let (population, value_populations) = match self.suppression(policy) {
+            None => (
+                audience::union_len(source.universe()?),
+                values.values().map(|e| e.all.len()).collect(),
+            ),
+            Some(_) => {
+                let seen = self.population(policy)?;
+                let each = values
+                    .values()
+                    .map(|e| Ok(seen.intersection_len(e.all.get()?)));
+                (seen.len(), each.collect::<Result<_>>()?)
+            }
+        };
+        Ok(Profile {
+            column,
+            size,
+            population,
+            users,
+            value_populations,
+        })
     }
 
     /// How many users the audience expression `text` has.

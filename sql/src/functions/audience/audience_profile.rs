@@ -51,36 +51,29 @@ impl TableFunctionImpl for AudienceProfileFunc {
         )?;
         let tags = self.access.tags();
         let policy = self.access.policy();
-        let (column, size, counts) = tags
-            .audience_by_value(&text, &dimension, &policy)
+        let profile = tags
+            .profile(&text, &dimension, &policy)
             .map_err(to_datafusion)?;
-        let universe = tags.population(&policy).map_err(to_datafusion)?;
-        let suppressing = tags.suppression(&policy).is_some();
         // Counts below the role's minimum audience size are NULL; all of the
         // audience's are when the audience itself may not be counted.
         let shown = tags
-            .may_count(&text, size, &policy)
+            .may_count(&text, profile.size, &policy)
             .map_err(to_datafusion)?;
-        let mut rows: Vec<(String, Option<u64>, Option<u64>)> =
-            Vec::with_capacity(column.values.len());
-        for ((key, entry), count) in column.values.iter().zip(counts) {
-            // A value's users all have a live row in its table, so they are
-            // all in the universe: its count is its population, less the
-            // suppressed.
-            let population = if suppressing {
-                universe.intersection_len(entry.all.get().map_err(to_datafusion)?)
-            } else {
-                entry.all.len()
-            };
-            rows.push((
-                key.to_string(),
-                reportable(count, &policy).filter(|_| shown),
-                reportable(population, &policy),
-            ));
-        }
+        let values = profile.column.values.keys();
+        let counts = profile.users.iter().zip(&profile.value_populations);
+        let mut rows: Vec<(String, Option<u64>, Option<u64>)> = values
+            .zip(counts)
+            .map(|(key, (&users, &population))| {
+                (
+                    key.to_string(),
+                    reportable(users, &policy).filter(|_| shown),
+                    reportable(population, &policy),
+                )
+            })
+            .collect();
         // Most users first; values in order among equals, hidden counts last.
         rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-        let (size, population) = (size as f64, universe.len() as f64);
+        let (size, population) = (profile.size as f64, profile.population as f64);
         let share = |n: Option<u64>| n.filter(|_| size > 0.0).map(|n| n as f64 / size);
         let tgi = |n: Option<u64>, p: Option<u64>| match (n, p) {
             (Some(n), Some(p)) if size > 0.0 && p > 0 => {
