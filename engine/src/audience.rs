@@ -135,10 +135,11 @@ pub fn evaluate(audience: &Audience, source: &dyn TagSource) -> Result<RoaringBi
 /// The users of `audience`, ascending, without building a bitmap (for
 /// listing them).
 pub fn ordinals(audience: &Audience, source: &dyn TagSource) -> Result<Vec<u32>> {
-    let mut users = Vec::new();
+    let (mut users, mut values) = (Vec::new(), Vec::new());
     evaluate_blocks(audience, source, |key, block| {
         let base = u32::from(key) << 16;
-        block.for_each(|v| users.push(base | u32::from(v)));
+        block.values_into(&mut values);
+        users.extend(values.iter().map(|&v| base | u32::from(v)));
     })?;
     Ok(users)
 }

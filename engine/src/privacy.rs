@@ -388,16 +388,17 @@ impl Tags {
         let mut users = vec![0u64; values.len()];
         let size = match values.user_values()? {
             Some(user_values) => {
-                let mut size = 0;
+                let (mut size, mut block_users) = (0, Vec::new());
                 audience::evaluate_blocks(&audience, &source, |key, block| {
                     let base = u32::from(key) << 16;
-                    size += block.len();
-                    block.for_each(|v| {
+                    block.values_into(&mut block_users);
+                    size += block_users.len() as u64;
+                    for &v in &block_users {
                         let rank = user_values.rank(base | u32::from(v));
                         if let Some(count) = users.get_mut(usize::from(rank)) {
                             *count += 1;
                         }
-                    });
+                    }
                 })?;
                 size
             }
