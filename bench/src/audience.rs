@@ -176,8 +176,8 @@ fn list_answer(batches: &[RecordBatch]) -> Result<Rows, String> {
     Ok(vec![vec![number(count as f64), number(sum)]])
 }
 
-/// cohortdb's answer to a workload, as the peers' answers are compared.
-/// cohortdb's answer to a workload, and the seconds it took.
+/// cohortdb's answer to a workload, as the peers' answers are compared, and
+/// the seconds it took.
 async fn cohortdb_answer(
     session: &cohortdb::Session,
     audience: &Audience,

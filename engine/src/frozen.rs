@@ -541,17 +541,22 @@ impl Block {
     /// there are more than an array container holds, else value by value.
     pub fn append_to(&self, key: u16, bitmap: &mut RoaringBitmap) {
         let base = u32::from(key) << 16;
-        if self.dense && self.len() > u64::from(ARRAY_MAX) {
+        // Ascending and above every user already there.
+        let mut append = |values: &[u16]| {
+            let _ = bitmap.append(values.iter().map(|&v| base | u32::from(v)));
+        };
+        if !self.dense {
+            append(&self.values);
+        } else if self.len() > u64::from(ARRAY_MAX) {
             let mut bytes = [0u8; BITMAP_BYTES];
             for (chunk, w) in bytes.chunks_exact_mut(8).zip(self.words.iter()) {
                 chunk.copy_from_slice(&w.to_le_bytes());
             }
             *bitmap |= RoaringBitmap::from_lsb0_bytes(base, &bytes);
         } else {
-            let mut values = Vec::with_capacity(ARRAY_MAX as usize);
+            let mut values = Vec::new();
             self.values_into(&mut values);
-            // Ascending and above every user already there.
-            let _ = bitmap.append(values.iter().map(|&v| base | u32::from(v)));
+            append(&values);
         }
     }
 }
