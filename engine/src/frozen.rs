@@ -192,6 +192,44 @@ impl Frozen {
 }
 
 impl Container<'_> {
+    /// How many values.
+    pub fn len(self) -> u64 {
+        match self {
+            Container::Array(bytes) => (bytes.len() / 2) as u64,
+            Container::Bitmap(bytes) => {
+                bitmap_words(bytes).map(|w| u64::from(w.count_ones())).sum()
+            }
+            Container::Run(bytes) => runs(bytes)
+                .map(|(start, end)| u64::from(end - start) + 1)
+                .sum(),
+        }
+    }
+
+    /// How many values are also in `other`, read where both lie; `None`
+    /// for run containers, which a [`Block`] counts instead.
+    pub fn and_len(self, other: Container<'_>) -> Option<u64> {
+        let count = |n: usize| Some(n as u64);
+        match (self, other) {
+            (Container::Bitmap(a), Container::Bitmap(b)) => Some(
+                bitmap_words(a)
+                    .zip(bitmap_words(b))
+                    .map(|(a, b)| u64::from((a & b).count_ones()))
+                    .sum(),
+            ),
+            (Container::Array(values), Container::Bitmap(bits))
+            | (Container::Bitmap(bits), Container::Array(values)) => count(
+                array_values(values)
+                    .filter(|&v| bitmap_has(bits, v))
+                    .count(),
+            ),
+            (Container::Array(a), Container::Array(b)) => {
+                let mut other = array_values(b).peekable();
+                count(array_values(a).filter(|&v| holds(&mut other, v)).count())
+            }
+            (Container::Run(_), _) | (_, Container::Run(_)) => None,
+        }
+    }
+
     /// Hands each value to `f`, ascending.
     pub fn for_each(self, mut f: impl FnMut(u16)) {
         match self {
@@ -760,6 +798,13 @@ mod tests {
                     let x = start(dense);
                     let and_len = c.map_or(0, |c| x.and_len(c, &mut scratch));
                     assert_eq!(and_len, (a & b).len(), "and_len {dense}");
+                    if let (Some(ca), Some(cb)) = (fa.container(0), c) {
+                        assert_eq!(ca.len(), a.len());
+                        let runs =
+                            matches!(ca, Container::Run(_)) || matches!(cb, Container::Run(_));
+                        let pair = if runs { None } else { Some((a & b).len()) };
+                        assert_eq!(ca.and_len(cb), pair);
+                    }
                     let mut x = start(dense);
                     if let Some(c) = c {
                         x.and_not(c, &mut scratch);
