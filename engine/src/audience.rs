@@ -342,17 +342,17 @@ impl Blocks {
         let positive = &positive[..positive.len() - usize::from(!is_negated)];
         let negated = &negated[..negated.len() - usize::from(is_negated)];
         // One set and another: counted where both lie, no block built.
-        if let ([rest], []) = (positive, negated) {
-            if let Some(first) = single(rest, key) {
-                let Some(first) = first else { return 0 };
-                let found = container.map_or(Some(0), |c| first.and_len(c));
-                if let Some(found) = found {
-                    return if is_negated {
-                        first.len() - found
-                    } else {
-                        found
-                    };
-                }
+        if let ([rest], []) = (positive, negated)
+            && let Some(first) = single(rest, key)
+        {
+            let Some(first) = first else { return 0 };
+            let found = container.map_or(Some(0), |c| first.and_len(c));
+            if let Some(found) = found {
+                return if is_negated {
+                    first.cardinality() - found
+                } else {
+                    found
+                };
             }
         }
         self.eval_and(positive, negated, key, out);

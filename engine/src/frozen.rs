@@ -193,7 +193,7 @@ impl Frozen {
 
 impl Container<'_> {
     /// How many values.
-    pub fn len(self) -> u64 {
+    pub fn cardinality(self) -> u64 {
         match self {
             Container::Array(bytes) => (bytes.len() / 2) as u64,
             Container::Bitmap(bytes) => {
@@ -799,7 +799,7 @@ mod tests {
                     let and_len = c.map_or(0, |c| x.and_len(c, &mut scratch));
                     assert_eq!(and_len, (a & b).len(), "and_len {dense}");
                     if let (Some(ca), Some(cb)) = (fa.container(0), c) {
-                        assert_eq!(ca.len(), a.len());
+                        assert_eq!(ca.cardinality(), a.len());
                         let runs =
                             matches!(ca, Container::Run(_)) || matches!(cb, Container::Run(_));
                         let pair = if runs { None } else { Some((a & b).len()) };
