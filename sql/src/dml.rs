@@ -76,12 +76,14 @@ pub(crate) async fn insert(
         TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
     };
     let Some((table, columns)) = columns else {
-        return session.run_datafusion(Statement::Insert(insert)).await;
+        return session
+            .run_datafusion(Arc::new(Statement::Insert(insert)))
+            .await;
     };
     // DataFusion raises the error while planning small VALUES lists and while
     // executing larger ones; both are translated.
     let stream = session
-        .run_datafusion(Statement::Insert(insert))
+        .run_datafusion(Arc::new(Statement::Insert(insert)))
         .await
         .map_err(
             |e| match values_null_error(&e.to_string(), &table, &columns) {

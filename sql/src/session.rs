@@ -318,7 +318,7 @@ impl Session {
         }
     }
 
-    async fn run_guarded(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+    async fn run_guarded(&self, statement: Arc<Statement>) -> Result<SendableRecordBatchStream> {
         let writes = transaction::write_command(&statement).is_some();
         // Boxed: the statement future is large, and moving it by value into
         // `stoppable` overflows small stacks in debug builds.
@@ -364,8 +364,15 @@ impl Session {
         cursor::schema(self, &name).ok_or(Error::UnknownCursor { name })
     }
 
-    async fn run_statement(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
-        match statement {
+    /// Runs one statement. The futures of everything but a query's kept plan
+    /// are boxed where they are awaited, so that this one stays small: a
+    /// future is moved by copying it whole, and planning's are tens of
+    /// kilobytes.
+    async fn run_statement(&self, statement: Arc<Statement>) -> Result<SendableRecordBatchStream> {
+        if let Statement::Query(_) = *statement {
+            return self.run_datafusion(statement).await;
+        }
+        match Arc::unwrap_or_clone(statement) {
             Statement::StartTransaction {
                 modes, statements, ..
             } if statements.is_empty() => {
@@ -412,7 +419,7 @@ impl Session {
                 }
                 // Kept plans were made under the options as they were.
                 self.lock().plans = plan_cache::PlanCache::default();
-                self.run_datafusion(statement).await
+                Box::pin(self.run_datafusion(Arc::new(statement))).await
             }
             Statement::Set(set) => {
                 settings::set_statement(&mut self.lock(), set)?;
@@ -441,7 +448,7 @@ impl Session {
             }
             statement if crate::tag_ddl::carried(&statement).is_some() => {
                 let tag = crate::tag_ddl::carried(&statement).expect("checked in the guard");
-                crate::tag_ddl::run(self, tag).await
+                Box::pin(crate::tag_ddl::run(self, tag)).await
             }
             statement if is_checkpoint(&statement) => {
                 if !self.lock().superuser() {
@@ -460,7 +467,7 @@ impl Session {
             }
             Statement::Declare { mut stmts } if stmts.len() == 1 => {
                 let in_block = self.lock().block.is_some();
-                cursor::declare(self, stmts.remove(0), in_block).await?;
+                Box::pin(cursor::declare(self, stmts.remove(0), in_block)).await?;
                 Ok(empty_stream())
             }
             Statement::Fetch {
@@ -468,7 +475,7 @@ impl Session {
                 direction,
                 into: None,
                 ..
-            } => cursor::fetch(self, &normalize(&name), &direction).await,
+            } => Box::pin(cursor::fetch(self, &normalize(&name), &direction)).await,
             Statement::Close { cursor } => {
                 cursor::close(self, &cursor)?;
                 Ok(empty_stream())
@@ -483,8 +490,8 @@ impl Session {
             // Notifications are not supported, so there is never anything to stop
             // listening to; poolers send this when they reset a connection.
             Statement::UNLISTEN { .. } => Ok(empty_stream()),
-            Statement::CreateTable(create) => ddl::create_table(self, create).await,
-            Statement::CreateView(create) => ddl::create_view(self, create).await,
+            Statement::CreateTable(create) => Box::pin(ddl::create_table(self, create)).await,
+            Statement::CreateView(create) => Box::pin(ddl::create_view(self, create)).await,
             Statement::Drop {
                 object_type: ObjectType::View,
                 if_exists,
@@ -514,11 +521,11 @@ impl Session {
                 roles::alter_role(self, &name, operation)?;
                 Ok(empty_stream())
             }
-            Statement::Insert(insert) => dml::insert(self, insert).await,
-            Statement::Delete(delete) => dml::delete(self, delete).await,
-            Statement::Update(update) => dml::update(self, update).await,
-            statement @ Statement::Copy { .. } => copy::copy(self, statement).await,
-            other => self.run_datafusion(other).await,
+            Statement::Insert(insert) => Box::pin(dml::insert(self, insert)).await,
+            Statement::Delete(delete) => Box::pin(dml::delete(self, delete)).await,
+            Statement::Update(update) => Box::pin(dml::update(self, update)).await,
+            statement @ Statement::Copy { .. } => Box::pin(copy::copy(self, statement)).await,
+            other => Box::pin(self.run_datafusion(Arc::new(other))).await,
         }
     }
 
@@ -574,12 +581,12 @@ impl Session {
 
     pub(crate) async fn run_datafusion(
         &self,
-        statement: Statement,
+        statement: Arc<Statement>,
     ) -> Result<SendableRecordBatchStream> {
         // A query planned before runs its kept plan while nothing the plan was
         // made from has changed (plan_cache.rs). The version is read before
         // planning: a change shown meanwhile makes the plan kept out of date.
-        let query = matches!(statement, Statement::Query(_)).then(|| statement.to_string());
+        let query = matches!(*statement, Statement::Query(_)).then(|| statement.to_string());
         let version = self.catalog.version();
         if let Some(query) = &query {
             let kept = {
@@ -590,14 +597,14 @@ impl Session {
                 return self.execute_physical(physical);
             }
         }
-        let position = position_of(&statement);
-        let plan = self.plan(statement).await?;
+        let position = position_of(&*statement);
+        let plan = Box::pin(self.plan(Arc::unwrap_or_clone(statement))).await?;
         if let LogicalPlan::Ddl(ddl) = &plan {
             return Err(Error::unsupported(statement_name(ddl.name()), position));
         }
         match query {
             Some(query) if plan_cache::reusable_logical(&plan) => {
-                let physical = self.ctx.state().create_physical_plan(&plan).await?;
+                let physical = Box::pin(self.ctx.state().create_physical_plan(&plan)).await?;
                 if plan_cache::reusable_physical(&physical) {
                     let mut state = self.lock();
                     let state = &mut *state;
@@ -607,7 +614,7 @@ impl Session {
                 }
                 self.execute_physical(physical)
             }
-            _ => self.stream_plan(plan).await,
+            _ => Box::pin(self.stream_plan(plan)).await,
         }
     }
 }
@@ -657,7 +664,7 @@ pub(crate) fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
     let statements = parse_statements(sql)?;
     if statements.iter().any(|s| {
         matches!(
-            &s.statement,
+            s.statement(),
             Statement::Copy {
                 to: false,
                 target: CopyTarget::Stdin,
@@ -772,7 +779,10 @@ fn with_texts(texts: Vec<Arc<str>>, statements: Vec<Statement>) -> Vec<ParsedSta
     statements
         .into_iter()
         .zip(texts)
-        .map(|(statement, logged)| ParsedStatement { statement, logged })
+        .map(|(statement, logged)| ParsedStatement {
+            statement: Arc::new(statement),
+            logged,
+        })
         .collect()
 }
 
@@ -926,7 +936,10 @@ pub(crate) fn parse_expr(sql: &str) -> datafusion::sql::sqlparser::ast::Expr {
 
 /// Parses SQL the sql layer writes itself (templates that must be one query).
 pub(crate) fn parse_query(sql: &str) -> Result<Query> {
-    match parse_sql(sql)?.pop().map(|s| s.statement) {
+    match parse_sql(sql)?
+        .pop()
+        .map(|s| Arc::unwrap_or_clone(s.statement))
+    {
         Some(Statement::Query(query)) => Ok(*query),
         _ => unreachable!("internal query templates are one SELECT: {sql}"),
     }
@@ -946,7 +959,9 @@ pub enum Deallocation {
 /// One statement of a script, parsed, ready for [`Session::run`].
 #[derive(Debug, Clone)]
 pub struct ParsedStatement {
-    statement: Statement,
+    /// Shared: a statement is kilobytes, and a query whose plan is kept runs
+    /// without a copy of it (the parse cache holds the same one).
+    statement: Arc<Statement>,
     /// Its text as the audit log records it (audit.rs): as the client wrote
     /// it, every literal replaced by `?`. Taken once, when it is parsed.
     logged: Arc<str>,
@@ -957,7 +972,7 @@ impl ParsedStatement {
     /// prepared statement with its parameters bound).
     pub(crate) fn with_statement(&self, statement: Statement) -> ParsedStatement {
         ParsedStatement {
-            statement,
+            statement: Arc::new(statement),
             logged: Arc::clone(&self.logged),
         }
     }
@@ -984,7 +999,7 @@ impl ParsedStatement {
     /// The command name PostgreSQL reports for this statement (`SELECT`, `INSERT`,
     /// `CREATE TABLE`, ...), the start of its command tag.
     fn command(&self) -> String {
-        match &self.statement {
+        match self.statement() {
             Statement::Query(_) => "SELECT".into(),
             Statement::Insert(_) => "INSERT".into(),
             Statement::Delete(_) => "DELETE".into(),
@@ -1028,7 +1043,7 @@ impl ParsedStatement {
     /// as COPY data rather than as a result.
     pub fn copies_to_client(&self) -> bool {
         matches!(
-            &self.statement,
+            self.statement(),
             Statement::Copy {
                 to: true,
                 target: CopyTarget::Stdout,
@@ -1040,7 +1055,7 @@ impl ParsedStatement {
     /// What the statement deallocates of the prepared statements a protocol
     /// layer keeps: DEALLOCATE name | ALL, and DISCARD ALL.
     pub fn deallocates(&self) -> Option<Deallocation> {
-        match &self.statement {
+        match self.statement() {
             Statement::Deallocate { name, .. }
                 if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
             {
@@ -1058,12 +1073,12 @@ impl ParsedStatement {
     /// rather than rows to show.
     fn returns_count(&self) -> bool {
         matches!(
-            &self.statement,
+            self.statement(),
             Statement::Insert(_)
                 | Statement::Delete(_)
                 | Statement::Update(_)
                 | Statement::Copy { .. }
-        ) || matches!(&self.statement, Statement::CreateTable(c) if c.query.is_some())
+        ) || matches!(self.statement(), Statement::CreateTable(c) if c.query.is_some())
     }
 }
 
