@@ -717,8 +717,10 @@ impl ExtendedQueryHandler for Connection {
         };
         let prepared = &portal.statement.statement;
         if prepared.statement.copies_to_client() {
-            let result = match self.session.client_copy(&prepared.statement).await {
-                Some(Ok(copy)) => self.copy_out(client, copy).await?,
+            // Boxed, as the rare paths are: this future is moved whole for
+            // every Execute, and COPY's are tens of kilobytes.
+            let result = match Box::pin(self.session.client_copy(&prepared.statement)).await {
+                Some(Ok(copy)) => Box::pin(self.copy_out(client, copy)).await?,
                 Some(Err(e)) => Err(e),
                 None => unreachable!("copies_to_client said this is a COPY TO STDOUT"),
             };
