@@ -320,8 +320,9 @@ impl Session {
 
     async fn run_guarded(&self, statement: Arc<Statement>) -> Result<SendableRecordBatchStream> {
         let writes = transaction::write_command(&statement).is_some();
-        // Boxed: the statement future is large, and moving it by value into
-        // `stoppable` overflows small stacks in debug builds.
+        // Boxed, so the statement future is not moved by value into
+        // `stoppable`: when it held planning's futures inline, that overflowed
+        // small stacks in debug builds (run_statement now boxes those itself).
         let stream = self
             .stoppable(Box::pin(self.run_statement(statement)))
             .await?;
