@@ -17,6 +17,7 @@ mod ddl;
 mod dml;
 pub mod error;
 mod functions;
+mod generic;
 mod grants;
 mod names;
 mod pg_catalog;

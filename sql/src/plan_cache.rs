@@ -35,6 +35,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 
+use crate::generic::Generic;
 use crate::provider::EngineTable;
 use crate::session::ParsedStatement;
 use crate::settings::Settings;
@@ -120,15 +121,37 @@ impl ParseCache {
     }
 }
 
-/// The plans of queries a session ran.
+/// The plans of queries a session ran, and the generic plans of its prepared
+/// queries (generic.rs), each by its text.
 #[derive(Debug, Default)]
-pub(crate) struct PlanCache(Recent<Kept>);
+pub(crate) struct PlanCache {
+    queries: Recent<Kept<Arc<dyn ExecutionPlan>>>,
+    /// `None` for a prepared query that has no generic plan: its executions
+    /// are planned with their values.
+    prepared: Recent<Kept<Option<Generic>>>,
+}
 
 #[derive(Debug)]
-struct Kept {
-    plan: Arc<dyn ExecutionPlan>,
+struct Kept<P> {
+    plan: P,
     catalog_version: u64,
     settings: Settings,
+}
+
+impl<P> Kept<P> {
+    fn new(plan: P, catalog_version: u64, settings: &Settings) -> Kept<P> {
+        Kept {
+            plan,
+            catalog_version,
+            settings: settings.clone(),
+        }
+    }
+
+    /// The plan, if it was made at `catalog_version` under `settings`.
+    fn current(&self, catalog_version: u64, settings: &Settings) -> Option<&P> {
+        (self.catalog_version == catalog_version && self.settings == *settings)
+            .then_some(&self.plan)
+    }
 }
 
 impl PlanCache {
@@ -139,11 +162,11 @@ impl PlanCache {
         catalog_version: u64,
         settings: &Settings,
     ) -> Option<Arc<dyn ExecutionPlan>> {
-        let kept = self.0.get(query)?;
-        if kept.catalog_version != catalog_version || kept.settings != *settings {
-            return None;
-        }
-        reset_plan_states(Arc::clone(&kept.plan)).ok()
+        let plan = self
+            .queries
+            .get(query)?
+            .current(catalog_version, settings)?;
+        reset_plan_states(Arc::clone(plan)).ok()
     }
 
     /// Keeps `plan` of `query`, made at `catalog_version` under `settings`.
@@ -154,17 +177,37 @@ impl PlanCache {
         catalog_version: u64,
         settings: &Settings,
     ) {
-        let kept = Kept {
-            plan,
-            catalog_version,
-            settings: settings.clone(),
-        };
-        self.0.put(query, kept);
+        self.queries
+            .put(query, Kept::new(plan, catalog_version, settings));
+    }
+
+    /// What is kept for prepared query `query` if it is still current: its
+    /// generic plan, or `Some(None)` when it has none.
+    pub(crate) fn get_generic(
+        &self,
+        query: &str,
+        catalog_version: u64,
+        settings: &Settings,
+    ) -> Option<Option<Generic>> {
+        let kept = self.prepared.get(query)?;
+        kept.current(catalog_version, settings).cloned()
+    }
+
+    /// Keeps the generic plan of prepared query `query` (`None`: it has none).
+    pub(crate) fn put_generic(
+        &mut self,
+        query: String,
+        generic: Option<Generic>,
+        catalog_version: u64,
+        settings: &Settings,
+    ) {
+        self.prepared
+            .put(query, Kept::new(generic, catalog_version, settings));
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.len()
+        self.queries.len()
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use cohortdb_engine::ColumnType;
@@ -114,8 +115,24 @@ impl Session {
             }
             ControlFlow::<()>::Continue(())
         });
-        Ok(statement.with_statement(bound))
+        // A query may run on its generic plan instead (generic.rs).
+        let parameters = matches!(statement.statement(), Statement::Query(_)).then(|| Parameters {
+            statement: statement.shared(),
+            values: values.to_vec(),
+            declared: types.to_vec(),
+        });
+        Ok(statement.bound(bound, parameters))
     }
+}
+
+/// The parameters of a prepared query as bound.
+#[derive(Debug)]
+pub(crate) struct Parameters {
+    /// The query with its parameters in place (`$1`).
+    pub(crate) statement: Arc<Statement>,
+    pub(crate) values: Vec<ParamValue>,
+    /// The types the client gave them, or that were inferred when it did not.
+    pub(crate) declared: Vec<Option<DataType>>,
 }
 
 /// The 1-based index of a `$n` placeholder.

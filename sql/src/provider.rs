@@ -16,13 +16,13 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use cohortdb_engine::roles::{Object, Privilege};
 use cohortdb_engine::views::View;
-use cohortdb_engine::{Catalog, Predicate, ScanColumn, ScanSpec, Table};
+use cohortdb_engine::{Catalog, Predicate, ScanColumn, ScanSpec, ScanUnit, Table, TableSnapshot};
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     SchemaProvider, Session as DfSession, TableProvider,
 };
-use datafusion::common::{DataFusionError, Result, not_impl_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, not_impl_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::execution::SessionStateBuilder;
@@ -33,6 +33,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 
 use crate::error::to_datafusion;
+use crate::generic;
 use crate::privacy::UserAccess;
 use crate::pushdown;
 use crate::scan::EngineScanExec;
@@ -194,8 +195,38 @@ impl SchemaProvider for EngineSchema {
     }
 }
 
-/// One engine table seen by DataFusion.
+/// A scan of a prepared query whose pushed filters hold parameters: what it
+/// reads once they are bound.
 #[derive(Debug)]
+pub(crate) struct UnboundScan {
+    table: EngineTable,
+    snapshot: Arc<TableSnapshot>,
+    columns: Vec<ScanColumn>,
+    filters: Vec<Expr>,
+}
+
+impl UnboundScan {
+    /// The scan's spec and units with `values[i]` in place of `$(i+1)`;
+    /// `None` when a filter with its values is not one the engine evaluates
+    /// (a NULL, say), and the query must be planned with them.
+    pub(crate) fn bind(&self, values: &[ScalarValue]) -> Result<Option<(ScanSpec, Vec<ScanUnit>)>> {
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| generic::bind_logical(f, values))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(predicate) = self.table.predicate(&filters) else {
+            return Ok(None);
+        };
+        let spec = ScanSpec::with_columns(&self.snapshot, self.columns.clone(), Some(predicate))
+            .map_err(to_datafusion)?;
+        let units = spec.units(&self.snapshot).map_err(to_datafusion)?;
+        Ok(Some((spec, units)))
+    }
+}
+
+/// One engine table seen by DataFusion.
+#[derive(Debug, Clone)]
 pub(crate) struct EngineTable {
     access: Arc<UserAccess>,
     table: Arc<Table>,
@@ -251,12 +282,26 @@ impl TableProvider for EngineTable {
         let (tags, policy) = (self.access.tags(), self.access.policy());
         Ok(filters
             .iter()
-            .map(
-                |f| match pushdown::translate(f, &table_schema, &tags, &policy) {
+            .map(|f| {
+                // A filter on parameters (`id = $1`) is pushed when it would be
+                // with values in their place: the scan is bound to them later.
+                let sample;
+                let f = if generic::has_placeholder(f) {
+                    match generic::with_sample_values(f) {
+                        Some(e) => {
+                            sample = e;
+                            &sample
+                        }
+                        None => return TableProviderFilterPushDown::Unsupported,
+                    }
+                } else {
+                    f
+                };
+                match pushdown::translate(f, &table_schema, &tags, &policy) {
                     Some(_) => TableProviderFilterPushDown::Exact,
                     None => TableProviderFilterPushDown::Unsupported,
-                },
-            )
+                }
+            })
             .collect())
     }
 
@@ -296,6 +341,30 @@ impl TableProvider for EngineTable {
             &Object::Table(self.table.name().to_string()),
         )?;
         let snapshot = self.table.snapshot();
+        let target_partitions = state.config().target_partitions();
+        if filters.iter().any(generic::has_placeholder) {
+            // A prepared query's scan: what it reads is settled when its
+            // parameters are bound (generic.rs); until then, everything.
+            let spec = ScanSpec::with_columns(&snapshot, scan_columns.clone(), None)
+                .map_err(to_datafusion)?;
+            let units = spec.units(&snapshot).map_err(to_datafusion)?;
+            let unbound = UnboundScan {
+                table: self.clone(),
+                snapshot,
+                columns: scan_columns,
+                filters: filters.to_vec(),
+            };
+            return Ok(Arc::new(
+                EngineScanExec::new(
+                    self.table.name().to_string(),
+                    spec,
+                    units,
+                    target_partitions,
+                    limit,
+                )
+                .unbound(unbound),
+            ));
+        }
         let spec = ScanSpec::with_columns(&snapshot, scan_columns, self.predicate(filters))
             .map_err(to_datafusion)?;
         let units = spec.units(&snapshot).map_err(to_datafusion)?;
@@ -303,7 +372,7 @@ impl TableProvider for EngineTable {
             self.table.name().to_string(),
             spec,
             units,
-            state.config().target_partitions(),
+            target_partitions,
             limit,
         )))
     }

@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use cohortdb_engine::{ScanSpec, ScanUnit};
-use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -18,6 +18,7 @@ use datafusion::physical_plan::{
 use futures::stream;
 
 use crate::error::to_datafusion;
+use crate::provider::UnboundScan;
 
 #[derive(Debug)]
 pub(crate) struct EngineScanExec {
@@ -26,6 +27,9 @@ pub(crate) struct EngineScanExec {
     partitions: Vec<Vec<ScanUnit>>,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
+    /// Set on a prepared query's scan whose filters hold parameters: it runs
+    /// only once bound to values ([`EngineScanExec::bind`]).
+    unbound: Option<Arc<UnboundScan>>,
 }
 
 impl EngineScanExec {
@@ -37,6 +41,17 @@ impl EngineScanExec {
         limit: Option<usize>,
     ) -> Self {
         let n = target_partitions.max(1).min(units.len().max(1));
+        Self::dealt(table, spec, units, n, limit)
+    }
+
+    /// A scan of `units` dealt over `n` partitions.
+    fn dealt(
+        table: String,
+        spec: ScanSpec,
+        units: Vec<ScanUnit>,
+        n: usize,
+        limit: Option<usize>,
+    ) -> Self {
         let mut partitions = vec![Vec::new(); n];
         for (i, unit) in units.into_iter().enumerate() {
             partitions[i % n].push(unit);
@@ -53,7 +68,39 @@ impl EngineScanExec {
             partitions,
             limit,
             properties: Arc::new(properties),
+            unbound: None,
         }
+    }
+
+    /// This scan, to be bound to parameter values before it runs.
+    pub(crate) fn unbound(mut self, unbound: UnboundScan) -> Self {
+        self.unbound = Some(Arc::new(unbound));
+        self
+    }
+
+    /// The scan with `values[i]` in place of parameter `$(i+1)` in its
+    /// filters, over as many partitions as before (the plan above was made
+    /// for them); `None` when the filters with those values are not the
+    /// engine's to evaluate.
+    pub(crate) fn bind(&self, values: &[ScalarValue]) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(unbound) = &self.unbound else {
+            return internal_err!("binding a scan of {} that takes no parameters", self.table);
+        };
+        let Some((spec, units)) = unbound.bind(values)? else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(Self::dealt(
+            self.table.clone(),
+            spec,
+            units,
+            self.partitions.len(),
+            self.limit,
+        ))))
+    }
+
+    /// Whether the scan's filters hold parameters to bind.
+    pub(crate) fn is_unbound(&self) -> bool {
+        self.unbound.is_some()
     }
 }
 
@@ -105,6 +152,12 @@ impl ExecutionPlan for EngineScanExec {
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        if self.unbound.is_some() {
+            return internal_err!(
+                "a scan of {} runs before its parameters are bound",
+                self.table
+            );
+        }
         let units = self.partitions.get(partition).cloned().unwrap_or_default();
         let spec = Arc::clone(&self.spec);
         let mut remaining = self.limit.unwrap_or(usize::MAX);

@@ -28,10 +28,12 @@ use futures::{StreamExt, TryStreamExt};
 use crate::cancel::{self, CancelHandle};
 use crate::cursor::{self, Cursors};
 use crate::error::{Error, Position, Result, TransactionError};
+use crate::generic;
 use crate::names::{self, normalize, position_of};
 use crate::pg_catalog::information_schema::{self, INFORMATION_SCHEMA};
 use crate::pg_catalog::{self, PG_CATALOG, PgCatalogSchema, SystemSchema};
 use crate::plan_cache;
+use crate::prepare::Parameters;
 use crate::provider::EngineSchema;
 use crate::settings;
 use crate::state::{Message, State, TransactionStatus};
@@ -269,7 +271,11 @@ impl Session {
     /// The statement is recorded in the audit log when it ends (audit.rs).
     pub async fn run(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
         let audit = self.audit_start(&statement);
-        let statement = statement.statement;
+        let ParsedStatement {
+            statement,
+            parameters,
+            ..
+        } = statement;
         let admitted = {
             let mut state = self.lock();
             // Notices nobody took belong to earlier statements; drop them so a
@@ -296,7 +302,7 @@ impl Session {
             transaction::admit(&state, &statement)
         };
         let result = match admitted {
-            Ok(()) => self.run_guarded(statement).await,
+            Ok(()) => self.run_guarded(statement, parameters).await,
             Err(e) => Err(e),
         };
         {
@@ -318,13 +324,17 @@ impl Session {
         }
     }
 
-    async fn run_guarded(&self, statement: Arc<Statement>) -> Result<SendableRecordBatchStream> {
+    async fn run_guarded(
+        &self,
+        statement: Arc<Statement>,
+        parameters: Option<Arc<Parameters>>,
+    ) -> Result<SendableRecordBatchStream> {
         let writes = transaction::write_command(&statement).is_some();
         // Boxed, so the statement future is not moved by value into
         // `stoppable`: when it held planning's futures inline, that overflowed
         // small stacks in debug builds (run_statement now boxes those itself).
         let stream = self
-            .stoppable(Box::pin(self.run_statement(statement)))
+            .stoppable(Box::pin(self.run_statement(statement, parameters)))
             .await?;
         if writes && let Some(block) = &mut self.lock().block {
             block.writes += 1;
@@ -369,8 +379,17 @@ impl Session {
     /// are boxed where they are awaited, so that this one stays small: a
     /// future is moved by copying it whole, and planning's are tens of
     /// kilobytes.
-    async fn run_statement(&self, statement: Arc<Statement>) -> Result<SendableRecordBatchStream> {
+    async fn run_statement(
+        &self,
+        statement: Arc<Statement>,
+        parameters: Option<Arc<Parameters>>,
+    ) -> Result<SendableRecordBatchStream> {
         if let Statement::Query(_) = *statement {
+            if let Some(parameters) = parameters
+                && let Some(plan) = self.generic_plan(&parameters).await
+            {
+                return self.execute_physical(plan);
+            }
             return self.run_datafusion(statement).await;
         }
         match Arc::unwrap_or_clone(statement) {
@@ -580,6 +599,37 @@ impl Session {
         Ok(client_stream(stream))
     }
 
+    /// A prepared query's generic plan (generic.rs) bound to its values:
+    /// planned on its first execution and kept like other plans; `None` when
+    /// it has none or it does not take these values.
+    async fn generic_plan(&self, parameters: &Parameters) -> Option<Arc<dyn ExecutionPlan>> {
+        let query = parameters.statement.to_string();
+        let version = self.catalog.version();
+        let kept = {
+            let state = self.lock();
+            state.plans.get_generic(&query, version, &state.settings)
+        };
+        let generic = match kept {
+            Some(generic) => generic,
+            None => {
+                let statement = Statement::clone(&parameters.statement);
+                let state = self.ctx.state();
+                // Failing here is for the statement with its values to report.
+                let generic = Box::pin(generic::plan(&state, &self.catalog, statement))
+                    .await
+                    .ok()
+                    .flatten();
+                let mut state = self.lock();
+                let state = &mut *state;
+                state
+                    .plans
+                    .put_generic(query, generic.clone(), version, &state.settings);
+                generic
+            }
+        };
+        generic?.bind(&parameters.values, &parameters.declared)
+    }
+
     pub(crate) async fn run_datafusion(
         &self,
         statement: Arc<Statement>,
@@ -781,6 +831,7 @@ fn with_texts(texts: Vec<Arc<str>>, statements: Vec<Statement>) -> Vec<ParsedSta
         .into_iter()
         .zip(texts)
         .map(|(statement, logged)| ParsedStatement {
+            parameters: None,
             statement: Arc::new(statement),
             logged,
         })
@@ -966,16 +1017,30 @@ pub struct ParsedStatement {
     /// Its text as the audit log records it (audit.rs): as the client wrote
     /// it, every literal replaced by `?`. Taken once, when it is parsed.
     logged: Arc<str>,
+    /// A prepared query's parameters, when `statement` is it with its values
+    /// written in: to run it on its generic plan instead (generic.rs).
+    parameters: Option<Arc<Parameters>>,
 }
 
 impl ParsedStatement {
     /// `statement` in place of this one's, parsed from the same text (a
-    /// prepared statement with its parameters bound).
-    pub(crate) fn with_statement(&self, statement: Statement) -> ParsedStatement {
+    /// prepared statement with its parameters bound), with the `parameters`
+    /// bound in it.
+    pub(crate) fn bound(
+        &self,
+        statement: Statement,
+        parameters: Option<Parameters>,
+    ) -> ParsedStatement {
         ParsedStatement {
             statement: Arc::new(statement),
             logged: Arc::clone(&self.logged),
+            parameters: parameters.map(Arc::new),
         }
+    }
+
+    /// The statement, shared.
+    pub(crate) fn shared(&self) -> Arc<Statement> {
+        Arc::clone(&self.statement)
     }
 
     pub(crate) fn statement(&self) -> &Statement {
