@@ -16,6 +16,14 @@
 //!   physical planner carries into the filters and projections of the plan;
 //!   binding replaces those calls with the values.
 //!
+//! A query sent as text with literals where a prepared one would have
+//! parameters (`WHERE id = 5000`, each time another id) runs on the generic
+//! plan of its shape the same way: [`parameterize`] takes the literals a WHERE
+//! compares columns with out as parameters, and they are bound as values when
+//! each is of the kind of its parameter's type (a number for a number, a
+//! string for a string), where DataFusion would have converted the literal to
+//! that type itself.
+//!
 //! The plan is kept like any other (plan_cache.rs), under the same conditions.
 //! A plan that cannot take the values of one execution (a NULL where the scan
 //! needs a value, a value that does not convert) leaves that execution to the
@@ -34,12 +42,14 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::physical_expr::ScalarFunctionExpr;
-use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::expressions::Literal as LiteralExpr;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr as SqlExpr, SetExpr, Statement, Value, ValueWithSpan,
+};
 
 use cohortdb_engine::Catalog;
 
@@ -146,6 +156,112 @@ impl Generic {
     }
 }
 
+impl Generic {
+    /// The plan with the `literals` of a query sent as text in place of its
+    /// parameters (see [`parameterize`]); `None` when one is of another kind
+    /// than its parameter's type.
+    pub(crate) fn bind_literals(&self, literals: &[Literal]) -> Option<Arc<dyn ExecutionPlan>> {
+        let fits = literals
+            .iter()
+            .zip(self.types.iter())
+            .all(|(literal, t)| match literal {
+                // Not Float32: DataFusion compares a REAL column with a literal
+                // as a DOUBLE, which a REAL value would not equal.
+                Literal::Number(_) => t.is_integer() || *t == DataType::Float64,
+                Literal::String(_) => {
+                    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+                }
+            });
+        if !fits {
+            return None;
+        }
+        let values: Vec<ParamValue> = literals
+            .iter()
+            .map(|(Literal::Number(text) | Literal::String(text))| ParamValue::Text(text.clone()))
+            .collect();
+        self.bind(&values, &vec![None; values.len()])
+    }
+}
+
+/// A literal [`parameterize`] took out of a query.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Literal {
+    /// As written: `5000`, `1.5`.
+    Number(String),
+    /// Its value: `it's` for `'it''s'`.
+    String(String),
+}
+
+/// The shape of a query sent as text: its statement with each number or
+/// string literal that its WHERE compares with a column (`id = 5000`,
+/// `'x' < name`, under AND, OR and parentheses) replaced by a parameter, and
+/// those literals in order; `None` when there is none.
+pub(crate) fn parameterize(statement: &Statement) -> Option<(Statement, Vec<Literal>)> {
+    let Statement::Query(query) = statement else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    select.selection.as_ref()?;
+    let mut shape = statement.clone();
+    let mut literals = Vec::new();
+    if let Statement::Query(query) = &mut shape
+        && let SetExpr::Select(select) = query.body.as_mut()
+        && let Some(selection) = &mut select.selection
+    {
+        take_literals(selection, &mut literals);
+    }
+    (!literals.is_empty()).then_some((shape, literals))
+}
+
+fn take_literals(expr: &mut SqlExpr, literals: &mut Vec<Literal>) {
+    match expr {
+        SqlExpr::Nested(inner) => take_literals(inner, literals),
+        SqlExpr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::And | BinaryOperator::Or => {
+                take_literals(left, literals);
+                take_literals(right, literals);
+            }
+            BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq => {
+                if is_column(left) {
+                    take_literal(right, literals);
+                } else if is_column(right) {
+                    take_literal(left, literals);
+                }
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
+fn is_column(expr: &SqlExpr) -> bool {
+    matches!(
+        expr,
+        SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_)
+    )
+}
+
+fn take_literal(expr: &mut SqlExpr, literals: &mut Vec<Literal>) {
+    let SqlExpr::Value(ValueWithSpan { value, span }) = expr else {
+        return;
+    };
+    let literal = match value {
+        Value::Number(text, false) => Literal::Number(text.clone()),
+        Value::SingleQuotedString(text) => Literal::String(text.clone()),
+        _ => return,
+    };
+    literals.push(literal);
+    let placeholder = Value::Placeholder(format!("${}", literals.len()));
+    *expr = SqlExpr::Value(placeholder.with_span(*span));
+}
+
 /// A parameter value as a scalar of the plan's type `planned`.
 fn scalar(
     value: &ParamValue,
@@ -229,7 +345,7 @@ fn bind_expr(
         .transform_up(|e| match parameter_index(&e) {
             Some(i) => match values.get(i) {
                 Some(value) => Ok(Transformed::yes(
-                    Arc::new(Literal::new(value.clone())) as Arc<dyn PhysicalExpr>
+                    Arc::new(LiteralExpr::new(value.clone())) as Arc<dyn PhysicalExpr>
                 )),
                 None => exec_err!("parameter ${} has no value", i + 1),
             },
@@ -385,6 +501,7 @@ mod tests {
     use futures::TryStreamExt;
 
     use super::*;
+    use crate::error::Error;
     use crate::session::{ParsedStatement, Session};
 
     async fn session() -> Session {
@@ -501,6 +618,62 @@ mod tests {
             .expect_err("not a number");
         assert_eq!(bound.to_string(), literal.to_string());
         assert_eq!(bound.sqlstate(), "22P02");
+        Ok(())
+    }
+
+    #[test]
+    fn literals_compared_with_columns_become_parameters() -> Result<()> {
+        let sql = "SELECT a, 7 FROM t WHERE (a = 1 OR 'x''y' < t.b) AND c + 1 = 2 AND d = -3 AND e LIKE 'z'";
+        let statement = crate::session::parse_sql(sql)?.remove(0);
+        let (shape, literals) = parameterize(statement.statement()).expect("literals");
+        assert_eq!(
+            shape.to_string(),
+            "SELECT a, 7 FROM t WHERE (a = $1 OR $2 < t.b) AND c + 1 = 2 AND d = -3 AND e LIKE 'z'"
+        );
+        assert_eq!(
+            literals,
+            [Literal::Number("1".into()), Literal::String("x'y".into())]
+        );
+        let none = crate::session::parse_sql("SELECT a FROM t WHERE a + 1 = 2")?.remove(0);
+        assert!(parameterize(none.statement()).is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn queries_sent_as_text_run_on_the_plan_of_their_shape() -> Result<()> {
+        let session = session().await;
+        let rows = |sql: &'static str| {
+            let session = &session;
+            async move {
+                let batches = session.execute(sql).await?;
+                Ok::<_, Error>(
+                    pretty_format_batches(&batches)
+                        .expect("formats")
+                        .to_string(),
+                )
+            }
+        };
+        let two = "+------+\n| name |\n+------+\n| b    |\n+------+";
+        let one = "+------+\n| name |\n+------+\n| a    |\n+------+";
+        assert_eq!(rows("SELECT name FROM lookup WHERE id = 1").await?, one);
+        assert_eq!(rows("SELECT name FROM lookup WHERE id = 2").await?, two);
+        let shape = "SELECT name FROM lookup WHERE id = $1";
+        assert!(kept(&session, shape).flatten().is_some());
+        let id = rows("SELECT id FROM lookup WHERE name = 'b'").await?;
+        assert_eq!(id, "+----+\n| id |\n+----+\n| 2  |\n+----+");
+        assert!(
+            kept(&session, "SELECT id FROM lookup WHERE name = $1")
+                .flatten()
+                .is_some()
+        );
+        // Literals of another kind than the column's type are DataFusion's
+        // to convert: planned with the query.
+        assert_eq!(rows("SELECT name FROM lookup WHERE id = '2'").await?, two);
+        assert_eq!(rows("SELECT name FROM lookup WHERE id = 2.0").await?, two);
+        assert_eq!(
+            rows("SELECT name FROM lookup WHERE id = 2.5").await?,
+            "++\n++"
+        );
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::cancel::{self, CancelHandle};
 use crate::cursor::{self, Cursors};
 use crate::error::{Error, Position, Result, TransactionError};
-use crate::generic;
+use crate::generic::{self, Generic};
 use crate::names::{self, normalize, position_of};
 use crate::pg_catalog::information_schema::{self, INFORMATION_SCHEMA};
 use crate::pg_catalog::{self, PG_CATALOG, PgCatalogSchema, SystemSchema};
@@ -386,7 +386,8 @@ impl Session {
     ) -> Result<SendableRecordBatchStream> {
         if let Statement::Query(_) = *statement {
             if let Some(parameters) = parameters
-                && let Some(plan) = self.generic_plan(&parameters).await
+                && let Some(generic) = self.generic_plan(&parameters.statement).await
+                && let Some(plan) = generic.bind(&parameters.values, &parameters.declared)
             {
                 return self.execute_physical(plan);
             }
@@ -599,35 +600,30 @@ impl Session {
         Ok(client_stream(stream))
     }
 
-    /// A prepared query's generic plan (generic.rs) bound to its values:
-    /// planned on its first execution and kept like other plans; `None` when
-    /// it has none or it does not take these values.
-    async fn generic_plan(&self, parameters: &Parameters) -> Option<Arc<dyn ExecutionPlan>> {
-        let query = parameters.statement.to_string();
+    /// The generic plan (generic.rs) of a query with parameters: planned on
+    /// its first execution and kept like other plans; `None` when it has none.
+    async fn generic_plan(&self, statement: &Statement) -> Option<Generic> {
+        let query = statement.to_string();
         let version = self.catalog.version();
         let kept = {
             let state = self.lock();
             state.plans.get_generic(&query, version, &state.settings)
         };
-        let generic = match kept {
-            Some(generic) => generic,
-            None => {
-                let statement = Statement::clone(&parameters.statement);
-                let state = self.ctx.state();
-                // Failing here is for the statement with its values to report.
-                let generic = Box::pin(generic::plan(&state, &self.catalog, statement))
-                    .await
-                    .ok()
-                    .flatten();
-                let mut state = self.lock();
-                let state = &mut *state;
-                state
-                    .plans
-                    .put_generic(query, generic.clone(), version, &state.settings);
-                generic
-            }
-        };
-        generic?.bind(&parameters.values, &parameters.declared)
+        if let Some(generic) = kept {
+            return generic;
+        }
+        let planning = self.ctx.state();
+        // Failing here is for the statement with its values to report.
+        let generic = Box::pin(generic::plan(&planning, &self.catalog, statement.clone()))
+            .await
+            .ok()
+            .flatten();
+        let mut state = self.lock();
+        let state = &mut *state;
+        state
+            .plans
+            .put_generic(query, generic.clone(), version, &state.settings);
+        generic
     }
 
     pub(crate) async fn run_datafusion(
@@ -646,6 +642,14 @@ impl Session {
             };
             if let Some(physical) = kept {
                 return self.execute_physical(physical);
+            }
+            // A query sent as text whose WHERE compares columns with
+            // literals runs on the generic plan of its shape (generic.rs).
+            if let Some((shape, literals)) = generic::parameterize(&statement)
+                && let Some(generic) = Box::pin(self.generic_plan(&shape)).await
+                && let Some(plan) = generic.bind_literals(&literals)
+            {
+                return self.execute_physical(plan);
             }
         }
         let position = position_of(&*statement);
