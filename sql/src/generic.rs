@@ -30,6 +30,7 @@
 //! statement with its values written in, planned as before: the generic plan
 //! only ever saves planning, it never answers differently.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, FieldRef};
@@ -48,7 +49,7 @@ use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr as SqlExpr, SetExpr, Statement, Value, ValueWithSpan,
+    BinaryOperator, Expr as SqlExpr, SetExpr, Statement, Value, ValueWithSpan, visit_expressions,
 };
 
 use cohortdb_engine::Catalog;
@@ -195,7 +196,8 @@ pub(crate) enum Literal {
 /// The shape of a query sent as text: its statement with each number or
 /// string literal that its WHERE compares with a column (`id = 5000`,
 /// `'x' < name`, under AND, OR and parentheses) replaced by a parameter, and
-/// those literals in order; `None` when there is none.
+/// those literals in order; `None` when there is none, and for a query that
+/// has parameters of its own (sent as text, it fails for want of their values).
 pub(crate) fn parameterize(statement: &Statement) -> Option<(Statement, Vec<Literal>)> {
     let Statement::Query(query) = statement else {
         return None;
@@ -204,6 +206,16 @@ pub(crate) fn parameterize(statement: &Statement) -> Option<(Statement, Vec<Lite
         return None;
     };
     select.selection.as_ref()?;
+    let has_parameters = visit_expressions(statement, |e| match e {
+        SqlExpr::Value(ValueWithSpan {
+            value: Value::Placeholder(_),
+            ..
+        }) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    if has_parameters.is_break() {
+        return None;
+    }
     let mut shape = statement.clone();
     let mut literals = Vec::new();
     if let Statement::Query(query) = &mut shape
@@ -636,6 +648,10 @@ mod tests {
         );
         let none = crate::session::parse_sql("SELECT a FROM t WHERE a + 1 = 2")?.remove(0);
         assert!(parameterize(none.statement()).is_none());
+        // A query with parameters of its own is left as it is: run as text,
+        // it fails for want of their values.
+        let own = crate::session::parse_sql("SELECT a FROM t WHERE a = $1 AND b = 2")?.remove(0);
+        assert!(parameterize(own.statement()).is_none());
         Ok(())
     }
 
@@ -674,6 +690,9 @@ mod tests {
             rows("SELECT name FROM lookup WHERE id = 2.5").await?,
             "++\n++"
         );
+        // A parameter of the text's own has no value.
+        let sql = "SELECT name FROM lookup WHERE id = $1 AND name = 'a'";
+        assert!(rows(sql).await.is_err());
         Ok(())
     }
 
