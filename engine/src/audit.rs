@@ -109,7 +109,7 @@ impl AuditLog {
 
     /// Appends one record. A write that fails part-way (a full disk) is cut
     /// back off, so the next record starts a line of its own.
-    pub fn append(&self, record: &Record) -> Result<()> {
+    pub fn append(&self, record: Record) -> Result<()> {
         match &mut *self.lock() {
             Sink::File {
                 file,
@@ -117,7 +117,7 @@ impl AuditLog {
                 storage,
                 length,
             } => {
-                let mut line = serde_json::to_vec(record).expect("a record serialises");
+                let mut line = serde_json::to_vec(&record).expect("a record serialises");
                 line.push(b'\n');
                 storage.write(file, path, &line).map_err(|e| {
                     let _ = file.set_len(*length);
@@ -131,7 +131,7 @@ impl AuditLog {
                     records.pop_front();
                     *dropped += 1;
                 }
-                records.push_back(record.clone());
+                records.push_back(record);
                 Ok(())
             }
         }
@@ -231,8 +231,8 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(crate::io::Os);
         let (log, report) = AuditLog::open(dir.path(), Arc::clone(&storage))?;
         assert_eq!(report, None);
-        log.append(&record("SELECT"))?;
-        log.append(&record("INSERT"))?;
+        log.append(record("SELECT"))?;
+        log.append(record("INSERT"))?;
         drop(log);
         let path = dir.path().join(FILE_NAME);
         let whole = std::fs::read(&path)?;
@@ -249,7 +249,7 @@ mod tests {
             )
         );
         assert_eq!(std::fs::read(&path)?, whole);
-        log.append(&record("DELETE"))?;
+        log.append(record("DELETE"))?;
         let commands: Vec<(u64, String)> = log
             .records()?
             .into_iter()
@@ -287,17 +287,17 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let faulty = Arc::new(crate::io::Faulty::default());
         let (log, _) = AuditLog::open(dir.path(), Arc::clone(&faulty) as Arc<dyn Storage>)?;
-        log.append(&record("SELECT"))?;
+        log.append(record("SELECT"))?;
         faulty.arm(1, crate::io::Fault::ShortWrite);
         let error = log
-            .append(&record("INSERT"))
+            .append(record("INSERT"))
             .err()
             .ok_or("the write failed")?;
         assert!(
             error.to_string().contains("No space left on device"),
             "{error}"
         );
-        log.append(&record("DELETE"))?;
+        log.append(record("DELETE"))?;
         let commands: Vec<String> = log.records()?.into_iter().map(|(_, r)| r.command).collect();
         assert_eq!(commands, ["SELECT", "DELETE"]);
         Ok(())
@@ -314,7 +314,7 @@ mod tests {
                     for i in 0..250 {
                         let mut r = record("SELECT");
                         r.statement = Some(format!("SELECT {thread}, {i}, '{}'", "x".repeat(i)));
-                        log.append(&r).expect("appended");
+                        log.append(r).expect("appended");
                     }
                 });
             }
@@ -335,7 +335,7 @@ mod tests {
     fn memory_keeps_the_last_records_numbered_from_the_first() -> TestResult {
         let log = AuditLog::in_memory();
         for _ in 0..limits::AUDIT_MEMORY_RECORDS + 2 {
-            log.append(&record("SELECT"))?;
+            log.append(record("SELECT"))?;
         }
         let records = log.records()?;
         assert_eq!(records.len(), limits::AUDIT_MEMORY_RECORDS);

@@ -692,6 +692,12 @@ impl Catalog {
         self.read_roles().get(name).cloned()
     }
 
+    /// `f` of role `name`, read in place (a role holds all its grants, which
+    /// [`Catalog::role`] copies).
+    pub fn with_role<T>(&self, name: &str, f: impl FnOnce(&Role) -> T) -> Option<T> {
+        self.read_roles().get(name).map(f)
+    }
+
     /// Creates a role; an existing name is an error.
     pub fn create_role(&self, role: Role) -> Result<()> {
         types::check_name(&role.name)?;

@@ -66,7 +66,7 @@ impl Session {
         let mut record = self.audit_record("LOGIN");
         record.role = role.to_string();
         record.sqlstate = sqlstate.map(str::to_string);
-        Ok(self.catalog().audit().append(&record)?)
+        Ok(self.catalog().audit().append(record)?)
     }
 
     /// Records the client's address (`host:port`) for the audit log.
@@ -110,7 +110,7 @@ impl Pending {
         record.rows = rows;
         record.sqlstate = sqlstate.map(str::to_string);
         record.duration_micros = self.started.elapsed().as_micros() as u64;
-        Ok(self.catalog.audit().append(&record)?)
+        Ok(self.catalog.audit().append(record)?)
     }
 
     /// Records a statement that failed with `error`. The statement's own

@@ -282,20 +282,16 @@ impl Session {
             // session whose caller never reads them does not hoard them.
             state.drop_notices();
             // The database's setting, as SHOW and current_setting report it.
-            let suppression = self.catalog.tags().privacy.suppression_tag.clone();
-            state.settings.set_internal("suppression_tag", &suppression);
+            let tags = self.catalog.tags();
+            state
+                .settings
+                .set_internal("suppression_tag", &tags.privacy.suppression_tag);
             // The role's threshold, as it is now (a superuser may change it).
+            let role = state.settings.get("session_authorization").ok().flatten();
             let threshold = self
                 .catalog
-                .role(
-                    &state
-                        .settings
-                        .get("session_authorization")
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default(),
-                )
-                .map_or(0, |role| role.min_audience_size);
+                .with_role(&role.unwrap_or_default(), |role| role.min_audience_size)
+                .unwrap_or(0);
             state
                 .settings
                 .set_internal("min_audience_size", &threshold.to_string());
