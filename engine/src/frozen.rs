@@ -14,6 +14,7 @@
 //! step of the expression.
 
 use bytes::Bytes;
+use multiversion::multiversion;
 use roaring::RoaringBitmap;
 
 /// Words in a bitmap container: 2^16 bits.
@@ -196,9 +197,7 @@ impl Container<'_> {
     pub fn cardinality(self) -> u64 {
         match self {
             Container::Array(bytes) => (bytes.len() / 2) as u64,
-            Container::Bitmap(bytes) => {
-                bitmap_words(bytes).map(|w| u64::from(w.count_ones())).sum()
-            }
+            Container::Bitmap(bytes) => bitmap_len(bytes),
             Container::Run(bytes) => runs(bytes)
                 .map(|(start, end)| u64::from(end - start) + 1)
                 .sum(),
@@ -210,12 +209,7 @@ impl Container<'_> {
     pub fn and_len(self, other: Container<'_>) -> Option<u64> {
         let count = |n: usize| Some(n as u64);
         match (self, other) {
-            (Container::Bitmap(a), Container::Bitmap(b)) => Some(
-                bitmap_words(a)
-                    .zip(bitmap_words(b))
-                    .map(|(a, b)| u64::from((a & b).count_ones()))
-                    .sum(),
-            ),
+            (Container::Bitmap(a), Container::Bitmap(b)) => Some(bitmaps_and_len(a, b)),
             (Container::Array(values), Container::Bitmap(bits))
             | (Container::Bitmap(bits), Container::Array(values)) => count(
                 array_values(values)
@@ -268,6 +262,41 @@ fn bitmap_words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
     bytes.chunks_exact(8).map(le_u64)
 }
 
+// The counts below are compiled for the CPU features listed too, and run as
+// such where the CPU has them (multiversion): `count_ones` is then one
+// instruction per word, or AVX2's per four, instead of a dozen.
+
+/// The users of a bitmap container's bytes.
+#[multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt"))]
+fn bitmap_len(bytes: &[u8]) -> u64 {
+    bitmap_words(bytes).map(|w| u64::from(w.count_ones())).sum()
+}
+
+/// The users in both of two bitmap containers' bytes.
+#[multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt"))]
+fn bitmaps_and_len(a: &[u8], b: &[u8]) -> u64 {
+    bitmap_words(a)
+        .zip(bitmap_words(b))
+        .map(|(a, b)| u64::from((a & b).count_ones()))
+        .sum()
+}
+
+/// The users of a block's words.
+#[multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt"))]
+fn words_len(words: &[u64]) -> u64 {
+    words.iter().map(|w| u64::from(w.count_ones())).sum()
+}
+
+/// The users in both a block's words and a bitmap container's bytes.
+#[multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt"))]
+fn words_and_bitmap_len(words: &[u64], bytes: &[u8]) -> u64 {
+    words
+        .iter()
+        .zip(bitmap_words(bytes))
+        .map(|(w, c)| u64::from((w & c).count_ones()))
+        .sum()
+}
+
 fn bitmap_has(bytes: &[u8], value: u16) -> bool {
     bytes[usize::from(value >> 3)] >> (value & 7) & 1 == 1
 }
@@ -317,7 +346,7 @@ impl Block {
     /// How many users.
     pub fn len(&self) -> u64 {
         if self.dense {
-            self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+            words_len(self.words.as_slice())
         } else {
             self.values.len() as u64
         }
@@ -442,12 +471,7 @@ impl Block {
     pub fn and_len(&self, container: Container<'_>, scratch: &mut Block) -> u64 {
         let count = |n: usize| n as u64;
         match (self.dense, container) {
-            (true, Container::Bitmap(bytes)) => self
-                .words
-                .iter()
-                .zip(bitmap_words(bytes))
-                .map(|(w, c)| u64::from((w & c).count_ones()))
-                .sum(),
+            (true, Container::Bitmap(bytes)) => words_and_bitmap_len(self.words.as_slice(), bytes),
             (true, Container::Array(bytes)) => count(
                 array_values(bytes)
                     .filter(|&v| has_bit(&self.words, v))
