@@ -5,7 +5,7 @@
 
 mod ab_assign;
 mod audience;
-mod deferred;
+pub(crate) mod deferred;
 mod experiment_report;
 mod experiment_stats;
 pub(crate) mod lookalike;

@@ -18,8 +18,10 @@
 //! - the session's settings (its role among them).
 //!
 //! A query is kept only when planning it again would give the same plan: it
-//! reads tables and views only (system catalogs and table functions make their
-//! rows while planning), calls no function the optimizer evaluates while
+//! reads tables, views and the table functions whose rows are computed when
+//! the plan runs ([`Computed`]: `audience_profile`) only (system catalogs and
+//! other table functions make their rows while planning), calls no function
+//! the optimizer evaluates while
 //! planning (stable ones: `now()`, `current_setting()`, `current_user`), and its
 //! physical plan is made only of operators known to run again from a clean
 //! state ([`reset_plan_states`]); operators that share runtime filters between
@@ -35,6 +37,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 
+use crate::functions::deferred::Computed;
 use crate::generic::Generic;
 use crate::provider::EngineTable;
 use crate::session::ParsedStatement;
@@ -59,6 +62,7 @@ const REUSABLE: &[&str] = &[
     "GlobalLimitExec",
     "LocalLimitExec",
     "PlaceholderRowExec",
+    "ComputedExec",
     "EmptyExec",
     "UnionExec",
 ];
@@ -221,6 +225,7 @@ pub(crate) fn reusable_logical(plan: &LogicalPlan) -> bool {
                 Ok(provider) => {
                     let any: &dyn std::any::Any = provider.as_ref();
                     any.is::<EngineTable>()
+                        || any.is::<Computed>()
                         || any
                             .downcast_ref::<ViewTable>()
                             .is_some_and(|view| reusable_logical(view.logical_plan()))
@@ -253,7 +258,12 @@ fn is_stable_call(expr: &Expr) -> bool {
 /// clean state.
 pub(crate) fn reusable_physical(plan: &Arc<dyn ExecutionPlan>) -> bool {
     !plan
-        .exists(|node| Ok(!REUSABLE.contains(&node.name())))
+        .exists(|node| {
+            // A whole sort keeps nothing between runs; a top-k sort (with a
+            // fetch) shares a runtime filter with the scan below it.
+            let whole_sort = node.name() == "SortExec" && node.fetch().is_none();
+            Ok(!REUSABLE.contains(&node.name()) && !whole_sort)
+        })
         .unwrap_or(true)
 }
 

@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
 use super::constant_text;
 use crate::error::to_datafusion;
+use crate::functions::deferred::Computed;
 use crate::privacy::UserAccess;
 
 #[derive(Debug)]
@@ -49,51 +50,6 @@ impl TableFunctionImpl for AudienceProfileFunc {
             "audience_profile",
             "the dimension",
         )?;
-        let tags = self.access.tags();
-        let policy = self.access.policy();
-        let profile = tags
-            .profile(&text, &dimension, &policy)
-            .map_err(to_datafusion)?;
-        // Counts below the role's minimum audience size are NULL; all of the
-        // audience's are when the audience itself may not be counted.
-        let shown = tags
-            .may_count(&text, profile.size, &policy)
-            .map_err(to_datafusion)?;
-        let values = profile.column.values.keys();
-        let counts = profile.users.iter().zip(&profile.value_populations);
-        let mut rows: Vec<(String, Option<u64>, Option<u64>)> = values
-            .zip(counts)
-            .map(|(key, (&users, &population))| {
-                (
-                    key.to_string(),
-                    reportable(users, &policy).filter(|_| shown),
-                    reportable(population, &policy),
-                )
-            })
-            .collect();
-        // Most users first; values in order among equals, hidden counts last.
-        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-        let (size, population) = (profile.size as f64, profile.population as f64);
-        let share = |n: Option<u64>| n.filter(|_| size > 0.0).map(|n| n as f64 / size);
-        let tgi = |n: Option<u64>, p: Option<u64>| match (n, p) {
-            (Some(n), Some(p)) if size > 0.0 && p > 0 => {
-                Some(100.0 * (n as f64 / size) / (p as f64 / population))
-            }
-            _ => None,
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.0.as_str()),
-            )),
-            Arc::new(Int64Array::from_iter(
-                rows.iter().map(|r| r.1.map(|n| n as i64)),
-            )),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| share(r.1)))),
-            Arc::new(Int64Array::from_iter(
-                rows.iter().map(|r| r.2.map(|n| n as i64)),
-            )),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| tgi(r.1, r.2)))),
-        ];
         let schema = Arc::new(Schema::new(vec![
             Field::new("value", DataType::Utf8, false),
             Field::new("users", DataType::Int64, true),
@@ -101,7 +57,57 @@ impl TableFunctionImpl for AudienceProfileFunc {
             Field::new("population", DataType::Int64, true),
             Field::new("tgi", DataType::Float64, true),
         ]));
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        // Computed when the query runs, so a plan with it can be kept.
+        let access = Arc::clone(&self.access);
+        let rows_schema = Arc::clone(&schema);
+        let rows = move || -> Result<RecordBatch> {
+            let tags = access.tags();
+            let policy = access.policy();
+            let profile = tags
+                .profile(&text, &dimension, &policy)
+                .map_err(to_datafusion)?;
+            // Counts below the role's minimum audience size are NULL; all of the
+            // audience's are when the audience itself may not be counted.
+            let shown = tags
+                .may_count(&text, profile.size, &policy)
+                .map_err(to_datafusion)?;
+            let values = profile.column.values.keys();
+            let counts = profile.users.iter().zip(&profile.value_populations);
+            let mut rows: Vec<(String, Option<u64>, Option<u64>)> = values
+                .zip(counts)
+                .map(|(key, (&users, &population))| {
+                    (
+                        key.to_string(),
+                        reportable(users, &policy).filter(|_| shown),
+                        reportable(population, &policy),
+                    )
+                })
+                .collect();
+            // Most users first; values in order among equals, hidden counts last.
+            rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+            let (size, population) = (profile.size as f64, profile.population as f64);
+            let share = |n: Option<u64>| n.filter(|_| size > 0.0).map(|n| n as f64 / size);
+            let tgi = |n: Option<u64>, p: Option<u64>| match (n, p) {
+                (Some(n), Some(p)) if size > 0.0 && p > 0 => {
+                    Some(100.0 * (n as f64 / size) / (p as f64 / population))
+                }
+                _ => None,
+            };
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.0.as_str()),
+                )),
+                Arc::new(Int64Array::from_iter(
+                    rows.iter().map(|r| r.1.map(|n| n as i64)),
+                )),
+                Arc::new(Float64Array::from_iter(rows.iter().map(|r| share(r.1)))),
+                Arc::new(Int64Array::from_iter(
+                    rows.iter().map(|r| r.2.map(|n| n as i64)),
+                )),
+                Arc::new(Float64Array::from_iter(rows.iter().map(|r| tgi(r.1, r.2)))),
+            ];
+            Ok(RecordBatch::try_new(Arc::clone(&rows_schema), columns)?)
+        };
+        Ok(Arc::new(Computed::new(schema, Arc::new(rows))))
     }
 }
