@@ -416,8 +416,8 @@ fn with_parameter_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
     Ok(plan)
 }
 
-/// The 0-based index of parameter `$n`.
-fn index_of(id: &str) -> Option<usize> {
+/// The 0-based index of parameter `$n` (`$1` is 0).
+pub(crate) fn index_of(id: &str) -> Option<usize> {
     id.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)
 }
 

@@ -141,7 +141,7 @@ fn placeholder(expr: &Expr) -> Option<usize> {
         Expr::Value(ValueWithSpan {
             value: Value::Placeholder(p),
             ..
-        }) => p.strip_prefix('$')?.parse().ok().filter(|i| *i > 0),
+        }) => crate::generic::index_of(p).map(|i| i + 1),
         _ => None,
     }
 }

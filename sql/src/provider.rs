@@ -285,19 +285,10 @@ impl TableProvider for EngineTable {
             .map(|f| {
                 // A filter on parameters (`id = $1`) is pushed when it would be
                 // with values in their place: the scan is bound to them later.
-                let sample;
-                let f = if generic::has_placeholder(f) {
-                    match generic::with_sample_values(f) {
-                        Some(e) => {
-                            sample = e;
-                            &sample
-                        }
-                        None => return TableProviderFilterPushDown::Unsupported,
-                    }
-                } else {
-                    f
+                let Some(f) = generic::with_sample_values(f) else {
+                    return TableProviderFilterPushDown::Unsupported;
                 };
-                match pushdown::translate(f, &table_schema, &tags, &policy) {
+                match pushdown::translate(&f, &table_schema, &tags, &policy) {
                     Some(_) => TableProviderFilterPushDown::Exact,
                     None => TableProviderFilterPushDown::Unsupported,
                 }
