@@ -63,9 +63,10 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-/// `audience_count` runs with its plan, so a kept plan counts the tags as
-/// they are when it runs; and kept plans, whose functions hold their
-/// session, go with the session, so the database closes and opens again.
+/// `audience_count` and `audience` run with their plan, so a kept plan
+/// counts and lists the tags as they are when it runs; and kept plans, whose
+/// functions hold their session, go with the session, so the database closes
+/// and opens again.
 fn kept_counts_follow_tags_and_let_the_database_close() -> Result<(), Failed> {
     block_on(async {
         let dir = tempfile::tempdir()?;
@@ -76,7 +77,7 @@ fn kept_counts_follow_tags_and_let_the_database_close() -> Result<(), Failed> {
                 .execute("CREATE TABLE t (user_id BIGINT USER KEY, city TEXT)")
                 .await?;
             session.execute("CREATE TAG INDEX ON t (city)").await?;
-            for (id, expected) in [(1, "1"), (2, "2")] {
+            for (id, expected, listed) in [(1, "1", &["1"][..]), (2, "2", &["1", "2"])] {
                 session
                     .execute(&format!("INSERT INTO t VALUES ({id}, 'paris')"))
                     .await?;
@@ -85,6 +86,10 @@ fn kept_counts_follow_tags_and_let_the_database_close() -> Result<(), Failed> {
                         .execute("SELECT audience_count('city=paris')")
                         .await?;
                     assert_eq!(rows(batches), [expected]);
+                    let batches = session
+                        .execute("SELECT * FROM audience('city=paris')")
+                        .await?;
+                    assert_eq!(rows(batches), listed);
                 }
             }
             for _ in 0..2 {

@@ -19,7 +19,8 @@
 //!
 //! A query is kept only when planning it again would give the same plan: it
 //! reads tables, views and the table functions whose rows are computed when
-//! the plan runs ([`Computed`]: `audience_profile`) only (system catalogs and
+//! the plan runs ([`Computed`]: `audience`, `audience_sample`,
+//! `unnest_bitmap`, `audience_profile`) only (system catalogs and
 //! other table functions make their rows while planning), calls no function
 //! the optimizer evaluates while
 //! planning (stable ones: `now()`, `current_setting()`, `current_user`), and its

@@ -236,34 +236,36 @@ pub(crate) fn ordinals_of(
     tags.ordinals(ids).map_err(crate::error::to_datafusion)
 }
 
-/// A table of external user ids, one column `user_id`, for the table
-/// functions that list users.
+/// A table of external user ids, one column `user_id` of the user key's
+/// type, for the table functions that list users: `ids` lists them each time
+/// the plan runs (deferred.rs [`Computed`]), so a plan over it is kept like
+/// any other. Without a user key there is nothing to list: an error.
+///
+/// [`Computed`]: crate::functions::deferred::Computed
 pub(crate) fn user_ids_table(
-    ids: arrow::array::ArrayRef,
+    access: &UserAccess,
+    ids: impl Fn() -> Result<arrow::array::ArrayRef> + Send + Sync + 'static,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     use arrow::array::RecordBatch;
     use arrow::datatypes::{Field, Schema};
-    /// Ids per batch of the table.
-    const BATCH_ROWS: usize = 65_536;
+    let tags = access.tags();
+    let dictionary = tags.dictionary().map_err(crate::error::to_datafusion)?;
     let schema = Arc::new(Schema::new(vec![Field::new(
         "user_id",
-        ids.data_type().clone(),
+        dictionary.key_type().data_type(),
         false,
     )]));
-    let mut batches = Vec::new();
-    let mut start = 0;
-    while start < ids.len() {
-        let rows = BATCH_ROWS.min(ids.len() - start);
-        batches.push(RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![ids.slice(start, rows)],
-        )?);
-        start += rows;
-    }
-    Ok(Arc::new(datafusion::catalog::MemTable::try_new(
+    let rows_schema = Arc::clone(&schema);
+    let rows = move || {
+        Ok(RecordBatch::try_new(
+            Arc::clone(&rows_schema),
+            vec![ids()?],
+        )?)
+    };
+    Ok(Arc::new(crate::functions::deferred::Computed::new(
         schema,
-        vec![batches],
-    )?))
+        Arc::new(rows),
+    )))
 }
 
 /// The text of a constant text argument of a table function.

@@ -18,6 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning, PlanProperties};
+use futures::StreamExt;
 
 /// Runs a query given in a function's arguments, which must return `N`
 /// columns (`wrong_count` makes the error from the count it returns); each
@@ -194,23 +195,37 @@ impl ExecutionPlan for ComputedExec {
         Ok(self)
     }
 
+    /// The rows come in batches of the session's batch size.
     fn execute(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let rows = Arc::clone(&self.rows);
         let projection = self.projection.clone();
-        let batch = futures::stream::once(async move {
+        let batch_rows = context.session_config().batch_size().max(1);
+        let batches = futures::stream::once(async move {
             let batch = rows()?;
             match projection {
                 Some(p) => Ok(batch.project(&p)?),
                 None => Ok(batch),
             }
+        })
+        .flat_map(move |batch: Result<RecordBatch>| {
+            let slices: Vec<Result<RecordBatch>> = match batch {
+                Ok(batch) => (0..batch.num_rows().div_ceil(batch_rows).max(1))
+                    .map(|i| {
+                        let start = i * batch_rows;
+                        Ok(batch.slice(start, batch_rows.min(batch.num_rows() - start)))
+                    })
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(slices)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
-            batch,
+            batches,
         )))
     }
 }

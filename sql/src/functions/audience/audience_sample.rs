@@ -72,11 +72,13 @@ impl TableFunctionImpl for AudienceSampleFunc {
             ScalarValue::Int64(Some(n)) => n as u64,
             other => return plan_err!("audience_sample: seed is an integer, got {other}"),
         };
-        let tags = self.access.tags();
-        let audience = tags
-            .evaluate(&text, &self.access.naming_users("audience_sample")?)
-            .map_err(to_datafusion)?;
-        let chosen = sample(&audience, size, seed);
-        super::user_ids_table(tags.user_ids(&chosen).map_err(to_datafusion)?)
+        let access = Arc::clone(&self.access);
+        super::user_ids_table(&self.access, move || {
+            let policy = access.naming_users("audience_sample")?;
+            let tags = access.tags();
+            let audience = tags.evaluate(&text, &policy).map_err(to_datafusion)?;
+            let chosen = sample(&audience, size, seed);
+            tags.user_ids(&chosen).map_err(to_datafusion)
+        })
     }
 }

@@ -35,10 +35,13 @@ impl TableFunctionImpl for AudienceFunc {
             return plan_err!("audience(expr) takes one argument");
         };
         let text = constant_text(args.session(), expr, "audience", "the audience")?;
-        let tags = self.access.tags();
-        let ids = tags
-            .audience_ids(&text, &self.access.naming_users("audience")?)
-            .map_err(to_datafusion)?;
-        super::user_ids_table(ids)
+        let access = Arc::clone(&self.access);
+        super::user_ids_table(&self.access, move || {
+            let policy = access.naming_users("audience")?;
+            access
+                .tags()
+                .audience_ids(&text, &policy)
+                .map_err(to_datafusion)
+        })
     }
 }

@@ -61,12 +61,15 @@ impl TableFunctionImpl for UnnestBitmapFunc {
             Some(bytes) => bitmap_from_bytes(&bytes, NAME)?,
             None => RoaringBitmap::new(),
         };
-        // A bitmap made anywhere lists no suppressed user.
-        let tags = self.access.tags();
-        let bitmap = tags
-            .without_suppressed(bitmap, &self.access.naming_users("unnest_bitmap")?)
-            .map_err(to_datafusion)?;
-        let ids = tags.user_ids(&bitmap).map_err(to_datafusion)?;
-        user_ids_table(ids)
+        let access = Arc::clone(&self.access);
+        user_ids_table(&self.access, move || {
+            // A bitmap made anywhere lists no suppressed user.
+            let policy = access.naming_users(NAME)?;
+            let tags = access.tags();
+            let bitmap = tags
+                .without_suppressed(bitmap.clone(), &policy)
+                .map_err(to_datafusion)?;
+            tags.user_ids(&bitmap).map_err(to_datafusion)
+        })
     }
 }
