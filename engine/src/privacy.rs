@@ -370,7 +370,11 @@ impl Tags {
     /// ordinal order (listed key by key; no bitmap is built).
     pub fn audience_ids(&self, text: &str, policy: &Policy) -> Result<arrow::array::ArrayRef> {
         let audience = self.with_policy(audience::parse(text)?, policy)?;
-        self.user_ids(audience::ordinals(&audience, &self.source(policy.today))?)
+        let mut ordinals = audience::ordinals(&audience, &self.source(policy.today))?;
+        // Ascending: those of this state's users are a prefix, listed by
+        // the dictionary at their known count.
+        ordinals.truncate(ordinals.partition_point(|&o| o < self.users));
+        Ok(self.dictionary()?.ids(ordinals))
     }
 
     /// How the audience expression `text` spreads over the values of the
@@ -393,12 +397,8 @@ impl Tags {
                     let base = u32::from(key) << 16;
                     block.values_into(&mut block_users);
                     size += block_users.len() as u64;
-                    for &v in &block_users {
-                        let rank = user_values.rank(base | u32::from(v));
-                        if let Some(count) = users.get_mut(usize::from(rank)) {
-                            *count += 1;
-                        }
-                    }
+                    let block_users = block_users.iter().map(|&v| base | u32::from(v));
+                    user_values.count(block_users, &mut users);
                 })?;
                 size
             }

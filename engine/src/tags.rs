@@ -480,46 +480,116 @@ impl std::ops::DerefMut for ValueTags {
 /// with one row per user): the value's rank in key order, by ordinal
 /// ([`NO_VALUE`] for users without one). A profile counts an audience's
 /// users by value with it, one lookup per user, instead of intersecting
-/// the audience with every value's bitmap. Two bytes per user; built in
-/// memory when a profile first needs it (one pass over the values' users),
-/// not stored.
+/// the audience with every value's bitmap. One byte per user for columns of
+/// fewer than 255 values, two for more (a profile's lookups read the array
+/// at the audience's users, so its size is what they cost); built in memory
+/// when a profile first needs it (one pass over the values' users), not
+/// stored.
 #[derive(Debug)]
 pub struct UserValues {
-    ranks: Vec<u16>,
+    ranks: Ranks,
+}
+
+/// The ranks by ordinal; each width's largest number means no value.
+#[derive(Debug)]
+enum Ranks {
+    Narrow(Vec<u8>),
+    Wide(Vec<u16>),
 }
 
 /// The rank of users without a value.
 pub const NO_VALUE: u16 = u16::MAX;
 
+/// A rank's width ([`Ranks`]).
+trait Rank: Copy + PartialEq {
+    const NONE: Self;
+    fn of(rank: usize) -> Self;
+    fn wide(self) -> u16;
+}
+
+impl Rank for u8 {
+    const NONE: u8 = u8::MAX;
+    fn of(rank: usize) -> u8 {
+        rank as u8
+    }
+    fn wide(self) -> u16 {
+        if self == u8::NONE {
+            NO_VALUE
+        } else {
+            u16::from(self)
+        }
+    }
+}
+
+impl Rank for u16 {
+    const NONE: u16 = NO_VALUE;
+    fn of(rank: usize) -> u16 {
+        rank as u16
+    }
+    fn wide(self) -> u16 {
+        self
+    }
+}
+
 impl UserValues {
     /// `None` when some user has two values or there are more values than
     /// ranks (65,535).
     fn build(values: &BTreeMap<Key, Entry>) -> Result<Option<UserValues>> {
-        if values.len() > usize::from(NO_VALUE) {
-            return Ok(None);
-        }
+        let ranks = if values.len() < usize::from(u8::NONE) {
+            Self::ranks::<u8>(values)?.map(Ranks::Narrow)
+        } else if values.len() <= usize::from(NO_VALUE) {
+            Self::ranks::<u16>(values)?.map(Ranks::Wide)
+        } else {
+            None
+        };
+        Ok(ranks.map(|ranks| UserValues { ranks }))
+    }
+
+    /// Each user's rank, `None` when some user has two values.
+    fn ranks<R: Rank>(values: &BTreeMap<Key, Entry>) -> Result<Option<Vec<R>>> {
         let mut end = 0;
         for entry in values.values() {
             end = end.max(entry.all.frozen()?.end());
         }
-        let mut ranks = vec![NO_VALUE; end as usize];
+        let mut ranks = vec![R::NONE; end as usize];
         for (rank, entry) in values.values().enumerate() {
             let mut twice = false;
             entry.all.frozen()?.for_each(|user| {
                 let slot = &mut ranks[user as usize];
-                twice |= *slot != NO_VALUE;
-                *slot = rank as u16;
+                twice |= *slot != R::NONE;
+                *slot = R::of(rank);
             });
             if twice {
                 return Ok(None);
             }
         }
-        Ok(Some(UserValues { ranks }))
+        Ok(Some(ranks))
     }
 
     /// The rank of `user`'s value, [`NO_VALUE`] if none.
     pub fn rank(&self, user: u32) -> u16 {
-        self.ranks.get(user as usize).copied().unwrap_or(NO_VALUE)
+        let user = user as usize;
+        match &self.ranks {
+            Ranks::Narrow(ranks) => ranks.get(user).map_or(NO_VALUE, |r| r.wide()),
+            Ranks::Wide(ranks) => ranks.get(user).map_or(NO_VALUE, |r| r.wide()),
+        }
+    }
+
+    /// Adds one to `counts[rank]` for each of `users` that has a value (a
+    /// rank beyond `counts` is not counted).
+    pub fn count(&self, users: impl Iterator<Item = u32>, counts: &mut [u64]) {
+        fn count<R: Rank>(ranks: &[R], users: impl Iterator<Item = u32>, counts: &mut [u64]) {
+            for user in users {
+                let rank = ranks.get(user as usize).map_or(NO_VALUE, |r| r.wide());
+                if let Some(count) = counts.get_mut(usize::from(rank)) {
+                    *count += 1;
+                }
+            }
+        }
+        match &self.ranks {
+            Ranks::Narrow(ranks) => count(ranks, users, counts),
+            Ranks::Wide(ranks) => count(ranks, users, counts),
+        }
     }
 }
 
@@ -1672,6 +1742,17 @@ mod tests {
         assert_eq!(found, [1, 1, 3, 0, NO_VALUE, 0, NO_VALUE]);
         let twice = values(vec![vec![3, 70_000], vec![0, 70_000]]);
         assert!(UserValues::build(&twice)?.is_none());
+        // The widest one-byte ranks, the narrowest two-byte ones.
+        for n in [254u32, 255] {
+            let each = values((0..n).map(|u| vec![u]).collect());
+            let ranks = UserValues::build(&each)?.expect("one value per user");
+            let found: Vec<u16> = [0, n - 1, n].map(|u| ranks.rank(u)).to_vec();
+            assert_eq!(found, [0, (n - 1) as u16, NO_VALUE]);
+            let mut counts = vec![0u64; n as usize];
+            ranks.count([0, 0, n - 1, n, n + 1].into_iter(), &mut counts);
+            assert_eq!((counts[0], counts[n as usize - 1]), (2, 1));
+            assert_eq!(counts.iter().sum::<u64>(), 3);
+        }
         let most = values((0..u32::from(NO_VALUE)).map(|u| vec![u]).collect());
         assert_eq!(
             UserValues::build(&most)?.map(|r| r.rank(65_534)),

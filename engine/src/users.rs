@@ -343,9 +343,7 @@ impl Dictionary {
             )),
             Keys::Text { .. } => Arc::new(StringArray::from_iter_values(ordinals.into_iter().map(
                 |o| match inner.keys.get(o) {
-                    Id::Text(bytes) => {
-                        String::from_utf8(bytes.to_vec()).expect("text ids are UTF-8")
-                    }
+                    Id::Text(bytes) => std::str::from_utf8(bytes).expect("text ids are UTF-8"),
                     Id::Int(_) => unreachable!("a text dictionary holds text"),
                 },
             ))),
