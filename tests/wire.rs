@@ -30,6 +30,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::psql_describe", psql_describe),
         trial("wire::copy_stdin_stdout", copy_stdin_stdout),
         trial("wire::malformed_frames", malformed_frames),
+        trial("wire::answers_wait_for_sync", answers_wait_for_sync),
     ]
 }
 
@@ -2346,6 +2347,49 @@ fn malformed_frames() -> Result<(), Failed> {
         let client = connect(port).await?;
         let row = client.query_one("SELECT 1", &[]).await?;
         assert_eq!(row.get::<_, i32>(0), 1);
+        Ok(())
+    })
+}
+
+/// As PostgreSQL's, the answers to Parse, Bind and Execute wait for the
+/// Sync (or Flush) that ends their batch, and go out together; a result
+/// too long to hold streams before it.
+fn answers_wait_for_sync() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let (mut raw, _) = Raw::connect(port, &[("user", "ann")]).await?;
+        let silent = std::time::Duration::from_millis(200);
+        /// Parse, Bind and Execute of `sql`, unnamed, without parameters.
+        async fn extended(raw: &mut Raw, sql: &str) -> Result<(), Failed> {
+            let mut parse = b"\0".to_vec();
+            parse.extend_from_slice(sql.as_bytes());
+            parse.extend_from_slice(&[0, 0, 0]);
+            raw.send(b'P', &parse).await?;
+            raw.send(b'B', &[0; 8]).await?;
+            raw.send(b'E', &[0; 5]).await
+        }
+        extended(&mut raw, "SELECT 1").await?;
+        let early = tokio::time::timeout(silent, raw.read()).await;
+        assert!(early.is_err(), "an answer before Sync: {early:?}");
+        raw.send(b'H', &[]).await?;
+        let mut kinds = Vec::new();
+        for _ in 0..4 {
+            kinds.push(raw.read().await?.ok_or("closed")?.0);
+        }
+        assert_eq!(kinds, b"12DC");
+        raw.send(b'S', &[]).await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), b"Z");
+
+        // 100,000 rows of 11 bytes and more: written long before the end.
+        extended(&mut raw, "SELECT * FROM generate_series(1, 100000)").await?;
+        let first = tokio::time::timeout(silent, raw.read()).await;
+        assert!(matches!(first, Ok(Ok(Some((b'1', _))))), "{first:?}");
+        raw.send(b'S', &[]).await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(frames.iter().filter(|f| f.0 == b'D').count(), 100_000);
+        assert_eq!(tags(&frames), ["SELECT 100000"]);
         Ok(())
     })
 }
