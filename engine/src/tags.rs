@@ -578,17 +578,10 @@ impl UserValues {
     /// Adds one to `counts[rank]` for each of `users` that has a value (a
     /// rank beyond `counts` is not counted).
     pub fn count(&self, users: impl Iterator<Item = u32>, counts: &mut [u64]) {
-        fn count<R: Rank>(ranks: &[R], users: impl Iterator<Item = u32>, counts: &mut [u64]) {
-            for user in users {
-                let rank = ranks.get(user as usize).map_or(NO_VALUE, |r| r.wide());
-                if let Some(count) = counts.get_mut(usize::from(rank)) {
-                    *count += 1;
-                }
+        for user in users {
+            if let Some(count) = counts.get_mut(usize::from(self.rank(user))) {
+                *count += 1;
             }
-        }
-        match &self.ranks {
-            Ranks::Narrow(ranks) => count(ranks, users, counts),
-            Ranks::Wide(ranks) => count(ranks, users, counts),
         }
     }
 }
