@@ -138,6 +138,16 @@ fn kept_plans_follow_grants_and_time() -> Result<(), Failed> {
         let first = now().await?;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         assert_ne!(first, now().await?);
+        // A query of no table keeps its rows, but not those of a volatile call.
+        for _ in 0..2 {
+            let batches = admin.execute("SELECT 1 + 1 AS two, 'a' || 'b'").await?;
+            assert_eq!(rows(batches), ["2|ab"]);
+        }
+        let random = || async {
+            let batches = admin.execute("SELECT random()::text").await?;
+            Ok::<_, cohortdb::Error>(rows(batches))
+        };
+        assert_ne!(random().await?, random().await?);
         Ok(())
     })
 }

@@ -77,13 +77,13 @@ pub(crate) async fn insert(
     };
     let Some((table, columns)) = columns else {
         return session
-            .run_datafusion(Arc::new(Statement::Insert(insert)))
+            .run_datafusion(Arc::new(Statement::Insert(insert)), None)
             .await;
     };
     // DataFusion raises the error while planning small VALUES lists and while
     // executing larger ones; both are translated.
     let stream = session
-        .run_datafusion(Arc::new(Statement::Insert(insert)))
+        .run_datafusion(Arc::new(Statement::Insert(insert)), None)
         .await
         .map_err(
             |e| match values_null_error(&e.to_string(), &table, &columns) {

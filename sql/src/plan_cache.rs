@@ -27,10 +27,16 @@
 //! physical plan is made only of operators known to run again from a clean
 //! state ([`reset_plan_states`]); operators that share runtime filters between
 //! each other (top-k sorts, hash joins, aggregates) are planned every time.
+//!
+//! A kept query that reads no table and calls no volatile function (`SELECT
+//! 1`, a connection pool's check) gives the same rows every time: its rows
+//! are kept instead of its plan, and running it again sends them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
@@ -130,7 +136,7 @@ impl ParseCache {
 /// queries (generic.rs), each by its text.
 #[derive(Debug, Default)]
 pub(crate) struct PlanCache {
-    queries: Recent<Kept<Arc<dyn ExecutionPlan>>>,
+    queries: Recent<Kept<KeptQuery>>,
     /// `None` for a prepared query that has no generic plan: its executions
     /// are planned with their values.
     prepared: Recent<Kept<Option<Generic>>>,
@@ -159,31 +165,47 @@ impl<P> Kept<P> {
     }
 }
 
+/// What is kept of a query.
+#[derive(Debug, Clone)]
+pub(crate) enum KeptQuery {
+    /// Its physical plan.
+    Plan(Arc<dyn ExecutionPlan>),
+    /// The rows of a query that gives the same ones every time ([`constant`]).
+    Rows(SchemaRef, Vec<RecordBatch>),
+}
+
 impl PlanCache {
-    /// The plan kept for `query`, reset to run again, if it is still current.
+    /// What is kept for `query`, a plan reset to run again, if it is still
+    /// current.
     pub(crate) fn get(
         &self,
         query: &str,
         catalog_version: u64,
         settings: &Settings,
-    ) -> Option<Arc<dyn ExecutionPlan>> {
-        let plan = self
+    ) -> Option<KeptQuery> {
+        let kept = self
             .queries
             .get(query)?
             .current(catalog_version, settings)?;
-        reset_plan_states(Arc::clone(plan)).ok()
+        match kept {
+            KeptQuery::Plan(plan) => reset_plan_states(Arc::clone(plan))
+                .ok()
+                .map(KeptQuery::Plan),
+            rows @ KeptQuery::Rows(..) => Some(rows.clone()),
+        }
     }
 
-    /// Keeps `plan` of `query`, made at `catalog_version` under `settings`.
+    /// Keeps the plan or rows of `query`, made at `catalog_version` under
+    /// `settings`.
     pub(crate) fn put(
         &mut self,
         query: String,
-        plan: Arc<dyn ExecutionPlan>,
+        kept: KeptQuery,
         catalog_version: u64,
         settings: &Settings,
     ) {
         self.queries
-            .put(query, Kept::new(plan, catalog_version, settings));
+            .put(query, Kept::new(kept, catalog_version, settings));
     }
 
     /// What is kept for prepared query `query` if it is still current: its
@@ -248,11 +270,35 @@ pub(crate) fn reusable_logical(plan: &LogicalPlan) -> bool {
     reusable
 }
 
+/// Whether a query [`reusable_logical`] passed gives the same rows every time
+/// it runs: it reads no table and calls no volatile function.
+pub(crate) fn constant(plan: &LogicalPlan) -> bool {
+    let mut constant = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        constant = !matches!(node, LogicalPlan::TableScan(_))
+            && !node.expressions().iter().any(|expr| {
+                expr.exists(|e| Ok(calls(e, Volatility::Volatile)))
+                    .unwrap_or(true)
+            });
+        Ok(if constant {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    constant
+}
+
 /// A call the optimizer evaluates once while planning (volatile calls run
 /// with the plan, every time; immutable ones give the same value again).
 fn is_stable_call(expr: &Expr) -> bool {
+    calls(expr, Volatility::Stable)
+}
+
+/// Whether `expr` calls a function of `volatility`.
+fn calls(expr: &Expr, volatility: Volatility) -> bool {
     matches!(expr, Expr::ScalarFunction(call)
-        if call.func.signature().volatility == Volatility::Stable)
+        if call.func.signature().volatility == volatility)
 }
 
 /// Whether a physical plan is made only of operators that run again from a
@@ -283,7 +329,7 @@ mod tests {
     fn a_plan_is_current_while_catalog_and_settings_are() {
         let mut cache = PlanCache::default();
         let settings = Settings::default();
-        cache.put("SELECT 1".into(), plan(), 7, &settings);
+        cache.put("SELECT 1".into(), KeptQuery::Plan(plan()), 7, &settings);
         assert!(cache.get("SELECT 1", 7, &settings).is_some());
         assert!(cache.get("SELECT 2", 7, &settings).is_none());
         assert!(cache.get("SELECT 1", 8, &settings).is_none());
@@ -292,6 +338,29 @@ mod tests {
             .set("application_name", "x", crate::settings::Scope::Session)
             .expect("a known setting");
         assert!(cache.get("SELECT 1", 7, &changed).is_none());
+    }
+
+    #[tokio::test]
+    async fn only_queries_of_no_table_and_no_volatile_call_are_constant()
+    -> datafusion::error::Result<()> {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("x", arrow::datatypes::DataType::Int32, true),
+        ]));
+        ctx.register_batch("t", RecordBatch::new_empty(schema))?;
+        for (sql, expected) in [
+            ("SELECT 1", true),
+            ("SELECT 1 + 2 AS three, 'a' || 'b', abs(-4)", true),
+            ("SELECT 1 UNION ALL SELECT 2", true),
+            ("SELECT random()", false),
+            ("SELECT 1 + random() * 0", false),
+            ("SELECT x FROM t", false),
+            ("SELECT 1 WHERE EXISTS (SELECT x FROM t)", false),
+        ] {
+            let plan = ctx.state().create_logical_plan(sql).await?;
+            assert_eq!(constant(&plan), expected, "{sql}");
+        }
+        Ok(())
     }
 
     #[test]
@@ -315,10 +384,10 @@ mod tests {
         let mut cache = PlanCache::default();
         let settings = Settings::default();
         for i in 0..KEPT_MAX {
-            cache.put(format!("SELECT {i}"), plan(), 1, &settings);
+            cache.put(format!("SELECT {i}"), KeptQuery::Plan(plan()), 1, &settings);
         }
         assert_eq!(cache.len(), KEPT_MAX);
-        cache.put("SELECT last".into(), plan(), 1, &settings);
+        cache.put("SELECT last".into(), KeptQuery::Plan(plan()), 1, &settings);
         assert_eq!(cache.len(), KEPT_MAX / 2 + 1);
         assert!(cache.get("SELECT 0", 1, &settings).is_none());
         assert!(

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use cohortdb_engine::ColumnType;
@@ -56,7 +55,7 @@ impl Session {
                 columns: Some(schema),
             });
         }
-        let count = parameter_count(statement);
+        let count = statement.parameter_count();
         let returns_rows = returns_rows(statement.statement());
         // Planning infers parameter types for every statement DataFusion plans;
         // the statements cohortdb runs itself may not plan, and then only the
@@ -91,14 +90,16 @@ impl Session {
     }
 
     /// The statement with `values[i]` in place of `$(i+1)`, each cast to
-    /// `types[i]` when that is known.
+    /// `types[i]` when that is known. A query keeps its placeholders, with
+    /// the values beside them: it runs on its generic plan (generic.rs) when
+    /// it has one, and has the values written in only when it has none.
     pub fn bind(
         &self,
         statement: &ParsedStatement,
         values: &[ParamValue],
         types: &[Option<DataType>],
     ) -> Result<ParsedStatement> {
-        let count = parameter_count(statement);
+        let count = statement.parameter_count();
         if values.len() != count {
             return Err(Error::protocol(format!(
                 "bind message supplies {} parameters, but the statement requires {count}",
@@ -108,31 +109,39 @@ impl Session {
         if count == 0 {
             return Ok(statement.clone());
         }
-        let mut bound = statement.statement().clone();
-        let _ = visit_expressions_mut(&mut bound, |expr| {
-            if let Some(i) = placeholder(expr) {
-                *expr = literal(&values[i - 1], types.get(i - 1).cloned().flatten());
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        // A query may run on its generic plan instead (generic.rs).
-        let parameters = matches!(statement.statement(), Statement::Query(_)).then(|| Parameters {
-            statement: statement.shared(),
+        let parameters = Parameters {
             values: values.to_vec(),
             declared: types.to_vec(),
-        });
-        Ok(statement.bound(bound, parameters))
+        };
+        Ok(match statement.statement() {
+            Statement::Query(_) => statement.with_parameters(parameters),
+            other => statement.bound(write_in(other, &parameters)),
+        })
     }
 }
 
-/// The parameters of a prepared query as bound.
+/// The values bound to a prepared query's placeholders.
 #[derive(Debug)]
 pub(crate) struct Parameters {
-    /// The query with its parameters in place (`$1`).
-    pub(crate) statement: Arc<Statement>,
     pub(crate) values: Vec<ParamValue>,
     /// The types the client gave them, or that were inferred when it did not.
     pub(crate) declared: Vec<Option<DataType>>,
+}
+
+/// `statement` with each `$n` replaced by the value bound to it, cast to its
+/// declared type when that is known.
+pub(crate) fn write_in(statement: &Statement, parameters: &Parameters) -> Statement {
+    let mut bound = statement.clone();
+    let _ = visit_expressions_mut(&mut bound, |expr| {
+        if let Some(i) = placeholder(expr) {
+            *expr = literal(
+                &parameters.values[i - 1],
+                parameters.declared.get(i - 1).cloned().flatten(),
+            );
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    bound
 }
 
 /// The 1-based index of a `$n` placeholder.
@@ -171,9 +180,9 @@ fn cast_parameter_types(statement: &ParsedStatement) -> HashMap<usize, DataType>
 }
 
 /// The highest `$n` in the statement.
-fn parameter_count(statement: &ParsedStatement) -> usize {
+pub(crate) fn parameter_count(statement: &Statement) -> usize {
     let mut count = 0;
-    let _ = visit_expressions(statement.statement(), |expr| {
+    let _ = visit_expressions(statement, |expr| {
         count = count.max(placeholder(expr).unwrap_or(0));
         ControlFlow::<()>::Continue(())
     });

@@ -2,7 +2,7 @@
 //! statements cohortdb runs itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -32,7 +32,7 @@ use crate::generic::{self, Generic};
 use crate::names::{self, normalize, position_of};
 use crate::pg_catalog::information_schema::{self, INFORMATION_SCHEMA};
 use crate::pg_catalog::{self, PG_CATALOG, PgCatalogSchema, SystemSchema};
-use crate::plan_cache;
+use crate::plan_cache::{self, KeptQuery};
 use crate::prepare::Parameters;
 use crate::provider::EngineSchema;
 use crate::settings;
@@ -271,11 +271,6 @@ impl Session {
     /// The statement is recorded in the audit log when it ends (audit.rs).
     pub async fn run(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
         let audit = self.audit_start(&statement);
-        let ParsedStatement {
-            statement,
-            parameters,
-            ..
-        } = statement;
         let admitted = {
             let mut state = self.lock();
             // Notices nobody took belong to earlier statements; drop them so a
@@ -295,10 +290,10 @@ impl Session {
             state
                 .settings
                 .set_internal("min_audience_size", &threshold.to_string());
-            transaction::admit(&state, &statement)
+            transaction::admit(&state, statement.statement())
         };
         let result = match admitted {
-            Ok(()) => self.run_guarded(statement, parameters).await,
+            Ok(()) => self.run_guarded(statement).await,
             Err(e) => Err(e),
         };
         {
@@ -320,17 +315,13 @@ impl Session {
         }
     }
 
-    async fn run_guarded(
-        &self,
-        statement: Arc<Statement>,
-        parameters: Option<Arc<Parameters>>,
-    ) -> Result<SendableRecordBatchStream> {
-        let writes = transaction::write_command(&statement).is_some();
+    async fn run_guarded(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
+        let writes = transaction::write_command(statement.statement()).is_some();
         // Boxed, so the statement future is not moved by value into
         // `stoppable`: when it held planning's futures inline, that overflowed
         // small stacks in debug builds (run_statement now boxes those itself).
         let stream = self
-            .stoppable(Box::pin(self.run_statement(statement, parameters)))
+            .stoppable(Box::pin(self.run_statement(statement)))
             .await?;
         if writes && let Some(block) = &mut self.lock().block {
             block.writes += 1;
@@ -375,21 +366,26 @@ impl Session {
     /// are boxed where they are awaited, so that this one stays small: a
     /// future is moved by copying it whole, and planning's are tens of
     /// kilobytes.
-    async fn run_statement(
-        &self,
-        statement: Arc<Statement>,
-        parameters: Option<Arc<Parameters>>,
-    ) -> Result<SendableRecordBatchStream> {
-        if let Statement::Query(_) = *statement {
-            if let Some(parameters) = parameters
-                && let Some(generic) = self.generic_plan(&parameters.statement).await
+    async fn run_statement(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
+        if let Statement::Query(_) = statement.statement() {
+            let Some(parameters) = &statement.parameters else {
+                return self
+                    .run_datafusion(statement.shared(), Some(statement.text()))
+                    .await;
+            };
+            if let Some(generic) = self
+                .generic_plan(statement.statement(), statement.text())
+                .await
                 && let Some(plan) = generic.bind(&parameters.values, &parameters.declared)
             {
                 return self.execute_physical(plan);
             }
-            return self.run_datafusion(statement).await;
+            // No generic plan: the query is planned with its values in place.
+            let bound = crate::prepare::write_in(statement.statement(), parameters);
+            let text = bound.to_string();
+            return Box::pin(self.run_datafusion(Arc::new(bound), Some(&text))).await;
         }
-        match Arc::unwrap_or_clone(statement) {
+        match Arc::unwrap_or_clone(statement.statement) {
             Statement::StartTransaction {
                 modes, statements, ..
             } if statements.is_empty() => {
@@ -436,7 +432,7 @@ impl Session {
                 }
                 // Kept plans were made under the options as they were.
                 self.lock().plans = plan_cache::PlanCache::default();
-                Box::pin(self.run_datafusion(Arc::new(statement))).await
+                Box::pin(self.run_datafusion(Arc::new(statement), None)).await
             }
             Statement::Set(set) => {
                 settings::set_statement(&mut self.lock(), set)?;
@@ -542,7 +538,7 @@ impl Session {
             Statement::Delete(delete) => Box::pin(dml::delete(self, delete)).await,
             Statement::Update(update) => Box::pin(dml::update(self, update)).await,
             statement @ Statement::Copy { .. } => Box::pin(copy::copy(self, statement)).await,
-            other => Box::pin(self.run_datafusion(Arc::new(other))).await,
+            other => Box::pin(self.run_datafusion(Arc::new(other), None)).await,
         }
     }
 
@@ -598,12 +594,11 @@ impl Session {
 
     /// The generic plan (generic.rs) of a query with parameters: planned on
     /// its first execution and kept like other plans; `None` when it has none.
-    async fn generic_plan(&self, statement: &Statement) -> Option<Generic> {
-        let query = statement.to_string();
+    async fn generic_plan(&self, statement: &Statement, query: &str) -> Option<Generic> {
         let version = self.catalog.version();
         let kept = {
             let state = self.lock();
-            state.plans.get_generic(&query, version, &state.settings)
+            state.plans.get_generic(query, version, &state.settings)
         };
         if let Some(generic) = kept {
             return generic;
@@ -618,31 +613,36 @@ impl Session {
         let state = &mut *state;
         state
             .plans
-            .put_generic(query, generic.clone(), version, &state.settings);
+            .put_generic(query.to_string(), generic.clone(), version, &state.settings);
         generic
     }
 
+    /// Plans and runs a statement DataFusion runs. A query's plan is kept by
+    /// `text`, the query's text, when that is given.
     pub(crate) async fn run_datafusion(
         &self,
         statement: Arc<Statement>,
+        text: Option<&str>,
     ) -> Result<SendableRecordBatchStream> {
         // A query planned before runs its kept plan while nothing the plan was
         // made from has changed (plan_cache.rs). The version is read before
         // planning: a change shown meanwhile makes the plan kept out of date.
-        let query = matches!(*statement, Statement::Query(_)).then(|| statement.to_string());
+        let query = text.filter(|_| matches!(*statement, Statement::Query(_)));
         let version = self.catalog.version();
-        if let Some(query) = &query {
+        if let Some(query) = query {
             let kept = {
                 let state = self.lock();
                 state.plans.get(query, version, &state.settings)
             };
-            if let Some(physical) = kept {
-                return self.execute_physical(physical);
+            match kept {
+                Some(KeptQuery::Plan(physical)) => return self.execute_physical(physical),
+                Some(KeptQuery::Rows(schema, rows)) => return Ok(memory_stream(schema, rows)),
+                None => {}
             }
             // A query sent as text whose WHERE compares columns with
             // literals runs on the generic plan of its shape (generic.rs).
             if let Some((shape, literals)) = generic::parameterize(&statement)
-                && let Some(generic) = Box::pin(self.generic_plan(&shape)).await
+                && let Some(generic) = Box::pin(self.generic_plan(&shape, &shape.to_string())).await
                 && let Some(plan) = generic.bind_literals(&literals)
             {
                 return self.execute_physical(plan);
@@ -656,14 +656,28 @@ impl Session {
         match query {
             Some(query) if plan_cache::reusable_logical(&plan) => {
                 let physical = Box::pin(self.ctx.state().create_physical_plan(&plan)).await?;
-                if plan_cache::reusable_physical(&physical) {
+                if !plan_cache::reusable_physical(&physical) {
+                    return self.execute_physical(physical);
+                }
+                let kept = match plan_cache::constant(&plan) {
+                    true => {
+                        let stream = self.execute_physical(physical)?;
+                        let schema = stream.schema();
+                        KeptQuery::Rows(schema, stream.try_collect().await?)
+                    }
+                    false => KeptQuery::Plan(physical),
+                };
+                {
                     let mut state = self.lock();
                     let state = &mut *state;
                     state
                         .plans
-                        .put(query, Arc::clone(&physical), version, &state.settings);
+                        .put(query.to_string(), kept.clone(), version, &state.settings);
                 }
-                self.execute_physical(physical)
+                match kept {
+                    KeptQuery::Plan(physical) => self.execute_physical(physical),
+                    KeptQuery::Rows(schema, rows) => Ok(memory_stream(schema, rows)),
+                }
             }
             _ => Box::pin(self.stream_plan(plan)).await,
         }
@@ -834,6 +848,7 @@ fn with_texts(texts: Vec<Arc<str>>, statements: Vec<Statement>) -> Vec<ParsedSta
             parameters: None,
             statement: Arc::new(statement),
             logged,
+            derived: Arc::default(),
         })
         .collect()
 }
@@ -1017,25 +1032,55 @@ pub struct ParsedStatement {
     /// Its text as the audit log records it (audit.rs): as the client wrote
     /// it, every literal replaced by `?`. Taken once, when it is parsed.
     logged: Arc<str>,
-    /// A prepared query's parameters, when `statement` is it with its values
-    /// written in: to run it on its generic plan instead (generic.rs).
+    /// A prepared query's parameters, bound: `statement` is then the query
+    /// with its placeholders, run on its generic plan (generic.rs) or, when
+    /// it has none, with the values written in.
     parameters: Option<Arc<Parameters>>,
+    /// Worked out from `statement` when first needed and shared by its copies
+    /// (the parse cache's, a prepared statement's), which run again and again.
+    derived: Arc<Derived>,
+}
+
+/// What is worked out from a parsed statement, once.
+#[derive(Debug, Default)]
+struct Derived {
+    /// Its text, by which its plans are kept (plan_cache.rs).
+    text: OnceLock<String>,
+    /// The highest `$n` in it.
+    parameter_count: OnceLock<usize>,
 }
 
 impl ParsedStatement {
     /// `statement` in place of this one's, parsed from the same text (a
-    /// prepared statement with its parameters bound), with the `parameters`
-    /// bound in it.
-    pub(crate) fn bound(
-        &self,
-        statement: Statement,
-        parameters: Option<Parameters>,
-    ) -> ParsedStatement {
+    /// prepared statement with its parameters written in).
+    pub(crate) fn bound(&self, statement: Statement) -> ParsedStatement {
         ParsedStatement {
             statement: Arc::new(statement),
             logged: Arc::clone(&self.logged),
-            parameters: parameters.map(Arc::new),
+            parameters: None,
+            derived: Arc::default(),
         }
+    }
+
+    /// This prepared query with `parameters` bound to its placeholders.
+    pub(crate) fn with_parameters(&self, parameters: Parameters) -> ParsedStatement {
+        ParsedStatement {
+            parameters: Some(Arc::new(parameters)),
+            ..self.clone()
+        }
+    }
+
+    /// The statement's text, by which its plans are kept.
+    pub(crate) fn text(&self) -> &str {
+        self.derived.text.get_or_init(|| self.statement.to_string())
+    }
+
+    /// The highest `$n` in the statement.
+    pub(crate) fn parameter_count(&self) -> usize {
+        *self
+            .derived
+            .parameter_count
+            .get_or_init(|| crate::prepare::parameter_count(&self.statement))
     }
 
     /// The statement, shared.

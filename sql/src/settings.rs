@@ -3,9 +3,10 @@
 //! `SHOW`, `current_setting`, `set_config`, startup parameters and the server's
 //! ParameterStatus messages all read this one table.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -316,8 +317,22 @@ pub(crate) fn is_registered(name: &str) -> bool {
     find(name).is_some()
 }
 
+/// The definition of setting `name`, in any case. Looked up for every
+/// statement (its timeout, the role), so by hash rather than along the list.
 fn find(name: &str) -> Option<&'static Definition> {
-    REGISTRY.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+    static BY_NAME: LazyLock<HashMap<String, &'static Definition>> = LazyLock::new(|| {
+        REGISTRY
+            .iter()
+            .map(|d| (d.name.to_ascii_lowercase(), d))
+            .collect()
+    });
+    match BY_NAME.get(name) {
+        Some(def) => Some(def),
+        None if name.bytes().any(|b| b.is_ascii_uppercase()) => {
+            BY_NAME.get(&name.to_ascii_lowercase()).copied()
+        }
+        None => None,
+    }
 }
 
 /// A custom (placeholder) setting: a dotted name outside the namespaces of the
@@ -327,6 +342,20 @@ fn find(name: &str) -> Option<&'static Definition> {
 fn is_custom(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     name.contains('.') && !lower.starts_with("cohortdb.") && !lower.starts_with("datafusion.")
+}
+
+/// The canonical name of a setting (see [`Settings::canonical_name`]), borrowed
+/// from the registry for a registered one.
+fn canonical(name: &str) -> Result<Cow<'static, str>> {
+    if let Some(def) = find(name) {
+        return Ok(Cow::Borrowed(def.name));
+    }
+    if is_custom(name) {
+        return Ok(Cow::Owned(name.to_ascii_lowercase()));
+    }
+    Err(Error::UnknownSetting {
+        name: name.to_string(),
+    })
 }
 
 /// The names of settings that are reported to clients, with their defaults.
@@ -380,28 +409,20 @@ impl Settings {
 
     /// The canonical name of a setting, or 42704 if nothing is called that.
     pub(crate) fn canonical_name(name: &str) -> Result<String> {
-        if let Some(def) = find(name) {
-            return Ok(def.name.to_string());
-        }
-        if is_custom(name) {
-            return Ok(name.to_ascii_lowercase());
-        }
-        Err(Error::UnknownSetting {
-            name: name.to_string(),
-        })
+        Ok(canonical(name)?.into_owned())
     }
 
     /// The current value of a setting; `None` for a custom setting never set.
     pub(crate) fn get(&self, name: &str) -> Result<Option<String>> {
-        let name = Settings::canonical_name(name)?;
-        if let Some(value) = self.local.get(&name) {
+        let name = canonical(name)?;
+        if let Some(value) = self.local.get(name.as_ref()) {
             return Ok(Some(value.clone()));
         }
         // A transaction's characteristics start as the session's defaults.
         if let Some(default) = transaction_default(&name) {
             return self.get(default);
         }
-        if let Some(value) = self.session.get(&name) {
+        if let Some(value) = self.session.get(name.as_ref()) {
             return Ok(Some(value.clone()));
         }
         Ok(find(&name).map(|d| d.default.to_string()))
