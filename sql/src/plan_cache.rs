@@ -241,64 +241,56 @@ impl PlanCache {
 /// Whether a query's logical plan (as the SQL planner made it, before the
 /// optimizer) would plan the same again while the catalog and settings stay.
 pub(crate) fn reusable_logical(plan: &LogicalPlan) -> bool {
-    let mut reusable = true;
-    let _ = plan.apply_with_subqueries(|node| {
-        reusable = match node {
-            LogicalPlan::TableScan(scan) => match source_as_provider(&scan.source) {
-                Ok(provider) => {
-                    let any: &dyn std::any::Any = provider.as_ref();
-                    any.is::<EngineTable>()
-                        || any.is::<Computed>()
-                        || any
-                            .downcast_ref::<ViewTable>()
-                            .is_some_and(|view| reusable_logical(view.logical_plan()))
-                }
-                Err(_) => false,
-            },
-            LogicalPlan::RecursiveQuery(_) => false,
-            _ => !node
-                .expressions()
-                .iter()
-                .any(|expr| expr.exists(|e| Ok(is_stable_call(e))).unwrap_or(true)),
-        };
-        Ok(if reusable {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    reusable
+    every_node(plan, |node| match node {
+        LogicalPlan::TableScan(scan) => match source_as_provider(&scan.source) {
+            Ok(provider) => {
+                let any: &dyn std::any::Any = provider.as_ref();
+                any.is::<EngineTable>()
+                    || any.is::<Computed>()
+                    || any
+                        .downcast_ref::<ViewTable>()
+                        .is_some_and(|view| reusable_logical(view.logical_plan()))
+            }
+            Err(_) => false,
+        },
+        LogicalPlan::RecursiveQuery(_) => false,
+        // A stable call is evaluated once while planning (volatile calls run
+        // with the plan, every time; immutable ones give the same value again).
+        _ => !calls(node, Volatility::Stable),
+    })
 }
 
 /// Whether a query [`reusable_logical`] passed gives the same rows every time
 /// it runs: it reads no table and calls no volatile function.
 pub(crate) fn constant(plan: &LogicalPlan) -> bool {
-    let mut constant = true;
+    every_node(plan, |node| {
+        !matches!(node, LogicalPlan::TableScan(_)) && !calls(node, Volatility::Volatile)
+    })
+}
+
+/// Whether `holds` is true of every node of `plan` and of its subqueries.
+fn every_node(plan: &LogicalPlan, mut holds: impl FnMut(&LogicalPlan) -> bool) -> bool {
+    let mut all = true;
     let _ = plan.apply_with_subqueries(|node| {
-        constant = !matches!(node, LogicalPlan::TableScan(_))
-            && !node.expressions().iter().any(|expr| {
-                expr.exists(|e| Ok(calls(e, Volatility::Volatile)))
-                    .unwrap_or(true)
-            });
-        Ok(if constant {
+        all = holds(node);
+        Ok(if all {
             TreeNodeRecursion::Continue
         } else {
             TreeNodeRecursion::Stop
         })
     });
-    constant
+    all
 }
 
-/// A call the optimizer evaluates once while planning (volatile calls run
-/// with the plan, every time; immutable ones give the same value again).
-fn is_stable_call(expr: &Expr) -> bool {
-    calls(expr, Volatility::Stable)
-}
-
-/// Whether `expr` calls a function of `volatility`.
-fn calls(expr: &Expr, volatility: Volatility) -> bool {
-    matches!(expr, Expr::ScalarFunction(call)
-        if call.func.signature().volatility == volatility)
+/// Whether an expression of `node` calls a function of `volatility`.
+fn calls(node: &LogicalPlan, volatility: Volatility) -> bool {
+    node.expressions().iter().any(|expr| {
+        expr.exists(|e| {
+            Ok(matches!(e, Expr::ScalarFunction(call)
+                if call.func.signature().volatility == volatility))
+        })
+        .unwrap_or(true)
+    })
 }
 
 /// Whether a physical plan is made only of operators that run again from a
