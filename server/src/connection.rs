@@ -12,6 +12,7 @@ use cohortdb_sql::{
     ClientCopy, Completion, Deallocation, Description, Message, ParamValue, ParsedStatement,
     SendableRecordBatchStream, Session, TransactionStatus,
 };
+use futures::future::Either;
 use futures::{Sink, SinkExt, StreamExt, TryStreamExt, stream};
 use pgwire::api::DEFAULT_NAME;
 use pgwire::api::copy::send_copy_in_response;
@@ -326,18 +327,13 @@ fn status_byte(status: TransactionStatus) -> pgwire::messages::response::Transac
 fn query_response(fields: Arc<Vec<FieldInfo>>, stream: SendableRecordBatchStream) -> QueryResponse {
     let encode_fields = Arc::clone(&fields);
     let rows = stream
-        .map(
-            move |batch| -> PgWireResult<Vec<PgWireResult<pgwire::messages::data::DataRow>>> {
-                let batch = batch.map_err(|e| user_error(&cohortdb_sql::Error::from(e), None))?;
-                Ok(encode::rows(&batch, &encode_fields)?
-                    .into_iter()
-                    .map(Ok)
-                    .collect())
-            },
-        )
+        .map(move |batch| {
+            let batch = batch.map_err(|e| user_error(&cohortdb_sql::Error::from(e), None))?;
+            encode::rows(&batch, &encode_fields)
+        })
         .flat_map(|rows| match rows {
-            Ok(rows) => stream::iter(rows),
-            Err(e) => stream::iter(vec![Err(e)]),
+            Ok(rows) => Either::Left(stream::iter(rows.into_iter().map(Ok))),
+            Err(e) => Either::Right(stream::once(std::future::ready(Err(e)))),
         });
     QueryResponse::new(fields, rows)
 }
@@ -732,35 +728,52 @@ impl ExtendedQueryHandler for Connection {
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
         let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
-        let started = !matches!(*portal.state().lock().await, PortalExecutionState::Initial);
-        if !started {
-            match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
-                Response::Query(results) => portal.start(results).await,
-                Response::Execution(tag) => {
-                    send_execution_response(client, tag).await?;
-                    client.set_state(PgWireConnectionState::ReadyForQuery);
-                    return Ok(());
+        let state = portal.state();
+        let mut state = state.lock().await;
+        let (mut response, suspended) = match *state {
+            PortalExecutionState::Initial => {
+                let results =
+                    match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
+                        Response::Query(results) => results,
+                        Response::Execution(tag) => {
+                            send_execution_response(client, tag).await?;
+                            client.set_state(PgWireConnectionState::ReadyForQuery);
+                            return Ok(());
+                        }
+                        Response::CopyIn(copy) => {
+                            client.set_state(PgWireConnectionState::CopyInProgress(true));
+                            return send_copy_in_response(client, copy).await;
+                        }
+                        _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
+                    };
+                if max_rows == 0 {
+                    // All the rows at once, straight from the statement's
+                    // stream (pgwire's fetch would gather them first).
+                    *state = PortalExecutionState::Finished;
+                    (results, false)
+                } else {
+                    *state = PortalExecutionState::Suspended(results);
+                    drop(state);
+                    let fetched = portal.fetch(max_rows).await?;
+                    (fetched.response, fetched.suspended)
                 }
-                Response::CopyIn(copy) => {
-                    client.set_state(PgWireConnectionState::CopyInProgress(true));
-                    return send_copy_in_response(client, copy).await;
-                }
-                _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
             }
-        }
-        let fetched = portal.fetch(max_rows).await?;
-        let mut response = fetched.response;
-        let command = response.command_tag().to_owned();
+            _ => {
+                drop(state);
+                let fetched = portal.fetch(max_rows).await?;
+                (fetched.response, fetched.suspended)
+            }
+        };
         let mut rows = 0;
         while let Some(row) = response.data_rows().next().await {
             client.feed(PgWireBackendMessage::DataRow(row?)).await?;
             rows += 1;
         }
-        let done = match fetched.suspended {
+        let done = match suspended {
             true => PgWireBackendMessage::PortalSuspended(PortalSuspended::new()),
-            false => {
-                PgWireBackendMessage::CommandComplete(Tag::new(&command).with_rows(rows).into())
-            }
+            false => PgWireBackendMessage::CommandComplete(
+                Tag::new(response.command_tag()).with_rows(rows).into(),
+            ),
         };
         client.feed(done).await?;
         client.set_state(PgWireConnectionState::ReadyForQuery);

@@ -76,17 +76,11 @@ impl Session {
 
     fn audit_record(&self, command: &str) -> Record {
         let state = self.lock();
-        let application = state
-            .settings
-            .get("application_name")
-            .ok()
-            .flatten()
-            .filter(|name| !name.is_empty());
         Record {
             at_micros: cohortdb_engine::tags::now_micros(),
             role: state.user(),
             address: state.client_address.clone(),
-            application,
+            application: state.settings.application_name().map(str::to_string),
             command: command.to_string(),
             statement: None,
             rows: None,

@@ -1,16 +1,16 @@
 //! Stopping a running statement: a cancel request or `statement_timeout`.
 //!
-//! A statement watches one "stop" future from the moment it starts: it fires
-//! when the session's [`CancelHandle`] is used or the timeout passes. It covers
-//! planning and work done before the first row, and the returned stream is
-//! wrapped so that it stops with SQLSTATE 57014 mid-stream too; dropping the
-//! stream drops DataFusion's execution, which stops its tasks.
+//! A statement watches one stop signal ([`Stop`]) from the moment it starts:
+//! it fires when the session's [`CancelHandle`] is used or the timeout passes.
+//! It covers planning and work done before the first row, and the returned
+//! stream is wrapped so that it stops with SQLSTATE 57014 mid-stream too;
+//! dropping the stream drops DataFusion's execution, which stops its tasks.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -40,30 +40,87 @@ impl CancelHandle {
 
     /// The stop signal of a statement starting now, with its timeout (0: none).
     pub(crate) fn stop_signal(&self, timeout_ms: u64) -> Stop {
-        let mut cancels = self.0.subscribe();
-        cancels.mark_unchanged();
-        Box::pin(async move {
-            let canceled = async {
-                // The sender lives as long as the session; if it is gone, nobody
-                // can cancel any more.
-                if cancels.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                CancelReason::User
-            };
-            if timeout_ms == 0 {
-                return canceled.await;
-            }
-            tokio::select! {
-                reason = canceled => reason,
-                () = tokio::time::sleep(Duration::from_millis(timeout_ms)) => CancelReason::Timeout,
-            }
-        })
+        Stop {
+            cancels: self.0.subscribe(),
+            deadline: (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms)),
+            wake: None,
+        }
     }
 }
 
-/// Resolves when a statement must stop, with the reason.
-pub(crate) type Stop = Pin<Box<dyn Future<Output = CancelReason> + Send>>;
+/// Fires when a statement must stop: a cancel request made after it started,
+/// or its timeout passed. A statement checks it at every step, which costs
+/// two reads; it asks to be woken by it only when it waits, so that a
+/// statement done at once never registers with the cancel channel or the
+/// timer.
+pub(crate) struct Stop {
+    cancels: watch::Receiver<u64>,
+    deadline: Option<Instant>,
+    /// Resolves when the signal fires; made the first time the statement waits.
+    wake: Option<Pin<Box<dyn Future<Output = CancelReason> + Send>>>,
+}
+
+impl Stop {
+    /// Why the statement must stop, if it must now.
+    fn fired(&self) -> Option<CancelReason> {
+        // The sender lives as long as the session; if it is gone, nobody can
+        // cancel any more.
+        if self.cancels.has_changed().unwrap_or(false) {
+            return Some(CancelReason::User);
+        }
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Some(CancelReason::Timeout);
+        }
+        None
+    }
+
+    /// [`Stop::fired`], and if it has not fired, `cx` is woken when it does.
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<CancelReason> {
+        if let Some(reason) = self.fired() {
+            return Poll::Ready(reason);
+        }
+        let wake = self.wake.get_or_insert_with(|| {
+            let mut cancels = self.cancels.clone();
+            let deadline = self.deadline;
+            Box::pin(async move {
+                let canceled = async {
+                    if cancels.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    CancelReason::User
+                };
+                let Some(deadline) = deadline else {
+                    return canceled.await;
+                };
+                tokio::select! {
+                    reason = canceled => reason,
+                    () = tokio::time::sleep_until(deadline.into()) => CancelReason::Timeout,
+                }
+            })
+        });
+        wake.poll_unpin(cx)
+    }
+
+    /// Runs `start` until it is done or the signal fires. `start` is polled
+    /// first: work done at once is not stopped by a signal it did not wait for.
+    pub(crate) async fn run<T>(
+        &mut self,
+        start: impl Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
+        let mut start = std::pin::pin!(start);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = start.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            self.poll_fired(cx)
+                .map(|reason| Err(Error::Canceled { reason }))
+        })
+        .await
+    }
+}
 
 /// A result stream that stops when its statement's stop signal fires, and that
 /// marks the transaction block failed when it ends in an error.
@@ -108,11 +165,9 @@ impl Stream for Guarded {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(stop) = self.stop.as_mut()
-            && let Poll::Ready(reason) = stop.poll_unpin(cx)
-        {
-            let error = Error::Canceled { reason };
-            return self.failed(DataFusionError::External(Box::new(error)));
+        let canceled = |reason| DataFusionError::External(Box::new(Error::Canceled { reason }));
+        if let Some(reason) = self.stop.as_ref().and_then(Stop::fired) {
+            return self.failed(canceled(reason));
         }
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Err(e))) => self.failed(e),
@@ -121,7 +176,11 @@ impl Stream for Guarded {
                 self.stop = None;
                 Poll::Ready(None)
             }
-            other => other,
+            Poll::Pending => match self.stop.as_mut().map(|stop| stop.poll_fired(cx)) {
+                Some(Poll::Ready(reason)) => self.failed(canceled(reason)),
+                _ => Poll::Pending,
+            },
+            ready => ready,
         }
     }
 }

@@ -404,9 +404,11 @@ impl Session {
             return None;
         };
         let audit = self.audit_start(statement);
-        let checked = self
-            .check_client_copy(statement, source, *to, options, legacy_options)
-            .await;
+        // Boxed: a server asks this of every statement it runs, and this
+        // future, planning a COPY's query, would otherwise make every
+        // statement's future as large as its own.
+        let checked =
+            Box::pin(self.check_client_copy(statement, source, *to, options, legacy_options)).await;
         Some(match checked {
             Ok(mut copy) => {
                 copy.audit = Some(audit);

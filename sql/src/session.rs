@@ -276,20 +276,8 @@ impl Session {
             // Notices nobody took belong to earlier statements; drop them so a
             // session whose caller never reads them does not hoard them.
             state.drop_notices();
-            // The database's setting, as SHOW and current_setting report it.
-            let tags = self.catalog.tags();
-            state
-                .settings
-                .set_internal("suppression_tag", &tags.privacy.suppression_tag);
-            // The role's threshold, as it is now (a superuser may change it).
-            let role = state.settings.get("session_authorization").ok().flatten();
-            let threshold = self
-                .catalog
-                .with_role(&role.unwrap_or_default(), |role| role.min_audience_size)
-                .unwrap_or(0);
-            state
-                .settings
-                .set_internal("min_audience_size", &threshold.to_string());
+            // As SHOW and current_setting report them.
+            state.follow_catalog(&self.catalog);
             transaction::admit(&state, statement.statement())
         };
         let result = match admitted {
@@ -337,11 +325,7 @@ impl Session {
     ) -> Result<SendableRecordBatchStream> {
         let timeout = self.lock().settings.statement_timeout_ms();
         let mut stop = self.cancel.stop_signal(timeout);
-        let stream = tokio::select! {
-            biased;
-            reason = &mut stop => return Err(Error::Canceled { reason }),
-            result = start => result?,
-        };
+        let stream = stop.run(start).await?;
         Ok(cancel::guard(stream, stop, Arc::clone(&self.state)))
     }
 
@@ -365,7 +349,8 @@ impl Session {
     /// Runs one statement. The futures of everything but a query's kept plan
     /// are boxed where they are awaited, so that this one stays small: a
     /// future is moved by copying it whole, and planning's are tens of
-    /// kilobytes.
+    /// kilobytes (a statement other than a query, held by value while it
+    /// runs, is 3 kilobytes by itself).
     async fn run_statement(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
         if let Statement::Query(_) = statement.statement() {
             let Some(parameters) = &statement.parameters else {
@@ -385,7 +370,12 @@ impl Session {
             let text = bound.to_string();
             return Box::pin(self.run_datafusion(Arc::new(bound), Some(&text))).await;
         }
-        match Arc::unwrap_or_clone(statement.statement) {
+        Box::pin(self.run_command(statement.statement)).await
+    }
+
+    /// Runs a statement other than a query.
+    async fn run_command(&self, statement: Arc<Statement>) -> Result<SendableRecordBatchStream> {
+        match Arc::unwrap_or_clone(statement) {
             Statement::StartTransaction {
                 modes, statements, ..
             } if statements.is_empty() => {

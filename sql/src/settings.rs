@@ -364,7 +364,7 @@ pub(crate) fn reported() -> impl Iterator<Item = &'static str> {
 }
 
 /// Values a session has set, layered over the registry's defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     /// Values set for the session (canonical name → value).
     session: BTreeMap<String, String>,
@@ -375,6 +375,32 @@ pub(crate) struct Settings {
     /// with the same version hold the same values, so a session knows without
     /// comparing them that nothing changed since it last looked.
     version: u64,
+    /// What every statement reads, worked out again at each change.
+    every_statement: EveryStatement,
+}
+
+/// The settings every statement reads (its timeout, whether the transaction
+/// is read-only, the role and application it is audited as), kept worked out
+/// so that a statement does not look up and parse them again.
+#[derive(Debug, Clone, Default)]
+struct EveryStatement {
+    statement_timeout_ms: u64,
+    read_only: bool,
+    user: String,
+    application_name: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        let mut settings = Settings {
+            session: BTreeMap::new(),
+            local: BTreeMap::new(),
+            version: 0,
+            every_statement: EveryStatement::default(),
+        };
+        settings.every_statement = settings.work_out_every_statement();
+        settings
+    }
 }
 
 impl PartialEq for Settings {
@@ -405,6 +431,19 @@ impl Settings {
     /// Marks the values as changed.
     fn changed(&mut self) {
         self.version = VERSIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        self.every_statement = self.work_out_every_statement();
+    }
+
+    fn work_out_every_statement(&self) -> EveryStatement {
+        let value = |name| self.get(name).ok().flatten();
+        EveryStatement {
+            statement_timeout_ms: value("statement_timeout")
+                .and_then(|v| duration_ms(&v).ok())
+                .unwrap_or(0),
+            read_only: self.flag("transaction_read_only"),
+            user: value("session_authorization").unwrap_or_default(),
+            application_name: value("application_name").filter(|name| !name.is_empty()),
+        }
     }
 
     /// The canonical name of a setting, or 42704 if nothing is called that.
@@ -531,11 +570,22 @@ impl Settings {
 
     /// The statement timeout in milliseconds; 0 means none.
     pub(crate) fn statement_timeout_ms(&self) -> u64 {
-        self.get("statement_timeout")
-            .ok()
-            .flatten()
-            .and_then(|v| duration_ms(&v).ok())
-            .unwrap_or(0)
+        self.every_statement.statement_timeout_ms
+    }
+
+    /// Whether the transaction is read-only (`transaction_read_only`).
+    pub(crate) fn read_only(&self) -> bool {
+        self.every_statement.read_only
+    }
+
+    /// The session's role (`session_authorization`).
+    pub(crate) fn user(&self) -> &str {
+        &self.every_statement.user
+    }
+
+    /// `application_name`, unless empty.
+    pub(crate) fn application_name(&self) -> Option<&str> {
+        self.every_statement.application_name.as_deref()
     }
 
     /// A boolean setting's value.

@@ -1,6 +1,8 @@
 //! What a session remembers between statements: its settings, its transaction
 //! block and the messages waiting for the client.
 
+use cohortdb_engine::Catalog;
+
 use crate::settings::{self, Settings};
 use crate::transaction::Block;
 
@@ -48,6 +50,9 @@ pub(crate) struct State {
     /// Parsed statements and plans of queries run before (plan_cache.rs).
     pub(crate) parses: crate::plan_cache::ParseCache,
     pub(crate) plans: crate::plan_cache::PlanCache,
+    /// The catalog's and the settings' versions when the settings last took
+    /// the catalog's values (`follow_catalog`).
+    followed: Option<(u64, u64)>,
 }
 
 impl State {
@@ -79,6 +84,27 @@ impl State {
         }
     }
 
+    /// Shows in the settings what the catalog decides: the database's
+    /// suppression tag and the role's minimum audience size, as they are now
+    /// (a superuser may change them). Nothing is read again while neither the
+    /// catalog nor the settings changed since the last time.
+    pub(crate) fn follow_catalog(&mut self, catalog: &Catalog) {
+        // Read before the values: a change after this read bumps it again.
+        let catalog_version = catalog.version();
+        if self.followed == Some((catalog_version, self.settings.version())) {
+            return;
+        }
+        let tags = catalog.tags();
+        self.settings
+            .set_internal("suppression_tag", &tags.privacy.suppression_tag);
+        let threshold = catalog
+            .with_role(self.settings.user(), |role| role.min_audience_size)
+            .unwrap_or(0);
+        self.settings
+            .set_internal("min_audience_size", &threshold.to_string());
+        self.followed = Some((catalog_version, self.settings.version()));
+    }
+
     /// Whether the session may change engine-internal settings.
     pub(crate) fn superuser(&self) -> bool {
         self.settings.flag("is_superuser")
@@ -86,11 +112,7 @@ impl State {
 
     /// The user the session runs as (`session_authorization`).
     pub(crate) fn user(&self) -> String {
-        self.settings
-            .get("session_authorization")
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        self.settings.user().to_string()
     }
 
     /// The current value of every reported setting, marked as heard.

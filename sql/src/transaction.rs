@@ -58,7 +58,7 @@ pub(crate) fn admit(state: &State, statement: &Statement) -> Result<()> {
     if state.block.as_ref().is_some_and(|b| b.failed) && !ends_block(statement) {
         return Err(Error::Transaction(TransactionError::Aborted));
     }
-    if state.settings.flag("transaction_read_only")
+    if state.settings.read_only()
         && let Some(command) = write_command(statement)
     {
         return Err(Error::Transaction(TransactionError::ReadOnly { command }));
