@@ -3,8 +3,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
@@ -12,8 +14,7 @@ use cohortdb_sql::{
     ClientCopy, Completion, Deallocation, Description, Message, ParamValue, ParsedStatement,
     SendableRecordBatchStream, Session, TransactionStatus,
 };
-use futures::future::Either;
-use futures::{Sink, SinkExt, StreamExt, TryStreamExt, stream};
+use futures::{Sink, SinkExt, Stream, StreamExt, TryStreamExt};
 use pgwire::api::DEFAULT_NAME;
 use pgwire::api::copy::send_copy_in_response;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
@@ -29,14 +30,14 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::data::RowDescription;
+use pgwire::messages::data::{DataRow, RowDescription};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Describe, Execute, Parse, ParseComplete, PortalSuspended,
     Sync as SyncMessage, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{
-    EmptyQueryResponse, ReadyForQuery, TransactionStatus as ByteStatus,
+    CommandComplete, EmptyQueryResponse, ReadyForQuery, TransactionStatus as ByteStatus,
 };
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
@@ -325,17 +326,53 @@ fn status_byte(status: TransactionStatus) -> pgwire::messages::response::Transac
 
 /// Rows of a result stream, encoded as they are read.
 fn query_response(fields: Arc<Vec<FieldInfo>>, stream: SendableRecordBatchStream) -> QueryResponse {
-    let encode_fields = Arc::clone(&fields);
-    let rows = stream
-        .map(move |batch| {
-            let batch = batch.map_err(|e| user_error(&cohortdb_sql::Error::from(e), None))?;
-            encode::rows(&batch, &encode_fields)
-        })
-        .flat_map(|rows| match rows {
-            Ok(rows) => Either::Left(stream::iter(rows.into_iter().map(Ok))),
-            Err(e) => Either::Right(stream::once(std::future::ready(Err(e)))),
-        });
+    let rows = DataRows {
+        batches: stream,
+        fields: Arc::clone(&fields),
+        encoded: Vec::new().into_iter(),
+    };
     QueryResponse::new(fields, rows)
+}
+
+/// A statement's rows as DataRows, encoded a batch at a time.
+struct DataRows {
+    batches: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    /// The rest of the batch being sent.
+    encoded: std::vec::IntoIter<DataRow>,
+}
+
+impl Stream for DataRows {
+    type Item = PgWireResult<DataRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(row) = self.encoded.next() {
+                return Poll::Ready(Some(Ok(row)));
+            }
+            let batch = match ready!(self.batches.poll_next_unpin(cx)) {
+                Some(Ok(batch)) => batch,
+                Some(Err(e)) => {
+                    let error = user_error(&cohortdb_sql::Error::from(e), None);
+                    return Poll::Ready(Some(Err(error)));
+                }
+                None => return Poll::Ready(None),
+            };
+            match encode::rows(&batch, &self.fields) {
+                Ok(rows) => self.encoded = rows.into_iter(),
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
+/// CommandComplete for `rows` rows of `command` (`SELECT 3`).
+fn command_complete(command: &str, rows: usize) -> CommandComplete {
+    let mut tag = String::with_capacity(command.len() + 8);
+    tag.push_str(command);
+    tag.push(' ');
+    tag.push_str(&rows.to_string());
+    CommandComplete::new(tag)
 }
 
 /// An error as PostgreSQL sends it: severity, SQLSTATE, message, and the
@@ -771,9 +808,10 @@ impl ExtendedQueryHandler for Connection {
         }
         let done = match suspended {
             true => PgWireBackendMessage::PortalSuspended(PortalSuspended::new()),
-            false => PgWireBackendMessage::CommandComplete(
-                Tag::new(response.command_tag()).with_rows(rows).into(),
-            ),
+            false => PgWireBackendMessage::CommandComplete(command_complete(
+                response.command_tag(),
+                rows,
+            )),
         };
         client.feed(done).await?;
         client.set_state(PgWireConnectionState::ReadyForQuery);

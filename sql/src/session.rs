@@ -1,6 +1,7 @@
 //! A SQL session: one DataFusion context over the shared engine catalog, plus the
 //! statements cohortdb runs itself.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -305,12 +306,10 @@ impl Session {
 
     async fn run_guarded(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
         let writes = transaction::write_command(statement.statement()).is_some();
-        // Boxed, so the statement future is not moved by value into
-        // `stoppable`: when it held planning's futures inline, that overflowed
-        // small stacks in debug builds (run_statement now boxes those itself).
-        let stream = self
-            .stoppable(Box::pin(self.run_statement(statement)))
-            .await?;
+        // Not boxed: run_statement boxes every future larger than a few
+        // hundred bytes itself (planning's, which are tens of kilobytes,
+        // overflowed small stacks in debug builds when held inline).
+        let stream = self.stoppable(self.run_statement(statement)).await?;
         if writes && let Some(block) = &mut self.lock().block {
             block.writes += 1;
         }
@@ -346,21 +345,22 @@ impl Session {
         cursor::schema(self, &name).ok_or(Error::UnknownCursor { name })
     }
 
-    /// Runs one statement. The futures of everything but a query's kept plan
-    /// are boxed where they are awaited, so that this one stays small: a
-    /// future is moved by copying it whole, and planning's are tens of
-    /// kilobytes (a statement other than a query, held by value while it
-    /// runs, is 3 kilobytes by itself).
+    /// Runs one statement. A query with a kept plan or result runs without
+    /// any other future; everything else is boxed where it is awaited, so that
+    /// this future stays small: a future is moved by copying it whole, and
+    /// planning's are tens of kilobytes (a statement other than a query, held
+    /// by value while it runs, is 3 kilobytes by itself).
     async fn run_statement(&self, statement: ParsedStatement) -> Result<SendableRecordBatchStream> {
         if let Statement::Query(_) = statement.statement() {
             let Some(parameters) = &statement.parameters else {
-                return self
-                    .run_datafusion(statement.shared(), Some(statement.text()))
+                if let Some(stream) = self.run_kept(statement.text(), self.catalog.version())? {
+                    return Ok(stream);
+                }
+                return Box::pin(self.run_datafusion(statement.shared(), Some(statement.text())))
                     .await;
             };
-            if let Some(generic) = self
-                .generic_plan(statement.statement(), statement.text())
-                .await
+            if let Some(generic) =
+                Box::pin(self.generic_plan(statement.statement(), statement.text())).await
                 && let Some(plan) = generic.bind(&parameters.values, &parameters.declared)
             {
                 return self.execute_physical(plan);
@@ -607,6 +607,20 @@ impl Session {
         generic
     }
 
+    /// Runs the plan or rows kept for `query` at catalog version `version`,
+    /// if there are any and nothing they were made from has changed.
+    fn run_kept(&self, query: &str, version: u64) -> Result<Option<SendableRecordBatchStream>> {
+        let kept = {
+            let state = self.lock();
+            state.plans.get(query, version, &state.settings)
+        };
+        Ok(match kept {
+            Some(KeptQuery::Plan(physical)) => Some(self.execute_physical(physical)?),
+            Some(KeptQuery::Rows(schema, rows)) => Some(memory_stream(schema, rows)),
+            None => None,
+        })
+    }
+
     /// Plans and runs a statement DataFusion runs. A query's plan is kept by
     /// `text`, the query's text, when that is given.
     pub(crate) async fn run_datafusion(
@@ -620,14 +634,8 @@ impl Session {
         let query = text.filter(|_| matches!(*statement, Statement::Query(_)));
         let version = self.catalog.version();
         if let Some(query) = query {
-            let kept = {
-                let state = self.lock();
-                state.plans.get(query, version, &state.settings)
-            };
-            match kept {
-                Some(KeptQuery::Plan(physical)) => return self.execute_physical(physical),
-                Some(KeptQuery::Rows(schema, rows)) => return Ok(memory_stream(schema, rows)),
-                None => {}
+            if let Some(stream) = self.run_kept(query, version)? {
+                return Ok(stream);
             }
             // A query sent as text whose WHERE compares columns with
             // literals runs on the generic plan of its shape (generic.rs).
@@ -1099,7 +1107,7 @@ impl ParsedStatement {
 
     /// The command name PostgreSQL reports for this statement (`SELECT`, `INSERT`,
     /// `CREATE TABLE`, ...), the start of its command tag.
-    fn command(&self) -> String {
+    fn command(&self) -> Cow<'static, str> {
         match self.statement() {
             Statement::Query(_) => "SELECT".into(),
             Statement::Insert(_) => "INSERT".into(),
@@ -1111,12 +1119,12 @@ impl ParsedStatement {
             Statement::CreateRole(_) => "CREATE ROLE".into(),
             Statement::CreateView(_) => "CREATE VIEW".into(),
             Statement::AlterRole { .. } => "ALTER ROLE".into(),
-            Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
+            Statement::Drop { object_type, .. } => format!("DROP {object_type}").into(),
             Statement::StartTransaction { begin: true, .. } => "BEGIN".into(),
             Statement::StartTransaction { .. } => "START TRANSACTION".into(),
             Statement::Commit { .. } => "COMMIT".into(),
             Statement::Rollback { .. } => "ROLLBACK".into(),
-            Statement::Discard { object_type } => format!("DISCARD {object_type}"),
+            Statement::Discard { object_type } => format!("DISCARD {object_type}").into(),
             statement if is_checkpoint(statement) => "CHECKPOINT".into(),
             statement if let Some(tag) = crate::tag_ddl::carried(statement) => tag.command().into(),
             Statement::Vacuum(_) => "VACUUM".into(),
@@ -1136,6 +1144,7 @@ impl ParsedStatement {
                     .next()
                     .unwrap_or_default()
                     .to_uppercase()
+                    .into()
             }
         }
     }
@@ -1187,7 +1196,7 @@ impl ParsedStatement {
 /// one-row `count` of changed rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    command: String,
+    command: Cow<'static, str>,
     returns_count: bool,
 }
 
@@ -1217,10 +1226,10 @@ impl Completion {
             return tag.clone();
         }
         let command = &self.command;
-        match command.as_str() {
+        match command.as_ref() {
             "INSERT" => format!("INSERT 0 {rows}"),
             "SELECT" | "DELETE" | "UPDATE" | "COPY" | "FETCH" => format!("{command} {rows}"),
-            _ => command.clone(),
+            _ => command.to_string(),
         }
     }
 }
