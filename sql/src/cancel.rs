@@ -108,11 +108,10 @@ impl Stop {
     /// first: work done at once is not stopped by a signal it did not wait for.
     pub(crate) async fn run<T>(
         &mut self,
-        start: impl Future<Output = crate::error::Result<T>>,
+        mut start: impl Future<Output = crate::error::Result<T>> + Unpin,
     ) -> crate::error::Result<T> {
-        let mut start = std::pin::pin!(start);
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = start.as_mut().poll(cx) {
+            if let Poll::Ready(result) = start.poll_unpin(cx) {
                 return Poll::Ready(result);
             }
             self.poll_fired(cx)

@@ -459,7 +459,7 @@ impl Session {
             return Err(Error::invalid("COPY FROM STDIN sends no rows", None));
         };
         let result = self
-            .stoppable(self.stream_plan(plan.as_ref().clone()))
+            .stoppable(Box::pin(self.stream_plan(plan.as_ref().clone())))
             .await;
         let audit = copy.audit.take();
         match result {
