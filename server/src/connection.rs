@@ -767,7 +767,10 @@ impl ExtendedQueryHandler for Connection {
         let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
         let state = portal.state();
         let mut state = state.lock().await;
-        let (mut response, suspended) = match *state {
+        // A first Execute without a row limit sends all the rows at once,
+        // straight from the statement's stream (pgwire's fetch would gather
+        // them first); any other goes through the portal's fetch.
+        let all_now = match *state {
             PortalExecutionState::Initial => {
                 let results =
                     match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
@@ -784,19 +787,19 @@ impl ExtendedQueryHandler for Connection {
                         _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
                     };
                 if max_rows == 0 {
-                    // All the rows at once, straight from the statement's
-                    // stream (pgwire's fetch would gather them first).
                     *state = PortalExecutionState::Finished;
-                    (results, false)
+                    Some(results)
                 } else {
                     *state = PortalExecutionState::Suspended(results);
-                    drop(state);
-                    let fetched = portal.fetch(max_rows).await?;
-                    (fetched.response, fetched.suspended)
+                    None
                 }
             }
-            _ => {
-                drop(state);
+            _ => None,
+        };
+        drop(state);
+        let (mut response, suspended) = match all_now {
+            Some(results) => (results, false),
+            None => {
                 let fetched = portal.fetch(max_rows).await?;
                 (fetched.response, fetched.suspended)
             }

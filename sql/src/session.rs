@@ -373,6 +373,9 @@ impl Session {
             // out, would make this future 3 kilobytes larger.)
             let bound = Arc::new(crate::prepare::write_in(statement.statement(), parameters));
             let text = bound.to_string();
+            if let Some(stream) = self.run_kept(&text, self.catalog.version())? {
+                return Ok(stream);
+            }
             return Box::pin(self.run_datafusion(bound, Some(&text))).await;
         }
         Box::pin(self.run_command(statement.statement)).await
@@ -624,7 +627,8 @@ impl Session {
     }
 
     /// Runs the plan or rows kept for `query` at catalog version `version`,
-    /// if there are any and nothing they were made from has changed.
+    /// if there are any: a query planned before runs its kept plan while
+    /// nothing the plan was made from has changed (plan_cache.rs).
     fn run_kept(&self, query: &str, version: u64) -> Result<Option<SendableRecordBatchStream>> {
         let kept = {
             let state = self.lock();
@@ -638,21 +642,18 @@ impl Session {
     }
 
     /// Plans and runs a statement DataFusion runs. A query's plan is kept by
-    /// `text`, the query's text, when that is given.
+    /// `text`, the query's text, when that is given; the caller has looked
+    /// for one kept before (`run_kept`), before making this future.
     pub(crate) async fn run_datafusion(
         &self,
         statement: Arc<Statement>,
         text: Option<&str>,
     ) -> Result<SendableRecordBatchStream> {
-        // A query planned before runs its kept plan while nothing the plan was
-        // made from has changed (plan_cache.rs). The version is read before
-        // planning: a change shown meanwhile makes the plan kept out of date.
+        // The version is read before planning: a change shown meanwhile makes
+        // the plan kept out of date.
         let query = text.filter(|_| matches!(*statement, Statement::Query(_)));
         let version = self.catalog.version();
-        if let Some(query) = query {
-            if let Some(stream) = self.run_kept(query, version)? {
-                return Ok(stream);
-            }
+        if query.is_some() {
             // A query sent as text whose WHERE compares columns with
             // literals runs on the generic plan of its shape (generic.rs).
             if let Some((shape, literals)) = generic::parameterize(&statement)
