@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use cohortdb_sql::{
     ClientCopy, Completion, Deallocation, Description, Message, ParamValue, ParsedStatement,
@@ -271,6 +272,7 @@ impl Connection {
         &self,
         statement: ParsedStatement,
         format: &Format,
+        last_fields: &LastFields,
     ) -> Result<Response, cohortdb_sql::Error> {
         if let Some(copy) = self.session.client_copy(&statement).await {
             let copy = copy?;
@@ -290,7 +292,7 @@ impl Connection {
             let tag = completion_tag(&completion, stream).await?;
             return Ok(Response::Execution(Tag::new(&tag)));
         }
-        let fields = Arc::new(encode::fields(&schema, format));
+        let fields = last_fields.get(&schema, format);
         let mut response = query_response(fields, stream);
         response.set_command_tag(completion.command());
         Ok(Response::Query(response))
@@ -368,10 +370,12 @@ impl Stream for DataRows {
 
 /// CommandComplete for `rows` rows of `command` (`SELECT 3`).
 fn command_complete(command: &str, rows: usize) -> CommandComplete {
-    let mut tag = String::with_capacity(command.len() + 8);
+    let mut count = itoa::Buffer::new();
+    let count = count.format(rows);
+    let mut tag = String::with_capacity(command.len() + 1 + count.len());
     tag.push_str(command);
     tag.push(' ');
-    tag.push_str(&rows.to_string());
+    tag.push_str(count);
     CommandComplete::new(tag)
 }
 
@@ -471,6 +475,54 @@ pub(crate) struct Prepared {
     statement: ParsedStatement,
     description: Description,
     sql: String,
+    /// The row description of its last execution.
+    fields: Arc<LastFields>,
+    /// That of its last Describe of a portal (its schema is the described
+    /// one, not an execution's).
+    described: Arc<LastFields>,
+}
+
+/// The row description of a statement's last execution, given again while its
+/// result's schema and the formats asked for stay the same (a prepared query
+/// run again and again) instead of being worked out for every execution.
+#[derive(Debug, Default)]
+struct LastFields(Mutex<Option<KeptFields>>);
+
+/// A row description and the schema and formats it was worked out for.
+#[derive(Debug)]
+struct KeptFields {
+    schema: SchemaRef,
+    format: Format,
+    fields: Arc<Vec<FieldInfo>>,
+}
+
+impl LastFields {
+    fn get(&self, schema: &SchemaRef, format: &Format) -> Arc<Vec<FieldInfo>> {
+        let mut last = self.0.lock().expect("last row description");
+        if let Some(kept) = &*last
+            && Arc::ptr_eq(&kept.schema, schema)
+            && same_format(&kept.format, format)
+        {
+            return Arc::clone(&kept.fields);
+        }
+        let fields = Arc::new(encode::fields(schema, format));
+        *last = Some(KeptFields {
+            schema: Arc::clone(schema),
+            format: format.clone(),
+            fields: Arc::clone(&fields),
+        });
+        fields
+    }
+}
+
+/// Whether two format requests are the same (pgwire's `Format` has no `==`).
+fn same_format(a: &Format, b: &Format) -> bool {
+    match (a, b) {
+        (Format::UnifiedText, Format::UnifiedText) => true,
+        (Format::UnifiedBinary, Format::UnifiedBinary) => true,
+        (Format::Individual(a), Format::Individual(b)) => a == b,
+        _ => false,
+    }
 }
 
 pub(crate) struct StatementParser {
@@ -522,6 +574,8 @@ impl QueryParser for StatementParser {
             statement,
             description,
             sql: sql.to_string(),
+            fields: Arc::default(),
+            described: Arc::default(),
         }))
     }
 
@@ -841,16 +895,22 @@ impl ExtendedQueryHandler for Connection {
                     let described = self.do_describe_statement(client, &stored).await?;
                     let rows =
                         stored.statement.description.columns.is_some() && !described.is_no_data();
-                    (Some(described.parameters), rows.then_some(described.fields))
+                    let fields = rows.then(|| Arc::new(described.fields));
+                    (Some(described.parameters), fields)
                 }
                 Some(Entry::Empty) => (Some(Vec::new()), None),
                 None => return Err(PgWireError::StatementNotFound(name.to_owned())),
             },
+            // Described for every execution by libpq-style clients: the row
+            // description is kept, like Execute's.
             TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
                 Some(Entry::Value(portal)) => {
-                    let described = self.do_describe_portal(client, &portal).await?;
-                    let rows = !described.is_no_data();
-                    (None, rows.then_some(described.fields))
+                    let prepared = &portal.statement.statement;
+                    let fields =
+                        prepared.description.columns.as_ref().map(|schema| {
+                            prepared.described.get(schema, &portal.result_column_format)
+                        });
+                    (None, fields.filter(|fields| !fields.is_empty()))
                 }
                 Some(Entry::Empty) => (None, None),
                 None => return Err(PgWireError::PortalNotFound(name.to_owned())),
@@ -947,7 +1007,7 @@ impl ExtendedQueryHandler for Connection {
                     Ok(bound) => match self.connection_statement(client, &bound) {
                         Some(tag) => Ok(Response::Execution(Tag::new(&tag))),
                         None => self
-                            .respond(bound, &portal.result_column_format)
+                            .respond(bound, &portal.result_column_format, &prepared.fields)
                             .await
                             .map_err(|e| user_error(&e, sql)),
                     },

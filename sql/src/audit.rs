@@ -6,6 +6,7 @@
 //! or when its result is dropped unread (rows counted so far). The
 //! `cohortdb_audit` system table (pg_catalog.rs) shows the log to superusers.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -48,13 +49,14 @@ impl Session {
     /// Starts the record of `statement`, run now by the session's role.
     pub(crate) fn audit_start(&self, statement: &ParsedStatement) -> Pending {
         let completion = statement.completion();
-        let mut record = self.audit_record(completion.command());
-        record.statement = Some(statement.logged_text().to_string());
+        // COPY TO STDOUT streams the rows themselves, not their count.
+        let counts = completion.returns_count() && !statement.copies_to_client();
+        let mut record = self.audit_record(completion.into_command());
+        record.statement = Some(statement.logged_shared());
         Pending {
             record: Some(record),
             started: Instant::now(),
-            // COPY TO STDOUT streams the rows themselves, not their count.
-            counts: completion.returns_count() && !statement.copies_to_client(),
+            counts,
             catalog: Arc::clone(self.catalog()),
         }
     }
@@ -63,25 +65,25 @@ impl Session {
     /// `sqlstate` is the error it was refused with. A log that cannot be
     /// written refuses the login.
     pub fn audit_login(&self, role: &str, sqlstate: Option<&str>) -> Result<()> {
-        let mut record = self.audit_record("LOGIN");
-        record.role = role.to_string();
-        record.sqlstate = sqlstate.map(str::to_string);
+        let mut record = self.audit_record("LOGIN".into());
+        record.role = role.into();
+        record.sqlstate = sqlstate.map(|code| code.to_string().into());
         Ok(self.catalog().audit().append(record)?)
     }
 
     /// Records the client's address (`host:port`) for the audit log.
     pub fn set_client_address(&self, address: &str) {
-        self.lock().client_address = Some(address.to_string());
+        self.lock().client_address = Some(address.into());
     }
 
-    fn audit_record(&self, command: &str) -> Record {
+    fn audit_record(&self, command: Cow<'static, str>) -> Record {
         let state = self.lock();
         Record {
             at_micros: cohortdb_engine::tags::now_micros(),
-            role: state.user(),
+            role: Arc::clone(state.settings.user()),
             address: state.client_address.clone(),
-            application: state.settings.application_name().map(str::to_string),
-            command: command.to_string(),
+            application: state.settings.application_name().cloned(),
+            command,
             statement: None,
             rows: None,
             duration_micros: 0,
@@ -93,16 +95,20 @@ impl Session {
 impl Pending {
     /// Writes the record: the statement ended with `rows` (returned or
     /// changed), failed with `sqlstate` when that is set.
-    pub(crate) fn finish(mut self, rows: Option<u64>, sqlstate: Option<&str>) -> Result<()> {
+    pub(crate) fn finish(
+        mut self,
+        rows: Option<u64>,
+        sqlstate: Option<&'static str>,
+    ) -> Result<()> {
         self.write(rows, sqlstate)
     }
 
-    fn write(&mut self, rows: Option<u64>, sqlstate: Option<&str>) -> Result<()> {
+    fn write(&mut self, rows: Option<u64>, sqlstate: Option<&'static str>) -> Result<()> {
         let Some(mut record) = self.record.take() else {
             return Ok(());
         };
         record.rows = rows;
-        record.sqlstate = sqlstate.map(str::to_string);
+        record.sqlstate = sqlstate.map(Cow::Borrowed);
         record.duration_micros = self.started.elapsed().as_micros() as u64;
         Ok(self.catalog.audit().append(record)?)
     }

@@ -590,7 +590,7 @@ impl PgCatalogSchema {
             .audit()
             .records()
             .map_err(|e| DataFusionError::External(Box::new(crate::error::Error::from(e))))?;
-        let optional = |value: Option<String>| value.map_or(NULL, text);
+        let optional = |value: Option<Arc<str>>| value.map_or(NULL, |v| text(&*v));
         let count = |value: Option<u64>| ScalarValue::Int64(value.map(|n| n as i64));
         Ok(records
             .into_iter()
@@ -598,14 +598,14 @@ impl PgCatalogSchema {
                 vec![
                     ScalarValue::Int64(Some(seq as i64)),
                     refreshed(r.at_micros),
-                    text(r.role),
+                    text(&*r.role),
                     optional(r.address),
                     optional(r.application),
                     text(r.command),
                     optional(r.statement),
                     count(r.rows),
                     ScalarValue::Float64(Some(r.duration_micros as f64 / 1000.0)),
-                    optional(r.sqlstate),
+                    r.sqlstate.map_or(NULL, text),
                 ]
             })
             .collect())

@@ -32,12 +32,12 @@
 //! 1`, a connection pool's check) gives the same rows every time: its rows
 //! are kept instead of its plan, and running it again sends them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::view::ViewTable;
+use datafusion::common::HashMap;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
@@ -86,7 +86,7 @@ struct Recent<V> {
 impl<V> Default for Recent<V> {
     fn default() -> Self {
         Recent {
-            kept: HashMap::new(),
+            kept: HashMap::default(),
             added: 0,
         }
     }
@@ -171,7 +171,7 @@ pub(crate) enum KeptQuery {
     /// Its physical plan.
     Plan(Arc<dyn ExecutionPlan>),
     /// The rows of a query that gives the same ones every time ([`constant`]).
-    Rows(SchemaRef, Vec<RecordBatch>),
+    Rows(SchemaRef, Arc<[RecordBatch]>),
 }
 
 impl PlanCache {

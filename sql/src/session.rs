@@ -11,10 +11,9 @@ use cohortdb_engine::Catalog;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -678,7 +677,8 @@ impl Session {
                     true => {
                         let stream = self.execute_physical(physical)?;
                         let schema = stream.schema();
-                        KeptQuery::Rows(schema, stream.try_collect().await?)
+                        let rows: Vec<RecordBatch> = stream.try_collect().await?;
+                        KeptQuery::Rows(schema, rows.into())
                     }
                     false => KeptQuery::Plan(physical),
                 };
@@ -1113,6 +1113,11 @@ impl ParsedStatement {
         &self.logged
     }
 
+    /// The same text, shared (for the audit record).
+    pub(crate) fn logged_shared(&self) -> Arc<str> {
+        Arc::clone(&self.logged)
+    }
+
     /// What the client is told when the statement finishes. Taken before the
     /// statement is moved into [`Session::run`].
     pub fn completion(&self) -> Completion {
@@ -1223,6 +1228,11 @@ impl Completion {
         &self.command
     }
 
+    /// The command name, taken.
+    pub(crate) fn into_command(self) -> Cow<'static, str> {
+        self.command
+    }
+
     /// Whether the result is a one-row `count` of changed rows rather than rows
     /// to show.
     pub fn returns_count(&self) -> bool {
@@ -1283,24 +1293,56 @@ pub fn changed_rows(batches: &[RecordBatch]) -> u64 {
         .unwrap_or(0)
 }
 
-/// A stream over batches already in memory.
-pub fn memory_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
-    Box::pin(MemoryStream::try_new(batches, schema, None).expect("batches match their schema"))
+/// A stream over batches already in memory. Shared batches (the rows a query
+/// keeps, plan_cache.rs) are read again without copying the list of them.
+pub fn memory_stream(
+    schema: SchemaRef,
+    batches: impl Into<Arc<[RecordBatch]>>,
+) -> SendableRecordBatchStream {
+    Box::pin(InMemory {
+        schema,
+        batches: batches.into(),
+        next: 0,
+    })
+}
+
+/// The stream of [`memory_stream`].
+struct InMemory {
+    schema: SchemaRef,
+    batches: Arc<[RecordBatch]>,
+    /// The batch to give next.
+    next: usize,
+}
+
+impl futures::Stream for InMemory {
+    type Item = datafusion::common::Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let batch = self.batches.get(self.next).cloned();
+        self.next += usize::from(batch.is_some());
+        std::task::Poll::Ready(batch.map(Ok))
+    }
+}
+
+impl RecordBatchStream for InMemory {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
 }
 
 /// A stream with no columns and no rows (the result of DDL).
 pub(crate) fn empty_stream() -> SendableRecordBatchStream {
-    Box::pin(
-        MemoryStream::try_new(Vec::new(), Arc::new(Schema::empty()), None)
-            .expect("an empty stream is valid"),
-    )
+    memory_stream(Arc::new(Schema::empty()), [])
 }
 
 /// An empty result whose command tag is `tag`.
 fn tagged_empty_stream(tag: &str) -> SendableRecordBatchStream {
     let metadata = HashMap::from([(COMMAND_TAG_KEY.to_string(), tag.to_string())]);
     let schema = Arc::new(Schema::new_with_metadata(Vec::<Field>::new(), metadata));
-    Box::pin(MemoryStream::try_new(Vec::new(), schema, None).expect("an empty stream is valid"))
+    memory_stream(schema, [])
 }
 
 /// The one-row `count` result of a statement that changes rows, as INSERT has.
@@ -1315,7 +1357,7 @@ pub(crate) fn count_stream(count: u64) -> SendableRecordBatchStream {
         vec![Arc::new(UInt64Array::from(vec![count]))],
     )
     .expect("count batch matches its schema");
-    Box::pin(MemoryStream::try_new(vec![batch], schema, None).expect("a one-batch stream is valid"))
+    memory_stream(schema, [batch])
 }
 
 /// The catalog name of a table reference, checked to exist.

@@ -386,8 +386,9 @@ pub(crate) struct Settings {
 struct EveryStatement {
     statement_timeout_ms: u64,
     read_only: bool,
-    user: String,
-    application_name: Option<String>,
+    /// Shared with the audit records of the session's statements.
+    user: Arc<str>,
+    application_name: Option<Arc<str>>,
 }
 
 impl Default for Settings {
@@ -441,8 +442,10 @@ impl Settings {
                 .and_then(|v| duration_ms(&v).ok())
                 .unwrap_or(0),
             read_only: self.flag("transaction_read_only"),
-            user: value("session_authorization").unwrap_or_default(),
-            application_name: value("application_name").filter(|name| !name.is_empty()),
+            user: value("session_authorization").unwrap_or_default().into(),
+            application_name: value("application_name")
+                .filter(|name| !name.is_empty())
+                .map(Into::into),
         }
     }
 
@@ -579,13 +582,13 @@ impl Settings {
     }
 
     /// The session's role (`session_authorization`).
-    pub(crate) fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &Arc<str> {
         &self.every_statement.user
     }
 
     /// `application_name`, unless empty.
-    pub(crate) fn application_name(&self) -> Option<&str> {
-        self.every_statement.application_name.as_deref()
+    pub(crate) fn application_name(&self) -> Option<&Arc<str>> {
+        self.every_statement.application_name.as_ref()
     }
 
     /// A boolean setting's value.

@@ -1,6 +1,8 @@
 //! What a session remembers between statements: its settings, its transaction
 //! block and the messages waiting for the client.
 
+use std::sync::Arc;
+
 use cohortdb_engine::Catalog;
 
 use crate::settings::{self, Settings};
@@ -46,7 +48,7 @@ pub(crate) struct State {
     /// The version of the settings those values were read from.
     reported_version: u64,
     /// The client's address, for the audit log; `None` when embedded.
-    pub(crate) client_address: Option<String>,
+    pub(crate) client_address: Option<Arc<str>>,
     /// Parsed statements and plans of queries run before (plan_cache.rs).
     pub(crate) parses: crate::plan_cache::ParseCache,
     pub(crate) plans: crate::plan_cache::PlanCache,
