@@ -8,7 +8,9 @@
 //! executed): a trivial `SELECT 1` and a point lookup in a 10,000-row table
 //! without an index (cohortdb has none; PostgreSQL is given none either). The
 //! timed figure is the wall time of all queries; every query's latency is kept
-//! for the percentiles.
+//! for the percentiles. The engines take turns run by run (cohortdb, then
+//! PostgreSQL, then cohortdb again), so that the machine's changing load falls
+//! on both alike.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,15 +89,19 @@ pub async fn wire(runs: usize, peers: &[Peer]) -> Result<SuiteResult, String> {
                         Protocol::Extended => "extended",
                     }
                 );
-                let mut seconds = BTreeMap::new();
-                for (engine, dsn) in &servers {
-                    let mut times = Vec::with_capacity(runs);
-                    let mut all = Vec::new();
-                    for _ in 0..runs {
+                // The engines take turns, run by run, so that a change in
+                // the machine's load meanwhile falls on both alike.
+                let mut times = vec![Vec::with_capacity(runs); servers.len()];
+                let mut each_query = vec![Vec::new(); servers.len()];
+                for _ in 0..runs {
+                    for (i, (_, dsn)) in servers.iter().enumerate() {
                         let (elapsed, mut each) = run(dsn, query, protocol, connections).await?;
-                        times.push(elapsed);
-                        all.append(&mut each);
+                        times[i].push(elapsed);
+                        each_query[i].append(&mut each);
                     }
+                }
+                let mut seconds = BTreeMap::new();
+                for (((engine, _), times), mut all) in servers.iter().zip(times).zip(each_query) {
                     all.sort_by(f64::total_cmp);
                     latencies.push_str(&format!(
                         "| {name} | {engine} | {:.0} | {:.0} | {:.0} |\n",
