@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::Storage;
+use crate::json;
 use crate::limits;
 
 /// The audit log's file in a data directory.
@@ -60,72 +61,36 @@ impl Record {
     /// this runs for every statement, and serde's general path took several
     /// times as long.
     fn json_line(&self) -> Vec<u8> {
-        let mut line = Vec::with_capacity(LINE_CAPACITY);
-        let text = |line: &mut Vec<u8>, value: Option<&str>| match value {
-            Some(value) => json_string(line, value),
-            None => line.extend_from_slice(b"null"),
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        let text = |line: &mut String, value: Option<&str>| match value {
+            Some(value) => json::push_string(line, value),
+            None => line.push_str("null"),
         };
-        let number = |line: &mut Vec<u8>, value: Option<u64>| match value {
-            Some(value) => line.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
-            None => line.extend_from_slice(b"null"),
+        let number = |line: &mut String, value: Option<u64>| match value {
+            Some(value) => line.push_str(itoa::Buffer::new().format(value)),
+            None => line.push_str("null"),
         };
-        line.extend_from_slice(b"{\"at_micros\":");
-        line.extend_from_slice(itoa::Buffer::new().format(self.at_micros).as_bytes());
-        line.extend_from_slice(b",\"role\":");
-        json_string(&mut line, &self.role);
-        line.extend_from_slice(b",\"address\":");
+        line.push_str("{\"at_micros\":");
+        line.push_str(itoa::Buffer::new().format(self.at_micros));
+        line.push_str(",\"role\":");
+        json::push_string(&mut line, &self.role);
+        line.push_str(",\"address\":");
         text(&mut line, self.address.as_deref());
-        line.extend_from_slice(b",\"application\":");
+        line.push_str(",\"application\":");
         text(&mut line, self.application.as_deref());
-        line.extend_from_slice(b",\"command\":");
-        json_string(&mut line, &self.command);
-        line.extend_from_slice(b",\"statement\":");
+        line.push_str(",\"command\":");
+        json::push_string(&mut line, &self.command);
+        line.push_str(",\"statement\":");
         text(&mut line, self.statement.as_deref());
-        line.extend_from_slice(b",\"rows\":");
+        line.push_str(",\"rows\":");
         number(&mut line, self.rows);
-        line.extend_from_slice(b",\"duration_micros\":");
+        line.push_str(",\"duration_micros\":");
         number(&mut line, Some(self.duration_micros));
-        line.extend_from_slice(b",\"sqlstate\":");
+        line.push_str(",\"sqlstate\":");
         text(&mut line, self.sqlstate.as_deref());
-        line.extend_from_slice(b"}\n");
-        line
+        line.push_str("}\n");
+        line.into_bytes()
     }
-}
-
-/// Appends `value` as a JSON string, escaped as `serde_json` escapes it.
-fn json_string(out: &mut Vec<u8>, value: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = value.as_bytes();
-    let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let short: Option<&[u8]> = match byte {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0x08 => Some(b"\\b"),
-            0x0c => Some(b"\\f"),
-            0x00..=0x1f => None,
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        match short {
-            Some(escaped) => out.extend_from_slice(escaped),
-            None => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]),
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Where the records go. Cheap to share; appends from many sessions are

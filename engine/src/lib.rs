@@ -22,6 +22,7 @@ mod framing;
 pub mod frozen;
 pub mod import;
 pub mod io;
+pub mod json;
 pub mod limits;
 pub mod lookalike;
 mod manifest;
