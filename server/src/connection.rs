@@ -600,7 +600,6 @@ impl QueryParser for StatementParser {
     }
 }
 
-/// The parameters of a portal, in the form the SQL layer binds.
 /// A binary array parameter in PostgreSQL's text form: `{1,NULL,"a b"}`.
 fn array_text<T: ToString>(items: Option<Vec<Option<T>>>) -> Option<String> {
     let items = items?;
@@ -617,6 +616,30 @@ fn array_text<T: ToString>(items: Option<Vec<Option<T>>>) -> Option<String> {
     Some(format!("{{{}}}", items.join(",")))
 }
 
+/// The type of each parameter of a statement: the one the client gave at Parse,
+/// else the one inferred, else text.
+fn parameter_types(stored: &StoredStatement<Prepared>) -> Vec<Type> {
+    let inferred = &stored.statement.description.parameters;
+    (0..stored.parameter_types.len().max(inferred.len()))
+        .map(|i| {
+            stored
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| {
+                    inferred
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .map(|t| encode::pg_type(&t))
+                })
+                .unwrap_or(Type::TEXT)
+        })
+        .collect()
+}
+
+/// The parameters of a portal, in the form the SQL layer binds.
 fn parameters(portal: &Portal<Prepared>, types: &[Type]) -> PgWireResult<Vec<ParamValue>> {
     (0..portal.parameter_len())
         .map(|i| {
@@ -953,12 +976,12 @@ impl ExtendedQueryHandler for Connection {
         client.portal_store().rm_portal("");
         self.send_messages(client).await?;
         let status = self.report_status(client);
+        // `send` writes out everything queued since the last Sync.
         client
             .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
                 status,
             )))
             .await?;
-        client.flush().await?;
         Ok(())
     }
 
@@ -976,27 +999,12 @@ impl ExtendedQueryHandler for Connection {
     {
         let stored: &StoredStatement<Prepared> = &portal.statement;
         let prepared = &stored.statement;
-        let types: Vec<Type> = (0..portal.parameter_len())
-            .map(|i| {
-                stored
-                    .parameter_types
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .or_else(|| {
-                        prepared
-                            .description
-                            .parameters
-                            .get(i)
-                            .cloned()
-                            .flatten()
-                            .map(|t| encode::pg_type(&t))
-                    })
-                    .unwrap_or(Type::TEXT)
-            })
-            .collect();
+        let values = match portal.parameter_len() {
+            0 => Ok(Vec::new()),
+            _ => parameters(portal, &parameter_types(stored)),
+        };
         let sql = Some(prepared.sql.as_str());
-        let result = match parameters(portal, &types) {
+        let result = match values {
             Ok(values) => {
                 let bound = self.session.bind(
                     &prepared.statement,

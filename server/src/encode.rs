@@ -18,7 +18,7 @@
 //! | List of the above scalars | the array type (`int8[]`, `oid[]`, `text[]`, ...) |
 //! | anything else (structs, maps, ...) | text, in PostgreSQL's record syntax for structs |
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
@@ -163,7 +163,7 @@ impl<'a> Column<'a> {
                 }
                 _ => false,
             };
-        let needs_text = pg_type(array.data_type()) == Type::TEXT
+        let needs_text = cohortdb_sql::type_oid(array.data_type()) == Type::TEXT.oid()
             && !matches!(
                 array.data_type(),
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
@@ -190,7 +190,7 @@ impl<'a> Column<'a> {
                 &(!array.is_null(row)).then(|| pg_text(array, row)),
                 &Type::TEXT,
                 FieldFormat::Text,
-                &TextOptions::default(),
+                &TEXT_OPTIONS,
             );
         }
         if let Some(text) = &self.text {
@@ -212,6 +212,9 @@ fn api_error(e: arrow::error::ArrowError) -> PgWireError {
 
 /// One cell of a column whose type maps to a PostgreSQL type.
 fn encode_value(encoder: &mut DataRowEncoder, array: &dyn Array, row: usize) -> PgWireResult<()> {
+    fn int<T>(value: T) -> PgWireResult<Integer<T>> {
+        Ok(Integer(value))
+    }
     macro_rules! primitive {
         ($arrow:ty) => {
             primitive!($arrow, |v| Ok::<_, PgWireError>(v))
@@ -231,14 +234,15 @@ fn encode_value(encoder: &mut DataRowEncoder, array: &dyn Array, row: usize) -> 
             let a = array.as_boolean();
             encoder.encode_field(&(!a.is_null(row)).then(|| a.value(row)))
         }
-        DataType::Int8 => primitive!(Int8Type, |v: i8| Ok::<_, PgWireError>(i16::from(v))),
-        DataType::Int16 => primitive!(Int16Type),
-        DataType::UInt8 => primitive!(UInt8Type, |v: u8| Ok::<_, PgWireError>(i16::from(v))),
-        DataType::Int32 => primitive!(Int32Type),
-        DataType::UInt16 => primitive!(UInt16Type, |v: u16| Ok::<_, PgWireError>(i32::from(v))),
-        DataType::Int64 => primitive!(Int64Type),
-        DataType::UInt32 => primitive!(UInt32Type),
+        DataType::Int8 => primitive!(Int8Type, |v: i8| int(i16::from(v))),
+        DataType::Int16 => primitive!(Int16Type, int),
+        DataType::UInt8 => primitive!(UInt8Type, |v: u8| int(i16::from(v))),
+        DataType::Int32 => primitive!(Int32Type, int),
+        DataType::UInt16 => primitive!(UInt16Type, |v: u16| int(i32::from(v))),
+        DataType::Int64 => primitive!(Int64Type, int),
+        DataType::UInt32 => primitive!(UInt32Type, int),
         DataType::UInt64 => primitive!(UInt64Type, |v: u64| i64::try_from(v)
+            .map(Integer)
             .map_err(|_| PgWireError::ApiError(format!("{v} is out of range for bigint").into()))),
         DataType::Float32 => primitive!(Float32Type),
         DataType::Float64 => primitive!(Float64Type),
@@ -345,6 +349,44 @@ impl ToSqlText for Numeric {
         options: &TextOptions,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         self.0.to_sql_text(ty, out, options)
+    }
+}
+
+/// Options for the text form of the values pgwire writes (floats, timestamps):
+/// made once, not for every cell (it holds four strings).
+static TEXT_OPTIONS: LazyLock<TextOptions> = LazyLock::new(TextOptions::default);
+
+/// An integer cell: binary as the Rust integer it holds (`i16`, `i32`, `i64`,
+/// `u32` for `oid`), text written with itoa (pgwire's text goes through
+/// `fmt::Write`, several times the instructions).
+#[derive(Debug)]
+struct Integer<T>(T);
+
+impl<T: ToSql> ToSql for Integer<T> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        T::accepts(ty)
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+impl<T: itoa::Integer + Copy + std::fmt::Debug> ToSqlText for Integer<T> {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _options: &TextOptions,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_slice(itoa::Buffer::new().format(self.0).as_bytes());
+        Ok(IsNull::No)
     }
 }
 
