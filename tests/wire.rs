@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         trial("wire::psql_worked_example", psql_worked_example),
         trial("wire::startup_and_status", startup_and_status),
         trial("wire::session_statements", session_statements),
+        trial("wire::unnamed_portal", unnamed_portal),
         trial("wire::cancel_and_timeout", cancel_and_timeout),
         trial("wire::connection_limit", connection_limit),
         trial("wire::scram_logins_and_roles", scram_logins_and_roles),
@@ -750,6 +751,75 @@ fn session_statements() -> Result<(), Failed> {
             row.get::<_, String>(0)
                 .starts_with("PostgreSQL 16.6 (cohortdb ")
         );
+        Ok(())
+    })
+}
+
+/// The unnamed portal through its life, as drivers use it and beyond: run
+/// whole and run again, run in parts, closed, and gone at Sync.
+fn unnamed_portal() -> Result<(), Failed> {
+    block_on(async {
+        let db = Database::open_in_memory();
+        let port = start(&db).await?;
+        let (mut raw, _) = Raw::connect(port, &[("user", "ann")]).await?;
+        let kinds = |frames: &[Frame]| frames.iter().map(|f| f.0 as char).collect::<String>();
+        let execute = |max_rows: i32| [&[0u8][..], &max_rows.to_be_bytes()].concat();
+        // The unnamed statement and portal, no parameters, text results.
+        let bind = b"\0\0\0\0\0\0\0\0";
+        raw.send(
+            b'P',
+            b"\0SELECT * FROM (VALUES (1), (2), (3)) AS t (x)\0\0\0",
+        )
+        .await?;
+        raw.send(b'B', bind).await?;
+        raw.send(b'D', b"P\0").await?;
+        raw.send(b'E', &execute(0)).await?;
+        // Run to its end, it has no more rows.
+        raw.send(b'E', &execute(0)).await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(kinds(&frames), "12TDDDCCZ");
+        assert_eq!(tags(&frames), ["SELECT 3", "SELECT 0"]);
+
+        // With a row limit: PortalSuspended until the rows run out.
+        raw.send(b'B', bind).await?;
+        raw.send(b'E', &execute(2)).await?;
+        raw.send(b'E', &execute(2)).await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(kinds(&frames), "2DDsDCZ");
+        assert_eq!(tags(&frames), ["SELECT 1"]);
+
+        // Closed, it is gone; CloseComplete waits for Sync like the rest.
+        let gone = (
+            "ERROR".to_string(),
+            "34000".to_string(),
+            "portal \"\" does not exist".to_string(),
+        );
+        raw.send(b'B', bind).await?;
+        raw.send(b'C', b"P\0").await?;
+        raw.send(b'E', &execute(0)).await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(kinds(&frames), "23EZ");
+        assert_eq!(reports(&frames, b'E'), std::slice::from_ref(&gone));
+
+        // Sync ends it too.
+        raw.send(b'B', bind).await?;
+        raw.send(b'S', b"").await?;
+        assert_eq!(kinds(&raw.read_until_ready().await?), "2Z");
+        raw.send(b'E', &execute(0)).await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(reports(&frames, b'E'), [gone]);
+
+        // A statement closed with Close is gone for DEALLOCATE as well.
+        raw.send(b'P', b"s1\0SELECT 1\0\0\0").await?;
+        raw.send(b'C', b"Ss1\0").await?;
+        raw.send(b'S', b"").await?;
+        assert_eq!(kinds(&raw.read_until_ready().await?), "13Z");
+        let frames = raw.query("DEALLOCATE s1").await?;
+        assert_eq!(reports(&frames, b'E')[0].1, "26000");
         Ok(())
     })
 }

@@ -34,8 +34,8 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::{DataRow, RowDescription};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
-    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, PortalSuspended,
-    Sync as SyncMessage, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
+    PortalSuspended, Sync as SyncMessage, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{
     CommandComplete, EmptyQueryResponse, ReadyForQuery, TransactionStatus as ByteStatus,
@@ -309,6 +309,65 @@ async fn completion_tag(
     Ok(completion.tag(&schema, cohortdb_sql::changed_rows(&batches)))
 }
 
+/// The row description of a portal's result, `None` when it has no rows.
+fn portal_fields(portal: &Portal<Prepared>) -> Option<Arc<Vec<FieldInfo>>> {
+    let prepared = &portal.statement.statement;
+    let schema = prepared.description.columns.as_ref()?;
+    let fields = prepared.described.get(schema, &portal.result_column_format);
+    (!fields.is_empty()).then_some(fields)
+}
+
+/// Sends the whole response of a portal's first Execute: its rows, its tag, or
+/// the start of a COPY FROM STDIN.
+async fn send_response<C>(client: &mut C, response: Response) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match response {
+        Response::Query(results) => send_rows(client, results, false).await,
+        Response::Execution(tag) => {
+            send_execution_response(client, tag).await?;
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            Ok(())
+        }
+        Response::CopyIn(copy) => {
+            client.set_state(PgWireConnectionState::CopyInProgress(true));
+            send_copy_in_response(client, copy).await
+        }
+        _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
+    }
+}
+
+/// Sends the rows of an Execute, then PortalSuspended when the portal has more
+/// (`suspended`) or else CommandComplete.
+async fn send_rows<C>(
+    client: &mut C,
+    mut response: QueryResponse,
+    suspended: bool,
+) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let mut rows = 0;
+    while let Some(row) = response.data_rows().next().await {
+        client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+        rows += 1;
+    }
+    let done = match suspended {
+        true => PgWireBackendMessage::PortalSuspended(PortalSuspended::new()),
+        false => {
+            PgWireBackendMessage::CommandComplete(command_complete(response.command_tag(), rows))
+        }
+    };
+    client.feed(done).await?;
+    client.set_state(PgWireConnectionState::ReadyForQuery);
+    Ok(())
+}
+
 /// An encoding failure, as a statement error.
 pub(crate) fn encode_error(e: PgWireError) -> cohortdb_sql::Error {
     cohortdb_sql::Error::Execution {
@@ -401,6 +460,13 @@ fn protocol_error(code: &str, message: String) -> PgWireError {
         code.into(),
         message,
     )))
+}
+
+/// PostgreSQL's error for a portal that does not exist (pgwire's own says 26000).
+/// The unnamed portal is `DEFAULT_NAME` to pgwire and `""` to the client.
+fn portal_not_found(name: &str) -> PgWireError {
+    let name = if name == DEFAULT_NAME { "" } else { name };
+    protocol_error("34000", format!("portal \"{name}\" does not exist"))
 }
 
 /// The 1-based character offset of a line and column in `text`.
@@ -812,6 +878,7 @@ impl ExtendedQueryHandler for Connection {
             return Err(PgWireError::NotReadyForQuery);
         }
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
         let portal = match client.portal_store().get_portal(name) {
             Some(Entry::Value(portal)) => portal,
             Some(Entry::Empty) => {
@@ -823,7 +890,7 @@ impl ExtendedQueryHandler for Connection {
                     .await?;
                 return Ok(());
             }
-            None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+            None => return Err(portal_not_found(name)),
         };
         let prepared = &portal.statement.statement;
         if prepared.statement.copies_to_client() {
@@ -841,61 +908,27 @@ impl ExtendedQueryHandler for Connection {
             });
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
         let state = portal.state();
         let mut state = state.lock().await;
         // A first Execute without a row limit sends all the rows at once,
         // straight from the statement's stream (pgwire's fetch would gather
         // them first); any other goes through the portal's fetch.
-        let all_now = match *state {
-            PortalExecutionState::Initial => {
-                let results =
-                    match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
-                        Response::Query(results) => results,
-                        Response::Execution(tag) => {
-                            send_execution_response(client, tag).await?;
-                            client.set_state(PgWireConnectionState::ReadyForQuery);
-                            return Ok(());
-                        }
-                        Response::CopyIn(copy) => {
-                            client.set_state(PgWireConnectionState::CopyInProgress(true));
-                            return send_copy_in_response(client, copy).await;
-                        }
-                        _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
-                    };
-                if max_rows == 0 {
-                    *state = PortalExecutionState::Finished;
-                    Some(results)
-                } else {
+        if let PortalExecutionState::Initial = *state {
+            match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
+                Response::Query(results) if max_rows > 0 => {
                     *state = PortalExecutionState::Suspended(results);
-                    None
                 }
+                Response::Query(results) => {
+                    *state = PortalExecutionState::Finished;
+                    drop(state);
+                    return send_rows(client, results, false).await;
+                }
+                other => return send_response(client, other).await,
             }
-            _ => None,
-        };
-        drop(state);
-        let (mut response, suspended) = match all_now {
-            Some(results) => (results, false),
-            None => {
-                let fetched = portal.fetch(max_rows).await?;
-                (fetched.response, fetched.suspended)
-            }
-        };
-        let mut rows = 0;
-        while let Some(row) = response.data_rows().next().await {
-            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
-            rows += 1;
         }
-        let done = match suspended {
-            true => PgWireBackendMessage::PortalSuspended(PortalSuspended::new()),
-            false => PgWireBackendMessage::CommandComplete(command_complete(
-                response.command_tag(),
-                rows,
-            )),
-        };
-        client.feed(done).await?;
-        client.set_state(PgWireConnectionState::ReadyForQuery);
-        Ok(())
+        drop(state);
+        let fetched = portal.fetch(max_rows).await?;
+        send_rows(client, fetched.response, fetched.suspended).await
     }
 
     /// Describes a statement or portal, the replies queued for Sync like
@@ -927,16 +960,9 @@ impl ExtendedQueryHandler for Connection {
             // Described for every execution by libpq-style clients: the row
             // description is kept, like Execute's.
             TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
-                Some(Entry::Value(portal)) => {
-                    let prepared = &portal.statement.statement;
-                    let fields =
-                        prepared.description.columns.as_ref().map(|schema| {
-                            prepared.described.get(schema, &portal.result_column_format)
-                        });
-                    (None, fields.filter(|fields| !fields.is_empty()))
-                }
+                Some(Entry::Value(portal)) => (None, portal_fields(&portal)),
                 Some(Entry::Empty) => (None, None),
-                None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+                None => return Err(portal_not_found(name)),
             },
             other => return Err(PgWireError::InvalidTargetType(other)),
         };
@@ -958,6 +984,33 @@ impl ExtendedQueryHandler for Connection {
         Ok(())
     }
 
+    /// Closes a prepared statement or portal; CloseComplete is queued for Sync
+    /// like the other replies. Closing what does not exist is no error.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                client.portal_store().rm_statement(name);
+                self.prepared
+                    .lock()
+                    .expect("prepared statement names")
+                    .remove(name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            other => return Err(PgWireError::InvalidTargetType(other)),
+        }
+        client
+            .feed(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     /// Ends an extended-query exchange with the session's transaction status.
     async fn on_sync<C>(&self, client: &mut C, _message: SyncMessage) -> PgWireResult<()>
     where
@@ -973,7 +1026,8 @@ impl ExtendedQueryHandler for Connection {
         if client.transaction_status() == ByteStatus::Error && reported != ByteStatus::Error {
             self.session.statement_failed();
         }
-        client.portal_store().rm_portal("");
+        // The unnamed portal ends here (pgwire names it `DEFAULT_NAME`).
+        client.portal_store().rm_portal(DEFAULT_NAME);
         self.send_messages(client).await?;
         let status = self.report_status(client);
         // `send` writes out everything queued since the last Sync.
