@@ -756,7 +756,8 @@ fn session_statements() -> Result<(), Failed> {
 }
 
 /// The unnamed portal through its life, as drivers use it and beyond: run
-/// whole and run again, run in parts, closed, and gone at Sync.
+/// whole and run again, run in parts, closed, and gone when its transaction
+/// ends (at Sync, unless a block is open).
 fn unnamed_portal() -> Result<(), Failed> {
     block_on(async {
         let db = Database::open_in_memory();
@@ -804,7 +805,24 @@ fn unnamed_portal() -> Result<(), Failed> {
         assert_eq!(kinds(&frames), "23EZ");
         assert_eq!(reports(&frames, b'E'), std::slice::from_ref(&gone));
 
-        // Sync ends it too.
+        // It lasts until its transaction ends: past Sync inside a block...
+        raw.query("BEGIN").await?;
+        raw.send(b'B', bind).await?;
+        raw.send(b'E', &execute(2)).await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(
+            (kinds(&frames), status(&frames)),
+            ("2DDsZ".to_string(), 'T')
+        );
+        raw.send(b'E', &execute(2)).await?;
+        raw.send(b'S', b"").await?;
+        let frames = raw.read_until_ready().await?;
+        assert_eq!(kinds(&frames), "DCZ");
+        assert_eq!(tags(&frames), ["SELECT 1"]);
+        raw.query("COMMIT").await?;
+
+        // ... and to Sync outside one.
         raw.send(b'B', bind).await?;
         raw.send(b'S', b"").await?;
         assert_eq!(kinds(&raw.read_until_ready().await?), "2Z");

@@ -1026,10 +1026,13 @@ impl ExtendedQueryHandler for Connection {
         if client.transaction_status() == ByteStatus::Error && reported != ByteStatus::Error {
             self.session.statement_failed();
         }
-        // The unnamed portal ends here (pgwire names it `DEFAULT_NAME`).
-        client.portal_store().rm_portal(DEFAULT_NAME);
         self.send_messages(client).await?;
         let status = self.report_status(client);
+        // As in PostgreSQL, the unnamed portal (pgwire's `DEFAULT_NAME`) lasts
+        // until its transaction ends: here, unless a block is open.
+        if status == ByteStatus::Idle {
+            client.portal_store().rm_portal(DEFAULT_NAME);
+        }
         // `send` writes out everything queued since the last Sync.
         client
             .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
