@@ -317,29 +317,6 @@ fn portal_fields(portal: &Portal<Prepared>) -> Option<Arc<Vec<FieldInfo>>> {
     (!fields.is_empty()).then_some(fields)
 }
 
-/// Sends the whole response of a portal's first Execute: its rows, its tag, or
-/// the start of a COPY FROM STDIN.
-async fn send_response<C>(client: &mut C, response: Response) -> PgWireResult<()>
-where
-    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-    C::Error: Debug,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    match response {
-        Response::Query(results) => send_rows(client, results, false).await,
-        Response::Execution(tag) => {
-            send_execution_response(client, tag).await?;
-            client.set_state(PgWireConnectionState::ReadyForQuery);
-            Ok(())
-        }
-        Response::CopyIn(copy) => {
-            client.set_state(PgWireConnectionState::CopyInProgress(true));
-            send_copy_in_response(client, copy).await
-        }
-        _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
-    }
-}
-
 /// Sends the rows of an Execute, then PortalSuspended when the portal has more
 /// (`suspended`) or else CommandComplete.
 async fn send_rows<C>(
@@ -923,7 +900,16 @@ impl ExtendedQueryHandler for Connection {
                     drop(state);
                     return send_rows(client, results, false).await;
                 }
-                other => return send_response(client, other).await,
+                Response::Execution(tag) => {
+                    send_execution_response(client, tag).await?;
+                    client.set_state(PgWireConnectionState::ReadyForQuery);
+                    return Ok(());
+                }
+                Response::CopyIn(copy) => {
+                    client.set_state(PgWireConnectionState::CopyInProgress(true));
+                    return send_copy_in_response(client, copy).await;
+                }
+                _ => unreachable!("do_query answers with rows, a tag or COPY FROM STDIN"),
             }
         }
         drop(state);
